@@ -1,0 +1,46 @@
+# Two commands set everything up on a fresh machine:
+#   make tour   -> .venv, torch (CPU build), deeplimits[test], then `deeplimits tour` (report/index.html)
+#   make test   -> the same set-up, headless Chromium for the report test, then pytest
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.deeplimits-installed
+PYTEST_ARGS ?=
+
+.PHONY: tour test install browser lint bench clean
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch==2.13.0 first: it is the CPU build on this disk; a bare `torch` requirement would pull a
+# multi-GB CUDA build. Everything after it accepts the torch already installed.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+tour: $(STAMP)
+	$(VENV)/bin/deeplimits tour
+
+# Debian's chromium + chromedriver render the report in a real browser test.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		echo "installing chromium and chromium-driver (Debian packages) for the report test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+test: $(STAMP) browser
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/ode_peers.py
+
+clean:
+	rm -rf $(VENV) report .pytest_cache

@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny experiments that run in milliseconds, for framework tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import matplotlib.pyplot as plt
+import pytest
+
+from deeplimits.experiments import (
+    Experiment,
+    ExperimentConfig,
+    Progress,
+    Result,
+    Table,
+    Verdict,
+)
+
+
+@dataclass(frozen=True)
+class ToyConfig(ExperimentConfig):
+    n: int = 3
+
+    @classmethod
+    def quick(cls) -> ToyConfig:
+        return cls(n=3)
+
+    @classmethod
+    def full(cls) -> ToyConfig:
+        return cls(n=5)
+
+
+class ToyExperiment(Experiment[ToyConfig]):
+    """Squares 0..n-1; counts its runs so tests can see reuse."""
+
+    name = "toy"
+    title = "Toy"
+    claim = "Squares are non-negative."
+    slide = 1
+    Config = ToyConfig
+    runs: ClassVar[int] = 0
+
+    def run(self, config: ToyConfig, progress: Progress) -> Result:
+        type(self).runs += 1
+        squares = []
+        with progress.task("square", total=config.n) as task:
+            for i in range(config.n):
+                squares.append(i * i)
+                task.advance()
+        fig, ax = plt.subplots()
+        ax.plot(squares)
+        return Result(
+            numbers={"squares": squares, "seed": config.seed},
+            verdict=Verdict.from_checks({f"min square {min(squares)} >= 0": min(squares) >= 0}),
+            tables=[Table("squares", ("i", "i²"), tuple((i, s) for i, s in enumerate(squares)))],
+            figures={"squares": fig},
+        )
+
+
+@pytest.fixture
+def toy() -> type[ToyExperiment]:
+    ToyExperiment.runs = 0
+    return ToyExperiment
+
+
+@pytest.fixture
+def toy_registered(toy: type[ToyExperiment], monkeypatch: pytest.MonkeyPatch):
+    """The toy experiment as the only registered one (the real ones are not run)."""
+    import deeplimits.experiments as ex
+
+    monkeypatch.setattr(ex, "_MODULES", ())
+    monkeypatch.setattr(ex, "_REGISTRY", {"toy": toy})
+    return toy
