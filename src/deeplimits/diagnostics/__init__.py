@@ -6,9 +6,16 @@ Each function documents the layers it supports and raises
 
 from __future__ import annotations
 
+from deeplimits.diagnostics._memory import SavedTensorsMeter, cuda_peak_bytes
 from deeplimits.diagnostics._paths import count_parameters, count_paths
+from deeplimits.diagnostics._regions import count_regions, region_breakpoints, region_map
 
 __all__ = [
+    "SavedTensorsMeter",
+    "cuda_peak_bytes",
     "count_parameters",
     "count_paths",
+    "count_regions",
+    "region_breakpoints",
+    "region_map",
 ]

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from deeplimits.diagnostics import SavedTensorsMeter
+
+
+def test_chain_of_tanh_is_measured_as_its_saved_outputs():
+    # tanh saves its output for backward: k calls on n float32 values save exactly k*n*4 bytes.
+    x = torch.randn(1000, requires_grad=True)
+    with SavedTensorsMeter() as meter:
+        y = x
+        for _ in range(7):
+            y = torch.tanh(y)
+    assert meter.bytes == 7 * 1000 * 4
+
+
+def test_linear_layer_saves_input_and_weight_unless_parameters_are_excluded():
+    layer = nn.Linear(50, 20)
+    x = torch.randn(8, 50, requires_grad=True)
+    with SavedTensorsMeter() as meter_all:
+        layer(x)
+    assert meter_all.bytes == 8 * 50 * 4 + 20 * 50 * 4
+    with SavedTensorsMeter(exclude=layer.parameters()) as meter:
+        layer(x)
+    assert meter.bytes == 8 * 50 * 4
+
+
+def test_nothing_is_counted_without_grad():
+    with torch.no_grad(), SavedTensorsMeter() as meter:
+        torch.tanh(torch.randn(100, requires_grad=True))
+    assert meter.bytes == 0
+
+
+def test_weight_tied_layers_count_the_shared_storage_once_and_activations_per_layer():
+    layer = nn.Linear(16, 16, bias=False)
+    x = torch.randn(4, 16, requires_grad=True)
+    with SavedTensorsMeter() as meter:
+        h = x
+        for _ in range(5):
+            h = layer(h)
+    # Saved: the 5 layer inputs (4x16 each) and the weight once (16x16).
+    assert meter.bytes == 5 * 4 * 16 * 4 + 16 * 16 * 4
