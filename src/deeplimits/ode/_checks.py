@@ -1,0 +1,207 @@
+"""Argument checks and the flat, counting wrapper around the user's ``func``.
+
+Every check raises a :mod:`deeplimits.errors` exception whose message names the value and the
+fix; no ``assert`` is used for validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from deeplimits.errors import InvalidArgumentError, InvalidTypeError, NonFiniteStateError
+from deeplimits.ode._options import SolveStats
+
+__all__ = ["FlatState", "check_t", "check_tolerances", "flatten_y0", "t_to_floats"]
+
+
+def check_tolerances(rtol: float, atol: float, prefix: str = "") -> None:
+    for name, val in ((f"{prefix}rtol", rtol), (f"{prefix}atol", atol)):
+        if isinstance(val, Tensor) or not isinstance(val, (int, float)):
+            raise InvalidTypeError(f"{name} must be a float, got {type(val).__name__}")
+        if not val >= 0:  # also catches NaN
+            raise InvalidArgumentError(f"{name}={val!r} must be >= 0")
+    if rtol == 0 and atol == 0:
+        raise InvalidArgumentError(f"{prefix}rtol and {prefix}atol must not both be 0")
+
+
+def check_t(t: Any, dtype: torch.dtype, device: torch.device) -> None:
+    """``t`` must be a 1-D floating tensor on ``device`` with ``dtype``, strictly monotonic."""
+    if not isinstance(t, Tensor):
+        raise InvalidTypeError(
+            f"t must be a torch.Tensor, got {type(t).__name__}; use torch.tensor(t, dtype=...)"
+        )
+    if not t.is_floating_point():
+        raise InvalidTypeError(
+            f"t must have a floating dtype, got {t.dtype}; use t.to({dtype})"
+        )
+    if t.ndim != 1 or t.numel() == 0:
+        raise InvalidArgumentError(
+            f"t must be 1-D with at least one time, got shape {tuple(t.shape)}; "
+            "pass e.g. torch.linspace(t0, t1, n)"
+        )
+    if t.dtype != dtype:
+        raise InvalidTypeError(
+            f"t has dtype {t.dtype} but y0 has dtype {dtype}; use t.to({dtype})"
+        )
+    if t.device != device:
+        raise InvalidArgumentError(
+            f"t is on {t.device} but y0 is on {device}; use t.to(y0.device)"
+        )
+    if t.numel() >= 2:
+        d = torch.diff(t.detach())
+        if not bool(torch.isfinite(t.detach()).all()):
+            raise InvalidArgumentError(f"t contains NaN or inf: {t.tolist()}")
+        inc, dec = bool((d > 0).all()), bool((d < 0).all())
+        if not (inc or dec):
+            sign_ok = d > 0 if bool(d[0] > 0) else d < 0
+            bad = int(torch.nonzero(~sign_ok)[0]) + 1
+            raise InvalidArgumentError(
+                f"t must be strictly increasing or strictly decreasing, but t[{bad}]="
+                f"{float(t[bad])!r} follows t[{bad - 1}]={float(t[bad - 1])!r}; sort t "
+                "(torch.sort) and remove duplicates"
+            )
+
+
+def t_to_floats(t: Tensor) -> list[float]:
+    """The times as Python floats (one host transfer)."""
+    return t.detach().to("cpu", torch.float64).tolist()
+
+
+class FlatState:
+    """How a state (a tensor or a tuple of tensors) maps to one flat ``(N,)`` tensor."""
+
+    def __init__(self, y0: Tensor | tuple[Tensor, ...]) -> None:
+        self.is_tuple = isinstance(y0, tuple)
+        parts = y0 if isinstance(y0, tuple) else (y0,)
+        if not parts:
+            raise InvalidArgumentError("y0 is an empty tuple; give at least one tensor")
+        for i, p in enumerate(parts):
+            where = f"y0[{i}]" if self.is_tuple else "y0"
+            if not isinstance(p, Tensor):
+                raise InvalidTypeError(f"{where} must be a torch.Tensor, got {type(p).__name__}")
+            if not p.is_floating_point():
+                raise InvalidTypeError(
+                    f"{where} must have a floating dtype, got {p.dtype}; use {where}.double() "
+                    "or .float()"
+                )
+            if p.dtype != parts[0].dtype or p.device != parts[0].device:
+                raise InvalidTypeError(
+                    f"all tensors of tuple y0 need one dtype and device: y0[0] is "
+                    f"{parts[0].dtype} on {parts[0].device}, {where} is {p.dtype} on {p.device}"
+                )
+        self.shapes = [tuple(p.shape) for p in parts]
+        self.sizes = [p.numel() for p in parts]
+        self.numel = sum(self.sizes)
+        self.dtype = parts[0].dtype
+        self.device = parts[0].device
+
+    def flatten(self, y: Tensor | tuple[Tensor, ...]) -> Tensor:
+        """``(N,)`` view (single tensor) or concatenation (tuple)."""
+        if isinstance(y, tuple):
+            return torch.cat([p.reshape(-1) for p in y])
+        return y.reshape(-1)
+
+    def unflatten(self, flat: Tensor) -> Tensor | tuple[Tensor, ...]:
+        """Inverse of :meth:`flatten` for one state ``(N,)`` -> original shapes."""
+        if not self.is_tuple:
+            return flat.view(self.shapes[0])
+        return tuple(p.view(s) for p, s in zip(flat.split(self.sizes), self.shapes))
+
+    def unflatten_series(self, ys: Tensor) -> Tensor | tuple[Tensor, ...]:
+        """``(T, N)`` -> ``(T, *shape)`` or a tuple of those."""
+        T = ys.shape[0]
+        if not self.is_tuple:
+            return ys.view(T, *self.shapes[0])
+        return tuple(
+            p.reshape(T, *s) for p, s in zip(ys.split(self.sizes, dim=1), self.shapes)
+        )
+
+
+class FlatFuncWrapper:
+    """Calls the user's ``func(t, y)`` on a flat state, counts calls, checks the first output.
+
+    Args:
+        func: the user's right-hand side ``func(t: Tensor, y) -> dy/dt`` (same structure as y0).
+        state: the flattening of ``y0``.
+        stats: counter to increment (``nfe_forward`` or ``nfe_backward`` per ``backward``).
+        backward: count into ``nfe_backward`` instead of ``nfe_forward``.
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        state: FlatState,
+        stats: SolveStats | None,
+        backward: bool = False,
+    ) -> None:
+        self.func = func
+        self.state = state
+        self.stats = stats if stats is not None else SolveStats()
+        self.backward = backward
+        self.checked = False
+
+    def __call__(self, t: float | Tensor, y: Tensor) -> Tensor:
+        st = self.state
+        tt = (
+            t
+            if isinstance(t, Tensor)
+            else torch.tensor(t, dtype=st.dtype, device=st.device)
+        )
+        out = self.func(tt, st.unflatten(y))
+        if self.backward:
+            self.stats.nfe_backward += 1
+        else:
+            self.stats.nfe_forward += 1
+        if not self.checked:
+            self._check_output(out, float(t), y)
+            self.checked = True
+        return st.flatten(out)
+
+    def _check_output(self, out: Any, t: float, y: Tensor) -> None:
+        st = self.state
+        parts = out if isinstance(out, tuple) else (out,)
+        if st.is_tuple != isinstance(out, tuple) or len(parts) != len(st.shapes):
+            want = f"a tuple of {len(st.shapes)} tensors" if st.is_tuple else "a single tensor"
+            got = f"a tuple of {len(parts)}" if isinstance(out, tuple) else type(out).__name__
+            raise InvalidArgumentError(
+                f"func must return {want} like y0, got {got}; return dy/dt with y0's structure"
+            )
+        for i, (p, shape) in enumerate(zip(parts, st.shapes)):
+            where = f"func output[{i}]" if st.is_tuple else "func output"
+            if not isinstance(p, Tensor):
+                raise InvalidTypeError(f"{where} must be a torch.Tensor, got {type(p).__name__}")
+            if tuple(p.shape) != shape:
+                raise InvalidArgumentError(
+                    f"{where} has shape {tuple(p.shape)} but the state has shape {shape}; "
+                    "func(t, y) must return dy/dt with the same shape as y"
+                )
+            if p.dtype != st.dtype:
+                raise InvalidTypeError(
+                    f"{where} has dtype {p.dtype} but y0 has dtype {st.dtype}; cast func's "
+                    f"parameters/output to {st.dtype} (e.g. module.to({st.dtype}))"
+                )
+            if p.device != st.device:
+                raise InvalidArgumentError(
+                    f"{where} is on {p.device} but y0 is on {st.device}; move func (or y0) to "
+                    "one device"
+                )
+        if not bool(torch.isfinite(y).all()):
+            raise NonFiniteStateError(f"the initial state y0 contains NaN or inf (at t={t!r})")
+        if not all(bool(torch.isfinite(p).all()) for p in parts):
+            raise NonFiniteStateError(
+                f"func returned NaN or inf at t={t!r} for a finite state; check func"
+            )
+
+
+def check_finite(y: Tensor, t: float, dt: float) -> None:
+    """Raise NonFiniteStateError if ``y`` (the state at ``t``) holds NaN/inf."""
+    if not bool(torch.isfinite(y).all()):
+        raise NonFiniteStateError(
+            f"the ODE state became NaN or inf at t={t!r} (step dt={dt!r}); the solution may blow "
+            "up there, or the step is too large for an explicit method (smaller step_size, or "
+            "an adaptive method)"
+        )

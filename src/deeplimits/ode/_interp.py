@@ -1,0 +1,52 @@
+"""Dense output: evaluate a step's interpolant at several times with two matmuls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from deeplimits.ode._tableaux import ButcherTableau
+
+__all__ = ["DenseCache", "dense_eval"]
+
+
+class DenseCache:
+    """The tableau's dense coefficients as a tensor, built once per (dtype, device) and solve."""
+
+    def __init__(self, tableau: ButcherTableau) -> None:
+        self.tableau = tableau
+        self._coef: Tensor | None = None
+
+    def coef(self, like: Tensor) -> Tensor:
+        c = self._coef
+        if c is None or c.dtype != like.dtype or c.device != like.device:
+            c = torch.tensor(self.tableau.dense, dtype=like.dtype, device=like.device)  # (P, S')
+            self._coef = c
+        return c
+
+
+def dense_eval(
+    cache: DenseCache, y0: Tensor, ks: Sequence[Tensor], h: float, thetas: Sequence[float]
+) -> Tensor:
+    """States at ``t0 + theta*h`` for each ``theta`` in ``thetas`` (``0 < theta < 1``).
+
+    Args:
+        cache: coefficients of the method's interpolant.
+        y0: state at the start of the step, ``(N,)``.
+        ks: the step's stages, plus ``f(t0+h, y1)`` last for non-FSAL tableaux (``S'`` tensors).
+        h: the step size (signed).
+        thetas: fractions of the step.
+
+    Returns:
+        ``(m, N)`` tensor, one row per theta.
+    """
+    coef = cache.coef(y0)  # (P, S')
+    K = torch.stack(list(ks))  # (S', N)
+    C = (coef @ K).mul_(h)  # (P, N): polynomial coefficients of theta^1..theta^P
+    th = torch.tensor(thetas, dtype=y0.dtype, device=y0.device)  # (m,)
+    powers = th[:, None] ** torch.arange(
+        1, coef.shape[0] + 1, dtype=y0.dtype, device=y0.device
+    )  # (m, P)
+    return torch.addmm(y0.unsqueeze(0), powers, C)  # (m, N)

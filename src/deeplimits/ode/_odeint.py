@@ -1,0 +1,353 @@
+"""``odeint``: fixed-step and adaptive explicit Runge-Kutta solves (torchdiffeq-compatible API)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from deeplimits.errors import (
+    InvalidArgumentError,
+    MaxStepsExceededError,
+    NonFiniteStateError,
+    StepSizeUnderflowError,
+    UnknownNameError,
+)
+from deeplimits.ode._checks import (
+    FlatFuncWrapper,
+    FlatState,
+    check_finite,
+    check_t,
+    check_tolerances,
+    t_to_floats,
+)
+from deeplimits.ode._controller import PIController, error_ratio
+from deeplimits.ode._interp import DenseCache, dense_eval
+from deeplimits.ode._options import (
+    AdaptiveOptions,
+    FixedStepOptions,
+    ReversibleHeunOptions,
+    SolveStats,
+    grid_to_floats,
+    parse_options,
+)
+from deeplimits.ode._stepper import FlatFunc, rk_step
+from deeplimits.ode._tableaux import TABLEAUX, ButcherTableau
+
+__all__ = ["ADAPTIVE_METHODS", "FIXED_METHODS", "METHODS", "odeint"]
+
+FIXED_METHODS = ("euler", "midpoint", "rk4")
+ADAPTIVE_METHODS = ("bosh3", "dopri5", "tsit5")
+METHODS = (*FIXED_METHODS, *ADAPTIVE_METHODS, "reversible_heun")
+
+Options = Mapping[str, Any] | FixedStepOptions | AdaptiveOptions | None
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise UnknownNameError("method", method, METHODS)
+
+
+def options_for(method: str, options: Any) -> FixedStepOptions | AdaptiveOptions:
+    """Parse ``options`` with the options class of ``method``."""
+    check_method(method)
+    if method in ADAPTIVE_METHODS:
+        return parse_options(AdaptiveOptions, options, method)
+    if method == "reversible_heun":
+        return parse_options(ReversibleHeunOptions, options, method)
+    return parse_options(FixedStepOptions, options, method)
+
+
+def build_grid(ts: list[float], opts: FixedStepOptions) -> list[float]:
+    """Step times from ``t[0]`` to ``t[-1]`` for a fixed-step solve (both endpoints included)."""
+    t0, t1 = ts[0], ts[-1]
+    d = 1.0 if t1 > t0 else -1.0
+    if opts.step_size is not None:
+        h = float(opts.step_size)
+        n = max(1, math.ceil(abs(t1 - t0) / h - 1e-9))
+        return [t0 + d * i * h for i in range(n)] + [t1]
+    if opts.grid is not None:
+        g = grid_to_floats(opts.grid)
+        if len(g) >= 2:
+            inc = all(b > a for a, b in zip(g, g[1:]))
+            dec = all(b < a for a, b in zip(g, g[1:]))
+            if not (inc or dec):
+                raise InvalidArgumentError(
+                    "options grid must be strictly increasing or decreasing; sort it"
+                )
+        inner = sorted((x for x in g if d * (x - t0) > 0 and d * (t1 - x) > 0), key=lambda x: d * x)
+        return [t0, *inner, t1]
+    return list(ts)
+
+
+def _emit(
+    outs: list[Tensor],
+    ts: list[float],
+    j: int,
+    d: float,
+    t: float,
+    t1: float,
+    h: float,
+    y: Tensor,
+    y1: Tensor,
+    dense: Callable[[list[float]], Tensor],
+) -> int:
+    """Append the states at output times in ``(t, t1]``; returns the next output index."""
+    n = len(ts)
+    k = j
+    while k < n and d * (ts[k] - t1) < 0:
+        k += 1
+    if k > j:
+        thetas = [(ts[i] - t) / h for i in range(j, k)]
+        outs.extend(dense(thetas).unbind(0))
+    if k < n and ts[k] == t1:
+        outs.append(y1)
+        k += 1
+    return k
+
+
+def solve_fixed(
+    f: FlatFunc,
+    y0: Tensor,
+    ts: list[float],
+    tableau: ButcherTableau,
+    opts: FixedStepOptions,
+    stats: SolveStats,
+) -> list[Tensor]:
+    """Fixed-step solve on ``build_grid``; outputs between grid points by cubic Hermite."""
+    grid = build_grid(ts, opts)
+    d = 1.0 if ts[-1] > ts[0] else -1.0
+    cache = DenseCache(tableau)
+    outs: list[Tensor] = [y0]
+    j = 1
+    y = y0
+    k1: Tensor | None = None
+    for i in range(len(grid) - 1):
+        t, t1 = grid[i], grid[i + 1]
+        h = t1 - t
+        y1, _, ks = rk_step(tableau, f, t, y, h, k1)
+        stats.accepted_steps += 1
+        check_finite(y1, t1, h)
+        k1 = ks[-1] if tableau.fsal else None
+        if j < len(ts) and d * (ts[j] - t1) < 0:
+            # Interior output times need f(t1, y1); it is reused as the next step's k1.
+            if not tableau.fsal:
+                k1 = f(t1, y1)
+                ks = [*ks, k1]
+            stages = ks
+
+            def dense(thetas: list[float], y=y, stages=stages, h=h) -> Tensor:
+                return dense_eval(cache, y, stages, h, thetas)
+
+        else:
+            dense = _no_dense
+        j = _emit(outs, ts, j, d, t, t1, h, y, y1, dense)
+        y = y1
+    return outs
+
+
+def _no_dense(thetas: list[float]) -> Tensor:
+    raise RuntimeError("internal error: dense output requested without stages")  # unreachable
+
+
+def _initial_step(
+    f: FlatFunc, t0: float, y0: Tensor, f0: Tensor, d: float, order: int, rtol: float,
+    atol: float, span: float, norm_dims: int | None,
+) -> float:
+    """Hairer, Norsett & Wanner (1993), sec. II.4 starting step (one extra evaluation)."""
+    y0n, f0n = (y0, f0) if norm_dims is None else (y0[:norm_dims], f0[:norm_dims])
+    scale = y0n.abs() * rtol + atol
+    n = max(y0n.numel(), 1)
+    d0 = float(torch.linalg.vector_norm(y0n / scale)) / math.sqrt(n)
+    d1 = float(torch.linalg.vector_norm(f0n / scale)) / math.sqrt(n)
+    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    h0 = min(h0, span)
+    y1 = torch.add(y0, f0, alpha=d * h0)
+    f1 = f(t0 + d * h0, y1)
+    f1n = f1 if norm_dims is None else f1[:norm_dims]
+    d2 = float(torch.linalg.vector_norm((f1n - f0n) / scale)) / math.sqrt(n) / h0
+    if not math.isfinite(d2):
+        return h0
+    if max(d1, d2) <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / (order + 1))
+    return min(100 * h0, h1, span)
+
+
+def solve_adaptive(
+    f: FlatFunc,
+    y0: Tensor,
+    ts: list[float],
+    tableau: ButcherTableau,
+    opts: AdaptiveOptions,
+    rtol: float,
+    atol: float,
+    stats: SolveStats,
+    norm_dims: int | None = None,
+    backward: bool = False,
+) -> list[Tensor]:
+    """Adaptive solve with an embedded pair, PI control and the method's dense output.
+
+    Steps are not shortened to hit output times (so the number of evaluations does not depend
+    on how many are asked for), only to end exactly at ``ts[-1]``.
+    """
+    ctrl = opts.controller if opts.controller is not None else PIController()
+    err_order = int(tableau.error_order or tableau.order) + 1
+    t_end = ts[-1]
+    d = 1.0 if t_end > ts[0] else -1.0
+    span = abs(t_end - ts[0])
+    cache = DenseCache(tableau)
+    t = ts[0]
+    y = y0
+    k1: Tensor | None = f(t, y)
+    if opts.first_step is not None:
+        h_abs = float(opts.first_step)
+    else:
+        h_abs = _initial_step(f, t, y, k1, d, tableau.order, rtol, atol, span, norm_dims)
+    if ctrl.dt_max is not None:
+        h_abs = min(h_abs, ctrl.dt_max)
+    outs: list[Tensor] = [y0]
+    j = 1
+    n = len(ts)
+    prev_ratio = 1.0
+    steps = 0
+    bad_in_a_row = 0
+    while j < n:
+        if steps >= opts.max_num_steps:
+            raise MaxStepsExceededError(
+                f"max_num_steps={opts.max_num_steps} reached at t={t!r} (integrating to "
+                f"t={t_end!r}); raise options max_num_steps, loosen rtol/atol, or the problem "
+                "may be stiff (use an implicit solver)"
+            )
+        steps += 1
+        last = d * (t + d * h_abs - t_end) >= 0
+        h = (t_end - t) if last else d * h_abs
+        y1, err, ks = rk_step(tableau, f, t, y, h, k1)
+        ratio = float(error_ratio(err, y, y1, rtol, atol, norm_dims))  # the one sync per step
+        if not math.isfinite(ratio):
+            # NaN/inf in the trial state: shrink hard; a real blow-up fails after a few tries.
+            bad_in_a_row += 1
+            if bad_in_a_row > 10:
+                raise NonFiniteStateError(
+                    f"the ODE state became NaN or inf after t={t!r} (tried dt down to {h!r}); "
+                    "the solution may blow up there, or func returns NaN/inf"
+                )
+            factor = ctrl.factor_min
+            accepted = False
+        else:
+            bad_in_a_row = 0
+            accepted = ratio <= 1.0
+            factor = ctrl.factor(ratio, prev_ratio, accepted, err_order)
+        if accepted:
+            t1 = t_end if last else t + h
+            if backward:
+                stats.backward_accepted_steps += 1
+            else:
+                stats.accepted_steps += 1
+
+            def dense(thetas: list[float], y=y, ks=ks, h=h) -> Tensor:
+                return dense_eval(cache, y, ks, h, thetas)
+
+            j = _emit(outs, ts, j, d, t, t1, h, y, y1, dense)
+            t, y = t1, y1
+            k1 = ks[-1] if tableau.fsal else None
+            prev_ratio = max(ratio, 1e-4)
+        elif backward:
+            stats.backward_rejected_steps += 1
+        else:
+            stats.rejected_steps += 1
+        h_abs = abs(h) * factor
+        if ctrl.dt_max is not None:
+            h_abs = min(h_abs, ctrl.dt_max)
+        if j < n and h_abs < max(ctrl.dt_min, 8 * 2.220446049250313e-16 * max(1.0, abs(t))):
+            raise StepSizeUnderflowError(
+                f"step size underflow at t={t!r}: dt={h_abs!r} is below the smallest usable step "
+                f"(controller dt_min={ctrl.dt_min}); the problem may be stiff or singular near "
+                "t, or rtol/atol are too tight for the dtype (loosen them or use float64)"
+            )
+    return outs
+
+
+def solve_flat(
+    f: FlatFunc,
+    y0: Tensor,
+    ts: list[float],
+    method: str,
+    opts: FixedStepOptions | AdaptiveOptions,
+    rtol: float,
+    atol: float,
+    stats: SolveStats,
+    norm_dims: int | None = None,
+    backward: bool = False,
+) -> list[Tensor]:
+    """Solve on a flat state; returns the state at each of ``ts`` (``ts[0]`` gives ``y0``)."""
+    if len(ts) == 1:
+        return [y0]
+    tableau = TABLEAUX[method]
+    if method in ADAPTIVE_METHODS:
+        return solve_adaptive(
+            f, y0, ts, tableau, opts, rtol, atol, stats, norm_dims, backward  # type: ignore[arg-type]
+        )
+    return solve_fixed(f, y0, ts, tableau, opts, stats)  # type: ignore[arg-type]
+
+
+def odeint(
+    func: Callable[..., Any],
+    y0: Tensor | tuple[Tensor, ...],
+    t: Tensor,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    method: str = "dopri5",
+    options: Options = None,
+    stats: SolveStats | None = None,
+) -> Tensor | tuple[Tensor, ...]:
+    """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return ``y`` at every ``t``.
+
+    A drop-in for ``torchdiffeq.odeint``; gradients flow by backprop through the solver's
+    operations (memory grows with the number of steps; see :func:`odeint_adjoint`). With
+    ``method="reversible_heun"`` and an ``nn.Module`` func the backward pass is the O(1)-memory
+    algebraically reversible one (parameters: ``func.parameters()``).
+
+    Args:
+        func: ``func(t, y) -> dy/dt``; ``t`` a 0-d tensor, ``y`` and the result like ``y0``.
+        y0: initial state, a floating tensor of any shape or a tuple of such tensors (one dtype
+            and device).
+        t: 1-D, strictly increasing or strictly decreasing, same dtype/device as ``y0``.
+        rtol, atol: tolerances of the adaptive methods (RMS norm, ``atol + rtol*|y|``).
+        method: ``euler``, ``midpoint``, ``rk4`` (fixed step), ``bosh3``, ``dopri5``, ``tsit5``
+            (adaptive), ``reversible_heun`` (fixed step, reversible).
+        options: dict or options dataclass: :class:`FixedStepOptions`,
+            :class:`AdaptiveOptions` or :class:`ReversibleHeunOptions`.
+        stats: a :class:`SolveStats` to fill with evaluation and step counts.
+
+    Returns:
+        ``(len(t), *y0.shape)`` tensor, or a tuple of such for tuple ``y0``.
+
+    Raises:
+        UnknownNameError: unknown method or option key.
+        InvalidArgumentError / InvalidTypeError: bad ``t``, ``y0``, tolerances, or func output.
+        NonFiniteStateError, StepSizeUnderflowError, MaxStepsExceededError: the solve failed.
+
+    Caveats: gradients with respect to ``t`` are only computed by :func:`odeint_adjoint`.
+    Output times between steps come from the method's interpolant (dopri5: Shampine's 4th
+    order; tsit5: Tsitouras's 4th order; bosh3 and fixed-step methods: cubic Hermite).
+    """
+    check_method(method)
+    check_tolerances(rtol, atol)
+    state = FlatState(y0)
+    check_t(t, state.dtype, state.device)
+    opts = options_for(method, options)
+    stats = stats if stats is not None else SolveStats()
+    if method == "reversible_heun":
+        from deeplimits.ode._reversible import reversible_heun_solve
+
+        return reversible_heun_solve(func, y0, t, state, opts, stats, None)  # type: ignore[arg-type]
+    ts = t_to_floats(t)
+    f = FlatFuncWrapper(func, state, stats)
+    outs = solve_flat(f, state.flatten(y0), ts, method, opts, rtol, atol, stats)
+    return state.unflatten_series(torch.stack(outs))  # (T, N) -> (T, *shape)

@@ -1,0 +1,163 @@
+"""Typed, frozen solver options and the statistics object ``odeint`` fills."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import torch
+from torch import Tensor
+
+from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
+from deeplimits.ode._controller import PIController
+
+__all__ = [
+    "AdaptiveOptions",
+    "AdjointOptions",
+    "FixedStepOptions",
+    "ReversibleHeunOptions",
+    "SolveStats",
+    "parse_options",
+]
+
+
+@dataclass(frozen=True)
+class FixedStepOptions:
+    """Options of the fixed-step methods (``euler``, ``midpoint``, ``rk4``).
+
+    Attributes:
+        step_size: constant ``|dt|``; the last step is shortened to end exactly at ``t[-1]``.
+        grid: explicit 1-D time grid to step on (same direction as ``t``); points outside the
+            span are ignored, the endpoints ``t[0]`` and ``t[-1]`` are always steps.
+        If neither is given the solver steps on ``t`` itself (torchdiffeq's behaviour).
+        Output times between grid points are interpolated with a cubic Hermite polynomial.
+    """
+
+    step_size: float | None = None
+    grid: Tensor | Sequence[float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.step_size is not None and self.grid is not None:
+            raise InvalidArgumentError("give either options step_size or grid, not both")
+        if self.step_size is not None and not (
+            isinstance(self.step_size, (int, float)) and self.step_size > 0
+        ):
+            raise InvalidArgumentError(
+                f"options step_size={self.step_size!r} must be a positive number"
+            )
+
+
+@dataclass(frozen=True)
+class ReversibleHeunOptions(FixedStepOptions):
+    """Options of ``reversible_heun``: a fixed-step grid plus the backward mode.
+
+    Attributes:
+        reversible_backward: ``True`` (default): O(1)-memory backward that reconstructs the
+            forward states algebraically. ``False``: plain backprop through the steps (for tests).
+        The steps always hit every output time exactly (no interpolation).
+    """
+
+    reversible_backward: bool = True
+
+
+@dataclass(frozen=True)
+class AdaptiveOptions:
+    """Options of the adaptive methods (``bosh3``, ``dopri5``, ``tsit5``).
+
+    Attributes:
+        first_step: initial ``|dt|``; default: Hairer's heuristic (one extra evaluation).
+        max_num_steps: most steps (accepted + rejected) before ``MaxStepsExceededError``.
+        controller: step-size controller; default ``PIController()``.
+    """
+
+    first_step: float | None = None
+    max_num_steps: int = 100_000
+    controller: PIController | None = None
+
+    def __post_init__(self) -> None:
+        if self.first_step is not None and not (
+            isinstance(self.first_step, (int, float)) and self.first_step > 0
+        ):
+            raise InvalidArgumentError(
+                f"options first_step={self.first_step!r} must be a positive number"
+            )
+        if not isinstance(self.max_num_steps, int) or self.max_num_steps < 1:
+            raise InvalidArgumentError(
+                f"options max_num_steps={self.max_num_steps!r} must be a positive int"
+            )
+        if self.controller is not None and not isinstance(self.controller, PIController):
+            raise InvalidTypeError(
+                f"options controller must be a PIController or IController, got "
+                f"{type(self.controller).__name__}"
+            )
+
+
+@dataclass(frozen=True)
+class AdjointOptions:
+    """Adjoint-only options (given inside ``adjoint_options`` next to the solver options).
+
+    Attributes:
+        norm: ``"rms"`` (error norm over the whole augmented state) or ``"seminorm"`` (ignore the
+            parameter- and time-gradient channels; Kidger, Chen & Lyons 2021, "Hey, that's not an
+            ODE": usually fewer backward steps, same accuracy of the gradients).
+    """
+
+    norm: Literal["rms", "seminorm"] = "rms"
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("rms", "seminorm"):
+            raise UnknownNameError("adjoint norm", self.norm, ["rms", "seminorm"])
+
+
+@dataclass
+class SolveStats:
+    """Counters of one solve; pass an instance as ``odeint(..., stats=s)`` to have it filled.
+
+    Counts accumulate over the calls the object is passed to (create a fresh one per solve).
+    ``nfe_backward`` and the ``backward_*`` step counts are filled when the adjoint or reversible
+    Heun backward pass runs.
+    """
+
+    nfe_forward: int = 0
+    nfe_backward: int = 0
+    accepted_steps: int = 0
+    rejected_steps: int = 0
+    backward_accepted_steps: int = 0
+    backward_rejected_steps: int = 0
+
+
+_O = TypeVar("_O")
+
+
+def parse_options(cls: type[_O], options: Mapping[str, Any] | _O | None, method: str) -> _O:
+    """Turn ``options`` (``None``, a dict or an instance of ``cls``) into an instance of ``cls``.
+
+    Raises:
+        UnknownNameError: a dict key is not a field of ``cls`` (the message lists the valid ones).
+        InvalidTypeError: ``options`` is neither a dict nor a ``cls``.
+    """
+    if options is None:
+        return cls()
+    if isinstance(options, cls):
+        return options
+    if not isinstance(options, Mapping):
+        raise InvalidTypeError(
+            f"options for method {method!r} must be a dict or {cls.__name__}, got "
+            f"{type(options).__name__}"
+        )
+    valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    for key in options:
+        if key not in valid:
+            raise UnknownNameError(f"option of method {method!r}", key, valid)
+    return cls(**options)
+
+
+def grid_to_floats(grid: Tensor | Sequence[float]) -> list[float]:
+    """A grid option as Python floats (validated 1-D)."""
+    if isinstance(grid, Tensor):
+        if grid.ndim != 1:
+            raise InvalidArgumentError(f"options grid must be 1-D, got shape {tuple(grid.shape)}")
+        return [float(x) for x in grid.detach().to("cpu", torch.float64)]
+    return [float(x) for x in grid]

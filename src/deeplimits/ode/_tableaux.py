@@ -1,0 +1,423 @@
+"""Butcher tableaux as validated, frozen data.
+
+A tableau stores Python floats only (no tensors), so that the stepper can use them directly as
+``alpha=`` scalars without device transfers. Every tableau is checked on construction: the
+consistency ``c_i = sum_j a_ij``, ``sum(b) = 1``, strict lower-triangularity, the FSAL property
+when declared, and the Butcher order conditions (rooted trees) for the declared order of the
+solution weights and of the embedded (error-estimating) weights, up to order 5.
+
+Dense output is stored as a matrix ``dense`` with one row per power of ``theta``: the interpolant
+over a step ``[t0, t0 + h]`` is::
+
+    y(t0 + theta*h) = y0 + h * sum_{p=1..P} theta**p * sum_i dense[p-1][i] * K_i
+
+where ``K`` are the stages ``k_1..k_s`` followed, for non-FSAL tableaux, by ``f(t0+h, y1)``
+(an extra column). At ``theta = 1`` the interpolant must reproduce ``y1``, which is validated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cache
+
+import numpy as np
+
+from deeplimits.errors import InvalidArgumentError, UnknownNameError
+
+__all__ = ["TABLEAUX", "ButcherTableau", "get_tableau", "order_condition_residuals"]
+
+_Tree = tuple  # a rooted tree: the (sorted) tuple of its children's subtrees
+
+
+@cache
+def _trees(order: int) -> tuple[_Tree, ...]:
+    """All rooted trees with ``order`` nodes, canonical (children sorted), without duplicates."""
+    if order == 1:
+        return ((),)
+    result: set[_Tree] = set()
+    # A tree with n nodes = root + a multiset of subtrees with n - 1 nodes in total.
+    for partition in _partitions(order - 1):
+        for children in _choose_children(partition):
+            result.add(tuple(sorted(children)))
+    return tuple(sorted(result))
+
+
+def _partitions(n: int, largest: int | None = None) -> list[tuple[int, ...]]:
+    largest = n if largest is None else largest
+    if n == 0:
+        return [()]
+    out = []
+    for k in range(min(n, largest), 0, -1):
+        out.extend((k, *rest) for rest in _partitions(n - k, k))
+    return out
+
+
+def _choose_children(sizes: tuple[int, ...]) -> list[list[_Tree]]:
+    if not sizes:
+        return [[]]
+    return [[t, *rest] for t in _trees(sizes[0]) for rest in _choose_children(sizes[1:])]
+
+
+def _size(tree: _Tree) -> int:
+    return 1 + sum(_size(c) for c in tree)
+
+
+def _density(tree: _Tree) -> int:
+    """Butcher's gamma(tree): |tree| times the product of the children's densities."""
+    return _size(tree) * math.prod(_density(c) for c in tree)
+
+
+def _stage_weights(tree: _Tree, a: np.ndarray) -> np.ndarray:
+    """Elementary weight vector Phi_i(tree): product over children of (A @ Phi(child))_i."""
+    out = np.ones(a.shape[0])
+    for child in tree:
+        out = out * (a @ _stage_weights(child, a))
+    return out
+
+
+def order_condition_residuals(
+    a: np.ndarray, weights: np.ndarray, order: int, theta: float = 1.0
+) -> list[float]:
+    """Residuals ``weights . Phi(tree) - theta**|tree| / gamma(tree)`` for all trees up to ``order``.
+
+    ``a`` is the full ``(s, s)`` coefficient matrix, ``weights`` a length-``s`` vector (b, the
+    embedded weights, or the dense-output weights ``b(theta)``).
+    """
+    res = []
+    for n in range(1, order + 1):
+        for tree in _trees(n):
+            res.append(float(weights @ _stage_weights(tree, a) - theta**n / _density(tree)))
+    return res
+
+
+@dataclass(frozen=True)
+class ButcherTableau:
+    """An explicit Runge-Kutta tableau (frozen, validated).
+
+    Attributes:
+        name: method name, e.g. ``"dopri5"``.
+        a: strictly lower-triangular rows; ``a[i]`` has exactly ``i`` entries (``a[0] == ()``).
+        b: solution weights, length ``s``.
+        c: nodes, length ``s``; must satisfy ``c[i] == sum(a[i])`` (tolerance 1e-12).
+        order: declared order of ``b`` (checked with the order conditions up to order 5).
+        b_err: error weights ``b - b_hat`` of the embedded method (``None`` for fixed-step only).
+        error_order: order of the embedded method ``b_hat`` (required with ``b_err``).
+        fsal: first-same-as-last: the last stage is ``f(t+h, y1)`` (row ``a[-1] == b[:-1]``).
+        dense: interpolant coefficients, one row per power ``theta**1, theta**2, ...``; each row has
+            ``s`` entries (FSAL) or ``s + 1`` entries (the extra one multiplies ``f(t+h, y1)``).
+        dense_order: order of the interpolant (documentation and tests).
+    """
+
+    name: str
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    c: tuple[float, ...]
+    order: int
+    b_err: tuple[float, ...] | None = None
+    error_order: int | None = None
+    fsal: bool = False
+    dense: tuple[tuple[float, ...], ...] = ()
+    dense_order: int = 0
+    # Precomputed for the stepper: nonzero (j, a_ij) per stage, and nonzero (j, b_j)/(j, e_j).
+    stage_terms: tuple[tuple[tuple[int, float], ...], ...] = field(init=False, repr=False)
+    b_terms: tuple[tuple[int, float], ...] = field(init=False, repr=False)
+    err_terms: tuple[tuple[int, float], ...] = field(init=False, repr=False)
+
+    @classmethod
+    def from_lists(
+        cls,
+        name: str,
+        a: list[list[float]],
+        b: list[float],
+        c: list[float],
+        order: int,
+        b_err: list[float] | None = None,
+        error_order: int | None = None,
+        fsal: bool = False,
+        dense: list[list[float]] | None = None,
+        dense_order: int = 0,
+    ) -> ButcherTableau:
+        """Build from plain lists (rows of ``a`` may be given with or without trailing zeros)."""
+        rows = tuple(tuple(float(x) for x in row) for row in a)
+        return cls(
+            name=name,
+            a=rows,
+            b=tuple(float(x) for x in b),
+            c=tuple(float(x) for x in c),
+            order=order,
+            b_err=None if b_err is None else tuple(float(x) for x in b_err),
+            error_order=error_order,
+            fsal=fsal,
+            dense=() if dense is None else tuple(tuple(float(x) for x in r) for r in dense),
+            dense_order=dense_order,
+        )
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.b)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.b_err is not None
+
+    def a_matrix(self) -> np.ndarray:
+        """The full ``(s, s)`` coefficient matrix (zeros on and above the diagonal)."""
+        s = self.num_stages
+        out = np.zeros((s, s))
+        for i, row in enumerate(self.a):
+            out[i, : len(row)] = row
+        return out
+
+    def __post_init__(self) -> None:
+        s = len(self.b)
+        fail = self._fail
+        if s == 0:
+            fail("b must not be empty")
+        if len(self.c) != s or len(self.a) != s:
+            fail(f"len(a)={len(self.a)}, len(b)={s}, len(c)={len(self.c)} must all be equal")
+        for i, row in enumerate(self.a):
+            if len(row) != i:
+                fail(
+                    f"row a[{i}] has {len(row)} entries; an explicit method needs exactly {i} "
+                    "(strictly lower triangular: stage i uses only stages 0..i-1)"
+                )
+            if abs(sum(row) - self.c[i]) > 1e-12:
+                fail(f"c[{i}]={self.c[i]!r} differs from sum(a[{i}])={sum(row)!r} (consistency)")
+        if abs(sum(self.b) - 1.0) > 1e-12:
+            fail(f"sum(b)={sum(self.b)!r} must be 1")
+        if self.order < 1:
+            fail(f"order={self.order} must be >= 1")
+        a_full = self.a_matrix()
+        self._check_order(a_full, np.array(self.b), self.order, "b")
+        if self.b_err is not None:
+            if len(self.b_err) != s:
+                fail(f"b_err has {len(self.b_err)} entries, expected {s}")
+            if self.error_order is None:
+                fail("error_order is required when b_err is given")
+            if abs(sum(self.b_err)) > 1e-12:
+                fail(f"sum(b_err)={sum(self.b_err)!r} must be 0 (b and b_hat both sum to 1)")
+            b_hat = np.array(self.b) - np.array(self.b_err)
+            self._check_order(a_full, b_hat, int(self.error_order), "b - b_err")
+        if self.fsal and (
+            self.c[-1] != 1.0
+            or self.b[-1] != 0.0
+            or any(abs(x - y) > 1e-15 for x, y in zip(self.a[-1], self.b[:-1]))
+        ):
+            fail("fsal=True needs c[-1] == 1, b[-1] == 0 and a[-1] == b[:-1]")
+        if self.dense:
+            width = s if self.fsal else s + 1
+            for p, row in enumerate(self.dense):
+                if len(row) != width:
+                    fail(f"dense row {p} has {len(row)} entries, expected {width}")
+            at_one = np.sum(np.array(self.dense), axis=0)
+            # The f(t+h, y1) column (non-FSAL) must vanish at theta=1 for the interpolant to
+            # reproduce y1 = y0 + h * sum(b k).
+            if not self.fsal and abs(float(at_one[s])) > 1e-12:
+                fail("dense output at theta=1 must not depend on f(t+h, y1)")
+            if np.max(np.abs(at_one[:s] - np.array(self.b))) > 1e-12:
+                fail("dense output at theta=1 must equal the solution weights b")
+        object.__setattr__(
+            self,
+            "stage_terms",
+            tuple(tuple((j, x) for j, x in enumerate(row) if x != 0.0) for row in self.a),
+        )
+        object.__setattr__(self, "b_terms", tuple((j, x) for j, x in enumerate(self.b) if x != 0.0))
+        object.__setattr__(
+            self,
+            "err_terms",
+            () if self.b_err is None else tuple((j, x) for j, x in enumerate(self.b_err) if x != 0),
+        )
+
+    def _check_order(self, a_full: np.ndarray, weights: np.ndarray, order: int, what: str) -> None:
+        checked = min(order, 5)  # 17 trees up to order 5: cheap; order 6+ is not checked.
+        res = order_condition_residuals(a_full, weights, checked)
+        worst = max(abs(r) for r in res)
+        if worst > 1e-10:
+            self._fail(
+                f"weights {what} do not satisfy the order conditions for declared order {order} "
+                f"(largest residual {worst:.3e})"
+            )
+
+    def _fail(self, msg: str) -> None:
+        raise InvalidArgumentError(f"invalid Butcher tableau {self.name!r}: {msg}")
+
+
+def _hermite_dense(b: list[float]) -> list[list[float]]:
+    """Cubic Hermite interpolant from y0, y1 = y0 + h*sum(b k), f0 = k_1 and f1 = f(t+h, y1).
+
+    ``p(theta) = y0 + h[theta f0 + theta^2 (3 B - 2 f0 - f1) + theta^3 (-2 B + f0 + f1)]`` with
+    ``B = sum b_i k_i``. Columns: the ``s`` stages, then ``f1``. Third order accurate.
+    """
+    s = len(b)
+    e0 = [1.0] + [0.0] * (s - 1)
+    row1 = [*e0, 0.0]
+    row2 = [3 * bi - 2 * ei for bi, ei in zip(b, e0)] + [-1.0]
+    row3 = [-2 * bi + ei for bi, ei in zip(b, e0)] + [1.0]
+    return [row1, row2, row3]
+
+
+def _hermite_dense_fsal(b: list[float]) -> list[list[float]]:
+    """Cubic Hermite for FSAL tableaux: ``f1`` is the last stage, so no extra column."""
+    rows = _hermite_dense(b)
+    # Fold the extra f1 column into the last stage's column.
+    return [[*r[:-2], r[-2] + r[-1]] for r in rows]
+
+
+def _euler() -> ButcherTableau:
+    return ButcherTableau.from_lists(
+        "euler", a=[[]], b=[1.0], c=[0.0], order=1, dense=_hermite_dense([1.0]), dense_order=1
+    )
+
+
+def _midpoint() -> ButcherTableau:
+    b = [0.0, 1.0]
+    return ButcherTableau.from_lists(
+        "midpoint", a=[[], [0.5]], b=b, c=[0.0, 0.5], order=2, dense=_hermite_dense(b),
+        dense_order=2,
+    )
+
+
+def _rk4() -> ButcherTableau:
+    # Kutta's 3/8 rule (the variant torchdiffeq's "rk4" uses).
+    b = [1 / 8, 3 / 8, 3 / 8, 1 / 8]
+    return ButcherTableau.from_lists(
+        "rk4",
+        a=[[], [1 / 3], [-1 / 3, 1.0], [1.0, -1.0, 1.0]],
+        b=b,
+        c=[0.0, 1 / 3, 2 / 3, 1.0],
+        order=4,
+        dense=_hermite_dense(b),
+        dense_order=3,
+    )
+
+
+def _bosh3() -> ButcherTableau:
+    # Bogacki & Shampine (1989), "A 3(2) pair of Runge-Kutta formulas". FSAL.
+    b = [2 / 9, 1 / 3, 4 / 9, 0.0]
+    b_hat = [7 / 24, 1 / 4, 1 / 3, 1 / 8]
+    return ButcherTableau.from_lists(
+        "bosh3",
+        a=[[], [1 / 2], [0.0, 3 / 4], [2 / 9, 1 / 3, 4 / 9]],
+        b=b,
+        c=[0.0, 1 / 2, 3 / 4, 1.0],
+        order=3,
+        b_err=[x - y for x, y in zip(b, b_hat)],
+        error_order=2,
+        fsal=True,
+        dense=_hermite_dense_fsal(b),
+        dense_order=3,
+    )
+
+
+def _dopri5() -> ButcherTableau:
+    # Dormand & Prince (1980); dense output: Shampine (1986), the 4th-order interpolant that
+    # torchdiffeq fits through y0, y1, y(1/2) (DPS_C_MID), f0, f1. Rewritten here as b(theta).
+    b = [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0]
+    b_hat = [5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40]
+    mid = [
+        6025192743 / 30085553152 / 2,
+        0.0,
+        51252292925 / 65400821598 / 2,
+        -2691868925 / 45128329728 / 2,
+        187940372067 / 1594534317056 / 2,
+        -1776094331 / 19743644256 / 2,
+        11237099 / 235043384 / 2,
+    ]
+    e0 = np.eye(7)[0]
+    e6 = np.eye(7)[6]
+    bb, mm = np.array(b), np.array(mid)
+    # Coefficients of the quartic fit (torchdiffeq's _interp_fit) with y0 terms cancelling.
+    c2 = e6 - 4 * e0 - 5 * bb + 16 * mm
+    c3 = 5 * e0 - 3 * e6 + 14 * bb - 32 * mm
+    c4 = 2 * (e6 - e0) - 8 * bb + 16 * mm
+    return ButcherTableau.from_lists(
+        "dopri5",
+        a=[
+            [],
+            [1 / 5],
+            [3 / 40, 9 / 40],
+            [44 / 45, -56 / 15, 32 / 9],
+            [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729],
+            [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656],
+            [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84],
+        ],
+        b=b,
+        c=[0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0],
+        order=5,
+        b_err=[x - y for x, y in zip(b, b_hat)],
+        error_order=4,
+        fsal=True,
+        dense=[list(e0), list(c2), list(c3), list(c4)],
+        dense_order=4,
+    )
+
+
+def _tsit5() -> ButcherTableau:
+    # Tsitouras (2011), "Runge-Kutta pairs of order 5(4) satisfying only the first column
+    # simplifying assumption". Coefficients as in OrdinaryDiffEq.jl / torchode / diffrax; the sign
+    # of the last error weight is corrected (OrdinaryDiffEq.jl issue #1654).
+    b = [
+        0.09646076681806523, 0.01, 0.4798896504144996, 1.379008574103742,
+        -3.290069515436081, 2.324710524099774, 0.0,
+    ]
+    b_err = [
+        0.00178001105222577714, 0.0008164344596567469, -0.007880878010261995,
+        0.1447110071732629, -0.5823571654525552, 0.45808210592918697, -1 / 66,
+    ]
+    # Tsitouras's interpolant: b_i(theta) given as factored polynomials; expand to powers.
+    P = np.polynomial.Polynomial
+    th = P([0.0, 1.0])
+    basis = [
+        -1.0530884977290216 * th * (th - 1.3299890189751412)
+        * (th**2 - 1.4364028541716351 * th + 0.7139816917074209),
+        0.1017 * th**2 * (th**2 - 2.1966568338249754 * th + 1.2949852507374631),
+        2.490627285651252793 * th**2 * (th**2 - 2.38535645472061657 * th + 1.57803468208092486),
+        -16.54810288924490272 * (th - 1.21712927295533244) * (th - 0.61620406037800089) * th**2,
+        47.37952196281928122 * (th - 1.203071208372362603) * (th - 0.658047292653547382) * th**2,
+        -34.87065786149660974 * (th - 1.2) * (th - 0.666666666666666667) * th**2,
+        2.5 * (th - 1) * (th - 0.6) * th**2,
+    ]
+    coef = np.zeros((4, 7))
+    for i, poly in enumerate(basis):
+        cf = np.zeros(5)
+        cf[: len(poly.coef)] = poly.coef
+        coef[:, i] = cf[1:5]
+    # The printed basis polynomials are rounded to ~16 digits; restore sum_p coef[p] == b exactly
+    # (the defect is ~1e-15) by absorbing it in the theta^4 row.
+    coef[3] += np.array(b) - coef.sum(axis=0)
+    return ButcherTableau.from_lists(
+        "tsit5",
+        a=[
+            [],
+            [0.161],
+            [-0.008480655492356989, 0.335480655492357],
+            [2.8971530571054935, -6.359448489975075, 4.3622954328695815],
+            [5.325864828439257, -11.748883564062828, 7.4955393428898365, -0.09249506636175525],
+            [5.86145544294642, -12.92096931784711, 8.159367898576159, -0.071584973281401,
+             -0.02826905039406838],
+            b[:6],
+        ],
+        b=b,
+        c=[0.0, 0.161, 0.327, 0.9, 0.9800255409045097, 1.0, 1.0],
+        order=5,
+        b_err=b_err,
+        error_order=4,
+        fsal=True,
+        dense=coef.tolist(),
+        dense_order=4,
+    )
+
+
+#: name -> tableau, for every explicit Runge-Kutta method ``odeint`` supports.
+TABLEAUX: dict[str, ButcherTableau] = {
+    t.name: t for t in (_euler(), _midpoint(), _rk4(), _bosh3(), _dopri5(), _tsit5())
+}
+
+
+def get_tableau(name: str) -> ButcherTableau:
+    """The tableau called ``name``; raises :class:`UnknownNameError` listing the valid names."""
+    try:
+        return TABLEAUX[name]
+    except KeyError:
+        raise UnknownNameError("tableau", name, sorted(TABLEAUX)) from None
