@@ -1,0 +1,246 @@
+"""count_regions, region_breakpoints, region_map: known constructions, bounds, sampling oracle."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from deeplimits.constructions import Residual, one_hidden_layer, sawtooth
+from deeplimits.diagnostics import count_regions, region_breakpoints, region_map
+from deeplimits.errors import InvalidArgumentError, UnknownNameError, UnsupportedModelError
+
+
+def _random_mlp(widths: list[int], seed: int, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    g = torch.Generator().manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
+        lin = nn.Linear(a, b)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(b, a, generator=g) * math.sqrt(2 / a))
+            lin.bias.copy_(torch.randn(b, generator=g) * 0.3)
+        layers.append(lin)
+        if i < len(widths) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def _sampled_line_count(model: nn.Module, a: np.ndarray, b: np.ndarray, n: int) -> int:
+    """Independent oracle: number of activation-pattern changes between n equispaced points."""
+    net = model.double()
+    signs: list[torch.Tensor] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, inp, _out: signs.append(inp[0] > 0))
+        for m in net.modules()
+        if isinstance(m, (nn.ReLU, nn.LeakyReLU))
+    ]
+    t = torch.linspace(0, 1, n, dtype=torch.float64)[:, None]  # (n, 1)
+    x = torch.as_tensor(a)[None] + t * torch.as_tensor(b - a)[None]  # (n, d)
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    pattern = torch.cat(signs, dim=1)  # (n, total neurons)
+    return 1 + int((pattern[1:] != pattern[:-1]).any(dim=1).sum())
+
+
+# ----------------------------------------------------------------------------- known counts
+@pytest.mark.parametrize("n", [1, 2, 5, 17, 40])
+def test_one_hidden_layer_with_n_kinks_inside_counts_n_plus_one(n: int) -> None:
+    rng = np.random.default_rng(n)
+    kinks = rng.uniform(0.05, 0.95, size=n)
+    model = one_hidden_layer(kinks.tolist())
+    assert count_regions(model, line=([0.0], [1.0])) == n + 1
+    assert count_regions(model, line=([0.0], [1.0]), kind="affine") == n + 1
+    t = region_breakpoints(model, line=([0.0], [1.0]))
+    np.testing.assert_allclose(t[1:-1], np.sort(kinks), atol=1e-6)
+
+
+def test_kinks_outside_the_segment_do_not_count() -> None:
+    model = one_hidden_layer([-0.5, 0.25, 0.75, 1.5])
+    assert count_regions(model, line=([0.0], [1.0])) == 3
+
+
+def test_zero_slope_change_is_an_activation_boundary_but_not_an_affine_kink() -> None:
+    model = one_hidden_layer([0.2, 0.5, 0.7], [1.0, 0.0, -1.0])
+    assert count_regions(model, line=(0.0, 1.0)) == 4
+    assert count_regions(model, line=(0.0, 1.0), kind="affine") == 3
+    np.testing.assert_allclose(
+        region_breakpoints(model, line=(0.0, 1.0), kind="affine"), [0, 0.2, 0.7, 1], atol=1e-6
+    )
+
+
+def test_leaky_relu_with_slope_one_has_activation_regions_but_one_affine_piece() -> None:
+    model = nn.Sequential(nn.Linear(1, 4), nn.LeakyReLU(1.0), nn.Linear(4, 1))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].bias.copy_(torch.tensor([-0.1, -0.3, -0.6, -0.9]))
+    assert count_regions(model, line=(0.0, 1.0)) == 5
+    assert count_regions(model, line=(0.0, 1.0), kind="affine") == 1
+
+
+def test_sub_segment_bounds_count_only_the_pieces_inside() -> None:
+    assert count_regions(sawtooth(6), line=([0.0], [1.0]), bounds=(0.0, 0.5)) == 32
+    # t below 0 extends the segment before a: the unit relu(x) now switches at x = 0 inside
+    assert count_regions(sawtooth(1), line=([0.0], [1.0]), bounds=(-1.0, 2.0)) == 3
+    assert count_regions(sawtooth(1), line=([0.0], [1.0]), bounds=(0.6, 2.0)) == 1
+
+
+def test_two_axis_aligned_units_cut_the_unit_square_in_four() -> None:
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(2))
+        model[0].bias.fill_(-0.5)
+    plane = ([0.0, 0.0], [1.0, 0.0], [0.0, 1.0])
+    assert count_regions(model, plane=plane) == 4
+    assert count_regions(model, plane=plane, bounds=((0.0, 0.4), (0.0, 1.0))) == 2
+    # plane in 3-D input space through points whose coordinates differ from (u, v)
+    model3 = nn.Sequential(nn.Linear(3, 1), nn.ReLU())
+    with torch.no_grad():
+        model3[0].weight.copy_(torch.tensor([[0.0, 0.0, 1.0]]))
+        model3[0].bias.fill_(-1.0)  # z = 1 cuts the plane z = 2u at u = 1/2
+    assert count_regions(model3, plane=([0, 0, 0], [1, 0, 2], [0, 1, 0])) == 2
+
+
+# ----------------------------------------------------------------------------- upper bounds
+@pytest.mark.parametrize("seed", range(6))
+def test_line_count_never_exceeds_product_of_widths_plus_one(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    widths = [3, *rng.integers(2, 6, size=int(rng.integers(1, 4))).tolist(), 1]
+    model = _random_mlp(widths, seed)
+    a, b = rng.normal(size=3) * 3, rng.normal(size=3) * 3
+    bound = math.prod(w + 1 for w in widths[1:-1])
+    count = count_regions(model, line=(a, b))
+    assert 1 <= count_regions(model, line=(a, b), kind="affine") <= count <= bound
+
+
+@pytest.mark.parametrize("n", [1, 3, 8, 20])
+def test_single_layer_plane_count_never_exceeds_arrangement_bound(n: int) -> None:
+    model = _random_mlp([2, n, 1], seed=n)
+    w = model[0].weight.detach().double().numpy()  # (n, 2): unit i switches on w_i . x = -b_i
+    b = model[0].bias.detach().double().numpy()
+    crossings = [np.linalg.solve(w[[i, j]], -b[[i, j]]) for i in range(n) for j in range(i + 1, n)]
+    reach = max([1.0, *(float(np.abs(c).max()) for c in crossings)])
+    bound = 1 + n + n * (n - 1) // 2
+    for scale in (0.5, 3.0, 2 * reach):
+        plane = ([-scale, -scale], [scale, -scale], [-scale, scale])
+        count = count_regions(model, plane=plane)
+        assert count <= bound
+    # a window holding every crossing of the n lines (in general position) reaches the bound
+    assert count == bound
+
+
+# ----------------------------------------------------------------------------- sampling oracle
+@pytest.mark.parametrize(
+    ("widths", "act"),
+    [([2, 8, 8, 1], nn.ReLU), ([3, 16, 16, 16, 1], nn.ReLU), ([2, 10, 10, 1], nn.LeakyReLU)],
+)
+def test_line_count_agrees_with_dense_sampling_of_the_activation_pattern(
+    widths: list[int], act: type[nn.Module]
+) -> None:
+    exact_matches = 0
+    for seed in range(4):
+        model = _random_mlp(widths, seed, act)
+        rng = np.random.default_rng(100 + seed)
+        a, b = rng.normal(size=widths[0]) * 2, rng.normal(size=widths[0]) * 2
+        exact = count_regions(model, line=(a, b))
+        t = region_breakpoints(model, line=(a, b))
+        n = 200_001
+        sampled = _sampled_line_count(model, a, b, n)
+        # sampling can only miss regions that fall between two samples
+        assert sampled <= exact
+        if np.diff(t).min() > 2.0 / (n - 1):
+            assert sampled == exact
+            exact_matches += 1
+    assert exact_matches >= 2  # the equality branch is really exercised
+
+
+def test_residual_block_count_agrees_with_sampling() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Linear(2, 6),
+        Residual(nn.Sequential(nn.ReLU(), nn.Linear(6, 6))),
+        Residual(nn.Sequential(nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6))),
+        nn.ReLU(),
+        nn.Linear(6, 1),
+    )
+    a, b = np.array([-3.0, -2.0]), np.array([3.0, 2.5])
+    exact = count_regions(model, line=(a, b))
+    t = region_breakpoints(model, line=(a, b))
+    assert exact >= 3
+    assert np.diff(t).min() > 1e-4
+    assert _sampled_line_count(model, a, b, 100_001) == exact
+
+
+def test_plane_count_is_at_least_the_number_of_sampled_patterns() -> None:
+    # each activation pattern occupies one convex region, so distinct patterns <= regions
+    model = _random_mlp([2, 12, 12, 1], seed=7)
+    exact = count_regions(model, plane=([-2, -2], [2, -2], [-2, 2]))
+    u = torch.linspace(0, 1, 400, dtype=torch.float64)
+    uu, vv = torch.meshgrid(u, u, indexing="ij")
+    x = torch.stack([-2 + 4 * uu.ravel(), -2 + 4 * vv.ravel()], 1)  # (160000, 2)
+    net = model.double()
+    h1 = net[1](net[0](x))
+    pattern = torch.cat([net[0](x) > 0, net[2](h1) > 0], 1)
+    patterns = len(torch.unique(pattern, dim=0))
+    assert patterns <= exact <= patterns + exact // 5
+    assert count_regions(model, plane=([-2, -2], [2, -2], [-2, 2]), kind="affine") <= exact
+
+
+# ----------------------------------------------------------------------------- region map
+def test_region_map_draws_one_polygon_per_region_on_the_given_axes() -> None:
+    model = _random_mlp([2, 6, 6, 1], seed=1)
+    plane = ([-1, -1], [1, -1], [-1, 1])
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert region_map(model, plane=plane, ax=ax) is fig
+    polys = ax.collections[0]
+    assert len(polys.get_paths()) == count_regions(model, plane=plane)
+    assert str(count_regions(model, plane=plane)) in ax.get_title()
+    fig2 = region_map(model, plane=plane, kind="affine")
+    assert isinstance(fig2, Figure)
+
+
+# ----------------------------------------------------------------------------- errors
+def test_smooth_activation_is_rejected_naming_the_layer() -> None:
+    model = nn.Sequential(nn.Linear(1, 4), nn.Tanh(), nn.Linear(4, 1))
+    with pytest.raises(UnsupportedModelError, match=r"model\[1\] \(Tanh\)"):
+        count_regions(model, line=(0.0, 1.0))
+
+
+def test_bad_models_are_rejected() -> None:
+    with pytest.raises(UnsupportedModelError, match="expects 3 inputs but receives 4"):
+        count_regions(nn.Sequential(nn.Linear(1, 4), nn.Linear(3, 1)), line=(0.0, 1.0))
+    with pytest.raises(UnsupportedModelError, match=r"no nn\.Linear"):
+        count_regions(nn.Sequential(nn.ReLU()), line=(0.0, 1.0))
+    with pytest.raises(UnsupportedModelError, match="residual"):
+        count_regions(nn.Sequential(nn.Linear(1, 2), Residual(nn.Linear(2, 3))), line=(0.0, 1.0))
+    with pytest.raises(UnsupportedModelError, match="Conv1d"):
+        count_regions(nn.Conv1d(1, 1, 1), line=(0.0, 1.0))
+
+
+def test_bad_domains_are_rejected_with_clear_messages() -> None:
+    m = _random_mlp([2, 4, 1], seed=0)
+    with pytest.raises(InvalidArgumentError, match="exactly one"):
+        count_regions(m)
+    with pytest.raises(InvalidArgumentError, match="exactly one"):
+        count_regions(m, line=([0, 0], [1, 1]), plane=([0, 0], [1, 0], [0, 1]))
+    with pytest.raises(InvalidArgumentError, match=r"shape \(3,\).*width 2"):
+        count_regions(m, line=([0, 0, 0], [1, 1, 1]))
+    with pytest.raises(InvalidArgumentError, match="non-finite"):
+        count_regions(m, line=([0, float("nan")], [1, 1]))
+    with pytest.raises(InvalidArgumentError, match="degenerate"):
+        count_regions(m, line=([1, 1], [1, 1]))
+    with pytest.raises(InvalidArgumentError, match="collinear"):
+        count_regions(m, plane=([0, 0], [1, 1], [2, 2]))
+    with pytest.raises(InvalidArgumentError, match="low < high"):
+        count_regions(m, line=([0, 0], [1, 1]), bounds=(1.0, 0.0))
+    with pytest.raises(InvalidArgumentError, match="bounds"):
+        count_regions(m, plane=([0, 0], [1, 0], [0, 1]), bounds=(0.0, 1.0))
+    with pytest.raises(UnknownNameError, match="activation, affine"):
+        count_regions(m, line=([0, 0], [1, 1]), kind="pieces")  # type: ignore[arg-type]
