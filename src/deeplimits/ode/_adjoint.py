@@ -70,13 +70,13 @@ class _AdjointFn(torch.autograd.Function):
         )
         ys = torch.stack(outs)  # (T, N)
         ctx.setup = setup
-        ctx.save_for_backward(t, ys, *params)
+        ctx.save_for_backward(ys, *params)
         return ys
 
     @staticmethod
     def backward(ctx: Any, grad_ys: Tensor) -> tuple[Tensor | None, ...]:
         setup: _Setup = ctx.setup
-        t, ys, *params = ctx.saved_tensors
+        ys, *params = ctx.saved_tensors
         params = [p for p in params]
         grad_params_idx = [i for i, p in enumerate(params) if p.requires_grad]
         diff_params = [params[i] for i in grad_params_idx]
@@ -95,7 +95,7 @@ class _AdjointFn(torch.autograd.Function):
                     fz, (z_, *diff_params), grad_outputs=-a, allow_unused=True
                 )
             parts = [fz.detach(), grads[0] if grads[0] is not None else torch.zeros_like(z)]
-            for g, p in zip(grads[1:], diff_params):
+            for g, p in zip(grads[1:], diff_params, strict=True):
                 parts.append(torch.zeros(p.numel(), dtype=s.dtype, device=s.device)
                              if g is None else g.reshape(-1))
             return torch.cat(parts)
@@ -121,7 +121,7 @@ class _AdjointFn(torch.autograd.Function):
                 # dy(t)/dt0 = -Phi(t, t0) f(t0, y0); the output y(t0) = y0 itself does not move.
                 time_vjps[0] = -torch.dot(fb(ts[0], ys[0]), a - grad_ys[0])
         grads: list[Tensor | None] = [None] * len(params)
-        for i, g in zip(grad_params_idx, a_p.split(sizes)):
+        for i, g in zip(grad_params_idx, a_p.split(sizes), strict=True):
             grads[i] = g.view_as(params[i])
         return (None, a, time_vjps, *grads)
 

@@ -15,7 +15,14 @@ from torch import Tensor
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError, NonFiniteStateError
 from deeplimits.ode._options import SolveStats
 
-__all__ = ["FlatState", "check_t", "check_tolerances", "flatten_y0", "t_to_floats"]
+__all__ = [
+    "FlatFuncWrapper",
+    "FlatState",
+    "check_finite",
+    "check_t",
+    "check_tolerances",
+    "t_to_floats",
+]
 
 
 def check_tolerances(rtol: float, atol: float, prefix: str = "") -> None:
@@ -109,7 +116,7 @@ class FlatState:
         """Inverse of :meth:`flatten` for one state ``(N,)`` -> original shapes."""
         if not self.is_tuple:
             return flat.view(self.shapes[0])
-        return tuple(p.view(s) for p, s in zip(flat.split(self.sizes), self.shapes))
+        return tuple(p.view(s) for p, s in zip(flat.split(self.sizes), self.shapes, strict=True))
 
     def unflatten_series(self, ys: Tensor) -> Tensor | tuple[Tensor, ...]:
         """``(T, N)`` -> ``(T, *shape)`` or a tuple of those."""
@@ -117,7 +124,7 @@ class FlatState:
         if not self.is_tuple:
             return ys.view(T, *self.shapes[0])
         return tuple(
-            p.reshape(T, *s) for p, s in zip(ys.split(self.sizes, dim=1), self.shapes)
+            p.reshape(T, *s) for p, s in zip(ys.split(self.sizes, dim=1), self.shapes, strict=True)
         )
 
 
@@ -170,7 +177,7 @@ class FlatFuncWrapper:
             raise InvalidArgumentError(
                 f"func must return {want} like y0, got {got}; return dy/dt with y0's structure"
             )
-        for i, (p, shape) in enumerate(zip(parts, st.shapes)):
+        for i, (p, shape) in enumerate(zip(parts, st.shapes, strict=True)):
             where = f"func output[{i}]" if st.is_tuple else "func output"
             if not isinstance(p, Tensor):
                 raise InvalidTypeError(f"{where} must be a torch.Tensor, got {type(p).__name__}")

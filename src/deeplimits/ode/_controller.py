@@ -101,11 +101,13 @@ def error_ratio(
     adjoint's seminorm, Kidger, Chen & Lyons 2021, "Hey, that's not an ODE"). A NaN/inf anywhere
     in ``y1`` makes the result NaN, so the caller needs one host sync per step only.
     """
-    if norm_dims is not None:
-        err, y0n, y1n = err[:norm_dims], y0[:norm_dims], y1[:norm_dims]
-    else:
-        y0n, y1n = y0, y1
-    scale = torch.maximum(y0n.abs(), y1n.abs()).mul_(rtol).add_(atol)  # (N,)
-    ratio = torch.linalg.vector_norm(err / scale) / math.sqrt(max(err.numel(), 1))
-    # 0 * sum(y1) is NaN iff y1 holds a NaN/inf: catches overflow that the scale would hide.
-    return ratio + y1.sum() * 0.0
+    # Step-size control is not differentiated: no graph, and float() on the result is allowed.
+    with torch.no_grad():
+        if norm_dims is not None:
+            err, y0n, y1n = err[:norm_dims], y0[:norm_dims], y1[:norm_dims]
+        else:
+            y0n, y1n = y0, y1
+        scale = torch.maximum(y0n.abs(), y1n.abs()).mul_(rtol).add_(atol)  # (N,)
+        ratio = torch.linalg.vector_norm(err / scale) / math.sqrt(max(err.numel(), 1))
+        # 0 * sum(y1) is NaN iff y1 holds a NaN/inf: catches overflow that the scale would hide.
+        return ratio + y1.sum() * 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -72,8 +73,8 @@ def build_grid(ts: list[float], opts: FixedStepOptions) -> list[float]:
     if opts.grid is not None:
         g = grid_to_floats(opts.grid)
         if len(g) >= 2:
-            inc = all(b > a for a, b in zip(g, g[1:]))
-            dec = all(b < a for a, b in zip(g, g[1:]))
+            inc = all(b > a for a, b in itertools.pairwise(g))
+            dec = all(b < a for a, b in itertools.pairwise(g))
             if not (inc or dec):
                 raise InvalidArgumentError(
                     "options grid must be strictly increasing or decreasing; sort it"
@@ -157,7 +158,18 @@ def _initial_step(
     f: FlatFunc, t0: float, y0: Tensor, f0: Tensor, d: float, order: int, rtol: float,
     atol: float, span: float, norm_dims: int | None,
 ) -> float:
-    """Hairer, Norsett & Wanner (1993), sec. II.4 starting step (one extra evaluation)."""
+    """Hairer, Norsett & Wanner (1993), sec. II.4 starting step (one extra evaluation).
+
+    Not differentiated (like torchdiffeq): runs under ``no_grad``.
+    """
+    with torch.no_grad():
+        return _initial_step_impl(f, t0, y0, f0, d, order, rtol, atol, span, norm_dims)
+
+
+def _initial_step_impl(
+    f: FlatFunc, t0: float, y0: Tensor, f0: Tensor, d: float, order: int, rtol: float,
+    atol: float, span: float, norm_dims: int | None,
+) -> float:
     y0n, f0n = (y0, f0) if norm_dims is None else (y0[:norm_dims], f0[:norm_dims])
     scale = y0n.abs() * rtol + atol
     n = max(y0n.numel(), 1)

@@ -96,7 +96,7 @@ class _ReversibleHeunFn(torch.autograd.Function):
 
         def vjp(req: Tensor, fz: Tensor, cot: Tensor) -> Tensor:
             gs = torch.autograd.grad(fz, (req, *diff), grad_outputs=cot, allow_unused=True)
-            for acc, g in zip(gp, gs[1:]):
+            for acc, g in zip(gp, gs[1:], strict=True):
                 if g is not None:
                     acc.add_(g)
             return gs[0] if gs[0] is not None else torch.zeros_like(req)
@@ -128,7 +128,7 @@ class _ReversibleHeunFn(torch.autograd.Function):
         # yh0 = y0 and vf0 = f(t0, y0): both depend on y0.
         grad_y0 = a_y + a_yh + vjp(req, fz, a_vf)
         grads: list[Tensor | None] = [None] * len(params)
-        for i, g in zip(diff_idx, gp):
+        for i, g in zip(diff_idx, gp, strict=True):
             grads[i] = g
         return (None, grad_y0, *grads)
 

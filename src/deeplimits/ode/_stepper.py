@@ -15,7 +15,9 @@ __all__ = ["FlatFunc", "combine", "rk_step"]
 FlatFunc = Callable[[float, Tensor], Tensor]
 
 
-def combine(y: Tensor, ks: Sequence[Tensor], terms: Sequence[tuple[int, float]], h: float) -> Tensor:
+def combine(
+    y: Tensor, ks: Sequence[Tensor], terms: Sequence[tuple[int, float]], h: float
+) -> Tensor:
     """``y + h * sum_j coef_j * ks[j]`` over the nonzero ``(j, coef_j)`` in ``terms``.
 
     Unrolled ``add``/``add_`` with Python-float ``alpha`` (no tensors built from coefficients, no

@@ -79,7 +79,7 @@ def _stage_weights(tree: _Tree, a: np.ndarray) -> np.ndarray:
 def order_condition_residuals(
     a: np.ndarray, weights: np.ndarray, order: int, theta: float = 1.0
 ) -> list[float]:
-    """Residuals ``weights . Phi(tree) - theta**|tree| / gamma(tree)`` for all trees up to ``order``.
+    """Residuals ``weights . Phi(tree) - theta**|tree| / gamma(tree)``, all trees up to ``order``.
 
     ``a`` is the full ``(s, s)`` coefficient matrix, ``weights`` a length-``s`` vector (b, the
     embedded weights, or the dense-output weights ``b(theta)``).
@@ -202,7 +202,7 @@ class ButcherTableau:
         if self.fsal and (
             self.c[-1] != 1.0
             or self.b[-1] != 0.0
-            or any(abs(x - y) > 1e-15 for x, y in zip(self.a[-1], self.b[:-1]))
+            or any(abs(x - y) > 1e-15 for x, y in zip(self.a[-1], self.b[:-1], strict=True))
         ):
             fail("fsal=True needs c[-1] == 1, b[-1] == 0 and a[-1] == b[:-1]")
         if self.dense:
@@ -252,8 +252,8 @@ def _hermite_dense(b: list[float]) -> list[list[float]]:
     s = len(b)
     e0 = [1.0] + [0.0] * (s - 1)
     row1 = [*e0, 0.0]
-    row2 = [3 * bi - 2 * ei for bi, ei in zip(b, e0)] + [-1.0]
-    row3 = [-2 * bi + ei for bi, ei in zip(b, e0)] + [1.0]
+    row2 = [3 * bi - 2 * ei for bi, ei in zip(b, e0, strict=True)] + [-1.0]
+    row3 = [-2 * bi + ei for bi, ei in zip(b, e0, strict=True)] + [1.0]
     return [row1, row2, row3]
 
 
@@ -302,7 +302,7 @@ def _bosh3() -> ButcherTableau:
         b=b,
         c=[0.0, 1 / 2, 3 / 4, 1.0],
         order=3,
-        b_err=[x - y for x, y in zip(b, b_hat)],
+        b_err=[x - y for x, y in zip(b, b_hat, strict=True)],
         error_order=2,
         fsal=True,
         dense=_hermite_dense_fsal(b),
@@ -345,7 +345,7 @@ def _dopri5() -> ButcherTableau:
         b=b,
         c=[0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0],
         order=5,
-        b_err=[x - y for x, y in zip(b, b_hat)],
+        b_err=[x - y for x, y in zip(b, b_hat, strict=True)],
         error_order=4,
         fsal=True,
         dense=[list(e0), list(c2), list(c3), list(c4)],
