@@ -1,0 +1,201 @@
+"""odeint: accuracy against scipy, dense output, direction, tuple states, fixed-step grids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import solve_ivp
+
+from deeplimits.ode import (
+    AdaptiveOptions,
+    IController,
+    PIController,
+    SolveStats,
+    odeint,
+)
+
+ADAPTIVE = ["bosh3", "dopri5", "tsit5"]
+ALL = ["euler", "midpoint", "rk4", "bosh3", "dopri5", "tsit5", "reversible_heun"]
+
+
+def _lotka_volterra(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.stack([1.5 * y[0] - y[0] * y[1], -3.0 * y[1] + y[0] * y[1]])
+
+
+def _van_der_pol(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.stack([y[1], (1 - y[0] ** 2) * y[1] - y[0]])
+
+
+def _np(f):  # type: ignore[no-untyped-def]
+    def g(t: float, y: np.ndarray) -> np.ndarray:
+        return f(torch.tensor(t), torch.from_numpy(y)).numpy()
+
+    return g
+
+
+def _reference(f, y0: list[float], t: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    sol = solve_ivp(_np(f), (t[0], t[-1]), y0, method="DOP853", t_eval=t, rtol=1e-12,
+                    atol=1e-14)
+    return sol.y.T
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+@pytest.mark.parametrize(
+    ("f", "y0", "t_end"), [(_lotka_volterra, [1.0, 1.0], 10.0), (_van_der_pol, [2.0, 0.0], 8.0)],
+    ids=["lotka_volterra", "van_der_pol"],
+)
+def test_adaptive_methods_agree_with_scipy_dop853(method, f, y0, t_end) -> None:  # type: ignore[no-untyped-def]
+    t = np.linspace(0.0, t_end, 21)
+    ref = _reference(f, y0, t)
+    ys = odeint(f, torch.tensor(y0, dtype=torch.float64), torch.from_numpy(t), rtol=1e-8,
+                atol=1e-10, method=method).numpy()
+    rel = np.linalg.norm(ys - ref, axis=1) / np.linalg.norm(ref, axis=1)
+    assert rel.max() <= 1e-6
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_float32_adaptive_solve_is_accurate_to_single_precision(method: str) -> None:
+    t = np.linspace(0.0, 5.0, 6)
+    ref = _reference(_lotka_volterra, [1.0, 1.0], t)
+    ys = odeint(_lotka_volterra, torch.tensor([1.0, 1.0]), torch.from_numpy(t).float(),
+                rtol=1e-5, atol=1e-6, method=method)
+    assert ys.dtype == torch.float32
+    assert np.abs(ys.numpy() - ref).max() / np.abs(ref).max() < 1e-3
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_dense_output_is_accurate_and_does_not_change_the_number_of_evaluations(
+    method: str,
+) -> None:
+    y0 = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    few = SolveStats()
+    odeint(_lotka_volterra, y0, torch.tensor([0.0, 10.0], dtype=torch.float64), rtol=1e-8,
+           atol=1e-10, method=method, stats=few)
+    many = SolveStats()
+    t = np.sort(np.random.default_rng(0).uniform(0.05, 9.95, 50))
+    t = np.concatenate([[0.0], t, [10.0]])
+    ys = odeint(_lotka_volterra, y0, torch.from_numpy(t), rtol=1e-8, atol=1e-10,
+                method=method, stats=many)
+    assert abs(many.nfe_forward - few.nfe_forward) <= 0.1 * few.nfe_forward
+    ref = _reference(_lotka_volterra, [1.0, 1.0], t)
+    rel = np.linalg.norm(ys.numpy() - ref, axis=1) / np.linalg.norm(ref, axis=1)
+    assert rel.max() <= 1e-6
+
+
+@pytest.mark.parametrize("method", ["rk4"])
+def test_fixed_step_dense_output_uses_cubic_hermite_between_grid_points(method: str) -> None:
+    # rk4 with step 0.01: Hermite interpolation error O(h^4) ~ 1e-8, far below linear's 1e-5.
+    f = _van_der_pol
+    t = torch.linspace(0.0, 3.0, 50, dtype=torch.float64)
+    ys = odeint(f, torch.tensor([2.0, 0.0], dtype=torch.float64), t, method=method,
+                options={"step_size": 0.01})
+    ref = _reference(f, [2.0, 0.0], t.numpy())
+    # Linear interpolation would be off by ~h^2/8 |y''| ~ 1e-5 here.
+    assert np.abs(ys.numpy() - ref).max() < 1e-7
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_backwards_in_time_integration_returns_to_the_initial_state(method: str) -> None:
+    y0 = torch.tensor([2.0, 0.0], dtype=torch.float64)
+    t = torch.linspace(0.0, 2.0, 5, dtype=torch.float64)
+    opts = {"step_size": 1e-3} if method in ("euler", "midpoint", "rk4", "reversible_heun") else None
+    fwd = odeint(_van_der_pol, y0, t, method=method, options=opts, rtol=1e-9, atol=1e-11)
+    back = odeint(_van_der_pol, fwd[-1], t.flip(0), method=method, options=opts, rtol=1e-9,
+                  atol=1e-11)
+    tol = {"euler": 1e-2, "midpoint": 1e-5, "reversible_heun": 1e-4}.get(method, 1e-6)
+    assert torch.allclose(back.flip(0), fwd, atol=tol)
+
+
+@pytest.mark.parametrize("method", ["rk4", "dopri5", "reversible_heun"])
+def test_tuple_state_matches_the_concatenated_state(method: str) -> None:
+    def f_tuple(t: torch.Tensor, y: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        x, v = y
+        return v, -x - 0.1 * v.sum() * torch.ones_like(v)
+
+    def f_cat(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, v = y[:1], y[1:]
+        return torch.cat([v.sum(0, keepdim=True) / 1.0, -x.expand(2) - 0.1 * v.sum()])
+
+    x0 = torch.tensor([1.0], dtype=torch.float64)
+    v0 = torch.zeros(1, 2, dtype=torch.float64)
+    t = torch.linspace(0.0, 1.0, 4, dtype=torch.float64)
+    opts = {"step_size": 0.01} if method != "dopri5" else None
+    xs, vs = odeint(lambda t, y: (y[1].sum(1).reshape(1), -y[0].expand(1, 2)), (x0, v0), t,
+                    method=method, options=opts)
+    assert xs.shape == (4, 1) and vs.shape == (4, 1, 2)
+    # Compare with the same system written on one flat tensor [x, v1, v2].
+    ys = odeint(lambda t, y: torch.cat([y[1:].sum(0, keepdim=True), -y[:1].expand(2)]),
+                torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64), t, method=method,
+                options=opts)
+    assert torch.allclose(xs[:, 0], ys[:, 0], atol=1e-12)
+    assert torch.allclose(vs.reshape(4, 2), ys[:, 1:], atol=1e-12)
+    del f_tuple, f_cat
+
+
+def test_single_time_returns_the_initial_state() -> None:
+    y0 = torch.randn(3, 2)
+    ys = odeint(lambda t, y: -y, y0, torch.tensor([0.5]))
+    assert ys.shape == (1, 3, 2) and torch.equal(ys[0], y0)
+
+
+def test_state_of_any_shape_keeps_its_shape() -> None:
+    y0 = torch.randn(2, 3, 4, dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    ys = odeint(lambda t, y: -y, y0, t)
+    assert ys.shape == (2, 2, 3, 4)
+    assert torch.allclose(ys[-1], y0 * np.exp(-1.0), rtol=1e-6)
+
+
+def test_rejected_step_retries_from_same_time() -> None:
+    times: list[float] = []
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        times.append(float(t))
+        return -50.0 * (y - torch.cos(t))
+
+    stats = SolveStats()
+    odeint(f, torch.tensor([0.0], dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64),
+           method="dopri5", options={"first_step": 0.5}, stats=stats)
+    assert stats.rejected_steps >= 1
+    # Stage 2 of the first (rejected) try is at 0 + h/5 = 0.1; the retry's stage 2 is earlier
+    # but still after t = 0: the retry starts again from t = 0 with a smaller step.
+    assert times[1] == pytest.approx(0.1)
+    assert 0.0 < times[7] < 0.1
+
+
+@pytest.mark.parametrize("controller", [PIController(), IController(), PIController(0.2, 0.5)])
+def test_every_controller_reaches_the_tolerance(controller: PIController) -> None:
+    t = np.linspace(0.0, 10.0, 11)
+    ref = _reference(_lotka_volterra, [1.0, 1.0], t)
+    ys = odeint(_lotka_volterra, torch.tensor([1.0, 1.0], dtype=torch.float64),
+                torch.from_numpy(t), rtol=1e-8, atol=1e-10,
+                options=AdaptiveOptions(controller=controller))
+    assert np.abs(ys.numpy() - ref).max() < 1e-5
+
+
+def test_fixed_step_grid_option_steps_on_the_grid() -> None:
+    stats = SolveStats()
+    grid = torch.linspace(0.0, 1.0, 11, dtype=torch.float64)
+    ys = odeint(lambda t, y: -y, torch.ones(1, dtype=torch.float64),
+                torch.tensor([0.0, 0.55, 1.0], dtype=torch.float64), method="rk4",
+                options={"grid": grid}, stats=stats)
+    assert stats.accepted_steps == 10
+    assert abs(float(ys[1]) - np.exp(-0.55)) < 1e-6
+
+
+def test_fixed_step_without_options_steps_on_the_output_times() -> None:
+    stats = SolveStats()
+    odeint(lambda t, y: -y, torch.ones(1), torch.linspace(0, 1, 7), method="euler", stats=stats)
+    assert stats.accepted_steps == 6 and stats.nfe_forward == 6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["rk4", "dopri5", "tsit5"])
+def test_solve_on_cuda_matches_cpu(method: str) -> None:
+    y0 = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    t = torch.linspace(0, 5, 6, dtype=torch.float64)
+    opts = {"step_size": 0.01} if method == "rk4" else None
+    cpu = odeint(_lotka_volterra, y0, t, method=method, options=opts)
+    gpu = odeint(_lotka_volterra, y0.cuda(), t.cuda(), method=method, options=opts)
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-10)
