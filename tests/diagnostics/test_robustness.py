@@ -1,0 +1,126 @@
+"""Flip distance (found, upper bound) vs certified radius (Tsuzuku, lower bound)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from deeplimits.diagnostics import certified_radius, flip_distance, lipschitz_upper
+from deeplimits.errors import InvalidArgumentError
+
+
+def _mlp(sizes: list[int], act: type[nn.Module], seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "act", "seed", "method"),
+    [
+        ([4, 16, 16, 3], nn.ReLU, 0, "product"),
+        ([4, 16, 16, 3], nn.ReLU, 1, "eclipse"),
+        ([6, 12, 12, 2], nn.Tanh, 2, "eclipse"),
+        ([5, 20, 1], nn.ReLU, 3, "eclipse"),
+        ([8, 16, 16, 16, 5], nn.LeakyReLU, 4, "eclipse-fast"),
+        ([3, 24, 24, 10], nn.Sigmoid, 5, "product"),
+    ],
+)
+def test_certified_radius_never_exceeds_found_flip_distance(
+    sizes: list[int], act: type[nn.Module], seed: int, method: str
+) -> None:
+    model = _mlp(sizes, act, seed)
+    x = torch.randn(100, sizes[0], generator=torch.Generator().manual_seed(seed))
+    found = flip_distance(model, x)
+    certified = certified_radius(model, x, method=method)
+    finite = torch.isfinite(found)
+    assert int(finite.sum()) >= 95  # DeepFool finds a flip for (almost) every input
+    assert bool((certified[finite] <= found[finite]).all())
+    assert bool((certified >= 0).all())
+
+
+def test_flip_distance_is_exact_for_an_affine_binary_classifier() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(5, 1)
+    x = torch.randn(50, 5)
+    w, b = model.weight.detach()[0], model.bias.detach()[0]
+    exact = (x @ w + b).abs() / w.norm()
+    found = flip_distance(model, x)
+    assert bool((found >= exact * (1 - 1e-5)).all())
+    assert torch.allclose(found, exact, rtol=0.03)
+    # A single logit: the certified radius |z| / ||w|| is the exact distance too.
+    assert torch.allclose(certified_radius(model, x), exact, rtol=1e-5)
+
+
+def test_flip_distance_matches_brute_force_for_an_affine_multiclass_classifier() -> None:
+    torch.manual_seed(1)
+    model = nn.Linear(6, 4)
+    x = torch.randn(40, 6)
+    with torch.no_grad():
+        z = model(x)
+    w = model.weight.detach()
+    y = z.argmax(1)
+    # Distance to the union of half-spaces {z_j >= z_y}: min over j of the hyperplane distances.
+    exact = torch.full((40,), math.inf)
+    for j in range(4):
+        d = (z[torch.arange(40), y] - z[:, j]) / (w[y] - w[j]).norm(dim=1).clamp_min(1e-12)
+        exact = torch.where(y != j, torch.minimum(exact, d), exact)
+    found = flip_distance(model, x)
+    assert bool((found >= exact * (1 - 1e-5)).all())
+    assert torch.allclose(found, exact, rtol=0.03)
+
+
+def test_tsuzuku_radius_of_a_linear_layer() -> None:
+    torch.manual_seed(2)
+    model = nn.Linear(3, 4)
+    x = torch.randn(10, 3)
+    with torch.no_grad():
+        top2 = model(x).topk(2, dim=1).values
+    op = float(torch.linalg.matrix_norm(model.weight.detach().double(), ord=2))
+    expected = (top2[:, 0] - top2[:, 1]) / (math.sqrt(2) * op)
+    assert torch.allclose(certified_radius(model, x), expected, rtol=1e-5)
+    assert torch.allclose(certified_radius(model, x, lipschitz=2 * op), expected / 2, rtol=1e-5)
+
+
+def test_constant_network_reports_inf_not_a_fake_distance() -> None:
+    model = nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.copy_(torch.tensor([1.0, 0.0]))
+    found = flip_distance(model, torch.randn(4, 3), max_iter=5)
+    assert bool(torch.isinf(found).all())
+
+
+def test_no_random_perturbation_inside_the_certified_ball_flips() -> None:
+    model = _mlp([4, 16, 3], nn.ReLU, 9)
+    x = torch.randn(30, 4, generator=torch.Generator().manual_seed(9))
+    found = flip_distance(model, x)
+    with torch.no_grad():
+        label = model(x).argmax(1)
+        # Random directions at 0.999 · radius keep the label; every found distance is finite.
+        radius = certified_radius(model, x)
+        for _ in range(20):
+            d = torch.randn_like(x)
+            d = d / d.norm(dim=1, keepdim=True) * (0.999 * radius[:, None])
+            assert bool((model(x + d).argmax(1) == label).all())
+    assert bool(torch.isfinite(found).all())
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan])
+def test_certified_radius_rejects_a_bad_lipschitz_constant(bad: float) -> None:
+    with pytest.raises(InvalidArgumentError, match="lipschitz"):
+        certified_radius(nn.Linear(2, 2), torch.zeros(1, 2), lipschitz=bad)
+
+
+def test_bound_from_lipschitz_upper_is_used_by_default() -> None:
+    model = _mlp([3, 8, 2], nn.ReLU, 11)
+    x = torch.randn(5, 3)
+    lip = lipschitz_upper(model, "product")
+    assert torch.allclose(certified_radius(model, x), certified_radius(model, x, lipschitz=lip))
