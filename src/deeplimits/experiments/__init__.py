@@ -39,7 +39,7 @@ __all__ = [
 _REGISTRY: dict[str, type[Experiment]] = {}
 
 # Modules whose experiments register themselves on import; add one line per new experiment module.
-_MODULES: tuple[str, ...] = ("deeplimits.experiments.paths",)
+_MODULES: tuple[str, ...] = ("deeplimits.experiments.paths", "deeplimits.experiments.odenet")
 
 
 def register(cls: type[Experiment]) -> type[Experiment]:
