@@ -56,7 +56,7 @@ def test_block_with_reversible_heun_matches_odeint() -> None:
 
 
 def test_block_rejects_bad_configuration() -> None:
-    with pytest.raises(InvalidTypeError, match="nn.Module"):
+    with pytest.raises(InvalidTypeError, match=r"nn\.Module"):
         ODEBlock(lambda t, z: z)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="t1"):
         ODEBlock(_Decay(), t1=0.0)

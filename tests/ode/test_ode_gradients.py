@@ -1,4 +1,4 @@
-"""Gradients in float64: backprop, adjoint, seminorm adjoint, reversible Heun, finite differences."""
+"""Float64 gradients: backprop, adjoint, seminorm adjoint, reversible Heun, finite differences."""
 
 from __future__ import annotations
 

@@ -99,7 +99,8 @@ def test_fixed_step_dense_output_uses_cubic_hermite_between_grid_points(method: 
 def test_backwards_in_time_integration_returns_to_the_initial_state(method: str) -> None:
     y0 = torch.tensor([2.0, 0.0], dtype=torch.float64)
     t = torch.linspace(0.0, 2.0, 5, dtype=torch.float64)
-    opts = {"step_size": 1e-3} if method in ("euler", "midpoint", "rk4", "reversible_heun") else None
+    fixed = ("euler", "midpoint", "rk4", "reversible_heun")
+    opts = {"step_size": 1e-3} if method in fixed else None
     fwd = odeint(_van_der_pol, y0, t, method=method, options=opts, rtol=1e-9, atol=1e-11)
     back = odeint(_van_der_pol, fwd[-1], t.flip(0), method=method, options=opts, rtol=1e-9,
                   atol=1e-11)
@@ -109,14 +110,6 @@ def test_backwards_in_time_integration_returns_to_the_initial_state(method: str)
 
 @pytest.mark.parametrize("method", ["rk4", "dopri5", "reversible_heun"])
 def test_tuple_state_matches_the_concatenated_state(method: str) -> None:
-    def f_tuple(t: torch.Tensor, y: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        x, v = y
-        return v, -x - 0.1 * v.sum() * torch.ones_like(v)
-
-    def f_cat(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x, v = y[:1], y[1:]
-        return torch.cat([v.sum(0, keepdim=True) / 1.0, -x.expand(2) - 0.1 * v.sum()])
-
     x0 = torch.tensor([1.0], dtype=torch.float64)
     v0 = torch.zeros(1, 2, dtype=torch.float64)
     t = torch.linspace(0.0, 1.0, 4, dtype=torch.float64)
@@ -130,7 +123,6 @@ def test_tuple_state_matches_the_concatenated_state(method: str) -> None:
                 options=opts)
     assert torch.allclose(xs[:, 0], ys[:, 0], atol=1e-12)
     assert torch.allclose(vs.reshape(4, 2), ys[:, 1:], atol=1e-12)
-    del f_tuple, f_cat
 
 
 def test_single_time_returns_the_initial_state() -> None:
@@ -155,7 +147,8 @@ def test_rejected_step_retries_from_same_time() -> None:
         return -50.0 * (y - torch.cos(t))
 
     stats = SolveStats()
-    odeint(f, torch.tensor([0.0], dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64),
+    odeint(f, torch.tensor([0.0], dtype=torch.float64),
+           torch.tensor([0.0, 1.0], dtype=torch.float64),
            method="dopri5", options={"first_step": 0.5}, stats=stats)
     assert stats.rejected_steps >= 1
     # Stage 2 of the first (rejected) try is at 0 + h/5 = 0.1; the retry's stage 2 is earlier

@@ -276,6 +276,12 @@ def solve_adaptive(
         if ctrl.dt_max is not None:
             h_abs = min(h_abs, ctrl.dt_max)
         if j < n and h_abs < max(ctrl.dt_min, 8 * 2.220446049250313e-16 * max(1.0, abs(t))):
+            if bad_in_a_row:
+                # Shrinking the step could not get past a NaN/inf: the state or func breaks here.
+                raise NonFiniteStateError(
+                    f"the ODE state became NaN or inf just after t={t!r} (steps shrank to "
+                    f"dt={h_abs!r}); the solution blows up there, or func returns NaN/inf"
+                )
             raise StepSizeUnderflowError(
                 f"step size underflow at t={t!r}: dt={h_abs!r} is below the smallest usable step "
                 f"(controller dt_min={ctrl.dt_min}); the problem may be stiff or singular near "
