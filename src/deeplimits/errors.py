@@ -45,7 +45,7 @@ class UnknownNameError(InvalidArgumentError):
         self.value = value
         self.valid = tuple(valid)
         super().__init__(
-            f"unknown {what} {value!r}; valid {what}s are: {', '.join(map(str, self.valid))}"
+            f"unknown {what} {value!r}; valid choices: {', '.join(map(str, self.valid))}"
         )
 
 
