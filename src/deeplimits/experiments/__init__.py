@@ -39,7 +39,11 @@ __all__ = [
 _REGISTRY: dict[str, type[Experiment]] = {}
 
 # Modules whose experiments register themselves on import; add one line per new experiment module.
-_MODULES: tuple[str, ...] = ("deeplimits.experiments.paths", "deeplimits.experiments.odenet")
+_MODULES: tuple[str, ...] = (
+    "deeplimits.experiments.paths",
+    "deeplimits.experiments.continuity",
+    "deeplimits.experiments.odenet",
+)
 
 
 def register(cls: type[Experiment]) -> type[Experiment]:
