@@ -90,3 +90,16 @@ def test_ddp_gradients_equal_single_process_on_combined_batch(tmp_path: Path, me
     # rank's half batch, so the two solves differ within the solver tolerance.
     tol = 1e-10 if method == "rk4" else 1e-6
     torch.testing.assert_close(g_ddp, g_single, rtol=tol, atol=tol)
+
+
+def test_readme_ddp_example_trains_under_torchrun():
+    example = Path(__file__).resolve().parents[1] / "examples" / "ddp_ode_digits.py"
+    launch = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(example), "--epochs", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(launch, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    accuracy = float(proc.stdout.strip().split()[-1])
+    assert accuracy > 0.3  # 10 classes: chance is 0.1
