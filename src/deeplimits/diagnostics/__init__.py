@@ -6,22 +6,29 @@ Each function documents the layers it supports and raises
 
 from __future__ import annotations
 
+from deeplimits.diagnostics._gradient_flow import GradientFlowReport, LayerFlow, gradient_flow
 from deeplimits.diagnostics._lipschitz import lipschitz_lower, lipschitz_upper
 from deeplimits.diagnostics._memory import SavedTensorsMeter, cuda_peak_bytes
+from deeplimits.diagnostics._operator_norm import activation_lipschitz, operator_norm
 from deeplimits.diagnostics._paths import count_parameters, count_paths
 from deeplimits.diagnostics._regions import count_regions, region_breakpoints, region_map
 from deeplimits.diagnostics._robustness import certified_radius, flip_distance
 
 __all__ = [
+    "GradientFlowReport",
+    "LayerFlow",
     "SavedTensorsMeter",
-    "cuda_peak_bytes",
+    "activation_lipschitz",
+    "certified_radius",
     "count_parameters",
     "count_paths",
     "count_regions",
-    "certified_radius",
+    "cuda_peak_bytes",
     "flip_distance",
+    "gradient_flow",
     "lipschitz_lower",
     "lipschitz_upper",
+    "operator_norm",
     "region_breakpoints",
     "region_map",
 ]

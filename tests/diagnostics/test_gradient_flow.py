@@ -1,0 +1,218 @@
+"""gradient_flow: the slide's bound against measured gradients, signal propagation, isometry."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from deeplimits.diagnostics import gradient_flow
+from deeplimits.errors import InvalidArgumentError, UnsupportedModelError
+from deeplimits.remedies import (
+    constrain_orthogonal_,
+    init_he_,
+    init_normal_,
+    init_orthogonal_,
+    residual_mlp,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These tests run many tiny ops; on a shared 2-core machine one thread avoids thread thrashing.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+_ACTS = [nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.Identity, lambda: nn.LeakyReLU(0.2)]
+
+
+@st.composite
+def _models(draw):
+    seed = draw(st.integers(0, 2**16))
+    torch.manual_seed(seed)
+    act = _ACTS[draw(st.integers(0, len(_ACTS) - 1))]
+    scale = draw(st.sampled_from([0.1, 0.5, 1.0, 3.0]))
+    batch = draw(st.integers(1, 4))
+    kind = draw(st.sampled_from(["mlp", "cnn", "residual"]))
+    if kind == "cnn":
+        c1, c2 = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        size = draw(st.integers(4, 7))
+        stride = draw(st.integers(1, 2))
+        conv2 = nn.Conv2d(c1, c2, 3, stride=stride, padding=1)
+        out_size = (size + 2 - 3) // stride + 1
+        model = nn.Sequential(
+            nn.Conv2d(1, c1, 3, padding=1), act(), conv2, act(), nn.Flatten(),
+            nn.Linear(c2 * out_size * out_size, 3),
+        )
+        x = torch.randn(batch, 1, size, size)
+    elif kind == "residual":
+        width = draw(st.integers(1, 8))
+        model = residual_mlp(3, width, 2, draw(st.integers(2, 6)), activation=act)
+        x = torch.randn(batch, 3)
+    else:
+        widths = draw(st.lists(st.integers(1, 12), min_size=2, max_size=7))
+        layers: list[nn.Module] = []
+        for i in range(len(widths) - 1):
+            layers += [nn.Linear(widths[i], widths[i + 1]), act()]
+        model = nn.Sequential(*layers[:-1] if draw(st.booleans()) else layers)
+        x = torch.randn(batch, widths[0])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+    return model.double(), x.double()
+
+
+@settings(max_examples=30, deadline=None)
+@given(_models())
+def test_bound_never_below_measured_gradient_ratio(model_and_input):
+    model, x = model_and_input
+    report = gradient_flow(model, x)
+    assert report.bound >= report.measured_ratio * (1 - 1e-9)
+    assert report.jacobian_singular_values is not None
+    assert report.bound >= report.jacobian_singular_values[0] * (1 - 1e-9)
+
+
+def test_measured_ratio_matches_per_sample_brute_force():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    g = torch.randn(4, 3, dtype=torch.float64)
+    report = gradient_flow(model, x, grad_output=g)
+    brute = []
+    for i in range(4):
+        xi = x[i : i + 1].clone().requires_grad_(True)
+        (gx,) = torch.autograd.grad(model(xi), xi, grad_outputs=g[i : i + 1])
+        brute.append(float(gx.norm() / g[i].norm()))
+    assert report.sample_ratios == pytest.approx(brute, rel=1e-12)
+    assert report.measured_ratio == pytest.approx(max(brute), rel=1e-12)
+    # The Jacobian's singular values match a dense Jacobian of sample 0.
+    jac = torch.autograd.functional.jacobian(lambda z: model(z[None])[0], x[0])
+    expected = np.linalg.svd(jac.numpy(), compute_uv=False)
+    assert report.jacobian_singular_values == pytest.approx(expected, rel=1e-10)
+
+
+def _relu_net(depth: int = 20, width: int = 512) -> nn.Sequential:
+    return nn.Sequential(*[m for _ in range(depth) for m in (nn.Linear(width, width), nn.ReLU())])
+
+
+@pytest.mark.slow
+def test_relu_signal_halves_per_layer_with_variance_one_over_n_and_is_kept_by_he():
+    # Per seed the ratio fluctuates by ~40% (random weights); 40 seeds bring the mean's
+    # standard error to ~6%, so the 20% tolerance is > 3 standard errors.
+    width, depth = 512, 20
+    model = _relu_net(depth, width)
+    normal, he = [], []
+    for seed in range(40):
+        torch.manual_seed(seed)
+        x = torch.randn(8, width)
+        inits = [(lambda m: init_normal_(m, 1 / math.sqrt(width)), normal)]
+        if seed < 10:
+            inits.append((init_he_, he))
+        for init, out in inits:
+            r = gradient_flow(init(model), x, compute_bound=False, jacobian_max_entries=0)
+            out.append(r.signal_ratio)
+    assert np.mean(normal) == pytest.approx(2.0**-depth, rel=0.2)
+    assert 0.5 <= np.mean(he) <= 2.0
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_orthogonal_linear_network_is_an_isometry(constrained):
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(32, 32) for _ in range(12)])
+    init_orthogonal_(model)
+    if constrained:
+        constrain_orthogonal_(model)
+    report = gradient_flow(model, torch.randn(3, 32))
+    sv = report.jacobian_singular_values
+    assert sv is not None and len(sv) == 32
+    assert np.abs(sv - 1).max() <= 1e-5
+    assert report.verdict == "healthy"
+
+
+def test_verdict_vanishing_for_small_init_and_healthy_for_residual():
+    torch.manual_seed(0)
+    deep = nn.Sequential(*[m for _ in range(10) for m in (nn.Linear(32, 32), nn.Tanh())])
+    init_normal_(deep, 0.01)
+    report = gradient_flow(deep, torch.randn(8, 32))
+    assert report.verdict == "vanishing"
+    assert report.gradient_ratio < 1e-10
+    res = residual_mlp(32, 32, 32, 12)
+    assert gradient_flow(res, torch.randn(8, 32)).verdict == "healthy"
+
+
+def test_verdict_exploding_for_large_init():
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(32, 32) for _ in range(8)])
+    init_normal_(model, 1.0)  # gain √32 per layer
+    report = gradient_flow(model, torch.randn(4, 32))
+    assert report.verdict == "exploding"
+    assert report.gradient_ratio > 1e3
+
+
+def test_per_layer_norms_follow_backprop():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    x = torch.randn(5, 4)
+    g = torch.randn(5, 2)
+    report = gradient_flow(model, x, grad_output=g)
+    assert [lf.kind for lf in report.layers] == ["Linear", "ReLU", "Linear"]
+    assert report.layers[-1].output_grad_norm == pytest.approx(float(g.norm()), rel=1e-6)
+    with torch.no_grad():
+        h = model[0](x)
+    assert report.layers[0].output_norm == pytest.approx(float(h.norm()), rel=1e-6)
+    loss = (model(x) * g).sum()
+    (gw,) = torch.autograd.grad(loss, model[2].weight)
+    gb = torch.autograd.grad((model(x) * g).sum(), model[2].bias)[0]
+    expected = math.sqrt(float(gw.norm()) ** 2 + float(gb.norm()) ** 2)
+    assert report.layers[2].param_grad_norm == pytest.approx(expected, rel=1e-6)
+    assert report.layers[1].param_grad_norm is None
+    assert model[0].weight.grad is None  # .grad is left untouched
+    assert "verdict" in report.render()
+    fig = report.plot()
+    assert fig.axes[0].get_yscale() == "log"
+
+
+def test_loss_fn_gives_the_same_report_as_its_gradient():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3))
+    x, labels = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    loss_fn = lambda y: nn.functional.cross_entropy(y, labels)  # noqa: E731
+    y = model(x)
+    (g,) = torch.autograd.grad(loss_fn(y), y)
+    a = gradient_flow(model, x, loss_fn=loss_fn)
+    b = gradient_flow(model, x, grad_output=g)
+    assert a.measured_ratio == pytest.approx(b.measured_ratio, rel=1e-6)
+
+
+class _Functional(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)) * 5)
+
+
+def test_unsupported_layers_and_hidden_operations_are_refused():
+    with pytest.raises(UnsupportedModelError, match="BatchNorm1d"):
+        gradient_flow(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)), torch.randn(4, 3))
+    with pytest.raises(UnsupportedModelError, match="not a module"):
+        gradient_flow(_Functional(), torch.randn(4, 3))
+
+
+def test_bad_arguments_raise():
+    model = nn.Linear(3, 2)
+    with pytest.raises(InvalidArgumentError, match="grad_output"):
+        gradient_flow(model, torch.randn(4, 3), grad_output=torch.randn(4, 3))
+    with pytest.raises(InvalidArgumentError, match="batch"):
+        gradient_flow(model, torch.randn(3))
+    with pytest.raises(TypeError, match="floating"):
+        gradient_flow(model, torch.ones(4, 3, dtype=torch.long))
