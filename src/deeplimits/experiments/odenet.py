@@ -258,7 +258,7 @@ class OdeNetConfig(ExperimentConfig):
     @classmethod
     def full(cls) -> OdeNetConfig:
         return cls(
-            dim=64, hidden=128, epochs=40, ode_rtol=1e-4, ode_atol=1e-5,
+            epochs=30, ode_rtol=1e-4, ode_atol=1e-5,
             memory_steps=(2, 4, 8, 16, 32, 64, 128),
             euler_depths=(2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
         )
@@ -457,6 +457,11 @@ class OdeNetExperiment(Experiment[OdeNetConfig]):
             f"Euler ResNet error vs L has log-log slope {slope:.3f} (in [-1.2, -0.8])":
                 -1.2 <= slope <= -0.8,
         }
+        if device.type == "cuda":
+            peaks = [int(p) for p in cuda_peaks["ODE-Net"] if p is not None]
+            ratio = max(peaks) / min(peaks)
+            checks[f"ODE-Net CUDA allocator peak from {s0} to {s1} steps grows {ratio:.3f}x "
+                   "(<= 1.1x)"] = ratio <= 1.1
         verdict = Verdict.from_checks(checks, what="measured on scikit-learn digits")
 
         # --- figures and tables ------------------------------------------------------------
