@@ -42,3 +42,24 @@ def test_weight_tied_layers_count_the_shared_storage_once_and_activations_per_la
             h = layer(h)
     # Saved: the 5 layer inputs (4x16 each) and the weight once (16x16).
     assert meter.bytes == 5 * 4 * 16 * 4 + 16 * 16 * 4
+
+
+def test_temporary_graphs_freed_inside_the_block_count_once_not_per_call():
+    x = torch.randn(1000, requires_grad=True)
+    with SavedTensorsMeter() as meter:
+        for _ in range(10):
+            torch.tanh(x)  # result dropped: its graph (and saved output) is freed at once
+        assert meter.live_bytes == 0
+    assert meter.bytes == 1000 * 4
+
+
+def test_a_freed_address_reused_by_a_kept_saved_tensor_is_counted_again():
+    x = torch.randn(1000, requires_grad=True)
+    kept = []
+    with SavedTensorsMeter() as meter:
+        for _ in range(5):
+            torch.tanh(x)  # freed; the allocator may hand its address to the next output
+            kept.append(torch.tanh(x))
+    assert meter.live_bytes == 5 * 1000 * 4
+    # the peak: four kept outputs and the fifth transient, or the five kept ones
+    assert meter.bytes == 5 * 1000 * 4
