@@ -44,6 +44,7 @@ _MODULES: tuple[str, ...] = (
     "deeplimits.experiments.continuity",
     "deeplimits.experiments.odenet",
     "deeplimits.experiments.gradients",
+    "deeplimits.experiments.expressivity",
 )
 
 
