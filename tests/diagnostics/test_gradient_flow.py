@@ -216,3 +216,16 @@ def test_bad_arguments_raise():
         gradient_flow(model, torch.randn(3))
     with pytest.raises(TypeError, match="floating"):
         gradient_flow(model, torch.ones(4, 3, dtype=torch.long))
+
+
+def test_inplace_activation_gives_the_same_report():
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Linear(5, 6), nn.ReLU(inplace=True), nn.Linear(6, 3))
+    b = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3))
+    b.load_state_dict(a.state_dict())
+    x, g = torch.randn(4, 5), torch.randn(4, 3)
+    ra, rb = gradient_flow(a, x, grad_output=g), gradient_flow(b, x, grad_output=g)
+    for la, lb in zip(ra.layers, rb.layers, strict=True):
+        assert la.output_norm == pytest.approx(lb.output_norm, rel=1e-6)
+        assert la.output_grad_norm == pytest.approx(lb.output_grad_norm, rel=1e-6)
+    assert ra.measured_ratio == pytest.approx(rb.measured_ratio, rel=1e-6)

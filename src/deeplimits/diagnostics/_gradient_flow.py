@@ -196,6 +196,7 @@ class _Call:
     input_version: int
     output: torch.Tensor | None = None
     output_version: int = -1
+    output_norm: float = math.nan
     grads: list[torch.Tensor] = field(default_factory=list)
 
 
@@ -238,6 +239,8 @@ def _trace(
                     f"{type(output).__name__}, not a tensor"
                 )
             call.output, call.output_version = output, output._version
+            # Taken now: a later in-place layer (ReLU(inplace=True)) may overwrite the output.
+            call.output_norm = math.sqrt(_sqnorm(output.detach()))
             if grad_hooks and output.requires_grad:
                 output.register_hook(lambda g, c=call: c.grads.append(g.detach()))
 
@@ -411,7 +414,7 @@ def gradient_flow(
                 lipschitz=lip,
                 input_shape=tuple(c.input.shape),
                 output_shape=tuple(out.shape),
-                output_norm=math.sqrt(_sqnorm(out.detach())),
+                output_norm=c.output_norm,
                 output_grad_norm=gnorm,
                 param_grad_norm=pnorm(ps),
             )
