@@ -33,13 +33,14 @@ tolerance ``rtol`` (slope differences below it count as equal).
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
-import regioncam
 import torch
 from matplotlib.figure import Figure
 from torch import nn
@@ -63,10 +64,21 @@ _SUPPORTED = (
 
 
 # ----------------------------------------------------------------------------- model conversion
+def _regioncam() -> ModuleType:
+    """Import regioncam when first needed, so that ``import deeplimits`` works without it."""
+    try:
+        return importlib.import_module("regioncam")
+    except ImportError as exc:  # pragma: no cover - regioncam is a dependency
+        raise UnsupportedModelError(
+            "count_regions needs the regioncam package (pip install regioncam)"
+        ) from exc
+
+
 def _convert(
     module: nn.Module, dim: int | None, where: str
 ) -> tuple[list[Any], int | None, int | None]:
     """torch layers -> regioncam layers; returns (layers, input dim, output dim) (None: unknown)."""
+    regioncam = _regioncam()
     if isinstance(module, nn.Sequential):
         out: list[Any] = []
         first: int | None = None
@@ -177,6 +189,7 @@ class _Plane:
 
 
 def _line_partition(model: nn.Module, line: Any, bounds: Any) -> _Line:
+    regioncam = _regioncam()
     layers, dim = _model_layers(model)
     if not isinstance(line, (tuple, list)) or len(line) != 2:
         raise InvalidArgumentError(f"line must be a pair (a, b) of input points, got {line!r:.80}")
@@ -193,6 +206,7 @@ def _line_partition(model: nn.Module, line: Any, bounds: Any) -> _Line:
 
 
 def _plane_partition(model: nn.Module, plane: Any, bounds: Any) -> _Plane:
+    regioncam = _regioncam()
     layers, dim = _model_layers(model)
     if not isinstance(plane, (tuple, list)) or len(plane) != 3:
         raise InvalidArgumentError(
