@@ -82,3 +82,17 @@ def test_unwritable_output_leaves_no_partial_result(toy, tmp_path: Path):
     with pytest.raises(ExperimentError, match="cannot write"):
         run_experiment(toy, out=blocker / "out")
     assert list(tmp_path.iterdir()) == [blocker]
+
+
+def test_experiments_run_on_one_cpu_thread_by_default_and_restore_it(toy, monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    record = run_experiment(toy)
+    assert record["environment"]["torch_threads"] == 1
+    assert torch.get_num_threads() == before
+    monkeypatch.setenv("DEEPLIMITS_NUM_THREADS", "2")
+    assert run_experiment(toy)["environment"]["torch_threads"] == 2
+    monkeypatch.setenv("DEEPLIMITS_NUM_THREADS", "many")
+    with pytest.raises(InvalidArgumentError, match="DEEPLIMITS_NUM_THREADS='many'"):
+        run_experiment(toy)

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import shlex
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,6 +65,31 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _threads() -> int:
+    """Intra-op CPU threads for experiments: ``DEEPLIMITS_NUM_THREADS``, else 1.
+
+    The experiments train small networks, whose ops are too short to gain from several threads
+    and lose badly when the cores are shared: the continuity experiment's quick preset took
+    106 s with 2 threads on a loaded 2-core machine and 3.8 s with 1.
+    """
+    value = os.environ.get("DEEPLIMITS_NUM_THREADS", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidArgumentError(
+            f"DEEPLIMITS_NUM_THREADS={value!r} must be a positive integer (e.g. 1 or 4)"
+        )
+    return int(value)
+
+
+@contextmanager
+def _cpu_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def command_for(name: str, preset: str, seed: int, device: str) -> str:
@@ -157,11 +185,12 @@ def run_experiment(
                 return record
 
     _seed_everything(cfg.seed)
-    start = time.perf_counter()
-    result: Result = cls().run(cfg, progress)
-    total = time.perf_counter() - start
+    with _cpu_threads(_threads()):
+        start = time.perf_counter()
+        result: Result = cls().run(cfg, progress)
+        total = time.perf_counter() - start
+        result.environment = {**environment(cfg.device, cfg.seed), **result.environment}
     result.timings.setdefault("total", total)
-    result.environment = {**environment(cfg.device, cfg.seed), **result.environment}
 
     record: dict[str, Any] = {
         "schema": SCHEMA,
