@@ -339,6 +339,11 @@ class GradientsExperiment(Experiment[GradientsConfig]):
             "residual block; measured: max over samples of ‖∇x ℓ‖/‖∇y ℓ‖.",
             "Spectral-norm nets are Xavier-initialised then constrained (‖W‖_op ≈ 1 caps growth "
             "but not decay); orthogonal constraint via torch.nn.utils.parametrizations.",
+            f"At depth {dmax}, trained (accuracy >= {config.trains_above}): "
+            + (", ".join(numbers["trains_at_max_depth"]) or "none")  # type: ignore[arg-type]
+            + f"; did not train (accuracy < {config.fails_below}): "
+            + (", ".join(numbers["fails_at_max_depth"]) or "none")  # type: ignore[arg-type]
+            + ".",
         ]
         return Result(
             numbers=numbers,
