@@ -166,7 +166,10 @@ def paths_figure(records: Sequence[dict[str, Any]]) -> Figure:
         sel = n == width
         axes[0].plot(L[sel], P[sel], "o-", label=f"n={int(width)}")
         axes[1].plot(L[sel], logpaths[sel] / math.log(10), "o-", label=f"n={int(width)}")
-    axes[0].set(xlabel="depth L", ylabel="#params", yscale="log", title="#params: linear in L")
+    axes[0].set(
+        xlabel="depth L", ylabel="#params", xscale="log", yscale="log",
+        title="#params: slope 1 in L on log-log axes",
+    )
     axes[1].set(xlabel="depth L", ylabel="log10 #paths", title="#paths: exponential in L")
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
