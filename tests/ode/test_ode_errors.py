@@ -133,7 +133,10 @@ def test_unknown_method_lists_the_valid_methods() -> None:
 def test_unknown_option_lists_the_valid_options() -> None:
     with pytest.raises(UnknownNameError, match="first_step") as info:
         odeint(_decay, _y0(), _t(), options={"step_size": 0.1})
-    assert set(info.value.valid) == {"first_step", "max_num_steps", "controller"}
+    assert set(info.value.valid) == {
+        "first_step", "max_num_steps", "controller", "device_loop", "sync_every", "cuda_graph",
+        "per_sample",
+    }
 
 
 def test_unknown_adjoint_option_lists_norm_too() -> None:

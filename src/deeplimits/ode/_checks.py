@@ -6,6 +6,7 @@ fix; no ``assert`` is used for validation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -112,17 +113,23 @@ class FlatState:
             return torch.cat([p.reshape(-1) for p in y])
         return y.reshape(-1)
 
+    def as_state(self, y: Tensor | tuple[Tensor, ...]) -> Tensor:
+        """The solver's working state: a single tensor keeps its shape (no reshape per
+        evaluation); a tuple is concatenated to ``(N,)``."""
+        return self.flatten(y) if isinstance(y, tuple) else y
+
     def unflatten(self, flat: Tensor) -> Tensor | tuple[Tensor, ...]:
-        """Inverse of :meth:`flatten` for one state ``(N,)`` -> original shapes."""
+        """Inverse of :meth:`flatten` (or :meth:`as_state`) for one state -> original shapes."""
         if not self.is_tuple:
-            return flat.view(self.shapes[0])
+            shape = self.shapes[0]
+            return flat if flat.shape == shape else flat.view(shape)
         return tuple(p.view(s) for p, s in zip(flat.split(self.sizes), self.shapes, strict=True))
 
     def unflatten_series(self, ys: Tensor) -> Tensor | tuple[Tensor, ...]:
-        """``(T, N)`` -> ``(T, *shape)`` or a tuple of those."""
+        """``(T, N)`` or ``(T, *shape)`` -> ``(T, *shape)`` or a tuple of those."""
         T = ys.shape[0]
         if not self.is_tuple:
-            return ys.view(T, *self.shapes[0])
+            return ys.reshape(T, *self.shapes[0])
         return tuple(
             p.reshape(T, *s) for p, s in zip(ys.split(self.sizes, dim=1), self.shapes, strict=True)
         )
@@ -152,11 +159,14 @@ class FlatFuncWrapper:
         self.checked = False
 
     def __call__(self, t: float | Tensor, y: Tensor) -> Tensor:
+        """``func`` on the solver's state ``y`` (flat ``(N,)`` or the state's own shape);
+        returns ``dy/dt`` laid out like ``y``. A float ``t`` becomes a 0-d tensor."""
         st = self.state
         tt = (
             t
             if isinstance(t, Tensor)
-            else torch.tensor(t, dtype=st.dtype, device=st.device)
+            # scalar_tensor: ~0.8 µs against ~2 µs for torch.tensor on CPU.
+            else torch.scalar_tensor(t, dtype=st.dtype, device=st.device)
         )
         out = self.func(tt, st.unflatten(y))
         if self.backward:
@@ -164,9 +174,12 @@ class FlatFuncWrapper:
         else:
             self.stats.nfe_forward += 1
         if not self.checked:
-            self._check_output(out, float(t), y)
+            t0 = float(t.reshape(-1)[0]) if isinstance(t, Tensor) else float(t)
+            self._check_output(out, t0, y)
             self.checked = True
-        return st.flatten(out)
+        if st.is_tuple:
+            return st.flatten(out)
+        return out if out.shape == y.shape else out.reshape(y.shape)
 
     def _check_output(self, out: Any, t: float, y: Tensor) -> None:
         st = self.state
@@ -205,8 +218,13 @@ class FlatFuncWrapper:
 
 
 def check_finite(y: Tensor, t: float, dt: float) -> None:
-    """Raise NonFiniteStateError if ``y`` (the state at ``t``) holds NaN/inf."""
-    if not bool(torch.isfinite(y).all()):
+    """Raise NonFiniteStateError if ``y`` (the state at ``t``) holds NaN/inf.
+
+    One reduction and one host sync: ``sum(y)`` is finite when every entry is (the exact
+    ``isfinite`` test runs only when the sum overflows or is NaN).
+    """
+    total = (y.detach() if y.requires_grad else y).sum()
+    if not math.isfinite(float(total)) and not bool(torch.isfinite(y).all()):
         raise NonFiniteStateError(
             f"the ODE state became NaN or inf at t={t!r} (step dt={dt!r}); the solution may blow "
             "up there, or the step is too large for an explicit method (smaller step_size, or "

@@ -34,19 +34,20 @@ def dense_eval(
 
     Args:
         cache: coefficients of the method's interpolant.
-        y0: state at the start of the step, ``(N,)``.
+        y0: state at the start of the step, any shape ``(*S)``.
         ks: the step's stages, plus ``f(t0+h, y1)`` last for non-FSAL tableaux (``S'`` tensors).
         h: the step size (signed).
         thetas: fractions of the step.
 
     Returns:
-        ``(m, N)`` tensor, one row per theta.
+        ``(m, *S)`` tensor, one row per theta.
     """
     coef = cache.coef(y0)  # (P, S')
-    K = torch.stack(list(ks))  # (S', N)
+    K = torch.stack(list(ks)).reshape(len(ks), -1)  # (S', N)
     C = (coef @ K).mul_(h)  # (P, N): polynomial coefficients of theta^1..theta^P
     th = torch.tensor(thetas, dtype=y0.dtype, device=y0.device)  # (m,)
     powers = th[:, None] ** torch.arange(
         1, coef.shape[0] + 1, dtype=y0.dtype, device=y0.device
     )  # (m, P)
-    return torch.addmm(y0.unsqueeze(0), powers, C)  # (m, N)
+    out = torch.addmm(y0.reshape(1, -1), powers, C)  # (m, N)
+    return out.view(len(thetas), *y0.shape)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from collections.abc import Callable, Mapping
@@ -25,7 +26,7 @@ from deeplimits.ode._checks import (
     check_tolerances,
     t_to_floats,
 )
-from deeplimits.ode._controller import PIController, error_ratio
+from deeplimits.ode._controller import PIController
 from deeplimits.ode._interp import DenseCache, dense_eval
 from deeplimits.ode._options import (
     AdaptiveOptions,
@@ -50,6 +51,16 @@ Options = Mapping[str, Any] | FixedStepOptions | AdaptiveOptions | None
 def check_method(method: str) -> None:
     if method not in METHODS:
         raise UnknownNameError("method", method, METHODS)
+
+
+def check_per_sample(state: FlatState) -> None:
+    """``per_sample=True`` needs one tensor ``y0`` with a batch dimension."""
+    if state.is_tuple or len(state.shapes[0]) == 0:
+        raise InvalidArgumentError(
+            "options per_sample=True needs y0 to be one tensor of shape (batch, ...), got "
+            + ("a tuple" if state.is_tuple else "a 0-d tensor")
+            + "; stack the parts into one tensor or use per_sample=False"
+        )
 
 
 def options_for(method: str, options: Any) -> FixedStepOptions | AdaptiveOptions:
@@ -124,6 +135,7 @@ def solve_fixed(
     cache = DenseCache(tableau)
     outs: list[Tensor] = [y0]
     j = 1
+    n = len(ts)
     y = y0
     k1: Tensor | None = None
     for i in range(len(grid) - 1):
@@ -133,7 +145,10 @@ def solve_fixed(
         stats.accepted_steps += 1
         check_finite(y1, t1, h)
         k1 = ks[-1] if tableau.fsal else None
-        if j < len(ts) and d * (ts[j] - t1) < 0:
+        if j >= n or d * (ts[j] - t1) > 0:
+            y = y1  # no output time in (t, t1]
+            continue
+        if d * (ts[j] - t1) < 0:
             # Interior output times need f(t1, y1); it is reused as the next step's k1.
             if not tableau.fsal:
                 k1 = f(t1, y1)
@@ -190,6 +205,41 @@ def _initial_step_impl(
     return min(100 * h0, h1, span)
 
 
+class _HostNorm:
+    """The scaled RMS error of the host loop with few kernels per step.
+
+    ``scale = atol + rtol * max(|y0|, |y1|)`` is computed as ``max(s0, s1)`` with
+    ``s = atol + rtol * |y|``, and ``s1`` of an accepted step is the next step's ``s0`` (one
+    ``abs`` per step instead of two). A NaN/inf in ``y1`` makes the ratio NaN (folded into the
+    norm, so one host sync per step tests both).
+    """
+
+    def __init__(
+        self, y0: Tensor, rtol: float, atol: float, norm_dims: int | None
+    ) -> None:
+        self.rtol, self.atol, self.norm_dims = rtol, atol, norm_dims
+        n = y0.numel() if norm_dims is None else norm_dims
+        self.inv_sqrt_n = 1.0 / math.sqrt(max(n, 1))
+        with torch.no_grad():
+            self.s0 = self.scale(y0)
+        self.zero = torch.zeros((), dtype=y0.dtype, device=y0.device)
+
+    def scale(self, y: Tensor) -> Tensor:
+        yn = y if self.norm_dims is None else y.reshape(-1)[: self.norm_dims]
+        return yn.abs().mul_(self.rtol).add_(self.atol)
+
+    def ratio(self, err: Tensor, y1: Tensor) -> tuple[float, Tensor]:
+        """``(ratio, s1)``; call under ``no_grad`` when the stages carry a graph."""
+        s1 = self.scale(y1)
+        if self.norm_dims is None:
+            q = err / torch.maximum(self.s0, s1)
+            q.addcmul_(y1, self.zero)  # + 0 * y1: NaN wherever y1 is NaN/inf
+            return float(torch.linalg.vector_norm(q)) * self.inv_sqrt_n, s1
+        q = err.reshape(-1)[: self.norm_dims] / torch.maximum(self.s0, s1)
+        r = torch.linalg.vector_norm(q) + y1.sum() * 0.0
+        return float(r) * self.inv_sqrt_n, s1
+
+
 def solve_adaptive(
     f: FlatFunc,
     y0: Tensor,
@@ -205,8 +255,16 @@ def solve_adaptive(
     """Adaptive solve with an embedded pair, PI control and the method's dense output.
 
     Steps are not shortened to hit output times (so the number of evaluations does not depend
-    on how many are asked for), only to end exactly at ``ts[-1]``.
+    on how many are asked for), only to end exactly at ``ts[-1]``. Runs the host loop (one
+    sync per step) or, per ``opts.device_loop``/``opts.per_sample``, the device-resident loop
+    of :mod:`deeplimits.ode._device_loop` (same controller, same error norm, same outputs).
     """
+    from deeplimits.ode._device_loop import solve_adaptive_device, use_device_loop
+
+    if use_device_loop(opts, y0):
+        return solve_adaptive_device(
+            f, y0, ts, tableau, opts, rtol, atol, stats, norm_dims, backward
+        )
     ctrl = opts.controller if opts.controller is not None else PIController()
     err_order = int(tableau.error_order or tableau.order) + 1
     t_end = ts[-1]
@@ -222,12 +280,17 @@ def solve_adaptive(
         h_abs = _initial_step(f, t, y, k1, d, tableau.order, rtol, atol, span, norm_dims)
     if ctrl.dt_max is not None:
         h_abs = min(h_abs, ctrl.dt_max)
+    norm = _HostNorm(y0, rtol, atol, norm_dims)
+    # Step control is not differentiated: skip the no_grad context when nothing records.
+    no_grad = torch.no_grad if torch.is_grad_enabled() else contextlib.nullcontext
+    fsal = tableau.fsal
     outs: list[Tensor] = [y0]
     j = 1
     n = len(ts)
     prev_ratio = 1.0
     steps = 0
     bad_in_a_row = 0
+    eps8 = 8 * 2.220446049250313e-16
     while j < n:
         if steps >= opts.max_num_steps:
             raise MaxStepsExceededError(
@@ -239,8 +302,9 @@ def solve_adaptive(
         last = d * (t + d * h_abs - t_end) >= 0
         h = (t_end - t) if last else d * h_abs
         y1, err, ks = rk_step(tableau, f, t, y, h, k1)
-        ratio = float(error_ratio(err, y, y1, rtol, atol, norm_dims))  # the one sync per step
-        if not math.isfinite(ratio):
+        with no_grad():
+            ratio, s1 = norm.ratio(err, y1)  # type: ignore[arg-type]  # the one sync per step
+        if ratio != ratio or ratio == math.inf:
             # NaN/inf in the trial state: shrink hard; a real blow-up fails after a few tries.
             bad_in_a_row += 1
             if bad_in_a_row > 10:
@@ -260,13 +324,15 @@ def solve_adaptive(
                 stats.backward_accepted_steps += 1
             else:
                 stats.accepted_steps += 1
+            if d * (ts[j] - t1) <= 0:  # an output time lies in (t, t1]
 
-            def dense(thetas: list[float], y=y, ks=ks, h=h) -> Tensor:
-                return dense_eval(cache, y, ks, h, thetas)
+                def dense(thetas: list[float], y=y, ks=ks, h=h) -> Tensor:
+                    return dense_eval(cache, y, ks, h, thetas)
 
-            j = _emit(outs, ts, j, d, t, t1, h, y, y1, dense)
+                j = _emit(outs, ts, j, d, t, t1, h, y, y1, dense)
             t, y = t1, y1
-            k1 = ks[-1] if tableau.fsal else None
+            norm.s0 = s1
+            k1 = ks[-1] if fsal else None
             prev_ratio = max(ratio, 1e-4)
         elif backward:
             stats.backward_rejected_steps += 1
@@ -275,7 +341,7 @@ def solve_adaptive(
         h_abs = abs(h) * factor
         if ctrl.dt_max is not None:
             h_abs = min(h_abs, ctrl.dt_max)
-        if j < n and h_abs < max(ctrl.dt_min, 8 * 2.220446049250313e-16 * max(1.0, abs(t))):
+        if j < n and h_abs < max(ctrl.dt_min, eps8 * max(1.0, abs(t))):
             if bad_in_a_row:
                 # Shrinking the step could not get past a NaN/inf: the state or func breaks here.
                 raise NonFiniteStateError(
@@ -367,5 +433,7 @@ def odeint(
         return reversible_heun_solve(func, y0, t, state, opts, stats, None)  # type: ignore[arg-type]
     ts = t_to_floats(t)
     f = FlatFuncWrapper(func, state, stats)
-    outs = solve_flat(f, state.flatten(y0), ts, method, opts, rtol, atol, stats)
-    return state.unflatten_series(torch.stack(outs))  # (T, N) -> (T, *shape)
+    if getattr(opts, "per_sample", False):
+        check_per_sample(state)
+    outs = solve_flat(f, state.as_state(y0), ts, method, opts, rtol, atol, stats)
+    return state.unflatten_series(torch.stack(outs))  # (T, *shape) or (T, N) -> (T, *shape)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import torch
@@ -70,11 +70,38 @@ class AdaptiveOptions:
         first_step: initial ``|dt|``; default: Hairer's heuristic (one extra evaluation).
         max_num_steps: most steps (accepted + rejected) before ``MaxStepsExceededError``.
         controller: step-size controller; default ``PIController()``.
+        device_loop: ``True``: the device-resident loop: accept/reject, the next step size and
+            the output interpolation are decided with tensor ops (``torch.where``), time is a
+            tensor, and the host reads one small flag tensor every ``sync_every`` attempts.
+            ``False``: the host loop (one host sync per step; fewest kernels, fastest on CPU).
+            ``None`` (default): on for CUDA states, off otherwise. The device loop makes up to
+            ``sync_every - 1`` wasted attempts after the end (counted in ``nfe_forward``), and
+            may exceed ``max_num_steps`` by as many.
+        sync_every: attempts between host syncs of the device loop (default 4: on an H200,
+            larger values wasted more attempts at the end than they saved; see
+            ``benchmarks/RESULTS.md``).
+        cuda_graph: capture ``sync_every`` attempts of the device loop in one CUDA graph and
+            replay it. ``None`` (default): on when the state is on CUDA, autograd is not
+            recording (``torch.no_grad()``, the adjoint's forward pass) and ``func`` is an
+            ``nn.Module`` (the graph is cached per module and shapes and reused while the
+            module's parameter storage stays the same; in-place updates such as
+            ``optimizer.step()`` are seen by the replays). ``True``: required (raises if
+            impossible). ``False``: never. ``func`` must then be capturable: no host syncs, no
+            Python side effects that must run per call (they run once, at capture).
+        per_sample: each batch row (dim 0 of ``y0``) gets its own time, step size, error norm
+            and accept/reject, as in torchode; ``func`` then receives ``t`` of shape
+            ``(batch,)``. Rows that reached the end stop changing (they are still computed in
+            the batch); ``SolveStats.nfe_per_sample`` counts the evaluations each row needed.
+            Uses the device loop on every device.
     """
 
     first_step: float | None = None
     max_num_steps: int = 100_000
     controller: PIController | None = None
+    device_loop: bool | None = None
+    sync_every: int = 4
+    cuda_graph: bool | None = None
+    per_sample: bool = False
 
     def __post_init__(self) -> None:
         if self.first_step is not None and not (
@@ -86,6 +113,26 @@ class AdaptiveOptions:
         if not isinstance(self.max_num_steps, int) or self.max_num_steps < 1:
             raise InvalidArgumentError(
                 f"options max_num_steps={self.max_num_steps!r} must be a positive int"
+            )
+        for name in ("device_loop", "cuda_graph"):
+            val = getattr(self, name)
+            if val is not None and not isinstance(val, bool):
+                raise InvalidTypeError(
+                    f"options {name}={val!r} must be True, False or None (automatic)"
+                )
+        if not isinstance(self.per_sample, bool):
+            raise InvalidTypeError(f"options per_sample={self.per_sample!r} must be a bool")
+        if (
+            isinstance(self.sync_every, bool)
+            or not isinstance(self.sync_every, int)
+            or self.sync_every < 1
+        ):
+            raise InvalidArgumentError(
+                f"options sync_every={self.sync_every!r} must be a positive int"
+            )
+        if self.per_sample and self.device_loop is False:
+            raise InvalidArgumentError(
+                "options per_sample=True runs on the device loop; drop device_loop=False"
             )
         if self.controller is not None and not isinstance(self.controller, PIController):
             raise InvalidTypeError(
@@ -126,6 +173,13 @@ class SolveStats:
     rejected_steps: int = 0
     backward_accepted_steps: int = 0
     backward_rejected_steps: int = 0
+    #: ``per_sample=True`` only: ``(batch,)`` int64 CPU tensor, the evaluations each row needed
+    #: (attempts while the row was unfinished, times evaluations per attempt, plus the start).
+    #: ``nfe_forward`` counts the batched calls actually made; ``accepted_steps`` and
+    #: ``rejected_steps`` are the largest per-row counts.
+    nfe_per_sample: Tensor | None = field(default=None, compare=False)
+    #: Whether the last adaptive solve replayed a CUDA graph (see ``AdaptiveOptions``).
+    cuda_graph_used: bool = field(default=False, compare=False)
 
 
 _O = TypeVar("_O")

@@ -1,4 +1,13 @@
-"""The one generic explicit Runge-Kutta step used by every method."""
+"""The one generic explicit Runge-Kutta step used by every method and every solver loop.
+
+The step size ``h`` is either a Python float (the host loop: coefficients enter as ``alpha=``
+scalars, no tensors are built from them) or a tensor broadcastable against the state (the
+device-resident and per-sample loops: ``h`` of shape ``()`` or ``(rows, 1)``, no host syncs).
+Stages are combined with unrolled ``add``/``add_`` chains: on CPU at batch 16 one ``add_`` costs
+about 1 µs, while ``torch.stack`` + ``addmv``/``tensordot`` cost 2-9 µs per stage (measured with
+``benchmarks/ode_peers.py``'s machine; see ``benchmarks/RESULTS.md``), and unrolled adds build no
+(stages, N) temporaries.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +20,32 @@ from deeplimits.ode._tableaux import ButcherTableau
 
 __all__ = ["FlatFunc", "combine", "rk_step"]
 
-#: The solver-internal right-hand side: ``f(t, y)`` with ``t`` a Python float and ``y`` flat.
-FlatFunc = Callable[[float, Tensor], Tensor]
+#: The solver-internal right-hand side: ``f(t, y)`` with ``t`` a Python float or a tensor.
+FlatFunc = Callable[[float | Tensor, Tensor], Tensor]
+
+
+def _lin(ks: Sequence[Tensor], terms: Sequence[tuple[int, float]]) -> Tensor:
+    """``sum_j coef_j * ks[j]`` (a fresh tensor, so ``add_`` on it is autograd-safe)."""
+    j0, c0 = terms[0]
+    out = ks[j0] * c0
+    for j, cj in terms[1:]:
+        out.add_(ks[j], alpha=cj)
+    return out
 
 
 def combine(
-    y: Tensor, ks: Sequence[Tensor], terms: Sequence[tuple[int, float]], h: float
+    y: Tensor, ks: Sequence[Tensor], terms: Sequence[tuple[int, float]], h: float | Tensor
 ) -> Tensor:
     """``y + h * sum_j coef_j * ks[j]`` over the nonzero ``(j, coef_j)`` in ``terms``.
 
-    Unrolled ``add``/``add_`` with Python-float ``alpha`` (no tensors built from coefficients, no
-    host syncs). The in-place ``add_`` acts on a fresh tensor, so it is safe under autograd.
+    Float ``h``: unrolled ``add``/``add_`` with Python-float ``alpha`` (no host syncs). Tensor
+    ``h`` (broadcastable to ``y``): the weighted sum, then one ``addcmul``. The in-place ``add_``
+    acts on a fresh tensor, so it is safe under autograd.
     """
     if not terms:
         return y
+    if isinstance(h, Tensor):
+        return torch.addcmul(y, h, _lin(ks, terms))
     j0, c0 = terms[0]
     out = torch.add(y, ks[j0], alpha=h * c0)  # (N,)
     for j, cj in terms[1:]:
@@ -32,7 +53,11 @@ def combine(
     return out
 
 
-def _weighted_sum(ks: Sequence[Tensor], terms: Sequence[tuple[int, float]], h: float) -> Tensor:
+def _weighted_sum(
+    ks: Sequence[Tensor], terms: Sequence[tuple[int, float]], h: float | Tensor
+) -> Tensor:
+    if isinstance(h, Tensor):
+        return _lin(ks, terms).mul_(h) if not h.requires_grad else _lin(ks, terms) * h
     j0, c0 = terms[0]
     out = ks[j0] * (h * c0)
     for j, cj in terms[1:]:
@@ -43,19 +68,21 @@ def _weighted_sum(ks: Sequence[Tensor], terms: Sequence[tuple[int, float]], h: f
 def rk_step(
     tableau: ButcherTableau,
     func: FlatFunc,
-    t: float,
+    t: float | Tensor,
     y: Tensor,
-    h: float,
+    h: float | Tensor,
     k1: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, list[Tensor]]:
     """One explicit Runge-Kutta step of size ``h`` (may be negative) from ``(t, y)``.
 
     Args:
         tableau: the method.
-        func: right-hand side ``func(t: float, y: Tensor) -> Tensor`` of the same shape as ``y``.
-        t: start time.
-        y: state, any shape (the solver passes a flat ``(N,)`` tensor).
-        h: step size; negative for integration backwards in time.
+        func: right-hand side ``func(t, y) -> Tensor`` of the same shape as ``y``.
+        t: start time: a float, or a tensor broadcastable like ``h`` (per-row times).
+        y: state, any shape (the host loop passes the state's own shape, the device loop
+            ``(rows, M)``).
+        h: step size; negative for integration backwards in time. A float, or a tensor
+            broadcastable against ``y`` (e.g. ``(rows, 1)``: one step size per row).
         k1: ``func(t, y)`` if already known (FSAL reuse, or the previous step's ``f(t+h, y1)``).
 
     Returns:
@@ -66,13 +93,14 @@ def rk_step(
     ks: list[Tensor] = [func(t, y) if k1 is None else k1]
     c = tableau.c
     last = tableau.num_stages - 1
+    stage_terms = tableau.stage_terms
     for i in range(1, tableau.num_stages):
         if tableau.fsal and i == last:
             # Last stage of an FSAL method is evaluated at y_new itself.
             y_new = combine(y, ks, tableau.b_terms, h)
             ks.append(func(t + h, y_new))
             break
-        yi = combine(y, ks, tableau.stage_terms[i], h)  # (N,)
+        yi = combine(y, ks, stage_terms[i], h)  # like y
         ks.append(func(t + c[i] * h, yi))
     else:
         y_new = combine(y, ks, tableau.b_terms, h)

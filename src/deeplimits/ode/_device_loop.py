@@ -1,0 +1,456 @@
+"""The device-resident adaptive loop, optionally replayed from a CUDA graph, and per-sample steps.
+
+The host loop of :func:`deeplimits.ode._odeint.solve_adaptive` reads the error ratio back after
+every step (one host sync per step). Here every decision is a tensor op, so the host only has
+to look at one small flag tensor every ``sync_every`` attempts:
+
+- time ``t``, the step size ``|dt|``, the previous error ratio and the "done" flag are tensors
+  of shape ``(rows, 1)``; accept/reject is ``torch.where``; the PI controller is evaluated with
+  ``pow``/``clamp`` (same formula as :meth:`PIController.factor`, including the rules after a
+  rejection and for NaN/inf trials);
+- outputs are written into a ``(T, rows, M)`` buffer: after each attempt every output time in
+  ``(t, t1]`` of an accepted row gets the method's interpolant (``y1`` itself at ``t1``);
+- attempts after a row has finished change nothing for that row (they are still computed).
+
+``rows`` is 1 for an ordinary solve (the whole state is one row, exactly the host loop's norm)
+and the batch size with ``per_sample=True`` (each row has its own ``t``, ``dt``, error norm and
+accept/reject, as torchode; Lienen & Günnemann 2022, "torchode: A Parallel ODE Solver for
+PyTorch").
+
+On CUDA, ``sync_every`` attempts can be captured once in a CUDA graph (static input/output
+buffers, warm-up on a side stream, as in PyTorch's ``torch.cuda.graphs`` documentation) and
+replayed; the graph is cached per ``nn.Module`` func, shapes and options.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from deeplimits.errors import (
+    InvalidArgumentError,
+    MaxStepsExceededError,
+    NonFiniteStateError,
+    StepSizeUnderflowError,
+)
+from deeplimits.ode._checks import FlatFuncWrapper
+from deeplimits.ode._controller import PIController
+from deeplimits.ode._options import AdaptiveOptions, SolveStats
+from deeplimits.ode._stepper import rk_step
+from deeplimits.ode._tableaux import ButcherTableau
+
+__all__ = ["clear_graph_cache", "solve_adaptive_device", "use_device_loop"]
+
+_EPS8 = 8 * 2.220446049250313e-16
+
+
+def use_device_loop(opts: AdaptiveOptions, y0: Tensor) -> bool:
+    """Whether ``opts`` select the device loop for a state on ``y0.device``."""
+    if opts.per_sample:
+        return True
+    if opts.device_loop is None:
+        return y0.device.type == "cuda"
+    return opts.device_loop
+
+
+@dataclass
+class _Loop:
+    """Constants of one solve (everything the attempt body needs besides the state)."""
+
+    tableau: ButcherTableau
+    ev: Callable[[Tensor, Tensor], Tensor]  # (t (R,1), Y (R,M)) -> (R,M)
+    rtol: float
+    atol: float
+    ctrl: PIController
+    err_order: int
+    d: float
+    norm_dims: int | None
+    inv_sqrt_n: float
+    evals_per_attempt: int
+    coef: Tensor  # (P, S) dense-output coefficients
+    powers: Tensor  # (P,) 1..P
+
+
+# State tuple layout (all tensors; functional updates, so autograd can record them).
+_FIELDS = (
+    "t", "habs", "Y", "K1", "prev", "s0", "done", "bad", "nacc", "nrej", "nfe", "uf", "nf",
+    "outs", "ts", "t_end",
+)
+_IDX = {name: i for i, name in enumerate(_FIELDS)}
+
+
+def _scale(lp: _Loop, Y: Tensor) -> Tensor:
+    Yn = Y if lp.norm_dims is None else Y[:, : lp.norm_dims]
+    return Yn.abs().mul(lp.rtol).add(lp.atol)  # (R, Mn)
+
+
+def _attempt(lp: _Loop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """One attempted step of every unfinished row; returns the updated state tuple."""
+    t, habs, Y, K1, prev, s0, done, bad, nacc, nrej, nfe, uf, nf, outs, ts, t_end = st
+    d, ctrl = lp.d, lp.ctrl
+    active = ~done  # (R, 1)
+    remaining = (t_end - t) * d  # (R, 1), >= 0
+    last = habs >= remaining
+    h = torch.where(last, remaining, habs) * d  # (R, 1) signed
+    Y1, err, ks = rk_step(lp.tableau, lp.ev, t, Y, h, K1)
+    if err is None:  # pragma: no cover - solve_adaptive_device checks the tableau
+        raise RuntimeError("internal error: adaptive tableau without error weights")
+    with torch.no_grad():
+        s1 = _scale(lp, Y1)
+        errn = err if lp.norm_dims is None else err[:, : lp.norm_dims]
+        q = errn / torch.maximum(s0, s1)
+        ratio = torch.linalg.vector_norm(q, dim=1, keepdim=True) * lp.inv_sqrt_n  # (R, 1)
+        ratio = ratio + Y1.sum(dim=1, keepdim=True) * 0.0  # NaN if Y1 holds NaN/inf
+        finite = torch.isfinite(ratio)
+        ok = finite & (ratio <= 1.0)
+        acc = ok & active
+        rej = active & ~ok
+        k = lp.err_order
+        f_acc = (
+            ratio.pow(-(ctrl.pcoeff + ctrl.icoeff) / k) * prev.pow(ctrl.pcoeff / k) * ctrl.safety
+        ).clamp(ctrl.factor_min, ctrl.factor_max)
+        f_rej = (ratio.pow(-1.0 / k) * ctrl.safety).clamp(ctrl.factor_min, 1.0)
+        factor = torch.where(finite, torch.where(ok, f_acc, f_rej), ctrl.factor_min)
+        hnew = h.abs() * factor
+        if ctrl.dt_max is not None:
+            hnew = hnew.clamp(max=ctrl.dt_max)
+        t1 = torch.where(last, t_end, t + h)  # (R, 1)
+        # Outputs in (t, t1] of accepted rows: interpolant, or y1 exactly at t1.
+        tsb = ts.view(-1, 1, 1)  # (T, 1, 1)
+        in_step = (d * (tsb - t) > 0) & (d * (tsb - t1) <= 0) & acc  # (T, R, 1)
+        # Zero outside the step: finished rows attempt h = 0, and an inf/NaN theta would turn
+        # the masked-out values' zero gradients into NaN in backward.
+        theta = torch.where(in_step, (tsb - t) / torch.where(h == 0, 1.0, h), 0.0)  # (T, R, 1)
+        at_end = tsb == t1  # (T, R, 1)
+    K = torch.stack(ks)  # (S, R, M)
+    C = torch.tensordot(lp.coef, K, dims=1)  # (P, R, M)
+    pw = theta.pow(lp.powers)  # (T, R, P)
+    vals = torch.addcmul(Y, h, torch.einsum("trp,prm->trm", pw, C))  # (T, R, M)
+    vals = torch.where(at_end, Y1, vals)
+    outs = torch.where(in_step, vals, outs)
+    t = torch.where(acc, t1, t)
+    Y = torch.where(acc, Y1, Y)
+    K1 = torch.where(acc, ks[-1], K1)
+    with torch.no_grad():
+        s0 = torch.where(acc, s1, s0)
+        prev = torch.where(acc, ratio.clamp(min=1e-4), prev)
+        habs = torch.where(active, hnew, habs)
+        done = done | (acc & last)
+        bad = torch.where(active, torch.where(finite, 0, bad + 1), bad)
+        nacc = nacc + acc.long()
+        nrej = nrej + rej.long()
+        nfe = nfe + active.long() * lp.evals_per_attempt
+        still = ~done
+        thr = (t.abs().clamp(min=1.0) * _EPS8).clamp(min=ctrl.dt_min)
+        under = still & (habs < thr)
+        uf = uf | (under & (bad == 0))
+        nf = nf | (under & (bad > 0)) | (still & (bad > 10))
+    return (t, habs, Y, K1, prev, s0, done, bad, nacc, nrej, nfe, uf, nf, outs, ts, t_end)
+
+
+def _initial_habs(
+    lp: _Loop, t0: Tensor, Y0: Tensor, F0: Tensor, span: float, order: int
+) -> Tensor:
+    """Hairer, Norsett & Wanner (1993), sec. II.4 starting step per row, with tensor ops."""
+    with torch.no_grad():
+        s = _scale(lp, Y0)
+        Yn = Y0 if lp.norm_dims is None else Y0[:, : lp.norm_dims]
+        Fn = F0 if lp.norm_dims is None else F0[:, : lp.norm_dims]
+        d0 = torch.linalg.vector_norm(Yn / s, dim=1, keepdim=True) * lp.inv_sqrt_n
+        d1 = torch.linalg.vector_norm(Fn / s, dim=1, keepdim=True) * lp.inv_sqrt_n
+        h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1).clamp(max=span)
+        Y1 = torch.addcmul(Y0, h0 * lp.d, F0)
+        F1 = lp.ev(t0 + lp.d * h0, Y1)
+        F1n = F1 if lp.norm_dims is None else F1[:, : lp.norm_dims]
+        d2 = torch.linalg.vector_norm((F1n - Fn) / s, dim=1, keepdim=True) * lp.inv_sqrt_n / h0
+        dm = torch.maximum(d1, d2)
+        h1 = torch.where(
+            dm <= 1e-15, (h0 * 1e-3).clamp(min=1e-6), (0.01 / dm).pow(1.0 / (order + 1))
+        )
+        h = torch.minimum(torch.minimum(100 * h0, h1), torch.full_like(h0, span))
+        return torch.where(torch.isfinite(d2), h, h0)
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA graphs
+
+
+@dataclass
+class _Graph:
+    func_ref: weakref.ref[Any]
+    graph: Any  # torch.cuda.CUDAGraph
+    static: tuple[Tensor, ...]
+    evals_per_replay: int
+
+
+_GRAPHS: OrderedDict[tuple[Any, ...], _Graph | None] = OrderedDict()
+_MAX_GRAPHS = 8
+
+
+def clear_graph_cache() -> None:
+    """Drop every cached CUDA graph (and its memory pool)."""
+    _GRAPHS.clear()
+
+
+def _graph_key(
+    func: nn.Module, lp: _Loop, st: tuple[Tensor, ...], k: int, per_sample: bool
+) -> tuple[Any, ...]:
+    Y = st[_IDX["Y"]]
+    params = tuple(p.data_ptr() for p in func.parameters())
+    buffers = tuple(b.data_ptr() for b in func.buffers())
+    return (
+        id(func), params, buffers, lp.tableau.name, tuple(Y.shape), Y.dtype, str(Y.device),
+        st[_IDX["outs"]].shape[0], lp.rtol, lp.atol, lp.ctrl, lp.d, lp.norm_dims, k,
+        per_sample,
+    )
+
+
+def _capture(lp: _Loop, st: tuple[Tensor, ...], k: int) -> tuple[Any, tuple[Tensor, ...]]:
+    """Capture ``k`` attempts writing back into static copies of ``st``.
+
+    Follows the recipe of PyTorch's CUDA-graph docs: warm up on a side stream, capture with
+    ``torch.cuda.graph``, replay after copying new inputs into the static tensors. Warm-up runs
+    mutate the static state, so it is restored afterwards.
+    """
+    static = tuple(x.clone() for x in st)
+    init = tuple(x.clone() for x in st)
+
+    def block() -> None:
+        cur = static
+        for _ in range(k):
+            cur = _attempt(lp, cur)
+        for s, c in zip(static, cur, strict=True):
+            if s is not c:
+                s.copy_(c)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            block()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        block()
+    for s, x in zip(static, init, strict=True):
+        s.copy_(x)
+    return graph, static
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def solve_adaptive_device(
+    f: Callable[[Any, Tensor], Tensor],
+    y0: Tensor,
+    ts: list[float],
+    tableau: ButcherTableau,
+    opts: AdaptiveOptions,
+    rtol: float,
+    atol: float,
+    stats: SolveStats,
+    norm_dims: int | None = None,
+    backward: bool = False,
+) -> list[Tensor]:
+    """The adaptive solve on the device loop; same contract as ``solve_adaptive``.
+
+    Args:
+        f: the solver's right-hand side on states shaped like ``y0`` (a
+            :class:`FlatFuncWrapper` or the adjoint's augmented dynamics).
+        y0: the state (``(batch, ...)`` with ``opts.per_sample``).
+        ts: output times as floats (``ts[0]`` is the start).
+        Others as ``solve_adaptive``.
+
+    Returns:
+        The state at each of ``ts``.
+
+    Raises:
+        InvalidArgumentError: a non-FSAL tableau (dense output would need an extra evaluation),
+            or ``per_sample`` with ``norm_dims``, or ``cuda_graph=True`` where no graph can be
+            used.
+        MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError: as the host loop
+            (detected at the next sync, so up to ``sync_every - 1`` attempts later).
+    """
+    if not tableau.fsal or not tableau.dense or tableau.b_err is None:
+        raise InvalidArgumentError(
+            f"the device loop needs an FSAL adaptive method with dense output, got "
+            f"{tableau.name!r}; use dopri5, tsit5 or bosh3, or device_loop=False"
+        )
+    per_sample = opts.per_sample
+    if per_sample and norm_dims is not None:
+        raise InvalidArgumentError("per_sample=True cannot be combined with a seminorm")
+    ctrl = opts.controller if opts.controller is not None else PIController()
+    shape = tuple(y0.shape)
+    R = shape[0] if per_sample else 1
+    M = y0.numel() // R if R else 0
+    dtype, device = y0.dtype, y0.device
+    T = len(ts)
+    d = 1.0 if ts[-1] > ts[0] else -1.0
+    span = abs(ts[-1] - ts[0])
+
+    def ev(t: Tensor, Y: Tensor) -> Tensor:
+        targ = t.reshape(R) if per_sample else t.reshape(())
+        return f(targ, Y.reshape(shape)).reshape(R, M)
+
+    nd = norm_dims
+    lp = _Loop(
+        tableau=tableau, ev=ev, rtol=rtol, atol=atol, ctrl=ctrl,
+        err_order=int(tableau.error_order or tableau.order) + 1, d=d, norm_dims=nd,
+        inv_sqrt_n=1.0 / math.sqrt(max(M if nd is None else nd, 1)),
+        evals_per_attempt=tableau.num_stages - 1,
+        coef=torch.tensor(tableau.dense, dtype=dtype, device=device),
+        powers=torch.arange(1, len(tableau.dense) + 1, dtype=dtype, device=device),
+    )
+    ts_dev = torch.tensor(ts, dtype=dtype, device=device)  # (T,)
+    t_end = ts_dev[-1:].reshape(1, 1).expand(R, 1).clone()  # (R, 1)
+    t0 = ts_dev[:1].reshape(1, 1).expand(R, 1).clone()  # (R, 1)
+    Y0 = y0.reshape(R, M)
+    F0 = ev(t0, Y0)  # (R, M); the wrapper checks func's output on this first call
+    start_evals = 1
+    if opts.first_step is not None:
+        habs = torch.full((R, 1), float(opts.first_step), dtype=dtype, device=device)
+    else:
+        habs = _initial_habs(lp, t0, Y0, F0, span, tableau.order)
+        start_evals = 2
+    if ctrl.dt_max is not None:
+        habs = habs.clamp(max=ctrl.dt_max)
+    with torch.no_grad():
+        s0 = _scale(lp, Y0)
+    zeros_i = torch.zeros((R, 1), dtype=torch.long, device=device)
+    false = torch.zeros((R, 1), dtype=torch.bool, device=device)
+    outs = torch.cat([Y0.unsqueeze(0), Y0.new_zeros((T - 1, R, M))])  # (T, R, M)
+    st: tuple[Tensor, ...] = (
+        t0, habs, Y0, F0, torch.ones((R, 1), dtype=dtype, device=device), s0, false.clone(),
+        zeros_i.clone(), zeros_i.clone(), zeros_i.clone(), zeros_i + start_evals,
+        false.clone(), false.clone(), outs, ts_dev, t_end,
+    )
+    k = opts.sync_every
+    graph = _get_graph(f, lp, st, opts, k, stats, backward)
+    stats.cuda_graph_used = graph is not None
+    if graph is not None:
+        for s, x in zip(graph.static, st, strict=True):
+            s.copy_(x)
+        st = graph.static
+    attempts = 0
+    while True:
+        if attempts >= opts.max_num_steps:
+            t_now = float(st[_IDX["t"]].min() if d > 0 else st[_IDX["t"]].max())
+            raise MaxStepsExceededError(
+                f"max_num_steps={opts.max_num_steps} reached at t={t_now!r} (integrating to "
+                f"t={ts[-1]!r}); raise options max_num_steps, loosen rtol/atol, or the problem "
+                "may be stiff (use an implicit solver)"
+            )
+        if graph is not None:
+            graph.graph.replay()
+            n_now = k
+            if backward:
+                stats.nfe_backward += graph.evals_per_replay
+            else:
+                stats.nfe_forward += graph.evals_per_replay
+        else:
+            n_now = min(k, opts.max_num_steps - attempts)
+            for _ in range(n_now):
+                st = _attempt(lp, st)
+        attempts += n_now
+        done, uf, nf = st[_IDX["done"]], st[_IDX["uf"]], st[_IDX["nf"]]
+        all_done, any_uf, any_nf = torch.stack([done.all(), uf.any(), nf.any()]).tolist()
+        if any_nf or any_uf:
+            bad_rows = (nf | uf).reshape(-1)
+            t_bad = st[_IDX["t"]].reshape(-1)[bad_rows]
+            t_now = float(t_bad.min() if d > 0 else t_bad.max())
+            h_now = float(st[_IDX["habs"]].reshape(-1)[bad_rows].min())
+            if any_nf:
+                raise NonFiniteStateError(
+                    f"the ODE state became NaN or inf just after t={t_now!r} (steps shrank to "
+                    f"dt={h_now!r}); the solution blows up there, or func returns NaN/inf"
+                )
+            raise StepSizeUnderflowError(
+                f"step size underflow at t={t_now!r}: dt={h_now!r} is below the smallest "
+                f"usable step (controller dt_min={ctrl.dt_min}); the problem may be stiff or "
+                "singular near t, or rtol/atol are too tight for the dtype (loosen them or use "
+                "float64)"
+            )
+        if all_done:
+            break
+    nacc, nrej, nfe = (st[_IDX[x]].reshape(-1).cpu() for x in ("nacc", "nrej", "nfe"))
+    if backward:
+        stats.backward_accepted_steps += int(nacc.max())
+        stats.backward_rejected_steps += int(nrej.max())
+    else:
+        stats.accepted_steps += int(nacc.max())
+        stats.rejected_steps += int(nrej.max())
+    if per_sample:
+        stats.nfe_per_sample = nfe
+    out = st[_IDX["outs"]]
+    if graph is not None:
+        out = out.clone()  # the static buffer is overwritten by the next replay
+    return list(out.reshape(T, *shape).unbind(0))
+
+
+def _get_graph(
+    f: Callable[[Any, Tensor], Tensor],
+    lp: _Loop,
+    st: tuple[Tensor, ...],
+    opts: AdaptiveOptions,
+    k: int,
+    stats: SolveStats,
+    backward: bool,
+) -> _Graph | None:
+    """The cached (or a newly captured) CUDA graph of ``k`` attempts, or ``None``."""
+    if opts.cuda_graph is False or backward:
+        return None  # the adjoint's backward dynamics call autograd: never captured
+    Y = st[_IDX["Y"]]
+    module = f.func if isinstance(f, FlatFuncWrapper) else None
+    reason = None
+    if Y.device.type != "cuda":
+        reason = f"the state is on {Y.device}, not CUDA"
+    elif torch.is_grad_enabled() and (Y.requires_grad or any(
+        p.requires_grad for p in (module.parameters() if isinstance(module, nn.Module) else ())
+    )):
+        reason = "autograd is recording (use torch.no_grad() or odeint_adjoint)"
+    elif not isinstance(module, nn.Module):
+        reason = "func is not an nn.Module (graphs are cached per module)"
+    if reason is not None:
+        if opts.cuda_graph:
+            raise InvalidArgumentError(f"options cuda_graph=True, but {reason}")
+        return None
+    if not isinstance(f, FlatFuncWrapper) or not isinstance(module, nn.Module):
+        return None  # unreachable: reason is set above; keeps type checkers informed
+    key = _graph_key(module, lp, st, k, opts.per_sample)
+    entry = _GRAPHS.get(key, "missing")
+    if isinstance(entry, _Graph) and entry.func_ref() is module:
+        _GRAPHS.move_to_end(key)
+        return entry
+    if entry is None and key in _GRAPHS and opts.cuda_graph is None:
+        return None  # capture failed before for this module and shapes
+    counts = (stats.nfe_forward, stats.nfe_backward)
+    calls_before = stats.nfe_backward if backward else stats.nfe_forward
+    try:
+        with torch.no_grad():
+            graph, static = _capture(lp, st, k)
+    except Exception as e:  # a func that cannot be captured (host sync, CPU tensors, ...)
+        if opts.cuda_graph:
+            raise InvalidArgumentError(
+                f"options cuda_graph=True, but capturing func failed: {e}; make func "
+                "capturable (no .item()/host syncs) or use cuda_graph=False"
+            ) from e
+        torch.cuda.synchronize()
+        _GRAPHS[key] = None
+        stats.nfe_forward, stats.nfe_backward = counts
+        return None
+    calls = (stats.nfe_backward if backward else stats.nfe_forward) - calls_before
+    # Warm-up (2 blocks) and capture (1 block) called func 3 * k * evals times.
+    evals_per_replay = calls // 3
+    stats.nfe_forward, stats.nfe_backward = counts
+    g = _Graph(weakref.ref(module), graph, static, evals_per_replay)
+    _GRAPHS[key] = g
+    while len(_GRAPHS) > _MAX_GRAPHS:
+        _GRAPHS.popitem(last=False)
+    return g

@@ -1,0 +1,273 @@
+"""The device-resident loop (tensor-op accept/reject, sync every k), per-sample steps, CUDA graphs.
+
+On CPU the device loop is checked against the host loop (same controller and norm, so the same
+accepted/rejected sequence); CUDA cases (graph capture and replay) skip without a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import solve_ivp
+from torch import nn
+
+from deeplimits.errors import (
+    InvalidArgumentError,
+    MaxStepsExceededError,
+    NonFiniteStateError,
+    StepSizeUnderflowError,
+)
+from deeplimits.ode import (
+    AdaptiveOptions,
+    IController,
+    PIController,
+    SolveStats,
+    odeint,
+    odeint_adjoint,
+)
+
+F64 = torch.float64
+ADAPTIVE = ["bosh3", "dopri5", "tsit5"]
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _van_der_pol(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.stack([y[..., 1], (1 - y[..., 0] ** 2) * y[..., 1] - y[..., 0]], dim=-1)
+
+
+class _Mlp(nn.Module):
+    """Time-dependent tanh MLP on ``(batch, 2)``; accepts ``t`` of shape ``()`` or ``(batch,)``."""
+
+    def __init__(self, dtype: torch.dtype = F64) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.w1 = nn.Parameter(torch.randn(16, 2, generator=g, dtype=dtype))
+        self.w2 = nn.Parameter(torch.randn(2, 16, generator=g, dtype=dtype) * 0.5)
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(y @ self.w1.T) @ self.w2.T * (1.0 + 0.5 * t.reshape(-1, 1))
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+@pytest.mark.parametrize("sync_every", [1, 4, 7])
+def test_device_loop_takes_the_host_loops_steps_and_outputs(method: str, sync_every: int) -> None:
+    y0 = torch.tensor([2.0, 0.0], dtype=F64)
+    t = torch.linspace(0.0, 6.0, 9, dtype=F64)
+    host, dev = SolveStats(), SolveStats()
+    # A too large first step forces rejections, so they are compared too.
+    a = odeint(_van_der_pol, y0, t, rtol=1e-5, atol=1e-7, method=method, stats=host,
+               options=AdaptiveOptions(first_step=2.0))
+    b = odeint(_van_der_pol, y0, t, rtol=1e-5, atol=1e-7, method=method, stats=dev,
+               options=AdaptiveOptions(first_step=2.0, device_loop=True, sync_every=sync_every))
+    assert host.rejected_steps > 0  # the comparison covers rejections too
+    assert (dev.accepted_steps, dev.rejected_steps) == (host.accepted_steps, host.rejected_steps)
+    stages = {"bosh3": 3, "dopri5": 6, "tsit5": 6}[method]
+    assert host.nfe_forward <= dev.nfe_forward <= host.nfe_forward + (sync_every - 1) * stages
+    assert float((a - b).abs().max()) <= 1e-12
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_device_loop_agrees_with_scipy_backwards_in_time(method: str) -> None:
+    t = np.linspace(5.0, 0.0, 6)
+    ref = solve_ivp(lambda s, y: [y[1], (1 - y[0] ** 2) * y[1] - y[0]], (5.0, 0.0), [1.0, 0.5],
+                    method="DOP853", t_eval=t, rtol=1e-12, atol=1e-14).y.T
+    ys = odeint(_van_der_pol, torch.tensor([1.0, 0.5], dtype=F64), torch.from_numpy(t),
+                rtol=1e-9, atol=1e-11, method=method, options={"device_loop": True}).numpy()
+    assert np.abs(ys - ref).max() <= 1e-6
+
+
+@pytest.mark.parametrize("controller", [PIController(), IController(), PIController(dt_max=0.05)])
+def test_device_loop_follows_every_controller(controller: PIController) -> None:
+    y0 = torch.tensor([2.0, 0.0], dtype=F64)
+    t = torch.tensor([0.0, 3.0], dtype=F64)
+    host, dev = SolveStats(), SolveStats()
+    a = odeint(_van_der_pol, y0, t, stats=host, options=AdaptiveOptions(controller=controller))
+    b = odeint(_van_der_pol, y0, t, stats=dev,
+               options=AdaptiveOptions(controller=controller, device_loop=True))
+    assert dev.accepted_steps == host.accepted_steps
+    assert float((a - b).abs().max()) <= 1e-12
+
+
+def test_device_loop_float32_time_reaches_the_end_exactly() -> None:
+    f = _Mlp(torch.float32)
+    y0 = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.0, 0.3, 1.7], dtype=torch.float32)
+    with torch.no_grad():
+        a = odeint(f, y0, t, rtol=1e-5, atol=1e-7)
+        b = odeint(f, y0, t, rtol=1e-5, atol=1e-7, options={"device_loop": True})
+    # Same steps; float32 round-off of differently ordered stage sums only.
+    assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())
+
+
+def test_device_loop_reports_nan_underflow_and_max_steps() -> None:
+    y0 = torch.tensor([1.0, 2.0], dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    dev = {"device_loop": True}
+
+    def blows_up(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.where(t > 0.5, torch.full_like(y, math.nan), -y)
+
+    with pytest.raises(NonFiniteStateError, match=r"t=0\.[4-6]"):
+        odeint(blows_up, y0, t, options=dev)
+
+    def stiff(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -1e4 * (y - torch.cos(t))
+
+    with pytest.raises(StepSizeUnderflowError, match=r"t=.*dt="):
+        odeint(stiff, y0, t, options={**dev, "controller": PIController(dt_min=1e-2)})
+    with pytest.raises(MaxStepsExceededError, match=r"max_num_steps=5"):
+        odeint(lambda t, y: torch.cos(20 * t) * y, y0, torch.tensor([0.0, 10.0], dtype=F64),
+               options={**dev, "max_num_steps": 5})
+
+
+def test_backprop_through_the_device_loop_matches_the_host_loop() -> None:
+    f = _Mlp()
+    y0 = torch.tensor([[0.5, -0.3], [0.1, 0.9]], dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    grads = []
+    for opts in (None, {"device_loop": True}):
+        ys = odeint(f, y0, t, rtol=1e-9, atol=1e-11, options=opts)
+        grads.append(torch.autograd.grad((ys**2).sum(), (y0, *f.parameters())))
+    for a, b in zip(*grads, strict=True):
+        assert float((a - b).abs().max()) <= 1e-10
+
+
+@pytest.mark.parametrize("norm", ["rms", "seminorm"])
+def test_adjoint_on_the_device_loop_matches_the_host_loop(norm: str) -> None:
+    f = _Mlp()
+    y0 = torch.tensor([[0.5, -0.3], [0.1, 0.9]], dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    grads, nfe = [], []
+    for loop in (False, True):
+        s = SolveStats()
+        ys = odeint_adjoint(f, y0, t, rtol=1e-9, atol=1e-11, stats=s,
+                            options={"device_loop": loop},
+                            adjoint_options={"norm": norm, "device_loop": loop})
+        grads.append(torch.autograd.grad(ys[-1].sum(), (y0, *f.parameters())))
+        nfe.append(s.backward_accepted_steps)
+    assert nfe[0] == nfe[1]
+    for a, b in zip(*grads, strict=True):
+        assert float((a - b).abs().max()) <= 1e-10
+
+
+# -- per-sample step sizes ---------------------------------------------------------------------
+
+
+def _mixed_batch() -> torch.Tensor:
+    """Rows from near-equilibrium (easy) to far out (hard) initial states."""
+    return torch.tensor([[0.01, 0.0], [0.2, -0.1], [2.0, 0.0], [3.0, -4.0]], dtype=F64)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5"])
+@torch.no_grad()
+def test_per_sample_rows_equal_independent_solves(method: str) -> None:
+    f = _Mlp()
+    y0 = _mixed_batch()
+    t = torch.tensor([0.0, 0.7, 2.0], dtype=F64)
+    stats = SolveStats()
+    ys = odeint(f, y0, t, rtol=1e-8, atol=1e-10, method=method, stats=stats,
+                options=AdaptiveOptions(per_sample=True))
+    assert stats.nfe_per_sample is not None and stats.nfe_per_sample.shape == (4,)
+    for i in range(y0.shape[0]):
+        row = SolveStats()
+        one = odeint(f, y0[i : i + 1], t, rtol=1e-8, atol=1e-10, method=method, stats=row)
+        assert float((ys[:, i : i + 1] - one).abs().max()) <= 1e-12
+        assert int(stats.nfe_per_sample[i]) == row.nfe_forward
+    # Easy rows finish with fewer evaluations than the batch as a whole.
+    joint = SolveStats()
+    odeint(f, y0, t, rtol=1e-8, atol=1e-10, method=method, stats=joint)
+    assert int(stats.nfe_per_sample.min()) < joint.nfe_forward
+
+
+def test_per_sample_passes_one_time_per_row_to_func() -> None:
+    seen: list[tuple[int, ...]] = []
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(t.shape))
+        return -y * t.reshape(-1, 1)
+
+    y0 = torch.ones(3, 2, dtype=F64)
+    ys = odeint(f, y0, torch.tensor([0.0, 1.0], dtype=F64), rtol=1e-10, atol=1e-12,
+                options={"per_sample": True})
+    assert set(seen) == {(3,)}
+    assert float((ys[-1] - math.exp(-0.5)).abs().max()) <= 1e-8
+
+
+def test_per_sample_rejects_tuple_states_and_host_loop() -> None:
+    y = torch.ones(2, 2, dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    with pytest.raises(InvalidArgumentError, match="one tensor"):
+        odeint(lambda t, s: s, (y, y), t, options={"per_sample": True})
+    with pytest.raises(InvalidArgumentError, match="device_loop"):
+        AdaptiveOptions(per_sample=True, device_loop=False)
+    with pytest.raises(InvalidArgumentError, match="sync_every"):
+        AdaptiveOptions(sync_every=0)
+
+
+def test_cuda_graph_true_on_cpu_is_rejected() -> None:
+    with pytest.raises(InvalidArgumentError, match="cuda_graph=True"):
+        odeint(_Mlp(), torch.ones(2, 2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+               options={"device_loop": True, "cuda_graph": True})
+
+
+# -- CUDA -------------------------------------------------------------------------------------
+
+
+@CUDA
+@pytest.mark.parametrize("method", ["dopri5", "tsit5"])
+def test_cuda_graph_replay_matches_the_cpu_host_loop(method: str) -> None:
+    f = _Mlp()
+    y0 = _mixed_batch()
+    t = torch.tensor([0.0, 0.4, 1.5], dtype=F64)
+    ref_stats = SolveStats()
+    ref = odeint(f, y0, t, rtol=1e-8, atol=1e-10, method=method, stats=ref_stats)
+    fc = _Mlp().cuda()
+    for k in range(2):  # second call: the cached graph with a new initial state
+        s = SolveStats()
+        with torch.no_grad():
+            out = odeint(fc, (y0 * (1 + k)).cuda(), t.cuda(), rtol=1e-8, atol=1e-10,
+                         method=method, stats=s)
+        assert s.cuda_graph_used
+        exp = ref if k == 0 else odeint(f, y0 * 2, t, rtol=1e-8, atol=1e-10, method=method)
+        assert float((out.cpu() - exp).abs().max()) <= 1e-9
+    assert s.accepted_steps == ref_stats.accepted_steps or k == 1
+
+
+@CUDA
+def test_cuda_graph_sees_in_place_parameter_updates() -> None:
+    fc = _Mlp().cuda()
+    y0 = _mixed_batch().cuda()
+    t = torch.tensor([0.0, 1.0], dtype=F64, device="cuda")
+    with torch.no_grad():
+        odeint(fc, y0, t)
+        fc.w2.mul_(0.5)
+        a = odeint(fc, y0, t)
+        b = odeint(fc, y0, t, options={"cuda_graph": False})
+    assert float((a - b).abs().max()) <= 1e-10
+
+
+@CUDA
+def test_cuda_device_loop_with_grad_and_per_sample_match_cpu() -> None:
+    f = _Mlp()
+    fc = _Mlp().cuda()
+    y0 = _mixed_batch()
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    s = SolveStats()
+    out = odeint(fc, y0.cuda(), t.cuda(), rtol=1e-8, atol=1e-10, stats=s,
+                 options={"per_sample": True})
+    ref = odeint(f, y0, t, rtol=1e-8, atol=1e-10, options={"per_sample": True})
+    assert not s.cuda_graph_used  # parameters require grad: no graph
+    assert float((out.detach().cpu() - ref.detach()).abs().max()) <= 1e-10
+    g = torch.autograd.grad(out[-1].sum(), fc.w1)[0]
+    gr = torch.autograd.grad(ref[-1].sum(), f.w1)[0]
+    assert float((g.cpu() - gr).abs().max()) <= 1e-8
+
+
+@CUDA
+def test_cuda_graph_required_for_a_plain_function_is_rejected() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"nn\.Module"), torch.no_grad():
+        odeint(lambda t, y: -y, torch.ones(2, device="cuda"), torch.tensor([0.0, 1.0],
+               device="cuda"), options={"cuda_graph": True})
