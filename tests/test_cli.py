@@ -11,7 +11,7 @@ from deeplimits.cli import main
 
 
 def test_every_command_has_help(capsys):
-    for cmd in ([], ["list"], ["run"], ["tour"], ["report"]):
+    for cmd in ([], ["list"], ["run"], ["tour"], ["report"], ["diagnose"]):
         with pytest.raises(SystemExit) as exc:
             main([*cmd, "--help"])
         assert exc.value.code == 0
@@ -82,3 +82,17 @@ def test_run_paths_end_to_end(tmp_path: Path):
 
 def test_report_without_results_is_a_usage_error(tmp_path: Path):
     assert main(["report", "--out", str(tmp_path)]) == 2
+
+
+def test_diagnose_is_wired_into_the_cli(tmp_path, monkeypatch, capsys):
+    (tmp_path / "deep_sigmoid.py").write_text(
+        "from torch import nn\n"
+        "def make():\n"
+        "    layers = [m for _ in range(12) for m in (nn.Linear(16, 16), nn.Sigmoid())]\n"
+        "    return nn.Sequential(*layers, nn.Linear(16, 3))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["diagnose", "deep_sigmoid:make", "--input-shape", "4,16"]) == 0
+    out = capsys.readouterr().out
+    assert "verdict: vanishing" in out and "Sigmoid" in out
+    assert main(["diagnose", "deep_sigmoid:nothing", "--input-shape", "4,16"]) == 2

@@ -128,7 +128,8 @@ def run_diagnose(args: argparse.Namespace) -> int:
             markup=False,
         )
         return 2
-    out = Console(file=sys.stdout, highlight=False)
+    # Not a terminal (a pipe, a file): wide enough that no number is cut short.
+    out = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 140)
     out.print(report.table())
     out.print(report.summary(), markup=False)
     return 0

@@ -20,6 +20,7 @@ from rich.progress import Progress as RichProgressBar
 from rich.table import Table as RichTable
 
 from deeplimits import __version__
+from deeplimits._cli_diagnose import add_diagnose_parser
 from deeplimits.errors import DeeplimitsError, InvalidArgumentError, UnknownNameError
 
 __all__ = ["main"]
@@ -237,6 +238,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="report", help="output folder (default: report)")
     p.set_defaults(func=_cmd_report)
+
+    add_diagnose_parser(sub)
     return parser
 
 
