@@ -20,7 +20,6 @@ from deeplimits.ode._checks import (
     FlatState,
     check_t,
     check_tolerances,
-    t_to_floats,
 )
 from deeplimits.ode._odeint import (
     ADAPTIVE_METHODS,
@@ -204,7 +203,7 @@ def odeint_adjoint(
     adj_atol = atol if adjoint_atol is None else adjoint_atol
     check_tolerances(adj_rtol, adj_atol, prefix="adjoint_")
     state = FlatState(y0)
-    check_t(t, state.dtype, state.device)
+    ts = check_t(t, state.dtype, state.device)
     stats = stats if stats is not None else SolveStats()
     opts = options_for(method, options)
     if method == "reversible_heun":
@@ -219,7 +218,7 @@ def odeint_adjoint(
     f_bwd = FlatFuncWrapper(func, state, stats, backward=True)
     f_bwd.checked = True  # same func and shapes as the forward pass
     setup = _Setup(
-        f_fwd=f_fwd, f_bwd=f_bwd, ts=t_to_floats(t), method=method, opts=opts, rtol=rtol,
+        f_fwd=f_fwd, f_bwd=f_bwd, ts=ts, method=method, opts=opts, rtol=rtol,
         atol=atol, adj_method=adj_method, adj_opts=adj_opts, adj_rtol=adj_rtol,
         adj_atol=adj_atol, seminorm=adj.norm == "seminorm", stats=stats,
     )

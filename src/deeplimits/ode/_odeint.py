@@ -24,7 +24,6 @@ from deeplimits.ode._checks import (
     check_finite,
     check_t,
     check_tolerances,
-    t_to_floats,
 )
 from deeplimits.ode._controller import PIController
 from deeplimits.ode._interp import DenseCache, dense_eval
@@ -424,14 +423,13 @@ def odeint(
     check_method(method)
     check_tolerances(rtol, atol)
     state = FlatState(y0)
-    check_t(t, state.dtype, state.device)
+    ts = check_t(t, state.dtype, state.device)
     opts = options_for(method, options)
     stats = stats if stats is not None else SolveStats()
     if method == "reversible_heun":
         from deeplimits.ode._reversible import reversible_heun_solve
 
         return reversible_heun_solve(func, y0, t, state, opts, stats, None)  # type: ignore[arg-type]
-    ts = t_to_floats(t)
     f = FlatFuncWrapper(func, state, stats)
     if getattr(opts, "per_sample", False):
         check_per_sample(state)

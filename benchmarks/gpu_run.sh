@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One GPU check of the ODE engine, run from the repository root on a machine with CUDA:
+#   OUT=/some/folder bash benchmarks/gpu_run.sh
+# (1) the ODE test suite, CUDA cases included (stops here, exit 1, if a test fails);
+# (2) benchmarks/ode_peers.py --device cuda: writes $OUT/RESULTS_cuda.md and
+#     $OUT/ode_peers_cuda.json row by row, so a later failure keeps what finished.
+# Expected wall time on an H100/H200: tests ~1 min, benchmark ~2-4 min (limits: 150 s, 330 s).
+set -euo pipefail
+OUT="${OUT:-benchmarks/gpu_out}"
+mkdir -p "$OUT"
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
+elif [ -x .venv/bin/python ]; then PY=.venv/bin/python
+else PY=python3; fi
+LOG="$OUT/gpu_run.log"
+echo "== gpu_run.sh $(date -u +%FT%TZ) python=$PY" | tee "$LOG"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true; } | tee -a "$LOG"
+"$PY" - <<'PYEOF' 2>&1 | tee -a "$LOG"
+import sys, torch
+print("torch", torch.__version__, "cuda", torch.version.cuda)
+if not torch.cuda.is_available():
+    sys.exit("FAIL: torch.cuda.is_available() is False; this script needs a GPU")
+print("device:", torch.cuda.get_device_name())
+import deeplimits, torchdiffeq, torchode  # noqa: F401  (fail early if the bench extra is missing)
+PYEOF
+echo "== [1/2] pytest tests/ode (CUDA cases included)" | tee -a "$LOG"
+if ! timeout 150 "$PY" -m pytest tests/ode -q -x -p no:cacheprovider -rs 2>&1 | tee "$OUT/pytest.log"; then
+  echo "FAIL: tests/ode failed or timed out on the GPU; see $OUT/pytest.log" | tee -a "$LOG"
+  exit 1
+fi
+echo "== [2/2] benchmarks/ode_peers.py --device cuda" | tee -a "$LOG"
+if ! timeout 330 "$PY" benchmarks/ode_peers.py --device cuda --reps 7 --out "$OUT" 2>&1 | tee "$OUT/bench.log"; then
+  echo "FAIL: the benchmark failed or timed out; partial results in $OUT/RESULTS_cuda.md" | tee -a "$LOG"
+  exit 1
+fi
+echo "== done: $OUT/RESULTS_cuda.md" | tee -a "$LOG"
