@@ -31,6 +31,20 @@ from deeplimits.errors import (
 
 __all__ = ["lipschitz_lower", "lipschitz_upper"]
 
+
+def check_model_and_batch(model: nn.Module, x: torch.Tensor) -> None:
+    """Validate a model and a batch of inputs x of shape (batch, *input_shape), batch >= 1."""
+    if not isinstance(model, nn.Module):
+        raise InvalidTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise InvalidTypeError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 2 or x.shape[0] < 1:
+        raise InvalidArgumentError(
+            f"x must have shape (batch, *input_shape) with batch >= 1, got {tuple(x.shape)}"
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise InvalidArgumentError("x contains NaN or inf; pass finite inputs")
+
 UPPER_METHODS: tuple[str, ...] = ("product", "eclipse", "eclipse-fast")
 
 # Hidden layers wider than this get ECLipsE-Fast's closed-form multipliers instead of an SDP
@@ -354,16 +368,7 @@ def lipschitz_lower(
     Raises:
         InvalidTypeError: ``x`` is not a floating tensor. InvalidArgumentError: bad shape/values.
     """
-    if not isinstance(model, nn.Module):
-        raise InvalidTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise InvalidTypeError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}")
-    if x.dim() < 2 or x.shape[0] < 1:
-        raise InvalidArgumentError(
-            f"x must have shape (batch, *input_shape) with batch >= 1, got {tuple(x.shape)}"
-        )
-    if not bool(torch.isfinite(x).all()):
-        raise InvalidArgumentError("x contains NaN or inf; pass finite start points")
+    check_model_and_batch(model, x)
     if steps < 0 or step_size <= 0:
         raise InvalidArgumentError(
             f"steps must be >= 0 and step_size > 0, got steps={steps}, step_size={step_size}"

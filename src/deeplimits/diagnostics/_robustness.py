@@ -18,23 +18,10 @@ import math
 import torch
 from torch import nn
 
-from deeplimits.diagnostics._lipschitz import lipschitz_upper
+from deeplimits.diagnostics._lipschitz import check_model_and_batch, lipschitz_upper
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ["certified_radius", "flip_distance"]
-
-
-def _check_input(model: nn.Module, x: torch.Tensor) -> None:
-    if not isinstance(model, nn.Module):
-        raise InvalidTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise InvalidTypeError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}")
-    if x.dim() < 2 or x.shape[0] < 1:
-        raise InvalidArgumentError(
-            f"x must have shape (batch, *input_shape) with batch >= 1, got {tuple(x.shape)}"
-        )
-    if not bool(torch.isfinite(x).all()):
-        raise InvalidArgumentError("x contains NaN or inf; pass finite inputs")
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -130,7 +117,7 @@ def flip_distance(
     Raises:
         InvalidTypeError / InvalidArgumentError: bad ``model``, ``x`` or options.
     """
-    _check_input(model, x)
+    check_model_and_batch(model, x)
     if max_iter < 1 or bisection_steps < 0 or overshoot < 0:
         raise InvalidArgumentError(
             f"need max_iter >= 1, bisection_steps >= 0, overshoot >= 0; got max_iter={max_iter},"
@@ -194,7 +181,7 @@ def certified_radius(
         InvalidArgumentError: ``lipschitz`` is not a positive finite number; bad ``x``.
         UnsupportedModelError: ``lipschitz`` is None and the model cannot be bounded.
     """
-    _check_input(model, x)
+    check_model_and_batch(model, x)
     if lipschitz is None:
         lipschitz = lipschitz_upper(model, method)
     if isinstance(lipschitz, bool) or not isinstance(lipschitz, (int, float)):
