@@ -94,6 +94,19 @@ def rk_step(
     c = tableau.c
     last = tableau.num_stages - 1
     stage_terms = tableau.stage_terms
+    if not isinstance(h, Tensor):
+        # Host path, inlined: ~1 µs of Python saved per stage at small sizes.
+        add = torch.add
+        for i in range(1, tableau.num_stages):
+            terms = tableau.b_terms if tableau.fsal and i == last else stage_terms[i]
+            j0, c0 = terms[0]
+            yi = add(y, ks[j0], alpha=h * c0)
+            for j, cj in terms[1:]:
+                yi.add_(ks[j], alpha=h * cj)
+            ks.append(func(t + c[i] * h, yi))
+        y_new = yi if tableau.fsal else combine(y, ks, tableau.b_terms, h)
+        y_err = _weighted_sum(ks, tableau.err_terms, h) if tableau.err_terms else None
+        return y_new, y_err, ks
     for i in range(1, tableau.num_stages):
         if tableau.fsal and i == last:
             # Last stage of an FSAL method is evaluated at y_new itself.
