@@ -185,10 +185,14 @@ def _initial_step_impl(
     atol: float, span: float, norm_dims: int | None,
 ) -> float:
     y0n, f0n = (y0, f0) if norm_dims is None else (y0[:norm_dims], f0[:norm_dims])
-    scale = y0n.abs() * rtol + atol
+    scale = y0n.abs().mul_(rtol).add_(atol)
     n = max(y0n.numel(), 1)
-    d0 = float(torch.linalg.vector_norm(y0n / scale)) / math.sqrt(n)
-    d1 = float(torch.linalg.vector_norm(f0n / scale)) / math.sqrt(n)
+    d0, d1 = (
+        x / math.sqrt(n)
+        for x in torch.stack(
+            [torch.linalg.vector_norm(y0n / scale), torch.linalg.vector_norm(f0n / scale)]
+        ).tolist()
+    )
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, span)
     y1 = torch.add(y0, f0, alpha=d * h0)
