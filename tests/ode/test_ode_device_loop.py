@@ -207,6 +207,45 @@ def test_per_sample_rejects_tuple_states_and_host_loop() -> None:
         AdaptiveOptions(sync_every=0)
 
 
+@pytest.fixture
+def eager_graphs(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The CUDA-graph path on CPU: capture replaced by an eager replay of the same block."""
+    from deeplimits.ode import _device_loop as dl
+
+    monkeypatch.setattr(dl, "_capture", dl._capture_eager)
+    monkeypatch.setattr(dl, "_GRAPH_DEVICES", ("cuda", "cpu"))
+    dl.clear_graph_cache()
+    yield dl
+    dl.clear_graph_cache()
+
+
+@pytest.mark.parametrize("t_out", [[0.0, 1.5], [0.0, 0.4, 1.5]])
+@torch.no_grad()
+def test_graph_path_replays_match_the_host_loop(eager_graphs, t_out: list[float]) -> None:  # type: ignore[no-untyped-def]
+    f = _Mlp()
+    t = torch.tensor(t_out, dtype=F64)
+    for scale in (1.0, 2.0, 2.0):  # later calls reuse the cached graph with a new y0
+        if scale == 2.0 and len(eager_graphs._GRAPHS):
+            f.w2.mul_(0.9)  # in-place parameter update: same storage, the graph sees it
+        y0 = _mixed_batch() * scale
+        host, dev = SolveStats(), SolveStats()
+        ref = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=host)
+        out = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=dev, options={"device_loop": True})
+        assert dev.cuda_graph_used
+        assert dev.accepted_steps == host.accepted_steps
+        assert host.nfe_forward <= dev.nfe_forward <= host.nfe_forward + 3 * 6
+        assert float((out - ref).abs().max()) <= 1e-12
+    assert len(eager_graphs._GRAPHS) == 1
+    per = SolveStats()
+    ys = odeint(f, _mixed_batch(), t, rtol=1e-8, atol=1e-10, stats=per,
+                options={"per_sample": True})
+    assert per.cuda_graph_used and per.nfe_per_sample is not None
+    one = SolveStats()
+    row = odeint(f, _mixed_batch()[3:], t, rtol=1e-8, atol=1e-10, stats=one)
+    assert float((ys[:, 3:] - row).abs().max()) <= 1e-12
+    assert int(per.nfe_per_sample[3]) == one.nfe_forward
+
+
 def test_cuda_graph_true_on_cpu_is_rejected() -> None:
     with pytest.raises(InvalidArgumentError, match="cuda_graph=True"):
         odeint(_Mlp(), torch.ones(2, 2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),

@@ -80,7 +80,7 @@ class _Loop:
 
 # State tuple layout (all tensors; functional updates, so autograd can record them).
 _FIELDS = (
-    "t", "habs", "Y", "K1", "prev", "s0", "done", "bad", "nacc", "nrej", "nfe", "uf", "nf",
+    "t", "habs", "Y", "K1", "prev", "s0", "done", "bad", "nacc", "nrej", "uf", "nf",
     "outs", "ts", "t_end",
 )
 _IDX = {name: i for i, name in enumerate(_FIELDS)}
@@ -93,7 +93,7 @@ def _scale(lp: _Loop, Y: Tensor) -> Tensor:
 
 def _attempt(lp: _Loop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """One attempted step of every unfinished row; returns the updated state tuple."""
-    t, habs, Y, K1, prev, s0, done, bad, nacc, nrej, nfe, uf, nf, outs, ts, t_end = st
+    t, habs, Y, K1, prev, s0, done, bad, nacc, nrej, uf, nf, outs, ts, t_end = st
     d, ctrl = lp.d, lp.ctrl
     active = ~done  # (R, 1)
     remaining = (t_end - t) * d  # (R, 1), >= 0
@@ -122,7 +122,37 @@ def _attempt(lp: _Loop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         if ctrl.dt_max is not None:
             hnew = hnew.clamp(max=ctrl.dt_max)
         t1 = torch.where(last, t_end, t + h)  # (R, 1)
-        # Outputs in (t, t1] of accepted rows: interpolant, or y1 exactly at t1.
+    if outs.shape[0] > 2:
+        outs = _emit(lp, outs, ts, t, t1, h, acc, Y, Y1, ks)
+    # (The last output is the final state itself: solve_adaptive_device writes it, so a solve
+    # with t = [t0, t1] needs no interpolation kernels at all.)
+    t = torch.where(acc, t1, t)
+    Y = torch.where(acc, Y1, Y)
+    K1 = torch.where(acc, ks[-1], K1)
+    with torch.no_grad():
+        s0 = torch.where(acc, s1, s0)
+        prev = torch.where(acc, ratio.clamp(min=1e-4), prev)
+        habs = torch.where(active, hnew, habs)
+        done = done | (acc & last)
+        bad = torch.where(active, torch.where(finite, 0, bad + 1), bad)
+        nacc = nacc + acc.long()
+        nrej = nrej + rej.long()
+        still = ~done
+        thr = (t.abs().clamp(min=1.0) * _EPS8).clamp(min=ctrl.dt_min)
+        under = still & (habs < thr)
+        uf = uf | (under & (bad == 0))
+        nf = nf | (under & (bad > 0)) | (still & (bad > 10))
+    return (t, habs, Y, K1, prev, s0, done, bad, nacc, nrej, uf, nf, outs, ts, t_end)
+
+
+def _emit(
+    lp: _Loop, outs: Tensor, ts: Tensor, t: Tensor, t1: Tensor, h: Tensor, acc: Tensor,
+    Y: Tensor, Y1: Tensor, ks: list[Tensor],
+) -> Tensor:
+    """Write the output times in ``(t, t1]`` of accepted rows into ``outs`` ``(T, R, M)``:
+    the method's interpolant, or ``y1`` itself at ``t1``."""
+    d = lp.d
+    with torch.no_grad():
         tsb = ts.view(-1, 1, 1)  # (T, 1, 1)
         in_step = (d * (tsb - t) > 0) & (d * (tsb - t1) <= 0) & acc  # (T, R, 1)
         # Zero outside the step: finished rows attempt h = 0, and an inf/NaN theta would turn
@@ -135,24 +165,7 @@ def _attempt(lp: _Loop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     vals = torch.addcmul(Y, h, torch.einsum("trp,prm->trm", pw, C))  # (T, R, M)
     vals = torch.where(at_end, Y1, vals)
     outs = torch.where(in_step, vals, outs)
-    t = torch.where(acc, t1, t)
-    Y = torch.where(acc, Y1, Y)
-    K1 = torch.where(acc, ks[-1], K1)
-    with torch.no_grad():
-        s0 = torch.where(acc, s1, s0)
-        prev = torch.where(acc, ratio.clamp(min=1e-4), prev)
-        habs = torch.where(active, hnew, habs)
-        done = done | (acc & last)
-        bad = torch.where(active, torch.where(finite, 0, bad + 1), bad)
-        nacc = nacc + acc.long()
-        nrej = nrej + rej.long()
-        nfe = nfe + active.long() * lp.evals_per_attempt
-        still = ~done
-        thr = (t.abs().clamp(min=1.0) * _EPS8).clamp(min=ctrl.dt_min)
-        under = still & (habs < thr)
-        uf = uf | (under & (bad == 0))
-        nf = nf | (under & (bad > 0)) | (still & (bad > 10))
-    return (t, habs, Y, K1, prev, s0, done, bad, nacc, nrej, nfe, uf, nf, outs, ts, t_end)
+    return outs
 
 
 def _initial_habs(
@@ -212,15 +225,8 @@ def _graph_key(
     )
 
 
-def _capture(lp: _Loop, st: tuple[Tensor, ...], k: int) -> tuple[Any, tuple[Tensor, ...]]:
-    """Capture ``k`` attempts writing back into static copies of ``st``.
-
-    Follows the recipe of PyTorch's CUDA-graph docs: warm up on a side stream, capture with
-    ``torch.cuda.graph``, replay after copying new inputs into the static tensors. Warm-up runs
-    mutate the static state, so it is restored afterwards.
-    """
-    static = tuple(x.clone() for x in st)
-    init = tuple(x.clone() for x in st)
+def _make_block(lp: _Loop, static: tuple[Tensor, ...], k: int) -> Callable[[], None]:
+    """``k`` attempts from the static state, written back into it (the captured work)."""
 
     def block() -> None:
         cur = static
@@ -230,6 +236,19 @@ def _capture(lp: _Loop, st: tuple[Tensor, ...], k: int) -> tuple[Any, tuple[Tens
             if s is not c:
                 s.copy_(c)
 
+    return block
+
+
+def _capture(lp: _Loop, st: tuple[Tensor, ...], k: int) -> tuple[Any, tuple[Tensor, ...]]:
+    """Capture ``k`` attempts writing back into static copies of ``st``.
+
+    Follows the recipe of PyTorch's CUDA-graph docs: warm up on a side stream, capture with
+    ``torch.cuda.graph``, replay after copying new inputs into the static tensors. Warm-up runs
+    mutate the static state, so it is restored afterwards.
+    """
+    static = tuple(x.clone() for x in st)
+    init = tuple(x.clone() for x in st)
+    block = _make_block(lp, static, k)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -242,6 +261,32 @@ def _capture(lp: _Loop, st: tuple[Tensor, ...], k: int) -> tuple[Any, tuple[Tens
     for s, x in zip(static, init, strict=True):
         s.copy_(x)
     return graph, static
+
+
+class _EagerReplay:
+    """Stands in for a CUDA graph in tests on CPU: ``replay()`` runs the block eagerly."""
+
+    def __init__(self, block: Callable[[], None]) -> None:
+        self.replay = block
+
+
+def _capture_eager(
+    lp: _Loop, st: tuple[Tensor, ...], k: int
+) -> tuple[Any, tuple[Tensor, ...]]:
+    """:func:`_capture` without CUDA (same static buffers, warm-up, restore and call count),
+    so tests on CPU exercise the whole graph path except the capture itself."""
+    static = tuple(x.clone() for x in st)
+    init = tuple(x.clone() for x in st)
+    block = _make_block(lp, static, k)
+    for _ in range(3):  # two warm-ups and the "capture"
+        block()
+    for s, x in zip(static, init, strict=True):
+        s.copy_(x)
+    return _EagerReplay(block), static
+
+
+#: Device types on which CUDA-graph replay is attempted (tests add "cpu" with _capture_eager).
+_GRAPH_DEVICES: tuple[str, ...] = ("cuda",)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,8 +373,8 @@ def solve_adaptive_device(
     outs = torch.cat([Y0.unsqueeze(0), Y0.new_zeros((T - 1, R, M))])  # (T, R, M)
     st: tuple[Tensor, ...] = (
         t0, habs, Y0, F0, torch.ones((R, 1), dtype=dtype, device=device), s0, false.clone(),
-        zeros_i.clone(), zeros_i.clone(), zeros_i.clone(), zeros_i + start_evals,
-        false.clone(), false.clone(), outs, ts_dev, t_end,
+        zeros_i.clone(), zeros_i.clone(), zeros_i.clone(), false.clone(), false.clone(), outs,
+        ts_dev, t_end,
     )
     k = opts.sync_every
     graph = _get_graph(f, lp, st, opts, k, stats, backward)
@@ -348,12 +393,12 @@ def solve_adaptive_device(
                 "may be stiff (use an implicit solver)"
             )
         if graph is not None:
+            # Set (not add to) the count: a CUDA replay runs no Python, so func's wrapper does
+            # not count; the CPU test stand-in replays eagerly and would count twice.
+            before = stats.nfe_forward
             graph.graph.replay()
             n_now = k
-            if backward:
-                stats.nfe_backward += graph.evals_per_replay
-            else:
-                stats.nfe_forward += graph.evals_per_replay
+            stats.nfe_forward = before + graph.evals_per_replay
         else:
             n_now = min(k, opts.max_num_steps - attempts)
             for _ in range(n_now):
@@ -379,7 +424,9 @@ def solve_adaptive_device(
             )
         if all_done:
             break
-    nacc, nrej, nfe = (st[_IDX[x]].reshape(-1).cpu() for x in ("nacc", "nrej", "nfe"))
+    nacc, nrej = (st[_IDX[x]].reshape(-1).cpu() for x in ("nacc", "nrej"))
+    # Every attempt of an unfinished row is accepted or rejected: its evaluations follow.
+    nfe = (nacc + nrej) * lp.evals_per_attempt + start_evals
     if backward:
         stats.backward_accepted_steps += int(nacc.max())
         stats.backward_rejected_steps += int(nrej.max())
@@ -391,7 +438,10 @@ def solve_adaptive_device(
     out = st[_IDX["outs"]]
     if graph is not None:
         out = out.clone()  # the static buffer is overwritten by the next replay
-    return list(out.reshape(T, *shape).unbind(0))
+    outs = list(out.reshape(T, *shape).unbind(0))
+    final = st[_IDX["Y"]]
+    outs[-1] = final.clone().reshape(shape) if graph is not None else final.reshape(shape)
+    return outs
 
 
 def _get_graph(
@@ -409,7 +459,7 @@ def _get_graph(
     Y = st[_IDX["Y"]]
     module = f.func if isinstance(f, FlatFuncWrapper) else None
     reason = None
-    if Y.device.type != "cuda":
+    if Y.device.type not in _GRAPH_DEVICES:
         reason = f"the state is on {Y.device}, not CUDA"
     elif torch.is_grad_enabled() and (Y.requires_grad or any(
         p.requires_grad for p in (module.parameters() if isinstance(module, nn.Module) else ())
@@ -441,7 +491,8 @@ def _get_graph(
                 f"options cuda_graph=True, but capturing func failed: {e}; make func "
                 "capturable (no .item()/host syncs) or use cuda_graph=False"
             ) from e
-        torch.cuda.synchronize()
+        if Y.device.type == "cuda":
+            torch.cuda.synchronize()
         _GRAPHS[key] = None
         stats.nfe_forward, stats.nfe_backward = counts
         return None
