@@ -9,6 +9,11 @@ Public surface:
 - :class:`PIController`, :class:`IController`: step-size control.
 - Options: :class:`FixedStepOptions`, :class:`AdaptiveOptions`, :class:`ReversibleHeunOptions`,
   :class:`AdjointOptions`; statistics: :class:`SolveStats`.
+
+Solver loops (one generic stepper, :func:`rk_step`, in all of them): the host loop (default on
+CPU), the device-resident loop with optional CUDA-graph replay (default on CUDA) and per-sample
+step sizes (``AdaptiveOptions(per_sample=True)``); speed against torchdiffeq and torchode is
+measured by ``benchmarks/ode_peers.py`` (``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations

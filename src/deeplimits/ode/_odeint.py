@@ -420,6 +420,14 @@ def odeint(
         InvalidArgumentError / InvalidTypeError: bad ``t``, ``y0``, tolerances, or func output.
         NonFiniteStateError, StepSizeUnderflowError, MaxStepsExceededError: the solve failed.
 
+    Speed: on CPU the adaptive methods run the host loop (one host sync per step, stages
+    combined with unrolled ``add_``); on CUDA the device-resident loop (accept/reject and the
+    step size as tensor ops, one sync every ``sync_every`` attempts) with the attempts replayed
+    from a CUDA graph when autograd is off and ``func`` is an ``nn.Module``; see
+    :class:`AdaptiveOptions` (``device_loop``, ``sync_every``, ``cuda_graph``, ``per_sample``)
+    and ``benchmarks/RESULTS.md``. With ``per_sample=True`` every row of ``y0`` (dim 0) has its
+    own time and step size and ``func`` receives ``t`` of shape ``(batch,)``.
+
     Caveats: gradients with respect to ``t`` are only computed by :func:`odeint_adjoint`.
     Output times between steps come from the method's interpolant (dopri5: Shampine's 4th
     order; tsit5: Tsitouras's 4th order; bosh3 and fixed-step methods: cubic Hermite).
