@@ -17,7 +17,10 @@ Columns:
 - ``nfe``: function evaluations (torchode: the largest per-sample count, it steps jointly).
 - ``max |diff|``: largest difference of the final states against deeplimits.
 - ``overhead``: time / (nfe x time of one call); the time of one call is the eager call on
-  CPU and the call replayed from a CUDA graph on a GPU (the launch-free floor).
+  CPU and the call replayed from a CUDA graph on a GPU (the launch-free floor), of the MLP
+  itself (``f.net(y)``, as the baseline script). ``overhead vs module call`` divides by the
+  eager call ``f(t, y)`` the solvers make instead (module ``__call__`` and the call counter
+  included): the part of an evaluation no solver can remove.
 - Training step (loss = sum of squares of the final state; forward + backward): time, backward
   evaluations, and memory: peak allocated bytes on CUDA, bytes saved for backward on CPU
   (``deeplimits.diagnostics.SavedTensorsMeter``; the adjoint's backward-pass temporaries are not
@@ -125,6 +128,19 @@ def call_time(f: MLP, y0: torch.Tensor, timer: Timer, reps: int) -> float:
             for _ in range(n):
                 f.net(y0)
         return statistics.median(timer(g.replay) for _ in range(reps)) / n
+
+
+def module_call_time(f: MLP, y0: torch.Tensor, timer: Timer, reps: int) -> float:
+    """One eager call of the module as the solvers make it, ``f(t, y)`` (module ``__call__``,
+    the call counter, then the MLP): the part of each evaluation no solver can remove."""
+    n = 200
+    tt = torch.zeros((), device=y0.device)
+    with torch.no_grad():
+        for _ in range(20):
+            f(tt, y0)
+        return statistics.median(
+            timer(lambda: [f(tt, y0) for _ in range(n)]) for _ in range(reps)
+        ) / n
 
 
 def _tode_solver(f: MLP, method: str) -> Any:
@@ -388,6 +404,9 @@ def _solve_row(r: dict[str, Any], gpu: bool) -> str:
     def diff(k: str) -> str:
         return f"{r['diff'][k]:.1e}" if k in r["diff"] else "n/a"
 
+    def ovh_module(k: str) -> str:
+        return f"{tm[k] / (nf[k] * r['module_call_s']):.2f}" if k in tm else "n/a"
+
     graph = " (graph)" if r.get("deeplimits_cuda_graph") else ""
     return (
         f"| {r['case']} | {r['method']} | {_fmt_t(tm['deeplimits'], gpu)}{graph} | "
@@ -396,7 +415,9 @@ def _solve_row(r: dict[str, Any], gpu: bool) -> str:
         f"{ratio('deeplimits_I', 'torchdiffeq')} | {ratio('deeplimits_I', 'torchode')} | "
         f"{ovh('deeplimits')} / {ovh('deeplimits_I')} / {ovh('torchdiffeq')} / "
         f"{ovh('torchode')} | {diff('torchdiffeq')} / {diff('torchode')} | "
-        f"{fc * 1e6:.1f} µs{' (graph)' if gpu else ''} |"
+        f"{fc * 1e6:.1f} µs{' (graph)' if gpu else ''} | {r['module_call_s'] * 1e6:.1f} µs | "
+        f"{ovh_module('deeplimits')} / {ovh_module('deeplimits_I')} / "
+        f"{ovh_module('torchdiffeq')} / {ovh_module('torchode')} |"
     )
 
 
@@ -441,8 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         "### Solve (no grad)", "",
         "| case | method | deeplimits | nfe (dl / dl-I / tdq / tode) | ratio dl/tdq | "
         "ratio dl/tode | ratio dl-I/tdq | ratio dl-I/tode | overhead dl / dl-I / tdq / tode | "
-        "max diff tdq / tode | call |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "max diff tdq / tode | call | module call (eager) | overhead vs module call |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     flush()
     for d, h, B in cases:
@@ -450,9 +471,10 @@ def main(argv: list[str] | None = None) -> int:
         f = MLP(d, h).to(device)
         y0 = torch.randn(B, d, device=device)
         fc = call_time(f, y0, timer, args.reps)
+        fm = module_call_time(f, y0, timer, args.reps)
         for method in ("dopri5", "tsit5", "rk4"):
             r = solve_case(f, y0, method, timer, args.reps)
-            r.update(case=f"B={B} {d}-{h}-{h}-{d}", method=method, call_s=fc)
+            r.update(case=f"B={B} {d}-{h}-{h}-{d}", method=method, call_s=fc, module_call_s=fm)
             record["cases"].append(r)
             lines.append(_solve_row(r, gpu))
             flush()
