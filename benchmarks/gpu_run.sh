@@ -2,7 +2,7 @@
 # One GPU check of the ODE engine, run from the repository root on a machine with CUDA:
 #   OUT=/some/folder bash benchmarks/gpu_run.sh
 # (1) the ODE test suite, CUDA cases included (stops here, exit 1, if a test fails);
-# (2) benchmarks/ode_peers.py --device cuda: writes $OUT/RESULTS_cuda.md and
+# (2) benchmarks/ode_peers.py --device cuda: writes $OUT/RESULTS.md and
 #     $OUT/ode_peers_cuda.json row by row, so a later failure keeps what finished.
 # Expected wall time on an H100/H200: tests ~1 min, benchmark ~2-4 min (limits: 150 s, 330 s).
 set -euo pipefail
@@ -29,7 +29,7 @@ if ! timeout 150 "$PY" -m pytest tests/ode -q -x -p no:cacheprovider -rs 2>&1 | 
 fi
 echo "== [2/2] benchmarks/ode_peers.py --device cuda" | tee -a "$LOG"
 if ! timeout 330 "$PY" benchmarks/ode_peers.py --device cuda --reps 7 --out "$OUT" 2>&1 | tee "$OUT/bench.log"; then
-  echo "FAIL: the benchmark failed or timed out; partial results in $OUT/RESULTS_cuda.md" | tee -a "$LOG"
+  echo "FAIL: the benchmark failed or timed out; partial results in $OUT/RESULTS.md" | tee -a "$LOG"
   exit 1
 fi
-echo "== done: $OUT/RESULTS_cuda.md" | tee -a "$LOG"
+echo "== done: $OUT/RESULTS.md" | tee -a "$LOG"

@@ -2,8 +2,12 @@
 
 Usage::
 
-    python benchmarks/ode_peers.py                      # CPU, writes benchmarks/RESULTS.md
-    python benchmarks/ode_peers.py --device cuda --out DIR   # GPU, writes DIR/RESULTS_cuda.md
+    python benchmarks/ode_peers.py --threads 1          # CPU: its section of benchmarks/RESULTS.md
+    python benchmarks/ode_peers.py --device cuda --out DIR   # GPU: DIR/RESULTS.md
+
+The tables go between ``<!-- BEGIN/END ode_peers KEY -->`` markers (KEY: ``cpu-threadsN`` or
+``cuda``) in ``RESULTS.md`` of ``--out`` (default: this folder): a rerun replaces its own
+section and keeps the rest of the file (the targets discussion).
 
 Method (as ``/work/shared/reference/gpu_ode_baseline.py``): dynamics = MLP with two tanh hidden
 layers, ``t`` in ``[0, 1]``, rtol 1e-6, atol 1e-8, rk4 with step 0.01 (400 evaluations); the
@@ -388,6 +392,21 @@ def _mb(x: float) -> str:
     return f"{x / 2**20:.2f} MiB" if x >= 2**20 else f"{x / 2**10:.1f} KiB"
 
 
+def write_section(path: Path, key: str, text: str) -> None:
+    """Put ``text`` between this run's markers in ``path``: replaces the section of an earlier
+    run with the same key (device and thread count), keeps everything else, appends if new."""
+    begin, end = f"<!-- BEGIN ode_peers {key} -->", f"<!-- END ode_peers {key} -->"
+    block = f"{begin}\n{text}\n{end}"
+    old = path.read_text() if path.exists() else ""
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
+    else:
+        new = (old.rstrip() + "\n\n" if old.strip() else "") + block + "\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(new)
+    tmp.replace(path)
+
+
 def _solve_row(r: dict[str, Any], gpu: bool) -> str:
     """One markdown row of the solve table."""
     tm, nf, fc = r["times"], r["nfe"], r["call_s"]
@@ -426,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    ap.add_argument("--out", default=None, help="folder for RESULTS(_cuda).md and JSON")
+    ap.add_argument("--out", default=None, help="folder of RESULTS.md and the JSON record")
     ap.add_argument("--quick", action="store_true", help="small cases only (smoke test)")
     args = ap.parse_args(argv)
     if args.reps < 5:
@@ -438,13 +457,15 @@ def main(argv: list[str] | None = None) -> int:
     timer = Timer(device)
     out_dir = Path(args.out) if args.out else Path(__file__).parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    md_path = out_dir / ("RESULTS_cuda.md" if gpu else "RESULTS_cpu.md")
-    json_path = out_dir / ("ode_peers_cuda.json" if gpu else "ode_peers_cpu.json")
+    md_path = out_dir / "RESULTS.md"
+    key = "cuda" if gpu else f"cpu-threads{torch.get_num_threads()}"
+    json_path = out_dir / f"ode_peers_{key}.json"
     cases = [(2, 64, 16), (32, 256, 256), (32, 256, 8192 if gpu else 1024)]
     if args.quick:
         cases = cases[:1]
     head = [
-        f"## ODE engine vs peers ({'GPU' if gpu else 'CPU'})", "",
+        f"## ODE engine vs peers: {'GPU' if gpu else 'CPU'}"
+        f"{'' if gpu else f', {torch.get_num_threads()} torch thread(s)'}", "",
         f"- Machine: {machine(device)}",
         f"- Command: `python {' '.join([Path(__file__).name, *sys.argv[1:]])}`",
         f"- Date: {_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
@@ -455,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     record: dict[str, Any] = {"machine": machine(device), "cases": []}
 
     def flush() -> None:  # write what finished so far (a later failure keeps it)
-        md_path.write_text("\n".join(lines) + "\n")
+        write_section(md_path, key, "\n".join(lines))
         json_path.write_text(json.dumps(record, indent=1, default=str))
 
     lines += [
