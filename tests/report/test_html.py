@@ -30,3 +30,11 @@ def test_report_escapes_html_in_numbers_and_claims(toy, tmp_path: Path):
     record["claim"] = "<script>alert(1)</script>"
     page = write_report([record], tmp_path).read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_nested_numbers_are_flattened_and_records_kept_as_json(toy, tmp_path: Path):
+    record = run_experiment(toy, out=tmp_path)
+    record["numbers"] = {"a": {"b": 1.5, "c": [1, 2]}, "fits": [{"w": 4, "err": 0.5}]}
+    page = write_report([record], tmp_path).read_text()
+    assert "<td>a.b</td><td>1.5</td>" in page and "<td>a.c</td>" in page
+    assert "Structured numbers (JSON)" in page and "&quot;err&quot;: 0.5" in page

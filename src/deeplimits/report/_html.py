@@ -91,6 +91,26 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "")
     return f"<table{cls_attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _flatten_numbers(
+    numbers: Mapping[str, Any], prefix: str = ""
+) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+    """Split numbers into table rows (scalars and lists of scalars, dicts flattened to dotted
+    keys) and the rest (lists of records), which the report shows as JSON."""
+    rows: list[tuple[str, Any]] = []
+    nested: dict[str, Any] = {}
+    for key, value in numbers.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            sub_rows, sub_nested = _flatten_numbers(value, f"{name}.")
+            rows.extend(sub_rows)
+            nested.update(sub_nested)
+        elif isinstance(value, list) and any(isinstance(v, (Mapping, list)) for v in value):
+            nested[name] = value
+        else:
+            rows.append((name, value))
+    return rows, nested
+
+
 def _figure(out: Path, rel: str) -> str:
     data = (out / rel).read_bytes()
     b64 = base64.b64encode(data).decode("ascii")
@@ -121,8 +141,12 @@ def _experiment(record: Mapping[str, Any], out: Path) -> str:
         parts.append(_figure(out, rel))
     numbers = record.get("numbers", {})
     if numbers:
+        scalars, nested = _flatten_numbers(numbers)
         parts.append("<h4>Measured numbers</h4>")
-        parts.append(_table(("quantity", "value"), [(k, v) for k, v in numbers.items()]))
+        parts.append(_table(("quantity", "value"), scalars))
+        if nested:
+            parts.append("<details><summary>Structured numbers (JSON)</summary>")
+            parts.append(f"<pre>{_esc(json.dumps(nested, indent=1))}</pre></details>")
     for t in record.get("tables", []):
         parts.append(f"<details><summary>Table: {_esc(t['title'])}</summary>")
         parts.append(_table(t["columns"], t["rows"]) + "</details>")
