@@ -40,16 +40,17 @@ def _reference(f, y0: list[float], t: np.ndarray) -> np.ndarray:  # type: ignore
     return sol.y.T
 
 
+@pytest.mark.parametrize("device_loop", [False, True], ids=["host_loop", "device_loop"])
 @pytest.mark.parametrize("method", ADAPTIVE)
 @pytest.mark.parametrize(
     ("f", "y0", "t_end"), [(_lotka_volterra, [1.0, 1.0], 10.0), (_van_der_pol, [2.0, 0.0], 8.0)],
     ids=["lotka_volterra", "van_der_pol"],
 )
-def test_adaptive_methods_agree_with_scipy_dop853(method, f, y0, t_end) -> None:  # type: ignore[no-untyped-def]
+def test_adaptive_methods_agree_with_scipy_dop853(method, f, y0, t_end, device_loop) -> None:  # type: ignore[no-untyped-def]
     t = np.linspace(0.0, t_end, 21)
     ref = _reference(f, y0, t)
     ys = odeint(f, torch.tensor(y0, dtype=torch.float64), torch.from_numpy(t), rtol=1e-8,
-                atol=1e-10, method=method).numpy()
+                atol=1e-10, method=method, options={"device_loop": device_loop}).numpy()
     rel = np.linalg.norm(ys - ref, axis=1) / np.linalg.norm(ref, axis=1)
     assert rel.max() <= 1e-6
 
@@ -64,19 +65,21 @@ def test_float32_adaptive_solve_is_accurate_to_single_precision(method: str) -> 
     assert np.abs(ys.numpy() - ref).max() / np.abs(ref).max() < 1e-3
 
 
+@pytest.mark.parametrize("device_loop", [False, True], ids=["host_loop", "device_loop"])
 @pytest.mark.parametrize("method", ADAPTIVE)
 def test_dense_output_is_accurate_and_does_not_change_the_number_of_evaluations(
-    method: str,
+    method: str, device_loop: bool
 ) -> None:
     y0 = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    opts = {"device_loop": device_loop}
     few = SolveStats()
     odeint(_lotka_volterra, y0, torch.tensor([0.0, 10.0], dtype=torch.float64), rtol=1e-8,
-           atol=1e-10, method=method, stats=few)
+           atol=1e-10, method=method, stats=few, options=opts)
     many = SolveStats()
     t = np.sort(np.random.default_rng(0).uniform(0.05, 9.95, 50))
     t = np.concatenate([[0.0], t, [10.0]])
     ys = odeint(_lotka_volterra, y0, torch.from_numpy(t), rtol=1e-8, atol=1e-10,
-                method=method, stats=many)
+                method=method, stats=many, options=opts)
     assert abs(many.nfe_forward - few.nfe_forward) <= 0.1 * few.nfe_forward
     ref = _reference(_lotka_volterra, [1.0, 1.0], t)
     rel = np.linalg.norm(ys.numpy() - ref, axis=1) / np.linalg.norm(ref, axis=1)

@@ -378,7 +378,8 @@ def solve_adaptive_device(
     )
     k = opts.sync_every
     graph = _get_graph(f, lp, st, opts, k, stats, backward)
-    stats.cuda_graph_used = graph is not None
+    if not backward:  # the adjoint's backward solves never use graphs; keep the forward's flag
+        stats.cuda_graph_used = graph is not None
     if graph is not None:
         for s, x in zip(graph.static, st, strict=True):
             s.copy_(x)

@@ -178,7 +178,7 @@ class SolveStats:
     #: ``nfe_forward`` counts the batched calls actually made; ``accepted_steps`` and
     #: ``rejected_steps`` are the largest per-row counts.
     nfe_per_sample: Tensor | None = field(default=None, compare=False)
-    #: Whether the last adaptive solve replayed a CUDA graph (see ``AdaptiveOptions``).
+    #: Whether the last forward adaptive solve replayed a CUDA graph (see ``AdaptiveOptions``).
     cuda_graph_used: bool = field(default=False, compare=False)
 
 
