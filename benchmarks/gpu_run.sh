@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # One GPU check of the ODE engine, run from the repository root on a machine with CUDA:
 #   OUT=/some/folder bash benchmarks/gpu_run.sh
-# (1) the ODE test suite, CUDA cases included (stops here, exit 1, if a test fails);
+# (1) the ODE test suite, CUDA cases included (-x: stops at the first failure; the failure is
+#     reported loudly; the benchmark still runs unless STOP_ON_TEST_FAILURE=1, since the GPU is
+#     lent once, and the script exits 1 at the end);
 # (2) benchmarks/ode_peers.py --device cuda: writes $OUT/RESULTS.md and
 #     $OUT/ode_peers_cuda.json row by row, so a later failure keeps what finished.
 # Expected wall time on an H100/H200: tests ~1 min, benchmark ~2-4 min (limits: 150 s, 330 s).
 set -euo pipefail
 OUT="${OUT:-benchmarks/gpu_out}"
+# This checkout's package first (works without an editable install too).
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
 elif [ -x .venv/bin/python ]; then PY=.venv/bin/python
@@ -23,13 +27,19 @@ print("device:", torch.cuda.get_device_name())
 import deeplimits, torchdiffeq, torchode  # noqa: F401  (fail early if the bench extra is missing)
 PYEOF
 echo "== [1/2] pytest tests/ode (CUDA cases included)" | tee -a "$LOG"
+STATUS=0
 if ! timeout 150 "$PY" -m pytest tests/ode -q -x -p no:cacheprovider -rs 2>&1 | tee "$OUT/pytest.log"; then
-  echo "FAIL: tests/ode failed or timed out on the GPU; see $OUT/pytest.log" | tee -a "$LOG"
-  exit 1
+  echo "!!!!! FAIL: tests/ode failed or timed out on the GPU; see $OUT/pytest.log !!!!!" | tee -a "$LOG"
+  STATUS=1
+  if [ "${STOP_ON_TEST_FAILURE:-0}" = 1 ]; then exit 1; fi
 fi
 echo "== [2/2] benchmarks/ode_peers.py --device cuda" | tee -a "$LOG"
 if ! timeout 330 "$PY" benchmarks/ode_peers.py --device cuda --reps 7 --out "$OUT" 2>&1 | tee "$OUT/bench.log"; then
   echo "FAIL: the benchmark failed or timed out; partial results in $OUT/RESULTS.md" | tee -a "$LOG"
+  exit 1
+fi
+if [ "$STATUS" != 0 ]; then
+  echo "!!!!! FAIL: the benchmark ran, but tests/ode failed on the GPU (see $OUT/pytest.log) !!!!!" | tee -a "$LOG"
   exit 1
 fi
 echo "== done: $OUT/RESULTS.md" | tee -a "$LOG"
