@@ -76,6 +76,8 @@ class _Loop:
     evals_per_attempt: int
     coef: Tensor  # (P, S) dense-output coefficients
     powers: Tensor  # (P,) 1..P
+    c_row: Tensor  # (S,) the nodes c
+    zero: Tensor  # () 0.0
 
 
 # State tuple layout (all tensors; functional updates, so autograd can record them).
@@ -99,15 +101,20 @@ def _attempt(lp: _Loop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     remaining = (t_end - t) * d  # (R, 1), >= 0
     last = habs >= remaining
     h = torch.where(last, remaining, habs) * d  # (R, 1) signed
-    Y1, err, ks = rk_step(lp.tableau, lp.ev, t, Y, h, K1)
+    tst = torch.addcmul(t, h, lp.c_row)  # (R, S): every stage time in one kernel
+    Y1, err, ks = rk_step(lp.tableau, lp.ev, t, Y, h, K1,
+                          times=[tst[:, i : i + 1] for i in range(lp.c_row.shape[0])])
     if err is None:  # pragma: no cover - solve_adaptive_device checks the tableau
         raise RuntimeError("internal error: adaptive tableau without error weights")
     with torch.no_grad():
         s1 = _scale(lp, Y1)
-        errn = err if lp.norm_dims is None else err[:, : lp.norm_dims]
-        q = errn / torch.maximum(s0, s1)
-        ratio = torch.linalg.vector_norm(q, dim=1, keepdim=True) * lp.inv_sqrt_n  # (R, 1)
-        ratio = ratio + Y1.sum(dim=1, keepdim=True) * 0.0  # NaN if Y1 holds NaN/inf
+        if lp.norm_dims is None:
+            q = (err / torch.maximum(s0, s1)).addcmul_(Y1, lp.zero)  # + 0*Y1: NaN/inf -> NaN
+            ratio = torch.linalg.vector_norm(q, dim=1, keepdim=True) * lp.inv_sqrt_n  # (R, 1)
+        else:
+            q = err[:, : lp.norm_dims] / torch.maximum(s0, s1)
+            ratio = torch.linalg.vector_norm(q, dim=1, keepdim=True) * lp.inv_sqrt_n
+            ratio = ratio + Y1.sum(dim=1, keepdim=True) * 0.0  # NaN if Y1 holds NaN/inf
         finite = torch.isfinite(ratio)
         ok = finite & (ratio <= 1.0)
         acc = ok & active
@@ -201,6 +208,9 @@ class _Graph:
     graph: Any  # torch.cuda.CUDAGraph
     static: tuple[Tensor, ...]
     evals_per_replay: int
+    # The capture's constants (coefficient tensors, ...): the graph reads their memory at
+    # replay, so they must live as long as the graph.
+    loop: _Loop
 
 
 _GRAPHS: OrderedDict[tuple[Any, ...], _Graph | None] = OrderedDict()
@@ -352,6 +362,8 @@ def solve_adaptive_device(
         evals_per_attempt=tableau.num_stages - 1,
         coef=torch.tensor(tableau.dense, dtype=dtype, device=device),
         powers=torch.arange(1, len(tableau.dense) + 1, dtype=dtype, device=device),
+        c_row=torch.tensor(tableau.c, dtype=dtype, device=device),
+        zero=torch.zeros((), dtype=dtype, device=device),
     )
     ts_dev = torch.tensor(ts, dtype=dtype, device=device)  # (T,)
     t_end = ts_dev[-1:].reshape(1, 1).expand(R, 1).clone()  # (R, 1)
@@ -501,7 +513,7 @@ def _get_graph(
     # Warm-up (2 blocks) and capture (1 block) called func 3 * k * evals times.
     evals_per_replay = calls // 3
     stats.nfe_forward, stats.nfe_backward = counts
-    g = _Graph(weakref.ref(module), graph, static, evals_per_replay)
+    g = _Graph(weakref.ref(module), graph, static, evals_per_replay, lp)
     _GRAPHS[key] = g
     while len(_GRAPHS) > _MAX_GRAPHS:
         _GRAPHS.popitem(last=False)

@@ -72,6 +72,7 @@ def rk_step(
     y: Tensor,
     h: float | Tensor,
     k1: Tensor | None = None,
+    times: Sequence[float | Tensor] | None = None,
 ) -> tuple[Tensor, Tensor | None, list[Tensor]]:
     """One explicit Runge-Kutta step of size ``h`` (may be negative) from ``(t, y)``.
 
@@ -84,6 +85,8 @@ def rk_step(
         h: step size; negative for integration backwards in time. A float, or a tensor
             broadcastable against ``y`` (e.g. ``(rows, 1)``: one step size per row).
         k1: ``func(t, y)`` if already known (FSAL reuse, or the previous step's ``f(t+h, y1)``).
+        times: the stage times ``t + c_i h`` if already computed (the device loop builds all of
+            them with one kernel); default: computed here.
 
     Returns:
         ``(y_new, y_err, ks)``: the new state, the embedded error estimate ``h * sum(b_err k)``
@@ -103,18 +106,19 @@ def rk_step(
             yi = add(y, ks[j0], alpha=h * c0)
             for j, cj in terms[1:]:
                 yi.add_(ks[j], alpha=h * cj)
-            ks.append(func(t + c[i] * h, yi))
+            ks.append(func(times[i] if times is not None else t + c[i] * h, yi))
         y_new = yi if tableau.fsal else combine(y, ks, tableau.b_terms, h)
         y_err = _weighted_sum(ks, tableau.err_terms, h) if tableau.err_terms else None
         return y_new, y_err, ks
     for i in range(1, tableau.num_stages):
+        ti = times[i] if times is not None else t + c[i] * h
         if tableau.fsal and i == last:
-            # Last stage of an FSAL method is evaluated at y_new itself.
+            # Last stage of an FSAL method is evaluated at y_new itself (c[-1] == 1).
             y_new = combine(y, ks, tableau.b_terms, h)
-            ks.append(func(t + h, y_new))
+            ks.append(func(ti, y_new))
             break
         yi = combine(y, ks, stage_terms[i], h)  # like y
-        ks.append(func(t + c[i] * h, yi))
+        ks.append(func(ti, yi))
     else:
         y_new = combine(y, ks, tableau.b_terms, h)
     y_err = _weighted_sum(ks, tableau.err_terms, h) if tableau.err_terms else None
