@@ -246,6 +246,24 @@ def test_graph_path_replays_match_the_host_loop(eager_graphs, t_out: list[float]
     assert int(per.nfe_per_sample[3]) == one.nfe_forward
 
 
+def test_fixed_step_lazy_nan_check_reports_the_first_bad_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from deeplimits.ode import _odeint
+
+    monkeypatch.setattr(_odeint, "_EAGER_CHECK_DEVICES", ())  # the accelerator path, on CPU
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.where(t > 0.505, torch.full_like(y, math.nan), -y)
+
+    y0 = torch.ones(3, dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    with pytest.raises(NonFiniteStateError, match=r"t=0\.51"):
+        odeint(f, y0, t, method="rk4", options={"step_size": 0.01})
+    ys = odeint(lambda t, y: -y, y0, t, method="rk4", options={"step_size": 0.01})
+    assert float((ys[-1] - math.exp(-1.0)).abs().max()) <= 1e-9
+
+
 def test_cuda_graph_true_on_cpu_is_rejected() -> None:
     with pytest.raises(InvalidArgumentError, match="cuda_graph=True"):
         odeint(_Mlp(), torch.ones(2, 2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
@@ -329,3 +347,15 @@ def test_cuda_adjoint_graph_forward_and_device_backward_match_cpu(norm: str) -> 
             assert s.cuda_graph_used  # the adjoint's forward solve runs without autograd
     for a, b in zip(*grads, strict=True):
         assert float((a - b).abs().max()) <= 1e-8 * max(1.0, float(a.abs().max()))
+
+
+@CUDA
+@pytest.mark.parametrize("method", ["rk4", "dopri5"])
+def test_nan_on_cuda_reports_the_time(method: str) -> None:
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.where(t > 0.5, torch.full_like(y, math.nan), -y)
+
+    opts = {"step_size": 0.01} if method == "rk4" else None
+    with pytest.raises(NonFiniteStateError, match=r"t=0\.[4-6]"):
+        odeint(f, torch.ones(3, dtype=F64, device="cuda"),
+               torch.tensor([0.0, 1.0], dtype=F64, device="cuda"), method=method, options=opts)
