@@ -196,7 +196,7 @@ def test_per_sample_passes_one_time_per_row_to_func() -> None:
     assert float((ys[-1] - math.exp(-0.5)).abs().max()) <= 1e-8
 
 
-def test_per_sample_rejects_tuple_states_and_host_loop() -> None:
+def test_per_sample_rejects_tuple_states_host_loop_and_adjoint() -> None:
     y = torch.ones(2, 2, dtype=F64)
     t = torch.tensor([0.0, 1.0], dtype=F64)
     with pytest.raises(InvalidArgumentError, match="one tensor"):
@@ -205,6 +205,8 @@ def test_per_sample_rejects_tuple_states_and_host_loop() -> None:
         AdaptiveOptions(per_sample=True, device_loop=False)
     with pytest.raises(InvalidArgumentError, match="sync_every"):
         AdaptiveOptions(sync_every=0)
+    with pytest.raises(InvalidArgumentError, match="odeint_adjoint"):
+        odeint_adjoint(_Mlp(), y, t, options={"per_sample": True})
 
 
 @pytest.fixture

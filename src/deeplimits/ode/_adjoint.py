@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from deeplimits.errors import InvalidTypeError, UnknownNameError
+from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
 from deeplimits.ode._checks import (
     FlatFuncWrapper,
     FlatState,
@@ -214,6 +214,13 @@ def odeint_adjoint(
     if adj_method == "reversible_heun":
         raise UnknownNameError("adjoint method", adj_method, [*ADAPTIVE_METHODS, "euler",
                                                                "midpoint", "rk4"])
+    if getattr(opts, "per_sample", False) or getattr(adj_opts, "per_sample", False):
+        # The adjoint state [z, a, a_theta] couples every row through a_theta: one time for all.
+        raise InvalidArgumentError(
+            "options per_sample=True is not supported by odeint_adjoint (the adjoint state "
+            "shares the parameter gradient across rows); use odeint (backprop) or "
+            "per_sample=False"
+        )
     f_fwd = FlatFuncWrapper(func, state, stats)
     f_bwd = FlatFuncWrapper(func, state, stats, backward=True)
     f_bwd.checked = True  # same func and shapes as the forward pass
