@@ -182,6 +182,28 @@ def test_per_sample_rows_equal_independent_solves(method: str) -> None:
     assert int(stats.nfe_per_sample.min()) < joint.nfe_forward
 
 
+@torch.no_grad()
+def test_per_sample_rows_with_their_own_output_times_equal_independent_solves() -> None:
+    f = _Mlp()
+    y0 = _mixed_batch()
+    t = torch.tensor([[0.0, 0.3, 1.0], [0.5, 0.6, 2.5], [-1.0, 0.0, 0.2], [1.0, 1.5, 4.0]],
+                     dtype=F64)
+    stats = SolveStats()
+    ys = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=stats, options={"per_sample": True})
+    assert ys.shape == (3, 4, 2)
+    assert stats.nfe_per_sample is not None
+    for i in range(4):
+        row = SolveStats()
+        one = odeint(f, y0[i : i + 1], t[i], rtol=1e-8, atol=1e-10, stats=row)
+        assert float((ys[:, i : i + 1] - one).abs().max()) <= 1e-12
+        assert int(stats.nfe_per_sample[i]) == row.nfe_forward
+    with pytest.raises(InvalidArgumentError, match="every row"):
+        odeint(f, y0[:2], torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=F64),
+               options={"per_sample": True})
+    with pytest.raises(InvalidArgumentError, match=r"\(batch, T\)"):
+        odeint(f, y0, t[:2], options={"per_sample": True})
+
+
 def test_per_sample_passes_one_time_per_row_to_func() -> None:
     seen: list[tuple[int, ...]] = []
 

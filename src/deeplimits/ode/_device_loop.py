@@ -160,7 +160,7 @@ def _emit(
     the method's interpolant, or ``y1`` itself at ``t1``."""
     d = lp.d
     with torch.no_grad():
-        tsb = ts.view(-1, 1, 1)  # (T, 1, 1)
+        tsb = ts.view(-1, 1, 1) if ts.ndim == 1 else ts.t().unsqueeze(-1)  # (T, 1|R, 1)
         in_step = (d * (tsb - t) > 0) & (d * (tsb - t1) <= 0) & acc  # (T, R, 1)
         # Zero outside the step: finished rows attempt h = 0, and an inf/NaN theta would turn
         # the masked-out values' zero gradients into NaN in backward.
@@ -176,7 +176,7 @@ def _emit(
 
 
 def _initial_habs(
-    lp: _Loop, t0: Tensor, Y0: Tensor, F0: Tensor, span: float, order: int
+    lp: _Loop, t0: Tensor, Y0: Tensor, F0: Tensor, span: Tensor, order: int
 ) -> Tensor:
     """Hairer, Norsett & Wanner (1993), sec. II.4 starting step per row, with tensor ops."""
     with torch.no_grad():
@@ -185,7 +185,7 @@ def _initial_habs(
         Fn = F0 if lp.norm_dims is None else F0[:, : lp.norm_dims]
         d0 = torch.linalg.vector_norm(Yn / s, dim=1, keepdim=True) * lp.inv_sqrt_n
         d1 = torch.linalg.vector_norm(Fn / s, dim=1, keepdim=True) * lp.inv_sqrt_n
-        h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1).clamp(max=span)
+        h0 = torch.minimum(torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1), span)
         Y1 = torch.addcmul(Y0, h0 * lp.d, F0)
         F1 = lp.ev(t0 + lp.d * h0, Y1)
         F1n = F1 if lp.norm_dims is None else F1[:, : lp.norm_dims]
@@ -194,7 +194,7 @@ def _initial_habs(
         h1 = torch.where(
             dm <= 1e-15, (h0 * 1e-3).clamp(min=1e-6), (0.01 / dm).pow(1.0 / (order + 1))
         )
-        h = torch.minimum(torch.minimum(100 * h0, h1), torch.full_like(h0, span))
+        h = torch.minimum(torch.minimum(100 * h0, h1), span)
         return torch.where(torch.isfinite(d2), h, h0)
 
 
@@ -230,7 +230,7 @@ def _graph_key(
     buffers = tuple(b.data_ptr() for b in func.buffers())
     return (
         id(func), params, buffers, lp.tableau.name, tuple(Y.shape), Y.dtype, str(Y.device),
-        st[_IDX["outs"]].shape[0], lp.rtol, lp.atol, lp.ctrl, lp.d, lp.norm_dims, k,
+        tuple(st[_IDX["ts"]].shape), lp.rtol, lp.atol, lp.ctrl, lp.d, lp.norm_dims, k,
         per_sample,
     )
 
@@ -305,7 +305,7 @@ _GRAPH_DEVICES: tuple[str, ...] = ("cuda",)
 def solve_adaptive_device(
     f: Callable[[Any, Tensor], Tensor],
     y0: Tensor,
-    ts: list[float],
+    ts: list[float] | list[list[float]],
     tableau: ButcherTableau,
     opts: AdaptiveOptions,
     rtol: float,
@@ -320,7 +320,8 @@ def solve_adaptive_device(
         f: the solver's right-hand side on states shaped like ``y0`` (a
             :class:`FlatFuncWrapper` or the adjoint's augmented dynamics).
         y0: the state (``(batch, ...)`` with ``opts.per_sample``).
-        ts: output times as floats (``ts[0]`` is the start).
+        ts: output times as floats (``ts[0]`` is the start), or with ``per_sample`` one list
+            per batch row (same length, same direction; each row starts at its own ``t0``).
         Others as ``solve_adaptive``.
 
     Returns:
@@ -346,9 +347,11 @@ def solve_adaptive_device(
     R = shape[0] if per_sample else 1
     M = y0.numel() // R if R else 0
     dtype, device = y0.dtype, y0.device
-    T = len(ts)
-    d = 1.0 if ts[-1] > ts[0] else -1.0
-    span = abs(ts[-1] - ts[0])
+    rows_t = bool(ts) and isinstance(ts[0], list)
+    first: list[float] = ts[0] if rows_t else ts  # type: ignore[assignment]
+    T = len(first)
+    d = 1.0 if first[-1] > first[0] else -1.0
+    t_end_text = "each row's last time" if rows_t else repr(first[-1])
 
     def ev(t: Tensor, Y: Tensor) -> Tensor:
         targ = t.reshape(R) if per_sample else t.reshape(())
@@ -365,9 +368,13 @@ def solve_adaptive_device(
         c_row=torch.tensor(tableau.c, dtype=dtype, device=device),
         zero=torch.zeros((), dtype=dtype, device=device),
     )
-    ts_dev = torch.tensor(ts, dtype=dtype, device=device)  # (T,)
-    t_end = ts_dev[-1:].reshape(1, 1).expand(R, 1).clone()  # (R, 1)
-    t0 = ts_dev[:1].reshape(1, 1).expand(R, 1).clone()  # (R, 1)
+    ts_dev = torch.tensor(ts, dtype=dtype, device=device)  # (T,) or (R, T)
+    if rows_t:
+        t0, t_end = ts_dev[:, :1].clone(), ts_dev[:, -1:].clone()  # (R, 1)
+    else:
+        t_end = ts_dev[-1:].reshape(1, 1).expand(R, 1).clone()  # (R, 1)
+        t0 = ts_dev[:1].reshape(1, 1).expand(R, 1).clone()  # (R, 1)
+    span = (t_end - t0).abs()  # (R, 1)
     Y0 = y0.reshape(R, M)
     F0 = ev(t0, Y0)  # (R, M); the wrapper checks func's output on this first call
     start_evals = 1
@@ -402,7 +409,7 @@ def solve_adaptive_device(
             t_now = float(st[_IDX["t"]].min() if d > 0 else st[_IDX["t"]].max())
             raise MaxStepsExceededError(
                 f"max_num_steps={opts.max_num_steps} reached at t={t_now!r} (integrating to "
-                f"t={ts[-1]!r}); raise options max_num_steps, loosen rtol/atol, or the problem "
+                f"t={t_end_text}); raise options max_num_steps, loosen rtol/atol, or the problem "
                 "may be stiff (use an implicit solver)"
             )
         if graph is not None:

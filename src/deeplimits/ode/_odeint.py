@@ -13,6 +13,7 @@ from torch import Tensor
 
 from deeplimits.errors import (
     InvalidArgumentError,
+    InvalidTypeError,
     MaxStepsExceededError,
     NonFiniteStateError,
     StepSizeUnderflowError,
@@ -60,6 +61,34 @@ def check_per_sample(state: FlatState) -> None:
             + ("a tuple" if state.is_tuple else "a 0-d tensor")
             + "; stack the parts into one tensor or use per_sample=False"
         )
+
+
+def check_t_rows(t: Tensor, state: FlatState) -> list[list[float]]:
+    """``t`` of shape ``(batch, T)`` for ``per_sample``: each row strictly monotonic, all rows in
+    one direction; returns the rows as floats (one host transfer)."""
+    shape = state.shapes[0]
+    if not t.is_floating_point() or t.dtype != state.dtype or t.device != state.device:
+        raise InvalidTypeError(
+            f"t must be a floating tensor like y0 ({state.dtype} on {state.device}), got "
+            f"{t.dtype} on {t.device}; use t.to(y0)"
+        )
+    if t.shape[0] != shape[0] or t.shape[1] == 0:
+        raise InvalidArgumentError(
+            f"2-D t must have shape (batch, T) = ({shape[0]}, T >= 1) for per_sample=True, "
+            f"got {tuple(t.shape)}"
+        )
+    rows = t.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(rows).all()):
+        raise InvalidArgumentError("t contains NaN or inf")
+    if rows.shape[1] >= 2:
+        dif = torch.diff(rows, dim=1)
+        inc, dec = bool((dif > 0).all()), bool((dif < 0).all())
+        if not (inc or dec):
+            raise InvalidArgumentError(
+                "every row of 2-D t must be strictly increasing (or every row strictly "
+                "decreasing); sort each row and remove duplicates"
+            )
+    return rows.tolist()
 
 
 def options_for(method: str, options: Any) -> FixedStepOptions | AdaptiveOptions:
@@ -434,7 +463,8 @@ def odeint(
         func: ``func(t, y) -> dy/dt``; ``t`` a 0-d tensor, ``y`` and the result like ``y0``.
         y0: initial state, a floating tensor of any shape or a tuple of such tensors (one dtype
             and device).
-        t: 1-D, strictly increasing or strictly decreasing, same dtype/device as ``y0``.
+        t: 1-D, strictly increasing or strictly decreasing, same dtype/device as ``y0``;
+            with ``per_sample=True`` also ``(batch, T)``: one row of times per row of ``y0``.
         rtol, atol: tolerances of the adaptive methods (RMS norm, ``atol + rtol*|y|``).
         method: ``euler``, ``midpoint``, ``rk4`` (fixed step), ``bosh3``, ``dopri5``, ``tsit5``
             (adaptive), ``reversible_heun`` (fixed step, reversible).
@@ -443,7 +473,8 @@ def odeint(
         stats: a :class:`SolveStats` to fill with evaluation and step counts.
 
     Returns:
-        ``(len(t), *y0.shape)`` tensor, or a tuple of such for tuple ``y0``.
+        ``(len(t), *y0.shape)`` tensor, or a tuple of such for tuple ``y0`` (2-D ``t``:
+        ``(T, *y0.shape)``, row ``i`` of each output at ``t[i]``).
 
     Raises:
         UnknownNameError: unknown method or option key.
@@ -465,8 +496,19 @@ def odeint(
     check_method(method)
     check_tolerances(rtol, atol)
     state = FlatState(y0)
-    ts = check_t(t, state.dtype, state.device)
     opts = options_for(method, options)
+    if getattr(opts, "per_sample", False) and isinstance(t, Tensor) and t.ndim == 2:
+        # One row of output times per batch row (torchode's t_eval of shape (batch, T)).
+        check_per_sample(state)
+        ts_rows = check_t_rows(t, state)
+        stats = stats if stats is not None else SolveStats()
+        from deeplimits.ode._device_loop import solve_adaptive_device
+
+        f = FlatFuncWrapper(func, state, stats)
+        outs = solve_adaptive_device(f, y0, ts_rows, TABLEAUX[method], opts, rtol,  # type: ignore[arg-type]
+                                     atol, stats)
+        return torch.stack(outs)  # (T, batch, ...)
+    ts = check_t(t, state.dtype, state.device)
     stats = stats if stats is not None else SolveStats()
     if method == "reversible_heun":
         from deeplimits.ode._reversible import reversible_heun_solve

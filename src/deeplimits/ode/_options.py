@@ -90,8 +90,10 @@ class AdaptiveOptions:
             Python side effects that must run per call (they run once, at capture).
         per_sample: each batch row (dim 0 of ``y0``) gets its own time, step size, error norm
             and accept/reject, as in torchode; ``func`` then receives ``t`` of shape
-            ``(batch,)``. Rows that reached the end stop changing (they are still computed in
-            the batch); ``SolveStats.nfe_per_sample`` counts the evaluations each row needed.
+            ``(batch,)``, and ``odeint``'s ``t`` may be 2-D ``(batch, T)``: one row of output
+            times per batch row (own start and end; every row in the same direction). Rows
+            that reached the end stop changing (they are still computed in the batch);
+            ``SolveStats.nfe_per_sample`` counts the evaluations each row needed.
             Uses the device loop on every device.
     """
 
