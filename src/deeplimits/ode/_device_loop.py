@@ -205,9 +205,10 @@ def _initial_habs(
 @dataclass
 class _Graph:
     func_ref: weakref.ref[Any]
-    graph: Any  # torch.cuda.CUDAGraph
+    graph: Any  # torch.cuda.CUDAGraph of k attempts
+    graph1: Any  # ... of 1 attempt, on the same static buffers (for the last few attempts)
     static: tuple[Tensor, ...]
-    evals_per_replay: int
+    evals_per_replay: int  # of ``graph``; ``graph1`` makes evals_per_replay // k
     # The capture's constants (coefficient tensors, ...): the graph reads their memory at
     # replay, so they must live as long as the graph.
     loop: _Loop
@@ -249,28 +250,34 @@ def _make_block(lp: _Loop, static: tuple[Tensor, ...], k: int) -> Callable[[], N
     return block
 
 
-def _capture(lp: _Loop, st: tuple[Tensor, ...], k: int) -> tuple[Any, tuple[Tensor, ...]]:
-    """Capture ``k`` attempts writing back into static copies of ``st``.
+def _capture(
+    lp: _Loop, st: tuple[Tensor, ...], k: int
+) -> tuple[Any, Any, tuple[Tensor, ...]]:
+    """Capture ``k`` attempts, and 1 attempt, both writing back into static copies of ``st``.
 
     Follows the recipe of PyTorch's CUDA-graph docs: warm up on a side stream, capture with
     ``torch.cuda.graph``, replay after copying new inputs into the static tensors. Warm-up runs
-    mutate the static state, so it is restored afterwards.
+    mutate the static state, so it is restored afterwards. Both graphs read and write the same
+    static buffers, so a solve can switch between them without copies.
     """
     static = tuple(x.clone() for x in st)
     init = tuple(x.clone() for x in st)
-    block = _make_block(lp, static, k)
+    block, block1 = _make_block(lp, static, k), _make_block(lp, static, 1)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(2):
             block()
+        block1()
     torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
+    graph, graph1 = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         block()
+    with torch.cuda.graph(graph1):
+        block1()
     for s, x in zip(static, init, strict=True):
         s.copy_(x)
-    return graph, static
+    return graph, graph1, static
 
 
 class _EagerReplay:
@@ -282,17 +289,19 @@ class _EagerReplay:
 
 def _capture_eager(
     lp: _Loop, st: tuple[Tensor, ...], k: int
-) -> tuple[Any, tuple[Tensor, ...]]:
+) -> tuple[Any, Any, tuple[Tensor, ...]]:
     """:func:`_capture` without CUDA (same static buffers, warm-up, restore and call count),
     so tests on CPU exercise the whole graph path except the capture itself."""
     static = tuple(x.clone() for x in st)
     init = tuple(x.clone() for x in st)
-    block = _make_block(lp, static, k)
+    block, block1 = _make_block(lp, static, k), _make_block(lp, static, 1)
     for _ in range(3):  # two warm-ups and the "capture"
         block()
+    block1()
+    block1()
     for s, x in zip(static, init, strict=True):
         s.copy_(x)
-    return _EagerReplay(block), static
+    return _EagerReplay(block), _EagerReplay(block1), static
 
 
 #: Device types on which CUDA-graph replay is attempted (tests add "cpu" with _capture_eager).
@@ -300,6 +309,14 @@ _GRAPH_DEVICES: tuple[str, ...] = ("cuda",)
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _flags(done: Tensor, uf: Tensor, nf: Tensor, left: Tensor) -> tuple[bool, bool, bool, float]:
+    """All done, any underflow, any NaN failure, most steps left: one host sync."""
+    vals = torch.stack(
+        [done.all().to(left.dtype), uf.any().to(left.dtype), nf.any().to(left.dtype), left]
+    ).tolist()
+    return bool(vals[0]), bool(vals[1]), bool(vals[2]), float(vals[3])
 
 
 def solve_adaptive_device(
@@ -404,6 +421,7 @@ def solve_adaptive_device(
             s.copy_(x)
         st = graph.static
     attempts = 0
+    n_est = k
     while True:
         if attempts >= opts.max_num_steps:
             t_now = float(st[_IDX["t"]].min() if d > 0 else st[_IDX["t"]].max())
@@ -412,20 +430,28 @@ def solve_adaptive_device(
                 f"t={t_end_text}); raise options max_num_steps, loosen rtol/atol, or the problem "
                 "may be stiff (use an implicit solver)"
             )
+        # Fewer than k attempts when the steps left (estimated at the last sync) are fewer:
+        # attempts past the end are pure waste, a sync is cheaper.
+        n_now = max(1, min(k, n_est, opts.max_num_steps - attempts))
         if graph is not None:
             # Set (not add to) the count: a CUDA replay runs no Python, so func's wrapper does
             # not count; the CPU test stand-in replays eagerly and would count twice.
             before = stats.nfe_forward
-            graph.graph.replay()
-            n_now = k
-            stats.nfe_forward = before + graph.evals_per_replay
+            if n_now == k:
+                graph.graph.replay()
+            else:
+                for _ in range(n_now):
+                    graph.graph1.replay()
+            stats.nfe_forward = before + graph.evals_per_replay // k * n_now
         else:
-            n_now = min(k, opts.max_num_steps - attempts)
             for _ in range(n_now):
                 st = _attempt(lp, st)
         attempts += n_now
         done, uf, nf = st[_IDX["done"]], st[_IDX["uf"]], st[_IDX["nf"]]
-        all_done, any_uf, any_nf = torch.stack([done.all(), uf.any(), nf.any()]).tolist()
+        t_cur, h_cur = st[_IDX["t"]], st[_IDX["habs"]]
+        left = torch.where(done, 0.0, (st[_IDX["t_end"]] - t_cur) * d / h_cur).max()
+        all_done, any_uf, any_nf, steps_left = _flags(done, uf, nf, left)
+        n_est = math.ceil(steps_left) if math.isfinite(steps_left) else k
         if any_nf or any_uf:
             bad_rows = (nf | uf).reshape(-1)
             t_bad = st[_IDX["t"]].reshape(-1)[bad_rows]
@@ -504,7 +530,7 @@ def _get_graph(
     calls_before = stats.nfe_backward if backward else stats.nfe_forward
     try:
         with torch.no_grad():
-            graph, static = _capture(lp, st, k)
+            graph, graph1, static = _capture(lp, st, k)
     except Exception as e:  # a func that cannot be captured (host sync, CPU tensors, ...)
         if opts.cuda_graph:
             raise InvalidArgumentError(
@@ -517,10 +543,10 @@ def _get_graph(
         stats.nfe_forward, stats.nfe_backward = counts
         return None
     calls = (stats.nfe_backward if backward else stats.nfe_forward) - calls_before
-    # Warm-up (2 blocks) and capture (1 block) called func 3 * k * evals times.
-    evals_per_replay = calls // 3
+    # Warm-up and capture: 3 blocks of k attempts and 2 of one attempt.
+    evals_per_replay = calls // (3 * k + 2) * k
     stats.nfe_forward, stats.nfe_backward = counts
-    g = _Graph(weakref.ref(module), graph, static, evals_per_replay, lp)
+    g = _Graph(weakref.ref(module), graph, graph1, static, evals_per_replay, lp)
     _GRAPHS[key] = g
     while len(_GRAPHS) > _MAX_GRAPHS:
         _GRAPHS.popitem(last=False)
