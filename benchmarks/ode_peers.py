@@ -179,7 +179,7 @@ def solve_case(
         finals[name] = odeint(f, y0, t, rtol=RTOL, atol=ATOL, method=method, options=opts,
                               stats=s)[-1]
         nfe[name] = s.nfe_forward
-        extra[f"{name}_cuda_graph"] = s.cuda_graph_used
+        extra[f"{name}_cuda_graph"] = getattr(s, "cuda_graph_used", False)
     if torchdiffeq is not None and method in ("dopri5", "rk4"):
         topts = {"step_size": 0.01} if fixed else {}
 
