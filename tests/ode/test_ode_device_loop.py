@@ -195,7 +195,8 @@ def test_per_sample_rows_with_their_own_output_times_equal_independent_solves() 
     for i in range(4):
         row = SolveStats()
         one = odeint(f, y0[i : i + 1], t[i], rtol=1e-8, atol=1e-10, stats=row)
-        assert float((ys[:, i : i + 1] - one).abs().max()) <= 1e-12
+        # Same steps (the NFE check below); only a batched vs one-row matmul's rounding differs.
+        assert float((ys[:, i : i + 1] - one).abs().max()) <= 1e-10
         assert int(stats.nfe_per_sample[i]) == row.nfe_forward
     with pytest.raises(InvalidArgumentError, match="every row"):
         odeint(f, y0[:2], torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=F64),
