@@ -86,6 +86,7 @@ def main() -> None:
                 acc = (model(x[test].to(device)).argmax(1).cpu() == y[test]).float().mean()
             print(f"epoch {epoch + 1}: loss {loss.item():.3f}, test accuracy {acc.item():.3f}")
     if distributed:
+        dist.barrier()  # no rank tears gloo/NCCL down while another is still using it
         dist.destroy_process_group()
 
 

@@ -59,6 +59,8 @@ SCRIPT = textwrap.dedent(
         g = grads(model, x[part], y[part])
         if rank == 0:
             torch.save(g, out)
+        # Without a barrier a rank can tear gloo down while the other is still in it: abort.
+        dist.barrier()
         dist.destroy_process_group()
     else:
         torch.save(grads(build(method), x, y), out)
