@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from deeplimits.diagnostics._paths import flatten_sequential
 from deeplimits.errors import (
     InvalidArgumentError,
     InvalidTypeError,
@@ -104,21 +105,12 @@ def _activation_slope(layer: nn.Module, index: int) -> _Act | None:
     )
 
 
-def _flatten(model: nn.Module) -> list[nn.Module]:
-    if isinstance(model, nn.Sequential):
-        out: list[nn.Module] = []
-        for m in model:
-            out.extend(_flatten(m))
-        return out
-    return [model]
-
-
 def _parse(model: nn.Module) -> list[torch.Tensor | _Act]:
     """The model as a list of float64 weight matrices (out, in) and activations, in order."""
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     items: list[torch.Tensor | _Act] = []
-    for i, layer in enumerate(_flatten(model)):
+    for i, layer in enumerate(flatten_sequential(model)):
         if isinstance(layer, nn.Linear):
             items.append(layer.weight.detach().to(device="cpu", dtype=torch.float64))
         else:

@@ -51,7 +51,7 @@ def count_paths(model: nn.Module) -> int:
     """
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    layers = _flatten(model)
+    layers = flatten_sequential(model)
     linears = []
     for i, layer in enumerate(layers):
         if isinstance(layer, nn.Linear):
@@ -78,10 +78,11 @@ def count_paths(model: nn.Module) -> int:
     return sum(paths)
 
 
-def _flatten(model: nn.Module) -> list[nn.Module]:
+def flatten_sequential(model: nn.Module) -> list[nn.Module]:
+    """The leaf layers of nested ``nn.Sequential`` containers, in order (other modules as is)."""
     if isinstance(model, nn.Sequential):
         out: list[nn.Module] = []
         for m in model:
-            out.extend(_flatten(m))
+            out.extend(flatten_sequential(m))
         return out
     return [model]
