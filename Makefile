@@ -15,10 +15,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # torch==2.13.0 first: it is the CPU build on this disk; a bare `torch` requirement would pull a
-# multi-GB CUDA build. Everything after it accepts the torch already installed.
+# multi-GB CUDA build. A torch already in .venv (e.g. a CUDA build you chose) is kept.
+# Everything after it accepts the torch already installed.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
