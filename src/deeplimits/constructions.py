@@ -6,6 +6,7 @@
   parameters. A one-hidden-layer net needs ``2**L - 1`` hidden units (``3 · 2**L - 2``
   parameters) for the same function, since each hidden unit adds at most one kink on a line.
 - :func:`one_hidden_layer`: ``x ↦ Σ_i c_i · relu(x - k_i)``, a shallow net with prescribed kinks.
+- :func:`mlp`: the plain MLP every experiment starts from (Linear layers, an activation between).
 - :class:`Residual`: ``x ↦ x + body(x)``, the residual MLP block that
   :func:`deeplimits.diagnostics.count_regions` understands.
 """
@@ -20,7 +21,27 @@ from torch import nn
 
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError
 
-__all__ = ["Residual", "one_hidden_layer", "sawtooth", "sawtooth_parameters", "tent_power"]
+__all__ = ["Residual", "mlp", "one_hidden_layer", "sawtooth", "sawtooth_parameters", "tent_power"]
+
+
+def mlp(widths: Sequence[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """``Linear(widths[0], widths[1]), activation(), ..., Linear(widths[-2], widths[-1])``.
+
+    Layers are created in order with PyTorch's default initialisation, so a seed fixes them.
+
+    Raises:
+        InvalidArgumentError: fewer than two widths, or a width below 1.
+    """
+    if len(widths) < 2 or min(widths) < 1:
+        raise InvalidArgumentError(
+            f"mlp needs two or more widths, all >= 1 (input first, output last), got {list(widths)}"
+        )
+    layers: list[nn.Module] = []
+    for i in range(len(widths) - 1):
+        layers.append(nn.Linear(widths[i], widths[i + 1]))
+        if i < len(widths) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
 
 
 class Residual(nn.Module):

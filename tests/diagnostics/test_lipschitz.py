@@ -6,18 +6,14 @@ import pytest
 import torch
 from torch import nn
 
+from deeplimits.constructions import mlp
 from deeplimits.diagnostics import lipschitz_lower, lipschitz_upper
 from deeplimits.errors import UnknownNameError, UnsupportedModelError
 
 
 def _mlp(sizes: list[int], act: type[nn.Module], seed: int) -> nn.Sequential:
     torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(act())
-    return nn.Sequential(*layers)
+    return mlp(sizes, act)
 
 
 def _pairwise_ratio(model: nn.Module, x: torch.Tensor) -> float:

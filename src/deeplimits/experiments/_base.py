@@ -18,7 +18,7 @@ import platform
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
@@ -146,7 +146,9 @@ class ProgressTask(Protocol):
 class Progress(Protocol):
     """Progress handed to ``Experiment.run``: ``with progress.task("fit", total=10) as t``."""
 
-    def task(self, description: str, total: int | None = None) -> Any: ...
+    def task(
+        self, description: str, total: int | None = None
+    ) -> AbstractContextManager[ProgressTask]: ...
 
     def log(self, message: str) -> None: ...
 

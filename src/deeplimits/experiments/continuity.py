@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deeplimits.constructions import mlp
 from deeplimits.diagnostics import (
     certified_radius,
     flip_distance,
@@ -84,13 +85,7 @@ class ContinuityConfig(ExperimentConfig):
 
 
 def _mlp(n_in: int, width: int, n_out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(n_in, width),
-        nn.ReLU(),
-        nn.Linear(width, width),
-        nn.ReLU(),
-        nn.Linear(width, n_out),
-    )
+    return mlp([n_in, width, width, n_out])
 
 
 class GroupMaxClassifier(nn.Module):

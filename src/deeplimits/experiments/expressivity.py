@@ -21,7 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from deeplimits.constructions import one_hidden_layer, sawtooth, sawtooth_parameters, tent_power
+from deeplimits.constructions import (
+    mlp,
+    one_hidden_layer,
+    sawtooth,
+    sawtooth_parameters,
+    tent_power,
+)
 from deeplimits.diagnostics import count_parameters, count_regions, region_breakpoints, region_map
 from deeplimits.experiments import register
 from deeplimits.experiments._base import (
@@ -47,26 +53,14 @@ def random_relu_net(
     Weights ~ N(0, 2 / fan_in) keep the activations' scale through depth (PyTorch's default
     init shrinks it, which would confound depth with vanishing signal); biases ~ N(0, bias_std²).
     """
-    layers: list[nn.Module] = []
-    for i in range(len(widths) - 1):
-        a, b = widths[i], widths[i + 1]
-        lin = nn.Linear(a, b)
-        with torch.no_grad():
-            lin.weight.copy_(torch.randn(b, a, generator=generator) * math.sqrt(2 / a))
-            lin.bias.copy_(torch.randn(b, generator=generator) * bias_std)
-        layers.append(lin)
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-def _default_mlp(widths: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(len(widths) - 1):
-        layers.append(nn.Linear(widths[i], widths[i + 1]))
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    net = mlp(widths)
+    with torch.no_grad():
+        for lin in net:
+            if isinstance(lin, nn.Linear):
+                b, a = lin.weight.shape
+                lin.weight.copy_(torch.randn(b, a, generator=generator) * math.sqrt(2 / a))
+                lin.bias.copy_(torch.randn(b, generator=generator) * bias_std)
+    return net
 
 
 def _shallow_width(params: int, d_in: int) -> int:
@@ -240,8 +234,8 @@ class ExpressivityExperiment(Experiment[ExpressivityConfig]):
                 # PyTorch's default init here: it spreads 1-D kinks over [-1, 1], while He
                 # weights with small biases put them all near x = 0
                 torch.manual_seed(config.seed * 1000 + s)
-                deep = _default_mlp([1] + [config.fit_width] * k + [1])
-                wide = _default_mlp([1, _shallow_width(count_parameters(deep), 1), 1])
+                deep = mlp([1] + [config.fit_width] * k + [1])
+                wide = mlp([1, _shallow_width(count_parameters(deep), 1), 1])
                 for label, net in (("deep-narrow", deep), ("shallow-wide", wide)):
                     net = net.to(device)
                     _train(net, x_train, y_train, config.fit_steps)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deeplimits import constructions
 from deeplimits.diagnostics import gradient_flow
 from deeplimits.experiments import register
 from deeplimits.experiments._base import (
@@ -48,13 +49,7 @@ def mlp(
     """``depth`` Linear layers ``in → width → … → width → out`` with ``activation`` between."""
     if depth < 2 or width < 1:
         raise ValueError(f"need depth >= 2 and width >= 1, got depth={depth}, width={width}")
-    sizes = [in_features] + [width] * (depth - 1) + [out_features]
-    layers: list[nn.Module] = []
-    for i in range(depth):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < depth - 1:
-            layers.append(activation())
-    return nn.Sequential(*layers)
+    return constructions.mlp([in_features] + [width] * (depth - 1) + [out_features], activation)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import nn
 
+from deeplimits import constructions
 from deeplimits.diagnostics import count_parameters, count_paths
 from deeplimits.experiments import register
 from deeplimits.experiments._base import (
@@ -39,12 +40,7 @@ def mlp(depth: int, width: int, activation: type[nn.Module] = nn.ReLU) -> nn.Seq
     """A ReLU MLP of ``depth`` linear layers, each ``width -> width`` (n_0 = ... = n_L = n)."""
     if depth < 1 or width < 1:
         raise ValueError(f"depth and width must be >= 1, got depth={depth}, width={width}")
-    layers: list[nn.Module] = []
-    for i in range(depth):
-        layers.append(nn.Linear(width, width))
-        if i < depth - 1:
-            layers.append(activation())
-    return nn.Sequential(*layers)
+    return constructions.mlp([width] * (depth + 1), activation)
 
 
 @dataclass(frozen=True)
