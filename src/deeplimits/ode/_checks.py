@@ -169,7 +169,7 @@ class FlatFuncWrapper:
         tt = (
             t
             if isinstance(t, Tensor)
-            # scalar_tensor: ~0.8 µs against ~2 µs for torch.tensor on CPU.
+            # scalar_tensor builds the 0-d time with less dispatch work than torch.tensor.
             else torch.scalar_tensor(t, dtype=st.dtype, device=st.device)
         )
         out = self.func(tt, st.unflatten(y))
