@@ -170,6 +170,22 @@ def test_every_controller_reaches_the_tolerance(controller: PIController) -> Non
     assert np.abs(ys.numpy() - ref).max() < 1e-5
 
 
+@pytest.mark.parametrize("device_loop", [False, True])
+def test_default_controller_is_the_integral_controller(device_loop: bool) -> None:
+    y0 = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    t = torch.linspace(0.0, 10.0, 6, dtype=torch.float64)
+    runs = []
+    for controller in (None, IController(), PIController()):
+        stats = SolveStats()
+        ys = odeint(_lotka_volterra, y0, t, rtol=1e-6, atol=1e-8, stats=stats,
+                    options=AdaptiveOptions(controller=controller, device_loop=device_loop))
+        runs.append((stats.nfe_forward, stats.rejected_steps, ys))
+    (n_def, rej_def, y_def), (n_i, rej_i, y_i), (n_pi, rej_pi, _) = runs
+    assert (n_def, rej_def) == (n_i, rej_i)
+    assert torch.equal(y_def, y_i)
+    assert (n_pi, rej_pi) != (n_i, rej_i)  # the two controllers do differ on this problem
+
+
 def test_fixed_step_grid_option_steps_on_the_grid() -> None:
     stats = SolveStats()
     grid = torch.linspace(0.0, 1.0, 11, dtype=torch.float64)

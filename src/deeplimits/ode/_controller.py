@@ -17,21 +17,22 @@ from torch import Tensor
 
 from deeplimits.errors import InvalidArgumentError
 
-__all__ = ["IController", "PIController", "error_ratio"]
+__all__ = ["DEFAULT_CONTROLLER", "IController", "PIController", "error_ratio"]
 
 
 @dataclass(frozen=True)
 class PIController:
     """Proportional-integral step-size controller (Söderlind 2002).
 
-    The defaults (pcoeff 0.2, icoeff 0.8) grow the step almost as fast as the classic I
-    controller and damp it after error spikes. Measured by ``benchmarks/controllers.py`` (dopri5
-    and tsit5, rtol 1e-4/1e-6/1e-8; table in ``benchmarks/RESULTS.md``): on Lotka-Volterra and
-    Van der Pol (mu 1 and 25) within -5 % to +3 % of the I controller's evaluations with fewer
-    rejected steps (Van der Pol mu=25, tsit5, rtol 1e-6: 29 against 105); on an MLP neural ODE up
-    to 1.24x the I controller's evaluations (dopri5, rtol 1e-8: 62 against 50), where
-    OrdinaryDiffEq.jl's (0.4, 0.3) needs up to 2.8x (tsit5, rtol 1e-8: 1046 against 368). For
-    neural ODEs at tight tolerances ``IController()`` is the cheapest choice.
+    ``PIController()`` (pcoeff 0.2, icoeff 0.8) grows the step almost as fast as the classic I
+    controller and damps it after error spikes: fewer rejected steps. It is not the default:
+    measured by ``benchmarks/controllers.py`` (dopri5 and tsit5, rtol 1e-4/1e-6/1e-8; table in
+    ``benchmarks/RESULTS.md``), on an MLP neural ODE it needs as many evaluations as the I
+    controller or up to 1.3x more (dopri5, batch 16, rtol 1e-6: 26 against 20; in none of the
+    12 MLP cases fewer), and on Lotka-Volterra and Van der Pol (mu 1 and 25) it takes -5.3 % to
+    +2.1 % of the I controller's evaluations, with fewer rejections (Van der Pol mu=25, tsit5, rtol
+    1e-6: 29 against 105). OrdinaryDiffEq.jl's (0.4, 0.3) needs up to 2.8x on the MLP (tsit5,
+    rtol 1e-8: 1046 against 368). Use it where rejections are costly or the error oscillates.
 
     Attributes:
         pcoeff: proportional coefficient (0 gives the classic I controller).
@@ -99,6 +100,12 @@ class IController(PIController):
 
     pcoeff: float = 0.0
     icoeff: float = 1.0
+
+
+#: The controller of ``odeint`` when ``options`` name none: the integral controller, as in
+#: torchdiffeq, torchode and scipy. Neural ODEs are this engine's main workload, and there it
+#: never took more evaluations than ``PIController()`` (``benchmarks/controllers.py``).
+DEFAULT_CONTROLLER: PIController = IController()
 
 
 def error_ratio(

@@ -41,7 +41,7 @@ from deeplimits.errors import (
     StepSizeUnderflowError,
 )
 from deeplimits.ode._checks import FlatFuncWrapper
-from deeplimits.ode._controller import PIController
+from deeplimits.ode._controller import DEFAULT_CONTROLLER, PIController
 from deeplimits.ode._options import AdaptiveOptions, SolveStats
 from deeplimits.ode._stepper import rk_step
 from deeplimits.ode._tableaux import ButcherTableau
@@ -359,7 +359,7 @@ def solve_adaptive_device(
     per_sample = opts.per_sample
     if per_sample and norm_dims is not None:
         raise InvalidArgumentError("per_sample=True cannot be combined with a seminorm")
-    ctrl = opts.controller if opts.controller is not None else PIController()
+    ctrl = opts.controller if opts.controller is not None else DEFAULT_CONTROLLER
     shape = tuple(y0.shape)
     R = shape[0] if per_sample else 1
     M = y0.numel() // R if R else 0

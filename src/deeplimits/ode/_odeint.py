@@ -26,7 +26,7 @@ from deeplimits.ode._checks import (
     check_t,
     check_tolerances,
 )
-from deeplimits.ode._controller import PIController
+from deeplimits.ode._controller import DEFAULT_CONTROLLER
 from deeplimits.ode._interp import DenseCache, dense_eval
 from deeplimits.ode._options import (
     AdaptiveOptions,
@@ -327,7 +327,7 @@ def solve_adaptive(
         return solve_adaptive_device(
             f, y0, ts, tableau, opts, rtol, atol, stats, norm_dims, backward
         )
-    ctrl = opts.controller if opts.controller is not None else PIController()
+    ctrl = opts.controller if opts.controller is not None else DEFAULT_CONTROLLER
     err_order = int(tableau.error_order or tableau.order) + 1
     t_end = ts[-1]
     d = 1.0 if t_end > ts[0] else -1.0

@@ -69,7 +69,8 @@ class AdaptiveOptions:
     Attributes:
         first_step: initial ``|dt|``; default: Hairer's heuristic (one extra evaluation).
         max_num_steps: most steps (accepted + rejected) before ``MaxStepsExceededError``.
-        controller: step-size controller; default ``PIController()``.
+        controller: step-size controller; default ``IController()`` (the integral
+            controller; ``PIController()`` rejects fewer steps, see its docstring).
         device_loop: ``True``: the device-resident loop: accept/reject, the next step size and
             the output interpolation are decided with tensor ops (``torch.where``), time is a
             tensor, and the host reads one small flag tensor every ``sync_every`` attempts.
