@@ -173,7 +173,10 @@ def solve_fixed(
     j = 1
     n = len(ts)
     y = y0
-    k1: Tensor | None = None
+    # The first stage of the first step, here: the wrapper checks func's output on it, and the
+    # remaining evaluations go through its lean call.
+    k1: Tensor | None = f(grid[0], y0)
+    f = _lean(f)
     for i in range(len(grid) - 1):
         t, t1 = grid[i], grid[i + 1]
         h = t1 - t
@@ -223,41 +226,39 @@ def _check_pending(pending: list[tuple[float, float, Tensor]]) -> None:
     pending.clear()
 
 
+def _lean(f: FlatFunc) -> FlatFunc:
+    """The wrapper's lean call once its first output is checked (else ``f`` itself)."""
+    return f.fast() if isinstance(f, FlatFuncWrapper) else f
+
+
 def _no_dense(thetas: list[float]) -> Tensor:
     raise RuntimeError("internal error: dense output requested without stages")  # unreachable
 
 
 def _initial_step(
-    f: FlatFunc, t0: float, y0: Tensor, f0: Tensor, d: float, order: int, rtol: float,
-    atol: float, span: float, norm_dims: int | None,
+    f: FlatFunc, t0: float, y0: Tensor, f0: Tensor, d: float, order: int, scale: Tensor,
+    span: float, norm_dims: int | None,
 ) -> float:
     """Hairer, Norsett & Wanner (1993), sec. II.4 starting step (one extra evaluation).
 
+    ``scale`` is ``atol + rtol * |y0|`` over the normed entries (the error norm's own ``s0``).
     Not differentiated (like torchdiffeq): runs under ``no_grad``.
     """
     with torch.no_grad():
-        return _initial_step_impl(f, t0, y0, f0, d, order, rtol, atol, span, norm_dims)
-
-
-def _initial_step_impl(
-    f: FlatFunc, t0: float, y0: Tensor, f0: Tensor, d: float, order: int, rtol: float,
-    atol: float, span: float, norm_dims: int | None,
-) -> float:
-    y0n, f0n = (y0, f0) if norm_dims is None else (y0[:norm_dims], f0[:norm_dims])
-    scale = y0n.abs().mul_(rtol).add_(atol)
-    n = max(y0n.numel(), 1)
-    d0, d1 = (
-        x / math.sqrt(n)
-        for x in torch.stack(
-            [torch.linalg.vector_norm(y0n / scale), torch.linalg.vector_norm(f0n / scale)]
-        ).tolist()
-    )
-    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
-    h0 = min(h0, span)
-    y1 = torch.add(y0, f0, alpha=d * h0)
-    f1 = f(t0 + d * h0, y1)
-    f1n = f1 if norm_dims is None else f1[:norm_dims]
-    d2 = float(torch.linalg.vector_norm((f1n - f0n) / scale)) / math.sqrt(n) / h0
+        y0n, f0n = (y0, f0) if norm_dims is None else (y0[:norm_dims], f0[:norm_dims])
+        n = max(y0n.numel(), 1)
+        d0, d1 = (
+            x / math.sqrt(n)
+            for x in torch.stack(
+                [torch.linalg.vector_norm(y0n / scale), torch.linalg.vector_norm(f0n / scale)]
+            ).tolist()
+        )
+        h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+        h0 = min(h0, span)
+        y1 = torch.add(y0, f0, alpha=d * h0)
+        f1 = f(t0 + d * h0, y1)
+        f1n = f1 if norm_dims is None else f1[:norm_dims]
+        d2 = float(torch.linalg.vector_norm((f1n - f0n) / scale)) / math.sqrt(n) / h0
     if not math.isfinite(d2):
         return h0
     if max(d1, d2) <= 1e-15:
@@ -336,13 +337,14 @@ def solve_adaptive(
     t = ts[0]
     y = y0
     k1: Tensor | None = f(t, y)
+    f = _lean(f)
+    norm = _HostNorm(y0, rtol, atol, norm_dims)
     if opts.first_step is not None:
         h_abs = float(opts.first_step)
     else:
-        h_abs = _initial_step(f, t, y, k1, d, tableau.order, rtol, atol, span, norm_dims)
+        h_abs = _initial_step(f, t, y, k1, d, tableau.order, norm.s0, span, norm_dims)
     if ctrl.dt_max is not None:
         h_abs = min(h_abs, ctrl.dt_max)
-    norm = _HostNorm(y0, rtol, atol, norm_dims)
     # Step control is not differentiated: skip the no_grad context when nothing records.
     no_grad = torch.no_grad if torch.is_grad_enabled() else contextlib.nullcontext
     fsal = tableau.fsal

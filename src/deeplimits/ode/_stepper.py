@@ -95,22 +95,28 @@ def rk_step(
         is ``func(t + h, y_new)`` and can be passed as ``k1`` of the next step.
     """
     ks: list[Tensor] = [func(t, y) if k1 is None else k1]
-    c = tableau.c
-    last = tableau.num_stages - 1
-    stage_terms = tableau.stage_terms
     if not isinstance(h, Tensor):
-        # Host path, inlined: it skips a function call per stage, which counts at small sizes.
+        # Host path: Python-float coefficients as ``alpha=`` (no tensors built from them), the
+        # loop over a precomputed plan; every statement here runs once per evaluation.
         add = torch.add
-        for i in range(1, tableau.num_stages):
-            terms = tableau.b_terms if tableau.fsal and i == last else stage_terms[i]
+        yi = y
+        for i, (ci, terms) in enumerate(tableau.host_stages, 1):
             j0, c0 = terms[0]
             yi = add(y, ks[j0], alpha=h * c0)
             for j, cj in terms[1:]:
                 yi.add_(ks[j], alpha=h * cj)
-            ks.append(func(times[i] if times is not None else t + c[i] * h, yi))
+            ks.append(func(t + ci * h if times is None else times[i], yi))  # type: ignore[operator]
         y_new = yi if tableau.fsal else combine(y, ks, tableau.b_terms, h)
-        y_err = _weighted_sum(ks, tableau.err_terms, h) if tableau.err_terms else None
+        y_err = None
+        if tableau.err_terms:
+            (j0, c0), *rest = tableau.err_terms
+            y_err = ks[j0] * (h * c0)
+            for j, cj in rest:
+                y_err.add_(ks[j], alpha=h * cj)
         return y_new, y_err, ks
+    c = tableau.c
+    stage_terms = tableau.stage_terms
+    last = tableau.num_stages - 1
     for i in range(1, tableau.num_stages):
         ti = times[i] if times is not None else t + c[i] * h
         if tableau.fsal and i == last:

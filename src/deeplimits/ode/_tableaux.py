@@ -123,6 +123,11 @@ class ButcherTableau:
     stage_terms: tuple[tuple[tuple[int, float], ...], ...] = field(init=False, repr=False)
     b_terms: tuple[tuple[int, float], ...] = field(init=False, repr=False)
     err_terms: tuple[tuple[int, float], ...] = field(init=False, repr=False)
+    # (c_i, stage terms) of stages 1..s-1 in order, the last one of an FSAL method with the
+    # ``b`` terms (so its input is y1 itself): the host loop's plan, one tuple per evaluation.
+    host_stages: tuple[tuple[float, tuple[tuple[int, float], ...]], ...] = field(
+        init=False, repr=False
+    )
 
     @classmethod
     def from_lists(
@@ -227,6 +232,14 @@ class ButcherTableau:
             self,
             "err_terms",
             () if self.b_err is None else tuple((j, x) for j, x in enumerate(self.b_err) if x != 0),
+        )
+        object.__setattr__(
+            self,
+            "host_stages",
+            tuple(
+                (self.c[i], self.b_terms if self.fsal and i == s - 1 else self.stage_terms[i])
+                for i in range(1, s)
+            ),
         )
 
     def _check_order(self, a_full: np.ndarray, weights: np.ndarray, order: int, what: str) -> None:
