@@ -271,6 +271,54 @@ def test_graph_path_replays_match_the_host_loop(eager_graphs, t_out: list[float]
     assert int(per.nfe_per_sample[3]) == one.nfe_forward
 
 
+@torch.no_grad()
+def test_cached_graph_replays_the_start_for_new_times_and_states(eager_graphs) -> None:  # type: ignore[no-untyped-def]
+    f = _Mlp()
+    cases = [  # (t, y0 scale, options); the same shapes after the first reuse one graph entry
+        ([0.0, 1.5], 1.0, {}), ([0.0, 0.7], 2.0, {}), ([1.0, -0.5], 0.5, {}),
+        ([0.0, 0.7], 1.0, {"first_step": 0.01}), ([0.0, 0.9], 3.0, {"first_step": 0.01}),
+    ]
+    for t_out, scale, extra in cases:
+        t = torch.tensor(t_out, dtype=F64)
+        y0 = _mixed_batch() * scale
+        host, dev = SolveStats(), SolveStats()
+        ref = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=host, options=extra)
+        out = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=dev,
+                     options={"device_loop": True, **extra})
+        assert dev.cuda_graph_used
+        assert dev.accepted_steps == host.accepted_steps
+        assert host.nfe_forward <= dev.nfe_forward <= host.nfe_forward + 3 * 6
+        assert float((out - ref).abs().max()) <= 1e-12
+    # forward, backward in time, first_step: three keys
+    assert len(eager_graphs._GRAPHS) == 3
+
+
+@torch.no_grad()
+def test_cached_graph_with_per_row_times_matches_independent_solves(eager_graphs) -> None:  # type: ignore[no-untyped-def]
+    f = _Mlp()
+    for end in (1.0, 1.7):
+        y0 = _mixed_batch()
+        t = torch.stack([torch.linspace(0.1 * i, end, 3, dtype=F64) for i in range(y0.shape[0])])
+        stats = SolveStats()
+        ys = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=stats, options={"per_sample": True})
+        assert stats.cuda_graph_used
+        for i in (0, 3):
+            row = odeint(f, y0[i : i + 1], t[i], rtol=1e-8, atol=1e-10)
+            assert float((ys[:, i : i + 1] - row).abs().max()) <= 1e-12
+    assert len(eager_graphs._GRAPHS) == 1
+
+
+@torch.no_grad()
+def test_cached_graph_reports_a_nan_initial_state(eager_graphs) -> None:  # type: ignore[no-untyped-def]
+    f = _Mlp()
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    odeint(f, _mixed_batch(), t, options={"device_loop": True})
+    y0 = _mixed_batch()
+    y0[2, 1] = math.nan
+    with pytest.raises(NonFiniteStateError, match=r"t=0\.0"):
+        odeint(f, y0, t, options={"device_loop": True})
+
+
 def test_fixed_step_lazy_nan_check_reports_the_first_bad_step(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -198,6 +198,57 @@ def _initial_habs(
         return torch.where(torch.isfinite(d2), h, h0)
 
 
+def _start(
+    lp: _Loop, Y0: Tensor, ts_dev: Tensor, rows_t: bool, first_step: float | None, order: int
+) -> tuple[tuple[Tensor, ...], int]:
+    """The state tuple at the start of a solve, and the evaluations it took, with tensor ops
+    only (no host syncs: the same code runs eagerly and inside the start graph).
+
+    Args:
+        Y0: ``(R, M)`` initial state.
+        ts_dev: ``(T,)`` output times, or ``(R, T)`` with ``rows_t`` (one row per batch row).
+    """
+    R, M = Y0.shape
+    T = ts_dev.shape[-1]
+    if rows_t:
+        t0, t_end = ts_dev[:, :1].clone(), ts_dev[:, -1:].clone()  # (R, 1)
+    else:
+        t_end = ts_dev[-1:].reshape(1, 1).expand(R, 1).clone()  # (R, 1)
+        t0 = ts_dev[:1].reshape(1, 1).expand(R, 1).clone()  # (R, 1)
+    span = (t_end - t0).abs()  # (R, 1)
+    F0 = lp.ev(t0, Y0)  # (R, M); on the eager path the wrapper checks func's output here
+    if first_step is not None:
+        habs = torch.full((R, 1), first_step, dtype=Y0.dtype, device=Y0.device)
+        evals = 1
+    else:
+        habs = _initial_habs(lp, t0, Y0, F0, span, order)
+        evals = 2
+    if lp.ctrl.dt_max is not None:
+        habs = habs.clamp(max=lp.ctrl.dt_max)
+    with torch.no_grad():
+        s0 = _scale(lp, Y0)
+    zeros_i = torch.zeros((R, 1), dtype=torch.long, device=Y0.device)
+    false = torch.zeros((R, 1), dtype=torch.bool, device=Y0.device)
+    outs = torch.cat([Y0.unsqueeze(0), Y0.new_zeros((T - 1, R, M))])  # (T, R, M)
+    st = (
+        t0, habs, Y0, F0, torch.ones((R, 1), dtype=Y0.dtype, device=Y0.device), s0,
+        false.clone(), zeros_i.clone(), zeros_i.clone(), zeros_i.clone(), false.clone(),
+        false.clone(), outs, ts_dev, t_end,
+    )
+    return st, evals
+
+
+def _flag_values(lp: _Loop, st: tuple[Tensor, ...]) -> Tensor:
+    """``(4,)``: all rows done, any underflow, any NaN failure, most steps left (estimated
+    from the next step size), in the state's dtype; read with one host sync."""
+    with torch.no_grad():
+        done, uf, nf = st[_IDX["done"]], st[_IDX["uf"]], st[_IDX["nf"]]
+        t, habs, t_end = st[_IDX["t"]], st[_IDX["habs"]], st[_IDX["t_end"]]
+        left = torch.where(done, 0.0, (t_end - t) * lp.d / habs).max()
+        dt = left.dtype
+        return torch.stack([done.all().to(dt), uf.any().to(dt), nf.any().to(dt), left])
+
+
 # ---------------------------------------------------------------------------------------------
 # CUDA graphs
 
@@ -207,8 +258,12 @@ class _Graph:
     func_ref: weakref.ref[Any]
     graph: Any  # torch.cuda.CUDAGraph of k attempts
     graph1: Any  # ... of 1 attempt, on the same static buffers (for the last few attempts)
+    start: Any  # ... of the solve's start: static state from y0_in and ts_in
     static: tuple[Tensor, ...]
-    evals_per_replay: int  # of ``graph``; ``graph1`` makes evals_per_replay // k
+    flags: Tensor  # (4,) _flag_values after each replay of graph / graph1
+    y0_in: Tensor  # (R, M) input of ``start``
+    ts_in: Tensor  # (T,) or (R, T) input of ``start``
+    start_evals: int
     # The capture's constants (coefficient tensors, ...): the graph reads their memory at
     # replay, so they must live as long as the graph.
     loop: _Loop
@@ -224,20 +279,24 @@ def clear_graph_cache() -> None:
 
 
 def _graph_key(
-    func: nn.Module, lp: _Loop, st: tuple[Tensor, ...], k: int, per_sample: bool
+    func: nn.Module, y0: Tensor, ts_shape: tuple[int, ...], tableau: ButcherTableau,
+    rtol: float, atol: float, ctrl: PIController, d: float, norm_dims: int | None,
+    opts: AdaptiveOptions,
 ) -> tuple[Any, ...]:
-    Y = st[_IDX["Y"]]
     params = tuple(p.data_ptr() for p in func.parameters())
     buffers = tuple(b.data_ptr() for b in func.buffers())
     return (
-        id(func), params, buffers, lp.tableau.name, tuple(Y.shape), Y.dtype, str(Y.device),
-        tuple(st[_IDX["ts"]].shape), lp.rtol, lp.atol, lp.ctrl, lp.d, lp.norm_dims, k,
-        per_sample,
+        id(func), params, buffers, tableau.name, tuple(y0.shape), y0.dtype, str(y0.device),
+        ts_shape, rtol, atol, ctrl, d, norm_dims, opts.sync_every, opts.per_sample,
+        opts.first_step,
     )
 
 
-def _make_block(lp: _Loop, static: tuple[Tensor, ...], k: int) -> Callable[[], None]:
-    """``k`` attempts from the static state, written back into it (the captured work)."""
+def _make_block(
+    lp: _Loop, static: tuple[Tensor, ...], flags: Tensor, k: int
+) -> Callable[[], None]:
+    """``k`` attempts from the static state, written back into it, then the flags (the
+    captured work: a replay and one read of ``flags`` is all a sync costs)."""
 
     def block() -> None:
         cur = static
@@ -246,38 +305,85 @@ def _make_block(lp: _Loop, static: tuple[Tensor, ...], k: int) -> Callable[[], N
         for s, c in zip(static, cur, strict=True):
             if s is not c:
                 s.copy_(c)
+        flags.copy_(_flag_values(lp, static))
 
     return block
 
 
+def _make_start_block(
+    lp: _Loop, static: tuple[Tensor, ...], y0_in: Tensor, ts_in: Tensor, rows_t: bool,
+    first_step: float | None,
+) -> Callable[[], None]:
+    """The solve's start from the static inputs, written into the static state."""
+
+    def block() -> None:
+        st, _ = _start(lp, y0_in, ts_in, rows_t, first_step, lp.tableau.order)
+        for s, x in zip(static, st, strict=True):
+            if s is not x:
+                s.copy_(x)
+
+    return block
+
+
+@dataclass
+class _Blocks:
+    """The three blocks of a graph entry and the buffers they share."""
+
+    static: tuple[Tensor, ...]
+    flags: Tensor
+    y0_in: Tensor
+    ts_in: Tensor
+    steps: Callable[[], None]
+    step1: Callable[[], None]
+    start: Callable[[], None]
+
+
+def _blocks(
+    lp: _Loop, st: tuple[Tensor, ...], k: int, rows_t: bool, first_step: float | None
+) -> tuple[_Blocks, tuple[Tensor, ...]]:
+    """Static copies of the state and inputs, the blocks on them, and a copy to restore."""
+    static = tuple(x.clone() for x in st)
+    init = tuple(x.clone() for x in st)
+    flags = torch.zeros(4, dtype=st[_IDX["Y"]].dtype, device=st[_IDX["Y"]].device)
+    y0_in = st[_IDX["Y"]].clone()
+    ts_in = st[_IDX["ts"]].clone()
+    b = _Blocks(
+        static, flags, y0_in, ts_in, _make_block(lp, static, flags, k),
+        _make_block(lp, static, flags, 1),
+        _make_start_block(lp, static, y0_in, ts_in, rows_t, first_step),
+    )
+    return b, init
+
+
 def _capture(
-    lp: _Loop, st: tuple[Tensor, ...], k: int
-) -> tuple[Any, Any, tuple[Tensor, ...]]:
-    """Capture ``k`` attempts, and 1 attempt, both writing back into static copies of ``st``.
+    lp: _Loop, st: tuple[Tensor, ...], k: int, rows_t: bool, first_step: float | None
+) -> tuple[Any, Any, Any, _Blocks]:
+    """Capture ``k`` attempts, 1 attempt and the start, all on the same static buffers.
 
     Follows the recipe of PyTorch's CUDA-graph docs: warm up on a side stream, capture with
     ``torch.cuda.graph``, replay after copying new inputs into the static tensors. Warm-up runs
-    mutate the static state, so it is restored afterwards. Both graphs read and write the same
+    mutate the static state, so it is restored afterwards. All graphs read and write the same
     static buffers, so a solve can switch between them without copies.
     """
-    static = tuple(x.clone() for x in st)
-    init = tuple(x.clone() for x in st)
-    block, block1 = _make_block(lp, static, k), _make_block(lp, static, 1)
+    b, init = _blocks(lp, st, k, rows_t, first_step)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(2):
-            block()
-        block1()
+            b.start()
+            b.steps()
+        b.step1()
     torch.cuda.current_stream().wait_stream(side)
-    graph, graph1 = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+    graph, graph1, start = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        block()
+        b.steps()
     with torch.cuda.graph(graph1):
-        block1()
-    for s, x in zip(static, init, strict=True):
+        b.step1()
+    with torch.cuda.graph(start):
+        b.start()
+    for s, x in zip(b.static, init, strict=True):
         s.copy_(x)
-    return graph, graph1, static
+    return graph, graph1, start, b
 
 
 class _EagerReplay:
@@ -288,20 +394,19 @@ class _EagerReplay:
 
 
 def _capture_eager(
-    lp: _Loop, st: tuple[Tensor, ...], k: int
-) -> tuple[Any, Any, tuple[Tensor, ...]]:
-    """:func:`_capture` without CUDA (same static buffers, warm-up, restore and call count),
-    so tests on CPU exercise the whole graph path except the capture itself."""
-    static = tuple(x.clone() for x in st)
-    init = tuple(x.clone() for x in st)
-    block, block1 = _make_block(lp, static, k), _make_block(lp, static, 1)
+    lp: _Loop, st: tuple[Tensor, ...], k: int, rows_t: bool, first_step: float | None
+) -> tuple[Any, Any, Any, _Blocks]:
+    """:func:`_capture` without CUDA (same static buffers, warm-up and restore), so tests on
+    CPU exercise the whole graph path except the capture itself."""
+    b, init = _blocks(lp, st, k, rows_t, first_step)
     for _ in range(3):  # two warm-ups and the "capture"
-        block()
-    block1()
-    block1()
-    for s, x in zip(static, init, strict=True):
+        b.start()
+        b.steps()
+    b.step1()
+    b.step1()
+    for s, x in zip(b.static, init, strict=True):
         s.copy_(x)
-    return _EagerReplay(block), _EagerReplay(block1), static
+    return _EagerReplay(b.steps), _EagerReplay(b.step1), _EagerReplay(b.start), b
 
 
 #: Device types on which CUDA-graph replay is attempted (tests add "cpu" with _capture_eager).
@@ -311,12 +416,25 @@ _GRAPH_DEVICES: tuple[str, ...] = ("cuda",)
 # ---------------------------------------------------------------------------------------------
 
 
-def _flags(done: Tensor, uf: Tensor, nf: Tensor, left: Tensor) -> tuple[bool, bool, bool, float]:
-    """All done, any underflow, any NaN failure, most steps left: one host sync."""
-    vals = torch.stack(
-        [done.all().to(left.dtype), uf.any().to(left.dtype), nf.any().to(left.dtype), left]
-    ).tolist()
-    return bool(vals[0]), bool(vals[1]), bool(vals[2]), float(vals[3])
+def _loop_constants(tableau: ButcherTableau, dtype: torch.dtype, device: torch.device) -> tuple[
+    Tensor, Tensor, Tensor, Tensor
+]:
+    """``coef, powers, c_row, zero`` of :class:`_Loop`, built once per tableau, dtype and
+    device (each build is a host-to-device copy)."""
+    key = (tableau.name, tableau, dtype, str(device))
+    hit = _CONSTANTS.get(key)
+    if hit is None:
+        hit = (
+            torch.tensor(tableau.dense, dtype=dtype, device=device),
+            torch.arange(1, len(tableau.dense) + 1, dtype=dtype, device=device),
+            torch.tensor(tableau.c, dtype=dtype, device=device),
+            torch.zeros((), dtype=dtype, device=device),
+        )
+        _CONSTANTS[key] = hit
+    return hit
+
+
+_CONSTANTS: dict[tuple[Any, ...], tuple[Tensor, Tensor, Tensor, Tensor]] = {}
 
 
 def solve_adaptive_device(
@@ -350,6 +468,10 @@ def solve_adaptive_device(
             used.
         MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError: as the host loop
             (detected at the next sync, so up to ``sync_every - 1`` attempts later).
+
+    With a cached CUDA graph the start of the solve is replayed too (one copy of ``y0`` and of
+    the output times in, one replay): func's output is then not checked again, and a NaN/inf
+    ``y0`` is reported by the loop (``NonFiniteStateError`` at ``t0``).
     """
     if not tableau.fsal or not tableau.dense or tableau.b_err is None:
         raise InvalidArgumentError(
@@ -369,57 +491,44 @@ def solve_adaptive_device(
     T = len(first)
     d = 1.0 if first[-1] > first[0] else -1.0
     t_end_text = "each row's last time" if rows_t else repr(first[-1])
-
-    def ev(t: Tensor, Y: Tensor) -> Tensor:
-        targ = t.reshape(R) if per_sample else t.reshape(())
-        return f(targ, Y.reshape(shape)).reshape(R, M)
-
-    nd = norm_dims
-    lp = _Loop(
-        tableau=tableau, ev=ev, rtol=rtol, atol=atol, ctrl=ctrl,
-        err_order=int(tableau.error_order or tableau.order) + 1, d=d, norm_dims=nd,
-        inv_sqrt_n=1.0 / math.sqrt(max(M if nd is None else nd, 1)),
-        evals_per_attempt=tableau.num_stages - 1,
-        coef=torch.tensor(tableau.dense, dtype=dtype, device=device),
-        powers=torch.arange(1, len(tableau.dense) + 1, dtype=dtype, device=device),
-        c_row=torch.tensor(tableau.c, dtype=dtype, device=device),
-        zero=torch.zeros((), dtype=dtype, device=device),
-    )
-    ts_dev = torch.tensor(ts, dtype=dtype, device=device)  # (T,) or (R, T)
-    if rows_t:
-        t0, t_end = ts_dev[:, :1].clone(), ts_dev[:, -1:].clone()  # (R, 1)
-    else:
-        t_end = ts_dev[-1:].reshape(1, 1).expand(R, 1).clone()  # (R, 1)
-        t0 = ts_dev[:1].reshape(1, 1).expand(R, 1).clone()  # (R, 1)
-    span = (t_end - t0).abs()  # (R, 1)
+    first_step = None if opts.first_step is None else float(opts.first_step)
     Y0 = y0.reshape(R, M)
-    F0 = ev(t0, Y0)  # (R, M); the wrapper checks func's output on this first call
-    start_evals = 1
-    if opts.first_step is not None:
-        habs = torch.full((R, 1), float(opts.first_step), dtype=dtype, device=device)
+    ts_host = torch.tensor(ts, dtype=dtype)  # (T,) or (R, T), on the host
+    module = _graph_module(f, Y0, opts, backward)
+    key = None if module is None else _graph_key(
+        module, Y0, tuple(ts_host.shape), tableau, rtol, atol, ctrl, d, norm_dims, opts)
+    graph = None if key is None else _cached_graph(key, module)
+    if graph is not None:
+        # Replayed start: y0 and the times in, one replay; the state is the static one.
+        graph.y0_in.copy_(Y0)
+        graph.ts_in.copy_(ts_host)
+        graph.start.replay()
+        lp, st, start_evals = graph.loop, graph.static, graph.start_evals
+        stats.nfe_forward += start_evals  # a CUDA replay runs no Python: func does not count
     else:
-        habs = _initial_habs(lp, t0, Y0, F0, span, tableau.order)
-        start_evals = 2
-    if ctrl.dt_max is not None:
-        habs = habs.clamp(max=ctrl.dt_max)
-    with torch.no_grad():
-        s0 = _scale(lp, Y0)
-    zeros_i = torch.zeros((R, 1), dtype=torch.long, device=device)
-    false = torch.zeros((R, 1), dtype=torch.bool, device=device)
-    outs = torch.cat([Y0.unsqueeze(0), Y0.new_zeros((T - 1, R, M))])  # (T, R, M)
-    st: tuple[Tensor, ...] = (
-        t0, habs, Y0, F0, torch.ones((R, 1), dtype=dtype, device=device), s0, false.clone(),
-        zeros_i.clone(), zeros_i.clone(), zeros_i.clone(), false.clone(), false.clone(), outs,
-        ts_dev, t_end,
-    )
-    k = opts.sync_every
-    graph = _get_graph(f, lp, st, opts, k, stats, backward)
+        ts_dev = ts_host.to(device)
+        def ev(t: Tensor, Y: Tensor) -> Tensor:
+            targ = t.reshape(R) if per_sample else t.reshape(())
+            return f(targ, Y.reshape(shape)).reshape(R, M)
+
+        coef, powers, c_row, zero = _loop_constants(tableau, dtype, device)
+        nd = norm_dims
+        lp = _Loop(
+            tableau=tableau, ev=ev, rtol=rtol, atol=atol, ctrl=ctrl,
+            err_order=int(tableau.error_order or tableau.order) + 1, d=d, norm_dims=nd,
+            inv_sqrt_n=1.0 / math.sqrt(max(M if nd is None else nd, 1)),
+            evals_per_attempt=tableau.num_stages - 1, coef=coef, powers=powers, c_row=c_row,
+            zero=zero,
+        )
+        st, start_evals = _start(lp, Y0, ts_dev, rows_t, first_step, tableau.order)
+        if key is not None and module is not None:
+            graph = _new_graph(key, module, lp, st, opts, rows_t, first_step, start_evals,
+                               stats)
+            if graph is not None:
+                st = graph.static  # the capture left it equal to st
     if not backward:  # the adjoint's backward solves never use graphs; keep the forward's flag
         stats.cuda_graph_used = graph is not None
-    if graph is not None:
-        for s, x in zip(graph.static, st, strict=True):
-            s.copy_(x)
-        st = graph.static
+    k = opts.sync_every
     attempts = 0
     n_est = k
     while True:
@@ -442,17 +551,17 @@ def solve_adaptive_device(
             else:
                 for _ in range(n_now):
                     graph.graph1.replay()
-            stats.nfe_forward = before + graph.evals_per_replay // k * n_now
+            stats.nfe_forward = before + lp.evals_per_attempt * n_now
+            flags = graph.flags
         else:
             for _ in range(n_now):
                 st = _attempt(lp, st)
+            flags = _flag_values(lp, st)
         attempts += n_now
-        done, uf, nf = st[_IDX["done"]], st[_IDX["uf"]], st[_IDX["nf"]]
-        t_cur, h_cur = st[_IDX["t"]], st[_IDX["habs"]]
-        left = torch.where(done, 0.0, (st[_IDX["t_end"]] - t_cur) * d / h_cur).max()
-        all_done, any_uf, any_nf, steps_left = _flags(done, uf, nf, left)
+        all_done, any_uf, any_nf, steps_left = flags.tolist()  # the one sync per block
         n_est = math.ceil(steps_left) if math.isfinite(steps_left) else k
         if any_nf or any_uf:
+            uf, nf = st[_IDX["uf"]], st[_IDX["nf"]]
             bad_rows = (nf | uf).reshape(-1)
             t_bad = st[_IDX["t"]].reshape(-1)[bad_rows]
             t_now = float(t_bad.min() if d > 0 else t_bad.max())
@@ -470,7 +579,8 @@ def solve_adaptive_device(
             )
         if all_done:
             break
-    nacc, nrej = (st[_IDX[x]].reshape(-1).cpu() for x in ("nacc", "nrej"))
+    counts = torch.stack([st[_IDX["nacc"]], st[_IDX["nrej"]]]).reshape(2, R).cpu()
+    nacc, nrej = counts[0], counts[1]
     # Every attempt of an unfinished row is accepted or rejected: its evaluations follow.
     nfe = (nacc + nrej) * lp.evals_per_attempt + start_evals
     if backward:
@@ -490,24 +600,21 @@ def solve_adaptive_device(
     return outs
 
 
-def _get_graph(
-    f: Callable[[Any, Tensor], Tensor],
-    lp: _Loop,
-    st: tuple[Tensor, ...],
-    opts: AdaptiveOptions,
-    k: int,
-    stats: SolveStats,
-    backward: bool,
-) -> _Graph | None:
-    """The cached (or a newly captured) CUDA graph of ``k`` attempts, or ``None``."""
+def _graph_module(
+    f: Callable[[Any, Tensor], Tensor], Y0: Tensor, opts: AdaptiveOptions, backward: bool
+) -> nn.Module | None:
+    """The ``nn.Module`` whose solves can be replayed from a CUDA graph, or ``None``.
+
+    Raises:
+        InvalidArgumentError: ``cuda_graph=True`` where no graph can be used.
+    """
     if opts.cuda_graph is False or backward:
         return None  # the adjoint's backward dynamics call autograd: never captured
-    Y = st[_IDX["Y"]]
     module = f.func if isinstance(f, FlatFuncWrapper) else None
     reason = None
-    if Y.device.type not in _GRAPH_DEVICES:
-        reason = f"the state is on {Y.device}, not CUDA"
-    elif torch.is_grad_enabled() and (Y.requires_grad or any(
+    if Y0.device.type not in _GRAPH_DEVICES:
+        reason = f"the state is on {Y0.device}, not CUDA"
+    elif torch.is_grad_enabled() and (Y0.requires_grad or any(
         p.requires_grad for p in (module.parameters() if isinstance(module, nn.Module) else ())
     )):
         reason = "autograd is recording (use torch.no_grad() or odeint_adjoint)"
@@ -517,20 +624,37 @@ def _get_graph(
         if opts.cuda_graph:
             raise InvalidArgumentError(f"options cuda_graph=True, but {reason}")
         return None
-    if not isinstance(f, FlatFuncWrapper) or not isinstance(module, nn.Module):
-        return None  # unreachable: reason is set above; keeps type checkers informed
-    key = _graph_key(module, lp, st, k, opts.per_sample)
-    entry = _GRAPHS.get(key, "missing")
+    return module
+
+
+def _cached_graph(key: tuple[Any, ...], module: nn.Module) -> _Graph | None:
+    entry = _GRAPHS.get(key)
     if isinstance(entry, _Graph) and entry.func_ref() is module:
         _GRAPHS.move_to_end(key)
         return entry
-    if entry is None and key in _GRAPHS and opts.cuda_graph is None:
+    return None
+
+
+def _new_graph(
+    key: tuple[Any, ...],
+    module: nn.Module,
+    lp: _Loop,
+    st: tuple[Tensor, ...],
+    opts: AdaptiveOptions,
+    rows_t: bool,
+    first_step: float | None,
+    start_evals: int,
+    stats: SolveStats,
+) -> _Graph | None:
+    """Capture (and cache) the graphs of a solve that starts from ``st``; ``None`` when the
+    capture failed (remembered: later solves of this module and shapes run eagerly)."""
+    if key in _GRAPHS and _GRAPHS[key] is None and opts.cuda_graph is None:
         return None  # capture failed before for this module and shapes
     counts = (stats.nfe_forward, stats.nfe_backward)
-    calls_before = stats.nfe_backward if backward else stats.nfe_forward
+    Y = st[_IDX["Y"]]
     try:
         with torch.no_grad():
-            graph, graph1, static = _capture(lp, st, k)
+            graph, graph1, start, b = _capture(lp, st, opts.sync_every, rows_t, first_step)
     except Exception as e:  # a func that cannot be captured (host sync, CPU tensors, ...)
         if opts.cuda_graph:
             raise InvalidArgumentError(
@@ -540,13 +664,11 @@ def _get_graph(
         if Y.device.type == "cuda":
             torch.cuda.synchronize()
         _GRAPHS[key] = None
-        stats.nfe_forward, stats.nfe_backward = counts
         return None
-    calls = (stats.nfe_backward if backward else stats.nfe_forward) - calls_before
-    # Warm-up and capture: 3 blocks of k attempts and 2 of one attempt.
-    evals_per_replay = calls // (3 * k + 2) * k
-    stats.nfe_forward, stats.nfe_backward = counts
-    g = _Graph(weakref.ref(module), graph, graph1, static, evals_per_replay, lp)
+    finally:
+        stats.nfe_forward, stats.nfe_backward = counts  # warm-up and capture calls
+    g = _Graph(weakref.ref(module), graph, graph1, start, b.static, b.flags, b.y0_in, b.ts_in,
+               start_evals, lp)
     _GRAPHS[key] = g
     while len(_GRAPHS) > _MAX_GRAPHS:
         _GRAPHS.popitem(last=False)
