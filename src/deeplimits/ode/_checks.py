@@ -13,7 +13,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from deeplimits.errors import InvalidArgumentError, InvalidTypeError, NonFiniteStateError
+from deeplimits.errors import (
+    InvalidArgumentError,
+    InvalidTypeError,
+    MaxStepsExceededError,
+    NonFiniteStateError,
+    StepSizeUnderflowError,
+)
 from deeplimits.ode._options import SolveStats
 
 __all__ = [
@@ -268,3 +274,32 @@ def check_finite(y: Tensor, t: float, dt: float) -> None:
             "up there, or the step is too large for an explicit method (smaller step_size, or "
             "an adaptive method)"
         )
+
+
+# The failures of the adaptive loops (host and device), worded once.
+
+
+def max_steps_error(max_num_steps: int, t: float, t_end: str) -> MaxStepsExceededError:
+    """``max_num_steps`` attempts made, stopped at ``t`` on the way to ``t_end`` (text)."""
+    return MaxStepsExceededError(
+        f"max_num_steps={max_num_steps} reached at t={t!r} (integrating to t={t_end}); raise "
+        "options max_num_steps, loosen rtol/atol, or the problem may be stiff (use an implicit "
+        "solver)"
+    )
+
+
+def blow_up_error(t: float, dt: float) -> NonFiniteStateError:
+    """Steps shrank to ``dt`` just after ``t`` and every trial state still held NaN/inf."""
+    return NonFiniteStateError(
+        f"the ODE state became NaN or inf just after t={t!r} (steps shrank to dt={dt!r}); the "
+        "solution blows up there, or func returns NaN/inf"
+    )
+
+
+def underflow_error(t: float, dt: float, dt_min: float) -> StepSizeUnderflowError:
+    """The next step ``dt`` at ``t`` is below the smallest usable step."""
+    return StepSizeUnderflowError(
+        f"step size underflow at t={t!r}: dt={dt!r} is below the smallest usable step "
+        f"(controller dt_min={dt_min}); the problem may be stiff or singular near t, or "
+        "rtol/atol are too tight for the dtype (loosen them or use float64)"
+    )

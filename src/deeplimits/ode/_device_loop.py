@@ -36,11 +36,13 @@ from torch import Tensor, nn
 
 from deeplimits.errors import (
     InvalidArgumentError,
-    MaxStepsExceededError,
-    NonFiniteStateError,
-    StepSizeUnderflowError,
 )
-from deeplimits.ode._checks import FlatFuncWrapper
+from deeplimits.ode._checks import (
+    FlatFuncWrapper,
+    blow_up_error,
+    max_steps_error,
+    underflow_error,
+)
 from deeplimits.ode._controller import DEFAULT_CONTROLLER, PIController
 from deeplimits.ode._options import AdaptiveOptions, SolveStats
 from deeplimits.ode._stepper import rk_step
@@ -534,11 +536,7 @@ def solve_adaptive_device(
     while True:
         if attempts >= opts.max_num_steps:
             t_now = float(st[_IDX["t"]].min() if d > 0 else st[_IDX["t"]].max())
-            raise MaxStepsExceededError(
-                f"max_num_steps={opts.max_num_steps} reached at t={t_now!r} (integrating to "
-                f"t={t_end_text}); raise options max_num_steps, loosen rtol/atol, or the problem "
-                "may be stiff (use an implicit solver)"
-            )
+            raise max_steps_error(opts.max_num_steps, t_now, t_end_text)
         # Fewer than k attempts when the steps left (estimated at the last sync) are fewer:
         # attempts past the end are pure waste, a sync is cheaper.
         n_now = max(1, min(k, n_est, opts.max_num_steps - attempts))
@@ -567,16 +565,8 @@ def solve_adaptive_device(
             t_now = float(t_bad.min() if d > 0 else t_bad.max())
             h_now = float(st[_IDX["habs"]].reshape(-1)[bad_rows].min())
             if any_nf:
-                raise NonFiniteStateError(
-                    f"the ODE state became NaN or inf just after t={t_now!r} (steps shrank to "
-                    f"dt={h_now!r}); the solution blows up there, or func returns NaN/inf"
-                )
-            raise StepSizeUnderflowError(
-                f"step size underflow at t={t_now!r}: dt={h_now!r} is below the smallest "
-                f"usable step (controller dt_min={ctrl.dt_min}); the problem may be stiff or "
-                "singular near t, or rtol/atol are too tight for the dtype (loosen them or use "
-                "float64)"
-            )
+                raise blow_up_error(t_now, h_now)
+            raise underflow_error(t_now, h_now, ctrl.dt_min)
         if all_done:
             break
     counts = torch.stack([st[_IDX["nacc"]], st[_IDX["nrej"]]]).reshape(2, R).cpu()

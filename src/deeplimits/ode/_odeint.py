@@ -14,17 +14,18 @@ from torch import Tensor
 from deeplimits.errors import (
     InvalidArgumentError,
     InvalidTypeError,
-    MaxStepsExceededError,
     NonFiniteStateError,
-    StepSizeUnderflowError,
     UnknownNameError,
 )
 from deeplimits.ode._checks import (
     FlatFuncWrapper,
     FlatState,
+    blow_up_error,
     check_finite,
     check_t,
     check_tolerances,
+    max_steps_error,
+    underflow_error,
 )
 from deeplimits.ode._controller import DEFAULT_CONTROLLER
 from deeplimits.ode._interp import DenseCache, dense_eval
@@ -357,11 +358,7 @@ def solve_adaptive(
     eps8 = 8 * 2.220446049250313e-16
     while j < n:
         if steps >= opts.max_num_steps:
-            raise MaxStepsExceededError(
-                f"max_num_steps={opts.max_num_steps} reached at t={t!r} (integrating to "
-                f"t={t_end!r}); raise options max_num_steps, loosen rtol/atol, or the problem "
-                "may be stiff (use an implicit solver)"
-            )
+            raise max_steps_error(opts.max_num_steps, t, repr(t_end))
         steps += 1
         last = d * (t + d * h_abs - t_end) >= 0
         h = (t_end - t) if last else d * h_abs
@@ -408,15 +405,8 @@ def solve_adaptive(
         if j < n and h_abs < max(ctrl.dt_min, eps8 * max(1.0, abs(t))):
             if bad_in_a_row:
                 # Shrinking the step could not get past a NaN/inf: the state or func breaks here.
-                raise NonFiniteStateError(
-                    f"the ODE state became NaN or inf just after t={t!r} (steps shrank to "
-                    f"dt={h_abs!r}); the solution blows up there, or func returns NaN/inf"
-                )
-            raise StepSizeUnderflowError(
-                f"step size underflow at t={t!r}: dt={h_abs!r} is below the smallest usable step "
-                f"(controller dt_min={ctrl.dt_min}); the problem may be stiff or singular near "
-                "t, or rtol/atol are too tight for the dtype (loosen them or use float64)"
-            )
+                raise blow_up_error(t, h_abs)
+            raise underflow_error(t, h_abs, ctrl.dt_min)
     return outs
 
 
