@@ -3,10 +3,10 @@
     python benchmarks/controllers.py
 
 The evidence behind the default controller (``IController()``, not ``PIController()``): for
-dopri5 and tsit5 at rtol 1e-4, 1e-6, 1e-8 (atol = rtol/100) on an MLP neural ODE (batch 16 and 256, float32,
-t in [0, 1]), Lotka-Volterra (t in [0, 15]) and Van der Pol with mu = 1 (t in [0, 20]) and
-mu = 25 (t in [0, 60]), it prints "nfe (rejected)" per controller. Counts, not times: they do not
-depend on the machine.
+dopri5 and tsit5 at rtol 1e-4, 1e-6, 1e-8 (atol = rtol/100) on an MLP neural ODE (batch 16 and
+256, float32, t in [0, 1]), Lotka-Volterra (t in [0, 15]) and Van der Pol with mu = 1 (t in
+[0, 20]) and mu = 25 (t in [0, 60]), it prints "nfe (rejected)" per controller. Counts, not
+times: they do not depend on the machine.
 """
 
 from __future__ import annotations

@@ -33,7 +33,9 @@ Columns:
 deeplimits is run twice per adaptive case: with its default controller (``IController()``,
 the integral controller both peers use: same algorithm, so the ratio measures the engine) and
 with ``PIController()`` (fewer rejections, sometimes more evaluations), since the controller
-changes the number of evaluations.
+changes the number of evaluations. On CPU a third variant, **dl-c**, runs with
+``options={"compile": True}`` (the device loop compiled by ``torch.compile``; the MLP without
+its Python call counter, see ``Plain``); its compilation happens in the warm-up runs.
 """
 
 from __future__ import annotations
@@ -91,6 +93,18 @@ class MLP(nn.Module):
         return self.net(y)
 
 
+class Plain(nn.Module):
+    """The same MLP without the Python call counter: compiled code runs no Python per call, and
+    a counter attribute would make torch.compile recompile on every solve."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net(y)
+
+
 class Timer:
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
@@ -108,7 +122,8 @@ class Timer:
 def interleaved(fns: dict[str, Callable[[], Any]], reps: int, timer: Timer) -> dict[str, float]:
     """Median time of each fn over ``reps`` rounds; fns take turns (rotated) in every round."""
     for fn in fns.values():
-        timer(fn)  # warm-up
+        timer(fn)  # warm-up (twice: a compiled solve compiles its start on the second call)
+        timer(fn)
     times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     for r in range(reps):
@@ -169,21 +184,25 @@ def solve_case(
     t = torch.tensor([0.0, 1.0], device=y0.device)
     B = y0.shape[0]
     fixed = method == "rk4"
-    ours_opts: list[tuple[str, Any]] = (
-        [("deeplimits", {"step_size": 0.01})] if fixed else
-        [("deeplimits", None), ("deeplimits_PI", AdaptiveOptions(controller=PIController()))]
+    ours_opts: list[tuple[str, nn.Module, Any]] = (
+        [("deeplimits", f, {"step_size": 0.01})] if fixed else
+        [("deeplimits", f, None),
+         ("deeplimits_PI", f, AdaptiveOptions(controller=PIController()))]
     )
+    if not fixed and y0.device.type == "cpu":
+        # torch.compile'd device loop (options compile=True); the GPU uses CUDA graphs instead.
+        ours_opts.append(("deeplimits_compiled", Plain(f.net), AdaptiveOptions(compile=True)))
     fns: dict[str, Callable[[], Any]] = {}
     finals: dict[str, torch.Tensor] = {}
     nfe: dict[str, int] = {}
     extra: dict[str, Any] = {}
-    for name, opts in ours_opts:
-        def run(opts: Any = opts) -> torch.Tensor:
-            return odeint(f, y0, t, rtol=RTOL, atol=ATOL, method=method, options=opts)[-1]
+    for name, func, opts in ours_opts:
+        def run(func: nn.Module = func, opts: Any = opts) -> torch.Tensor:
+            return odeint(func, y0, t, rtol=RTOL, atol=ATOL, method=method, options=opts)[-1]
 
         fns[name] = run
         s = SolveStats()
-        finals[name] = odeint(f, y0, t, rtol=RTOL, atol=ATOL, method=method, options=opts,
+        finals[name] = odeint(func, y0, t, rtol=RTOL, atol=ATOL, method=method, options=opts,
                               stats=s)[-1]
         nfe[name] = s.nfe_forward
         extra[f"{name}_cuda_graph"] = getattr(s, "cuda_graph_used", False)
@@ -235,6 +254,10 @@ def training_case(
             f, y0, t, rtol=RTOL, atol=ATOL, stats=s, options=pi,
             adjoint_options={**pi, "norm": "seminorm"}),
     }
+    if device.type == "cpu":
+        plain = Plain(f.net)
+        kinds["deeplimits-compiled adjoint"] = lambda s: odeint_adjoint(
+            plain, y0, t, rtol=RTOL, atol=ATOL, stats=s, options={"compile": True})
     if torchdiffeq is not None:
         kinds["torchdiffeq direct"] = lambda s: torchdiffeq.odeint(f, y0, t, rtol=RTOL,
                                                                    atol=ATOL)
@@ -434,15 +457,18 @@ def _solve_row(r: dict[str, Any], gpu: bool) -> str:
         return f"{tm[k] / (nf[k] * r['module_call_s']):.2f}" if k in tm else "n/a"
 
     graph = " (graph)" if r.get("deeplimits_cuda_graph") else ""
+    dc = "deeplimits_compiled"
     return (
         f"| {r['case']} | {r['method']} | {_fmt_t(tm['deeplimits'], gpu)}{graph} | "
-        f"{g('deeplimits')} / {g('deeplimits_PI')} / {g('torchdiffeq')} / {g('torchode')} | "
+        f"{g('deeplimits')} / {g('deeplimits_PI')} / {g(dc)} / {g('torchdiffeq')} / "
+        f"{g('torchode')} | "
         f"{ratio('deeplimits', 'torchdiffeq')} | {ratio('deeplimits', 'torchode')} | "
         f"{ratio('deeplimits_PI', 'torchdiffeq')} | {ratio('deeplimits_PI', 'torchode')} | "
-        f"{ovh('deeplimits')} / {ovh('deeplimits_PI')} / {ovh('torchdiffeq')} / "
-        f"{ovh('torchode')} | {diff('torchdiffeq')} / {diff('torchode')} | "
+        f"{ratio(dc, 'torchdiffeq')} | {ratio(dc, 'torchode')} | "
+        f"{ovh('deeplimits')} / {ovh('deeplimits_PI')} / {ovh(dc)} / {ovh('torchdiffeq')} / "
+        f"{ovh('torchode')} | {diff('torchdiffeq')} / {diff('torchode')} / {diff(dc)} | "
         f"{fc * 1e6:.1f} µs{' (graph)' if gpu else ''} | {r['module_call_s'] * 1e6:.1f} µs | "
-        f"{ovh_module('deeplimits')} / {ovh_module('deeplimits_PI')} / "
+        f"{ovh_module('deeplimits')} / {ovh_module('deeplimits_PI')} / {ovh_module(dc)} / "
         f"{ovh_module('torchdiffeq')} / {ovh_module('torchode')} |"
     )
 
@@ -488,10 +514,11 @@ def main(argv: list[str] | None = None) -> int:
 
     lines += [
         "### Solve (no grad)", "",
-        "| case | method | deeplimits | nfe (dl / dl-PI / tdq / tode) | ratio dl/tdq | "
-        "ratio dl/tode | ratio dl-PI/tdq | ratio dl-PI/tode | overhead dl / dl-PI / tdq / tode | "
-        "max diff tdq / tode | call | module call (eager) | overhead vs module call |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | method | deeplimits | nfe (dl / dl-PI / dl-c / tdq / tode) | ratio dl/tdq | "
+        "ratio dl/tode | ratio dl-PI/tdq | ratio dl-PI/tode | ratio dl-c/tdq | "
+        "ratio dl-c/tode | overhead dl / dl-PI / dl-c / tdq / tode | "
+        "max diff tdq / tode / dl-c | call | module call (eager) | overhead vs module call |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     flush()
     for d, h, B in cases:

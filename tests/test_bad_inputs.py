@@ -43,6 +43,17 @@ def _decay(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -y
 
 
+class _Linear(nn.Module):
+    """``dy/dt = W y`` with a trainable ``W`` (3x3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3, bias=False)
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.lin(y)
+
+
 Y0 = torch.ones(3)
 T = torch.tensor([0.0, 1.0])
 MLP = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2))
@@ -101,6 +112,10 @@ CATALOGUE: tuple[Case, ...] = (
     Case("ode-unknown-option", "ode", "options={'stepsize': 0.1} (typo)",
          lambda: odeint(_decay, Y0, T, options={"stepsize": 0.1}),
          UnknownNameError, r"'stepsize'.*first_step, max_num_steps"),
+    Case("ode-compile-with-autograd", "ode",
+         "options compile=True while autograd records (parameters require grad)",
+         lambda: odeint(_Linear(), Y0, T, options={"compile": True}),
+         InvalidArgumentError, r"compile=True, but autograd is recording.*torch.no_grad"),
     Case("ode-negative-rtol", "ode", "rtol=-1",
          lambda: odeint(_decay, Y0, T, rtol=-1.0),
          InvalidArgumentError, r"rtol=-1.0 must be >= 0"),

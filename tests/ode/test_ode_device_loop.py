@@ -319,6 +319,76 @@ def test_cached_graph_reports_a_nan_initial_state(eager_graphs) -> None:  # type
         odeint(f, y0, t, options={"device_loop": True})
 
 
+def _compile_warnings(fn):  # type: ignore[no-untyped-def]
+    """torch's own warnings while it compiles (torch 2.13; as in tests/test_compile.py)."""
+    for text in (
+        "ignore:The .grad attribute of a Tensor that is not a leaf",
+        "ignore:`torch.jit.script_method` is deprecated",
+    ):
+        fn = pytest.mark.filterwarnings(text)(fn)
+    return fn
+
+
+@pytest.mark.slow
+@_compile_warnings
+@torch.no_grad()
+def test_compiled_solves_match_the_host_loop_and_are_reused() -> None:
+    from deeplimits.ode import _device_loop as dl
+
+    dl.clear_graph_cache()
+    f = _Mlp()
+    t = torch.tensor([0.0, 0.4, 1.5], dtype=F64)
+    for scale in (1.0, 2.0, 2.0):  # later solves: the cached compiled code, a new y0
+        if scale == 2.0 and len(dl._COMPILED):
+            f.w2.mul_(0.9)  # in-place parameter update: seen by the compiled code
+        y0 = _mixed_batch() * scale
+        host, comp = SolveStats(), SolveStats()
+        ref = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=host)
+        out = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=comp, options={"compile": True})
+        assert comp.compiled and not comp.cuda_graph_used
+        assert comp.accepted_steps == host.accepted_steps
+        assert host.nfe_forward <= comp.nfe_forward <= host.nfe_forward + 3 * 6
+        assert float((out - ref).abs().max()) <= 1e-10
+    assert len(dl._COMPILED) == 1
+    per = SolveStats()
+    ys = odeint(f, _mixed_batch(), t, rtol=1e-8, atol=1e-10, stats=per,
+                options={"per_sample": True, "compile": True})
+    row = odeint(f, _mixed_batch()[3:], t, rtol=1e-8, atol=1e-10)
+    assert per.compiled and float((ys[:, 3:] - row).abs().max()) <= 1e-10
+    dl.clear_graph_cache()
+
+
+@pytest.mark.slow
+@_compile_warnings
+def test_adjoint_with_a_compiled_forward_matches_the_eager_adjoint() -> None:
+    f = _Mlp()
+    y0 = _mixed_batch().requires_grad_()
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    grads = []
+    for opts in ({}, {"compile": True}):
+        f.zero_grad()
+        y0.grad = None
+        stats = SolveStats()
+        ys = odeint_adjoint(f, y0, t, rtol=1e-8, atol=1e-10, options=opts, stats=stats)
+        ys[-1].square().sum().backward()
+        assert stats.compiled == bool(opts)
+        grads.append(torch.cat([y0.grad.reshape(-1), f.w1.grad.reshape(-1)]))
+    assert float((grads[0] - grads[1]).abs().max()) <= 1e-8
+
+
+def test_compile_needs_autograd_off_and_a_module() -> None:
+    y0 = _mixed_batch()
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    with pytest.raises(InvalidArgumentError, match="compile=True, but autograd is recording"):
+        odeint(_Mlp(), y0, t, options={"compile": True})
+    with torch.no_grad(), pytest.raises(InvalidArgumentError, match=r"not an nn\.Module"):
+        odeint(_van_der_pol, y0, t, options={"compile": True})
+    with pytest.raises(InvalidArgumentError, match="drop device_loop=False"):
+        AdaptiveOptions(compile=True, device_loop=False)
+    with pytest.raises(InvalidArgumentError, match="exclude each other"):
+        AdaptiveOptions(compile=True, cuda_graph=True)
+
+
 def test_fixed_step_lazy_nan_check_reports_the_first_bad_step(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

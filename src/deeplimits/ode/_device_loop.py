@@ -24,7 +24,9 @@ replayed; the graph is cached per ``nn.Module`` func, shapes and options.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -55,7 +57,7 @@ _EPS8 = 8 * 2.220446049250313e-16
 
 def use_device_loop(opts: AdaptiveOptions, y0: Tensor) -> bool:
     """Whether ``opts`` select the device loop for a state on ``y0.device``."""
-    if opts.per_sample:
+    if opts.per_sample or opts.compile:
         return True
     if opts.device_loop is None:
         return y0.device.type == "cuda"
@@ -276,8 +278,9 @@ _MAX_GRAPHS = 8
 
 
 def clear_graph_cache() -> None:
-    """Drop every cached CUDA graph (and its memory pool)."""
+    """Drop every cached CUDA graph (and its memory pool) and compiled solve."""
     _GRAPHS.clear()
+    _COMPILED.clear()
 
 
 def _graph_key(
@@ -285,8 +288,15 @@ def _graph_key(
     rtol: float, atol: float, ctrl: PIController, d: float, norm_dims: int | None,
     opts: AdaptiveOptions,
 ) -> tuple[Any, ...]:
-    params = tuple(p.data_ptr() for p in func.parameters())
-    buffers = tuple(b.data_ptr() for b in func.buffers())
+    """The cache key of a graph (or compiled) solve. A CUDA graph reads the parameters' and
+    buffers' memory, so their addresses are part of its key; compiled code is guarded by
+    torch.compile itself (a replaced parameter recompiles), so for it they are left out."""
+    if opts.compile:
+        params: tuple[int, ...] = ()
+        buffers: tuple[int, ...] = ()
+    else:
+        params = tuple(p.data_ptr() for p in func.parameters())
+        buffers = tuple(b.data_ptr() for b in func.buffers())
     return (
         id(func), params, buffers, tableau.name, tuple(y0.shape), y0.dtype, str(y0.device),
         ts_shape, rtol, atol, ctrl, d, norm_dims, opts.sync_every, opts.per_sample,
@@ -416,6 +426,108 @@ _GRAPH_DEVICES: tuple[str, ...] = ("cuda",)
 
 
 # ---------------------------------------------------------------------------------------------
+# torch.compile (options compile=True)
+
+
+@dataclass
+class _Compiled:
+    """The compiled start and attempt blocks of one module, shapes and options."""
+
+    func_ref: weakref.ref[Any]
+    loop: _Loop  # its ``ev`` calls the module directly: no counting inside compiled code
+    start: Callable[[Tensor, Tensor], tuple[Tensor, ...]]  # (Y0, ts) -> state
+    block: Callable[[tuple[Tensor, ...]], tuple[tuple[Tensor, ...], Tensor]]  # k attempts
+    block1: Callable[[tuple[Tensor, ...]], tuple[tuple[Tensor, ...], Tensor]]  # 1 attempt
+    start_evals: int
+
+
+_COMPILED: OrderedDict[tuple[Any, ...], _Compiled] = OrderedDict()
+_COMPILE_OPTIONS: dict[str, Any] = {"cpp_wrapper": True}
+
+
+def _fresh_compile(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compile`` of a copy of ``fn`` with its own code object.
+
+    Dynamo keeps its compiled variants per code object, up to a recompile limit; the blocks of
+    every cache entry are closures of the same code, so without the copy the ninth module or
+    shape would fall back to eager mode.
+    """
+    fresh = types.FunctionType(
+        fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+    )
+    return torch.compile(fresh, dynamic=False, options=_COMPILE_OPTIONS)
+
+
+def _new_compiled(
+    key: tuple[Any, ...], module: nn.Module, f: FlatFuncWrapper, lp: _Loop, shape: tuple[int, ...],
+    per_sample: bool, k: int, rows_t: bool, first_step: float | None, start_evals: int,
+) -> _Compiled:
+    """Compiled blocks for this key (compiled at their first call), cached."""
+    R = shape[0] if per_sample else 1
+    M = math.prod(shape) // R if R else 0
+    state = f.state
+
+    def ev(t: Tensor, Y: Tensor) -> Tensor:
+        targ = t.reshape(R) if per_sample else t.reshape(())
+        out = module(targ, state.unflatten(Y.reshape(shape)))
+        return (state.flatten(out) if state.is_tuple else out).reshape(R, M)
+
+    raw = dataclasses.replace(lp, ev=ev)
+
+    def start(Y0: Tensor, ts: Tensor) -> tuple[Tensor, ...]:
+        return _start(raw, Y0, ts, rows_t, first_step, raw.tableau.order)[0]
+
+    def block(st: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], Tensor]:
+        for _ in range(k):
+            st = _attempt(raw, st)
+        return st, _flag_values(raw, st)
+
+    def block1(st: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], Tensor]:
+        st = _attempt(raw, st)
+        return st, _flag_values(raw, st)
+
+    c = _Compiled(weakref.ref(module), raw, _fresh_compile(start), _fresh_compile(block),
+                  _fresh_compile(block1), start_evals)
+    _COMPILED[key] = c
+    while len(_COMPILED) > _MAX_GRAPHS:
+        _COMPILED.popitem(last=False)
+    return c
+
+
+def _cached_compiled(key: tuple[Any, ...], module: nn.Module) -> _Compiled | None:
+    entry = _COMPILED.get(key)
+    if entry is not None and entry.func_ref() is module:
+        _COMPILED.move_to_end(key)
+        return entry
+    return None
+
+
+def _run_compiled(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a compiled start or block; returns the state (and the flags of a block).
+
+    A failure of torch.compile itself becomes a clear error. Compiled code may return one
+    tensor for several state fields with equal values (e.g. all-false flags); they are copied
+    apart, since aliased inputs would make the next call recompile.
+    """
+    try:
+        out = fn(*args)
+    except Exception as e:
+        raise InvalidArgumentError(
+            f"options compile=True, but running func under torch.compile failed: "
+            f"{type(e).__name__}: {e}; use compile=False"
+        ) from e
+    st = out[0] if isinstance(out[0], tuple) else out
+    seen: set[int] = set()
+    if len({id(x) for x in st}) < len(st):
+        fixed = []
+        for x in st:
+            fixed.append(x.clone() if id(x) in seen else x)
+            seen.add(id(x))
+        st = tuple(fixed)
+    return (st, out[1]) if isinstance(out[0], tuple) else st
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def _loop_constants(tableau: ButcherTableau, dtype: torch.dtype, device: torch.device) -> tuple[
@@ -499,8 +611,17 @@ def solve_adaptive_device(
     module = _graph_module(f, Y0, opts, backward)
     key = None if module is None else _graph_key(
         module, Y0, tuple(ts_host.shape), tableau, rtol, atol, ctrl, d, norm_dims, opts)
-    graph = None if key is None else _cached_graph(key, module)
-    if graph is not None:
+    graph = comp = None
+    if key is not None and module is not None:
+        if opts.compile:
+            comp = _cached_compiled(key, module)
+        else:
+            graph = _cached_graph(key, module)
+    if comp is not None:
+        st = _run_compiled(comp.start, Y0, ts_host.to(device))
+        lp, start_evals = comp.loop, comp.start_evals
+        stats.nfe_forward += start_evals  # compiled code does not count: func is called raw
+    elif graph is not None:
         # Replayed start: y0 and the times in, one replay; the state is the static one.
         graph.y0_in.copy_(Y0)
         graph.ts_in.copy_(ts_host)
@@ -523,13 +644,18 @@ def solve_adaptive_device(
             zero=zero,
         )
         st, start_evals = _start(lp, Y0, ts_dev, rows_t, first_step, tableau.order)
-        if key is not None and module is not None:
-            graph = _new_graph(key, module, lp, st, opts, rows_t, first_step, start_evals,
-                               stats)
-            if graph is not None:
-                st = graph.static  # the capture left it equal to st
+        if key is not None and module is not None and isinstance(f, FlatFuncWrapper):
+            if opts.compile:
+                comp = _new_compiled(key, module, f, lp, shape, per_sample, opts.sync_every,
+                                     rows_t, first_step, start_evals)
+            else:
+                graph = _new_graph(key, module, lp, st, opts, rows_t, first_step,
+                                   start_evals, stats)
+                if graph is not None:
+                    st = graph.static  # the capture left it equal to st
     if not backward:  # the adjoint's backward solves never use graphs; keep the forward's flag
         stats.cuda_graph_used = graph is not None
+        stats.compiled = comp is not None
     k = opts.sync_every
     attempts = 0
     n_est = k
@@ -551,6 +677,13 @@ def solve_adaptive_device(
                     graph.graph1.replay()
             stats.nfe_forward = before + lp.evals_per_attempt * n_now
             flags = graph.flags
+        elif comp is not None:
+            if n_now == k:
+                st, flags = _run_compiled(comp.block, st)
+            else:
+                for _ in range(n_now):
+                    st, flags = _run_compiled(comp.block1, st)
+            stats.nfe_forward += lp.evals_per_attempt * n_now
         else:
             for _ in range(n_now):
                 st = _attempt(lp, st)
@@ -598,11 +731,12 @@ def _graph_module(
     Raises:
         InvalidArgumentError: ``cuda_graph=True`` where no graph can be used.
     """
-    if opts.cuda_graph is False or backward:
+    if backward or (opts.cuda_graph is False and not opts.compile):
         return None  # the adjoint's backward dynamics call autograd: never captured
     module = f.func if isinstance(f, FlatFuncWrapper) else None
     reason = None
-    if Y0.device.type not in _GRAPH_DEVICES:
+    wanted = "compile=True" if opts.compile else "cuda_graph=True"
+    if Y0.device.type not in _GRAPH_DEVICES and not opts.compile:
         reason = f"the state is on {Y0.device}, not CUDA"
     elif torch.is_grad_enabled() and (Y0.requires_grad or any(
         p.requires_grad for p in (module.parameters() if isinstance(module, nn.Module) else ())
@@ -611,8 +745,8 @@ def _graph_module(
     elif not isinstance(module, nn.Module):
         reason = "func is not an nn.Module (graphs are cached per module)"
     if reason is not None:
-        if opts.cuda_graph:
-            raise InvalidArgumentError(f"options cuda_graph=True, but {reason}")
+        if opts.cuda_graph or opts.compile:
+            raise InvalidArgumentError(f"options {wanted}, but {reason}")
         return None
     return module
 

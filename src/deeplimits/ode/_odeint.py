@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Mapping
@@ -325,6 +326,10 @@ def solve_adaptive(
     """
     from deeplimits.ode._device_loop import solve_adaptive_device, use_device_loop
 
+    if backward and opts.compile:
+        # The adjoint's backward dynamics call autograd: never compiled; the loop is then
+        # chosen as without the option (the host loop on CPU).
+        opts = dataclasses.replace(opts, compile=False)
     if use_device_loop(opts, y0):
         return solve_adaptive_device(
             f, y0, ts, tableau, opts, rtol, atol, stats, norm_dims, backward

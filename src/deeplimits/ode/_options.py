@@ -96,6 +96,16 @@ class AdaptiveOptions:
             that reached the end stop changing (they are still computed in the batch);
             ``SolveStats.nfe_per_sample`` counts the evaluations each row needed.
             Uses the device loop on every device.
+        compile: run the device loop with its start and its blocks of ``sync_every`` attempts
+            compiled by ``torch.compile`` (``func`` inlined: the stage sums, the error norm,
+            the controller and ``func``'s own ops fused), on any device. Cached per module,
+            shapes and options like the CUDA graphs (and, like them, it needs autograd off and
+            an ``nn.Module`` func: use ``torch.no_grad()`` or ``odeint_adjoint``, whose forward
+            pass qualifies). The first solve of each module and shape pays the compilation
+            (seconds; measured in ``benchmarks/RESULTS.md``), later ones run the compiled code;
+            func's output is checked on the first solve only. Replaces CUDA-graph capture.
+            The adjoint's backward solve is not compiled (its dynamics call autograd).
+            Default ``False``.
     """
 
     first_step: float | None = None
@@ -105,6 +115,7 @@ class AdaptiveOptions:
     sync_every: int = 4
     cuda_graph: bool | None = None
     per_sample: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.first_step is not None and not (
@@ -123,8 +134,9 @@ class AdaptiveOptions:
                 raise InvalidTypeError(
                     f"options {name}={val!r} must be True, False or None (automatic)"
                 )
-        if not isinstance(self.per_sample, bool):
-            raise InvalidTypeError(f"options per_sample={self.per_sample!r} must be a bool")
+        for name in ("per_sample", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidTypeError(f"options {name}={getattr(self, name)!r} must be a bool")
         if (
             isinstance(self.sync_every, bool)
             or not isinstance(self.sync_every, int)
@@ -132,6 +144,15 @@ class AdaptiveOptions:
         ):
             raise InvalidArgumentError(
                 f"options sync_every={self.sync_every!r} must be a positive int"
+            )
+        if self.compile and self.device_loop is False:
+            raise InvalidArgumentError(
+                "options compile=True compiles the device loop; drop device_loop=False"
+            )
+        if self.compile and self.cuda_graph:
+            raise InvalidArgumentError(
+                "options compile=True and cuda_graph=True exclude each other (compile replaces "
+                "the graph capture); choose one"
             )
         if self.per_sample and self.device_loop is False:
             raise InvalidArgumentError(
@@ -183,6 +204,8 @@ class SolveStats:
     nfe_per_sample: Tensor | None = field(default=None, compare=False)
     #: Whether the last forward adaptive solve replayed a CUDA graph (see ``AdaptiveOptions``).
     cuda_graph_used: bool = field(default=False, compare=False)
+    #: Whether the last forward adaptive solve ran compiled code (``compile=True``).
+    compiled: bool = field(default=False, compare=False)
 
 
 _O = TypeVar("_O")
