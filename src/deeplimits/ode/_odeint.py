@@ -481,9 +481,12 @@ def odeint(
     Speed: on CPU the adaptive methods run the host loop (one host sync per step, stages
     combined with unrolled ``add_``); on CUDA the device-resident loop (accept/reject and the
     step size as tensor ops, one sync every ``sync_every`` attempts) with the attempts replayed
-    from a CUDA graph when autograd is off and ``func`` is an ``nn.Module``; see
-    :class:`AdaptiveOptions` (``device_loop``, ``sync_every``, ``cuda_graph``, ``per_sample``)
-    and ``benchmarks/RESULTS.md``. With ``per_sample=True`` every row of ``y0`` (dim 0) has its
+    from a CUDA graph when autograd is off and ``func`` is an ``nn.Module``. With
+    ``compile=True`` (opt-in; autograd off, ``nn.Module`` func) the device loop and ``func`` are
+    compiled together by ``torch.compile``: the fastest choice for small states solved many
+    times, once the first solve has paid the compilation. See :class:`AdaptiveOptions`
+    (``device_loop``, ``sync_every``, ``cuda_graph``, ``per_sample``, ``compile``) and
+    ``benchmarks/RESULTS.md``. With ``per_sample=True`` every row of ``y0`` (dim 0) has its
     own time and step size and ``func`` receives ``t`` of shape ``(batch,)``.
 
     Caveats: gradients with respect to ``t`` are only computed by :func:`odeint_adjoint`.

@@ -98,7 +98,8 @@ class AdaptiveOptions:
             Uses the device loop on every device.
         compile: run the device loop with its start and its blocks of ``sync_every`` attempts
             compiled by ``torch.compile`` (``func`` inlined: the stage sums, the error norm,
-            the controller and ``func``'s own ops fused), on any device. Cached per module,
+            the controller and ``func``'s own ops fused). Tested and measured on CPU; on CUDA
+            the automatic CUDA-graph replay is the measured path. Cached per module,
             shapes and options like the CUDA graphs (and, like them, it needs autograd off and
             an ``nn.Module`` func: use ``torch.no_grad()`` or ``odeint_adjoint``, whose forward
             pass qualifies). The first solve of each module and shape pays the compilation
