@@ -441,7 +441,11 @@ class _Compiled:
     start_evals: int
 
 
+#: Compiled solves, least recently used first; an entry keeps its module alive (its ``ev``
+#: calls it), so at most ``_MAX_GRAPHS`` modules are held.
 _COMPILED: OrderedDict[tuple[Any, ...], _Compiled] = OrderedDict()
+#: Inductor's C++ wrapper: a block launches dozens of small kernels, and the default Python
+#: wrapper's per-kernel calls would again be a dispatch cost per op, the thing compiling removes.
 _COMPILE_OPTIONS: dict[str, Any] = {"cpp_wrapper": True}
 
 
