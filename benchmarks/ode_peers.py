@@ -34,8 +34,9 @@ deeplimits is run twice per adaptive case: with its default controller (``IContr
 the integral controller both peers use: same algorithm, so the ratio measures the engine) and
 with ``PIController()`` (fewer rejections, sometimes more evaluations), since the controller
 changes the number of evaluations. On CPU a third variant, **dl-c**, runs with
-``options={"compile": True}`` (the device loop compiled by ``torch.compile``; the MLP without
-its Python call counter, see ``Plain``); its compilation happens in the warm-up runs.
+``options={"compile": True}`` (adaptive: the device loop compiled by ``torch.compile``; rk4:
+compiled chunks of 10 steps; the MLP without its Python call counter, see ``Plain``); its
+compilation happens in the warm-up runs.
 """
 
 from __future__ import annotations
@@ -189,9 +190,12 @@ def solve_case(
         [("deeplimits", f, None),
          ("deeplimits_PI", f, AdaptiveOptions(controller=PIController()))]
     )
-    if not fixed and y0.device.type == "cpu":
-        # torch.compile'd device loop (options compile=True); the GPU uses CUDA graphs instead.
-        ours_opts.append(("deeplimits_compiled", Plain(f.net), AdaptiveOptions(compile=True)))
+    if y0.device.type == "cpu":
+        # options compile=True (torch.compile'd device loop, or compiled chunks of fixed steps);
+        # the GPU uses CUDA graphs instead.
+        ours_opts.append(("deeplimits_compiled", Plain(f.net),
+                          {"step_size": 0.01, "compile": True} if fixed
+                          else AdaptiveOptions(compile=True)))
     fns: dict[str, Callable[[], Any]] = {}
     finals: dict[str, torch.Tensor] = {}
     nfe: dict[str, int] = {}

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from scipy.integrate import solve_ivp
 
+from deeplimits.errors import InvalidArgumentError, NonFiniteStateError
 from deeplimits.ode import (
     AdaptiveOptions,
     IController,
     PIController,
     SolveStats,
     odeint,
+    odeint_adjoint,
 )
 
 ADAPTIVE = ["bosh3", "dopri5", "tsit5"]
@@ -211,3 +215,66 @@ def test_solve_on_cuda_matches_cpu(method: str) -> None:
     cpu = odeint(_lotka_volterra, y0, t, method=method, options=opts)
     gpu = odeint(_lotka_volterra, y0.cuda(), t.cuda(), method=method, options=opts)
     assert torch.allclose(gpu.cpu(), cpu, atol=1e-10)
+
+
+class _TimeMlp(torch.nn.Module):
+    """Time-dependent tanh MLP on (batch, 2), float64; NaN after ``t_nan``."""
+
+    def __init__(self, t_nan: float = math.inf) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.w1 = torch.nn.Parameter(torch.randn(16, 2, generator=g, dtype=torch.float64))
+        self.w2 = torch.nn.Parameter(torch.randn(2, 16, generator=g, dtype=torch.float64) * 0.5)
+        self.t_nan = t_nan
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = torch.tanh(y @ self.w1.T) @ self.w2.T * (1.0 + 0.5 * t)
+        return torch.where(t > self.t_nan, torch.full_like(out, math.nan), out)
+
+
+def _compile_warnings(fn):  # type: ignore[no-untyped-def]
+    """torch's own warnings while it compiles (torch 2.13; as in tests/test_compile.py)."""
+    for text in (
+        "ignore:The .grad attribute of a Tensor that is not a leaf",
+        "ignore:`torch.jit.script_method` is deprecated",
+    ):
+        fn = pytest.mark.filterwarnings(text)(fn)
+    return fn
+
+
+@pytest.mark.slow
+@_compile_warnings
+def test_compiled_fixed_steps_match_the_eager_steps() -> None:
+    f = _TimeMlp()
+    y0 = torch.tensor([[0.5, -0.2], [2.0, 1.0], [0.01, 0.0]], dtype=torch.float64)
+    # 0.25 is a grid point, 0.33 lies inside a step (dense output), 1.0 ends the grid.
+    t = torch.tensor([0.0, 0.25, 0.33, 1.0], dtype=torch.float64)
+    for scale in (1.0, 2.0):  # the second solve reuses the compiled steps
+        with torch.no_grad():
+            eager, comp = SolveStats(), SolveStats()
+            ref = odeint(f, y0 * scale, t, method="rk4", options={"step_size": 0.01},
+                         stats=eager)
+            out = odeint(f, y0 * scale, t, method="rk4",
+                         options={"step_size": 0.01, "compile": True}, stats=comp)
+        assert (comp.nfe_forward, comp.accepted_steps) == (eager.nfe_forward, eager.accepted_steps)
+        assert float((out - ref).abs().max()) <= 1e-12
+    # The adjoint: compiled forward steps, eager backward steps (its dynamics call autograd).
+    grads = []
+    for opts in ({"step_size": 0.01}, {"step_size": 0.01, "compile": True}):
+        f.zero_grad()
+        odeint_adjoint(f, y0, t, method="rk4", options=opts)[-1].square().sum().backward()
+        grads.append(f.w1.grad.clone())
+    assert float((grads[0] - grads[1]).abs().max()) <= 1e-10
+    with torch.no_grad(), pytest.raises(NonFiniteStateError, match=r"t=0\.51"):
+        odeint(_TimeMlp(t_nan=0.505), y0, t, method="rk4",
+               options={"step_size": 0.01, "compile": True})
+
+
+def test_compile_is_rejected_for_reversible_heun_and_with_autograd() -> None:
+    y0 = torch.ones(2, 2, dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with pytest.raises(InvalidArgumentError, match="not available for reversible_heun"):
+        odeint(_TimeMlp(), y0, t, method="reversible_heun",
+               options={"step_size": 0.1, "compile": True})
+    with pytest.raises(InvalidArgumentError, match="autograd is recording"):
+        odeint(_TimeMlp(), y0, t, method="rk4", options={"step_size": 0.1, "compile": True})

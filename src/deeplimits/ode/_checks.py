@@ -269,11 +269,16 @@ def check_finite(y: Tensor, t: float, dt: float) -> None:
     """
     total = (y.detach() if y.requires_grad else y).sum()
     if not math.isfinite(float(total)) and not bool(torch.isfinite(y).all()):
-        raise NonFiniteStateError(
-            f"the ODE state became NaN or inf at t={t!r} (step dt={dt!r}); the solution may blow "
-            "up there, or the step is too large for an explicit method (smaller step_size, or "
-            "an adaptive method)"
-        )
+        raise step_nonfinite_error(t, dt)
+
+
+def step_nonfinite_error(t: float, dt: float) -> NonFiniteStateError:
+    """The state after a fixed step ending at ``t`` holds NaN/inf."""
+    return NonFiniteStateError(
+        f"the ODE state became NaN or inf at t={t!r} (step dt={dt!r}); the solution may blow "
+        "up there, or the step is too large for an explicit method (smaller step_size, or an "
+        "adaptive method)"
+    )
 
 
 # The failures of the adaptive loops (host and device), worded once.

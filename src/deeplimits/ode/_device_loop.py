@@ -50,7 +50,14 @@ from deeplimits.ode._options import AdaptiveOptions, SolveStats
 from deeplimits.ode._stepper import rk_step
 from deeplimits.ode._tableaux import ButcherTableau
 
-__all__ = ["clear_graph_cache", "solve_adaptive_device", "use_device_loop"]
+__all__ = [
+    "FIXED_CHUNK",
+    "FixedCompiled",
+    "clear_graph_cache",
+    "fixed_compiled",
+    "solve_adaptive_device",
+    "use_device_loop",
+]
 
 _EPS8 = 8 * 2.220446049250313e-16
 
@@ -281,6 +288,7 @@ def clear_graph_cache() -> None:
     """Drop every cached CUDA graph (and its memory pool) and compiled solve."""
     _GRAPHS.clear()
     _COMPILED.clear()
+    _FIXED.clear()
 
 
 def _graph_key(
@@ -531,6 +539,81 @@ def _run_compiled(fn: Callable[..., Any], *args: Any) -> Any:
     return (st, out[1]) if isinstance(out[0], tuple) else st
 
 
+# Fixed-step methods (FixedStepOptions compile=True)
+
+#: Steps per compiled chunk of a fixed-step solve (a chunk is unrolled in the compiled code:
+#: more steps per call, fewer calls, longer compilation).
+FIXED_CHUNK = 10
+
+
+@dataclass
+class FixedCompiled:
+    """Compiled fixed steps of one module, method and state shape.
+
+    ``chunk(t0, y, h)`` makes ``FIXED_CHUNK`` steps of size ``h`` from ``(t0, y)``, ``single``
+    one; both return the last state and a ``(steps,)`` bool tensor: the state after each step
+    is finite (``t0``, ``h``: 0-d tensors like the state).
+    """
+
+    func_ref: weakref.ref[Any]
+    chunk: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+    single: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+_FIXED: OrderedDict[tuple[Any, ...], FixedCompiled] = OrderedDict()
+
+
+def fixed_compiled(f: Callable[..., Tensor], tableau: ButcherTableau, y: Tensor) -> FixedCompiled:
+    """The compiled steps for ``f`` (a :class:`FlatFuncWrapper` of an ``nn.Module``) on states
+    like ``y``: cached, compiled at their first call.
+
+    Raises:
+        InvalidArgumentError: autograd is recording, or ``func`` is not an ``nn.Module``.
+    """
+    module = f.func if isinstance(f, FlatFuncWrapper) else None
+    reason = _compile_reason(module, y)
+    if reason is not None or not isinstance(f, FlatFuncWrapper) or module is None:
+        raise InvalidArgumentError(f"options compile=True, but {reason}")
+    key = (id(module), tableau.name, tuple(y.shape), y.dtype, str(y.device), FIXED_CHUNK)
+    hit = _FIXED.get(key)
+    if hit is not None and hit.func_ref() is module:
+        _FIXED.move_to_end(key)
+        return hit
+    state, shape = f.state, y.shape
+
+    def ev(t: Tensor, yy: Tensor) -> Tensor:
+        out = module(t, state.unflatten(yy))
+        return state.flatten(out) if state.is_tuple else out.reshape(shape)
+
+    def steps(n: int) -> Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
+        def run(t0: Tensor, yy: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+            ok = []
+            for i in range(n):
+                yy = rk_step(tableau, ev, t0 + i * h, yy, h)[0]
+                ok.append(torch.isfinite(yy).all())
+            return yy, torch.stack(ok)
+
+        return run
+
+    c = FixedCompiled(weakref.ref(module), _fresh_compile(steps(FIXED_CHUNK)),
+                      _fresh_compile(steps(1)))
+    _FIXED[key] = c
+    while len(_FIXED) > _MAX_GRAPHS:
+        _FIXED.popitem(last=False)
+    return c
+
+
+def _compile_reason(module: Any, y: Tensor) -> str | None:
+    """Why ``compile=True`` cannot be used, or ``None``."""
+    if torch.is_grad_enabled() and (y.requires_grad or any(
+        p.requires_grad for p in (module.parameters() if isinstance(module, nn.Module) else ())
+    )):
+        return "autograd is recording (use torch.no_grad() or odeint_adjoint)"
+    if not isinstance(module, nn.Module):
+        return "func is not an nn.Module (graphs and compiled code are cached per module)"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -738,16 +821,11 @@ def _graph_module(
     if backward or (opts.cuda_graph is False and not opts.compile):
         return None  # the adjoint's backward dynamics call autograd: never captured
     module = f.func if isinstance(f, FlatFuncWrapper) else None
-    reason = None
     wanted = "compile=True" if opts.compile else "cuda_graph=True"
     if Y0.device.type not in _GRAPH_DEVICES and not opts.compile:
-        reason = f"the state is on {Y0.device}, not CUDA"
-    elif torch.is_grad_enabled() and (Y0.requires_grad or any(
-        p.requires_grad for p in (module.parameters() if isinstance(module, nn.Module) else ())
-    )):
-        reason = "autograd is recording (use torch.no_grad() or odeint_adjoint)"
-    elif not isinstance(module, nn.Module):
-        reason = "func is not an nn.Module (graphs are cached per module)"
+        reason: str | None = f"the state is on {Y0.device}, not CUDA"
+    else:
+        reason = _compile_reason(module, Y0)
     if reason is not None:
         if opts.cuda_graph or opts.compile:
             raise InvalidArgumentError(f"options {wanted}, but {reason}")

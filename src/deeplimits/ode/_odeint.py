@@ -26,9 +26,11 @@ from deeplimits.ode._checks import (
     check_t,
     check_tolerances,
     max_steps_error,
+    step_nonfinite_error,
     underflow_error,
 )
 from deeplimits.ode._controller import DEFAULT_CONTROLLER
+from deeplimits.ode._device_loop import FixedCompiled
 from deeplimits.ode._interp import DenseCache, dense_eval
 from deeplimits.ode._options import (
     AdaptiveOptions,
@@ -164,6 +166,8 @@ def solve_fixed(
     The NaN/inf check of each new state syncs with the host every step on CPU (cheap there);
     on an accelerator the per-step flags are read every 16 steps (and at the end), so the
     device queue never drains: a failure is then reported for the first bad step all the same.
+    With ``opts.compile`` runs of equal steps without an output time inside them go through
+    compiled chunks (:func:`_compiled_run`).
     """
     grid = build_grid(ts, opts)
     lazy = y0.device.type not in _EAGER_CHECK_DEVICES
@@ -178,8 +182,24 @@ def solve_fixed(
     # The first stage of the first step, here: the wrapper checks func's output on it, and the
     # remaining evaluations go through its lean call.
     k1: Tensor | None = f(grid[0], y0)
+    comp = None
+    if opts.compile:
+        from deeplimits.ode._device_loop import fixed_compiled
+
+        comp = fixed_compiled(f, tableau, y0)
     f = _lean(f)
-    for i in range(len(grid) - 1):
+    i = -1
+    while i < last_i:
+        i += 1
+        if comp is not None and k1 is None:
+            steps = _uniform_run(grid, i, ts[j] if j < n else None, d)
+            if steps:
+                y = _compiled_run(comp, grid, i, steps, y, tableau, stats)
+                i += steps - 1
+                if j < n and ts[j] == grid[i + 1]:
+                    outs.append(y)
+                    j += 1
+                continue
         t, t1 = grid[i], grid[i + 1]
         h = t1 - t
         y1, _, ks = rk_step(tableau, f, t, y, h, k1)
@@ -215,16 +235,50 @@ def solve_fixed(
 _EAGER_CHECK_DEVICES: tuple[str, ...] = ("cpu",)
 
 
+def _uniform_run(grid: list[float], i: int, t_out: float | None, d: float) -> int:
+    """How many steps from ``grid[i]`` have the size of the first and no output time
+    ``t_out`` strictly inside (one may end exactly at it: the run stops there)."""
+    h = grid[i + 1] - grid[i]
+    tol = 1e-12 * max(1.0, abs(h))
+    k = i
+    while k < len(grid) - 1 and abs(grid[k + 1] - grid[k] - h) <= tol:
+        if t_out is not None and d * (t_out - grid[k + 1]) <= 0:
+            return k - i + 1 if t_out == grid[k + 1] else k - i
+        k += 1
+    return k - i
+
+
+def _compiled_run(
+    comp: FixedCompiled, grid: list[float], i: int, steps: int, y: Tensor,
+    tableau: ButcherTableau, stats: SolveStats,
+) -> Tensor:
+    """``steps`` equal steps from ``(grid[i], y)`` in compiled chunks (and single steps);
+    raises for the first step whose state is not finite."""
+    from deeplimits.ode._device_loop import FIXED_CHUNK
+
+    h = grid[i + 1] - grid[i]
+    h_t = torch.scalar_tensor(h, dtype=y.dtype, device=y.device)
+    done = 0
+    while done < steps:
+        n = FIXED_CHUNK if steps - done >= FIXED_CHUNK else 1
+        t0 = torch.scalar_tensor(grid[i + done], dtype=y.dtype, device=y.device)
+        y, ok = (comp.chunk if n == FIXED_CHUNK else comp.single)(t0, y, h_t)
+        flags = ok.tolist()
+        if not all(flags):
+            bad = i + done + flags.index(False) + 1
+            raise step_nonfinite_error(grid[bad], h)
+        done += n
+    stats.accepted_steps += steps
+    stats.nfe_forward += steps * tableau.num_stages  # compiled code runs no Python per call
+    return y
+
+
 def _check_pending(pending: list[tuple[float, float, Tensor]]) -> None:
     """Read the queued finiteness flags with one sync; raise for the first bad step."""
     flags = torch.stack([p[2] for p in pending]).tolist()
     for (t1, h, _), ok in zip(pending, flags, strict=True):
         if not ok:
-            raise NonFiniteStateError(
-                f"the ODE state became NaN or inf at t={t1!r} (step dt={h!r}); the solution may "
-                "blow up there, or the step is too large for an explicit method (smaller "
-                "step_size, or an adaptive method)"
-            )
+            raise step_nonfinite_error(t1, h)
     pending.clear()
 
 
@@ -326,10 +380,6 @@ def solve_adaptive(
     """
     from deeplimits.ode._device_loop import solve_adaptive_device, use_device_loop
 
-    if backward and opts.compile:
-        # The adjoint's backward dynamics call autograd: never compiled; the loop is then
-        # chosen as without the option (the host loop on CPU).
-        opts = dataclasses.replace(opts, compile=False)
     if use_device_loop(opts, y0):
         return solve_adaptive_device(
             f, y0, ts, tableau, opts, rtol, atol, stats, norm_dims, backward
@@ -430,6 +480,10 @@ def solve_flat(
     """Solve on a flat state; returns the state at each of ``ts`` (``ts[0]`` gives ``y0``)."""
     if len(ts) == 1:
         return [y0]
+    if backward and opts.compile:
+        # The adjoint's backward dynamics call autograd: never compiled; the loop is then
+        # chosen as without the option (the host loop on CPU).
+        opts = dataclasses.replace(opts, compile=False)
     tableau = TABLEAUX[method]
     if method in ADAPTIVE_METHODS:
         return solve_adaptive(

@@ -33,12 +33,21 @@ class FixedStepOptions:
             span are ignored, the endpoints ``t[0]`` and ``t[-1]`` are always steps.
         If neither is given the solver steps on ``t`` itself (torchdiffeq's behaviour).
         Output times between grid points are interpolated with a cubic Hermite polynomial.
+        compile: run the steps in compiled chunks (``torch.compile``, ``func`` inlined; chunks
+            of 10 equal steps between output times, single compiled steps for the rest; a step
+            with an output time inside it, and the first step, run eagerly). Needs autograd off
+            and an ``nn.Module`` func, like ``AdaptiveOptions.compile``; a NaN/inf state is
+            reported for the first bad step all the same. The first solve of each module and
+            shape pays the compilation. Default ``False``.
     """
 
     step_size: float | None = None
     grid: Tensor | Sequence[float] | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.compile, bool):
+            raise InvalidTypeError(f"options compile={self.compile!r} must be a bool")
         if self.step_size is not None and self.grid is not None:
             raise InvalidArgumentError("give either options step_size or grid, not both")
         if self.step_size is not None and not (
@@ -60,6 +69,14 @@ class ReversibleHeunOptions(FixedStepOptions):
     """
 
     reversible_backward: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.compile:
+            raise InvalidArgumentError(
+                "options compile=True is not available for reversible_heun; use rk4 or an "
+                "adaptive method, or compile=False"
+            )
 
 
 @dataclass(frozen=True)
