@@ -38,7 +38,9 @@ class FixedStepOptions:
             with an output time inside it, and the first step, run eagerly). Needs autograd off
             and an ``nn.Module`` func, like ``AdaptiveOptions.compile``; a NaN/inf state is
             reported for the first bad step all the same. The first solve of each module and
-            shape pays the compilation. Default ``False``.
+            shape pays the compilation. For small states: on this project's 2-core CPU it made
+            rk4 at batch 16 2.7x faster, but batch 256 and 1024 slower than eager steps
+            (``benchmarks/RESULTS.md``). Default ``False``.
     """
 
     step_size: float | None = None
@@ -121,7 +123,8 @@ class AdaptiveOptions:
             an ``nn.Module`` func: use ``torch.no_grad()`` or ``odeint_adjoint``, whose forward
             pass qualifies). The first solve of each module and shape pays the compilation
             (seconds; measured in ``benchmarks/RESULTS.md``), later ones run the compiled code;
-            func's output is checked on the first solve only. Replaces CUDA-graph capture.
+            func's output is checked on the first solve only. Replaces CUDA-graph capture. For
+            small states: on a 2-core CPU it paid off at batch 16, not at 256 or 1024.
             The adjoint's backward solve is not compiled (its dynamics call autograd).
             Default ``False``.
     """
