@@ -30,7 +30,7 @@ from deeplimits.ode._checks import (
     underflow_error,
 )
 from deeplimits.ode._controller import DEFAULT_CONTROLLER
-from deeplimits.ode._device_loop import FixedCompiled
+from deeplimits.ode._device_loop import FIXED_CHUNK, FixedCompiled, fixed_compiled
 from deeplimits.ode._interp import DenseCache, dense_eval
 from deeplimits.ode._options import (
     AdaptiveOptions,
@@ -182,11 +182,7 @@ def solve_fixed(
     # The first stage of the first step, here: the wrapper checks func's output on it, and the
     # remaining evaluations go through its lean call.
     k1: Tensor | None = f(grid[0], y0)
-    comp = None
-    if opts.compile:
-        from deeplimits.ode._device_loop import fixed_compiled
-
-        comp = fixed_compiled(f, tableau, y0)
+    comp = fixed_compiled(f, tableau, y0) if opts.compile else None
     f = _lean(f)
     i = -1
     while i < last_i:
@@ -194,6 +190,8 @@ def solve_fixed(
         if comp is not None and k1 is None:
             steps = _uniform_run(grid, i, ts[j] if j < n else None, d)
             if steps:
+                if pending:
+                    _check_pending(pending)  # the eager steps before, in order
                 y = _compiled_run(comp, grid, i, steps, y, tableau, stats)
                 i += steps - 1
                 if j < n and ts[j] == grid[i + 1]:
@@ -254,8 +252,6 @@ def _compiled_run(
 ) -> Tensor:
     """``steps`` equal steps from ``(grid[i], y)`` in compiled chunks (and single steps);
     raises for the first step whose state is not finite."""
-    from deeplimits.ode._device_loop import FIXED_CHUNK
-
     h = grid[i + 1] - grid[i]
     h_t = torch.scalar_tensor(h, dtype=y.dtype, device=y.device)
     done = 0
