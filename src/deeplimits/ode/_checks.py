@@ -25,10 +25,14 @@ from deeplimits.ode._options import SolveStats
 __all__ = [
     "FlatFuncWrapper",
     "FlatState",
+    "blow_up_error",
     "check_finite",
     "check_t",
     "check_tolerances",
+    "max_steps_error",
+    "step_nonfinite_error",
     "t_to_floats",
+    "underflow_error",
 ]
 
 
@@ -204,7 +208,6 @@ class FlatFuncWrapper:
         func, stats, dtype, device = self.func, self.stats, st.dtype, st.device
         shape = torch.Size(st.shapes[0])
         scalar = torch.scalar_tensor
-
         backward = self.backward
 
         def call(t: float | Tensor, y: Tensor) -> Tensor:
