@@ -265,8 +265,22 @@ def test_compiled_fixed_steps_match_the_eager_steps() -> None:
         odeint_adjoint(f, y0, t, method="rk4", options=opts)[-1].square().sum().backward()
         grads.append(f.w1.grad.clone())
     assert float((grads[0] - grads[1]).abs().max()) <= 1e-10
+    bad = _TimeMlp(t_nan=0.505)
     with torch.no_grad(), pytest.raises(NonFiniteStateError, match=r"t=0\.51"):
-        odeint(_TimeMlp(t_nan=0.505), y0, t, method="rk4",
+        odeint(bad, y0, t, method="rk4", options={"step_size": 0.01, "compile": True})
+
+
+@pytest.mark.slow
+@_compile_warnings
+def test_compiled_run_reports_an_earlier_eager_step_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deeplimits.ode import _odeint
+
+    monkeypatch.setattr(_odeint, "_EAGER_CHECK_DEVICES", ())  # queued checks, as on a GPU
+    y0 = torch.tensor([[0.5, -0.2], [2.0, 1.0]], dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    # The first step (eager) already turns NaN; the compiled chunks after it would too.
+    with torch.no_grad(), pytest.raises(NonFiniteStateError, match=r"t=0\.01 "):
+        odeint(_TimeMlp(t_nan=0.005), y0, t, method="rk4",
                options={"step_size": 0.01, "compile": True})
 
 
