@@ -292,3 +292,23 @@ def test_compile_is_rejected_for_reversible_heun_and_with_autograd() -> None:
                options={"step_size": 0.1, "compile": True})
     with pytest.raises(InvalidArgumentError, match="autograd is recording"):
         odeint(_TimeMlp(), y0, t, method="rk4", options={"step_size": 0.1, "compile": True})
+
+
+@pytest.mark.parametrize(
+    ("grid", "i", "t_out", "d", "expected"),
+    [
+        ([0.1 * k for k in range(11)], 0, 0.5, 1.0, 5),  # ends exactly at the output time
+        ([0.1 * k for k in range(11)], 0, 0.55, 1.0, 5),  # the 6th step holds it: left out
+        ([0.1 * k for k in range(11)], 5, 0.55, 1.0, 0),  # this step holds it: none
+        ([0.0, 0.3, 0.6, 0.9, 1.0], 0, 1.0, 1.0, 3),  # the shorter last step is left out
+        ([0.0, 0.3, 0.6, 0.9, 1.0], 3, 1.0, 1.0, 1),  # ... and runs on its own
+        ([1.0, 0.75, 0.5, 0.25, 0.0], 0, 0.5, -1.0, 2),  # backwards in time
+        ([0.0, 0.25, 0.5, 0.75, 1.0], 1, None, 1.0, 3),  # no output time left
+    ],
+)
+def test_uniform_run_stops_at_output_times_and_step_changes(
+    grid: list[float], i: int, t_out: float | None, d: float, expected: int
+) -> None:
+    from deeplimits.ode._odeint import _uniform_run
+
+    assert _uniform_run(grid, i, t_out, d) == expected
