@@ -312,3 +312,29 @@ def test_uniform_run_stops_at_output_times_and_step_changes(
     from deeplimits.ode._odeint import _uniform_run
 
     assert _uniform_run(grid, i, t_out, d) == expected
+
+
+@pytest.mark.parametrize("method", ["rk4", "dopri5", "tsit5"])
+def test_stats_count_every_call_of_func(method: str) -> None:
+    calls = {"n": 0}
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return _lotka_volterra(t, y)
+
+    y0 = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    t = torch.linspace(0.0, 3.0, 7, dtype=torch.float64)
+    opts = {"step_size": 0.05} if method == "rk4" else None
+    stats = SolveStats()
+    odeint(f, y0, t, method=method, options=opts, stats=stats)
+    assert stats.nfe_forward == calls["n"] > 0
+    # the adjoint's backward pass counts its own calls (augmented dynamics call func once each)
+    calls["n"] = 0
+    stats = SolveStats()
+    y0g = y0.clone().requires_grad_()
+    ys = odeint_adjoint(f, y0g, t, method=method, options=opts, stats=stats,
+                        adjoint_params=())
+    n_fwd = calls["n"]
+    ys[-1].sum().backward()
+    assert stats.nfe_forward == n_fwd
+    assert stats.nfe_backward == calls["n"] - n_fwd > 0
