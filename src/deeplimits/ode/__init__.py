@@ -6,14 +6,17 @@ Public surface:
 - :class:`ODEBlock`: ``z0 -> z(t1)`` as an ``nn.Module`` with solve statistics.
 - :class:`ButcherTableau`, :data:`TABLEAUX`, :func:`rk_step`: the methods as validated data and
   the one generic explicit Runge-Kutta step.
-- :class:`PIController`, :class:`IController`: step-size control.
+- :class:`PIController`, :class:`IController`: step-size control (the default is
+  ``IController()``).
 - Options: :class:`FixedStepOptions`, :class:`AdaptiveOptions`, :class:`ReversibleHeunOptions`,
   :class:`AdjointOptions`; statistics: :class:`SolveStats`.
 
 Solver loops (one generic stepper, :func:`rk_step`, in all of them): the host loop (default on
-CPU), the device-resident loop with optional CUDA-graph replay (default on CUDA) and per-sample
-step sizes (``AdaptiveOptions(per_sample=True)``); speed against torchdiffeq and torchode is
-measured by ``benchmarks/ode_peers.py`` (``benchmarks/RESULTS.md``).
+CPU), the device-resident loop with optional CUDA-graph replay (default on CUDA), per-sample
+step sizes (``AdaptiveOptions(per_sample=True)``) and, opt-in, the loops compiled together with
+``func`` by ``torch.compile`` (``compile=True``: for small states solved many times); speed
+against torchdiffeq and torchode is measured by ``benchmarks/ode_peers.py``
+(``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
