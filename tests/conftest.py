@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny experiments that run in milliseconds, for framework tests."""
+"""Shared fixtures: tiny experiments that run in milliseconds, for framework tests; the
+``compiles`` marker for tests that run torch.compile."""
 
 from __future__ import annotations
 
@@ -16,6 +17,22 @@ from deeplimits.experiments import (
     Table,
     Verdict,
 )
+
+#: Warnings torch itself emits while it compiles (torch 2.13), not about this package's code.
+_COMPILE_WARNINGS = (
+    "ignore:The .grad attribute of a Tensor that is not a leaf",
+    "ignore:.*autograd.function.Function'> should not be instantiated",
+    "ignore:`torch.jit.script_method` is deprecated",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``compiles`` are slow and ignore torch's own compile-time warnings."""
+    for item in items:
+        if item.get_closest_marker("compiles") is not None:
+            item.add_marker(pytest.mark.slow)
+            for text in _COMPILE_WARNINGS:
+                item.add_marker(pytest.mark.filterwarnings(text))
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,7 @@ from torch import nn
 
 from deeplimits.ode import ODEBlock
 
-pytestmark = [
-    pytest.mark.slow,
-    # Dynamo itself reads .grad of non-leaf tensors while it inspects the graph (torch 2.13).
-    pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf"),
-    pytest.mark.filterwarnings("ignore:.*autograd.function.Function'> should not be instantiated"),
-    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated"),
-]
+pytestmark = pytest.mark.compiles
 
 
 class _F(nn.Module):

@@ -232,18 +232,8 @@ class _TimeMlp(torch.nn.Module):
         return torch.where(t > self.t_nan, torch.full_like(out, math.nan), out)
 
 
-def _compile_warnings(fn):  # type: ignore[no-untyped-def]
-    """torch's own warnings while it compiles (torch 2.13; as in tests/test_compile.py)."""
-    for text in (
-        "ignore:The .grad attribute of a Tensor that is not a leaf",
-        "ignore:`torch.jit.script_method` is deprecated",
-    ):
-        fn = pytest.mark.filterwarnings(text)(fn)
-    return fn
 
-
-@pytest.mark.slow
-@_compile_warnings
+@pytest.mark.compiles
 def test_compiled_fixed_steps_match_the_eager_steps() -> None:
     f = _TimeMlp()
     y0 = torch.tensor([[0.5, -0.2], [2.0, 1.0], [0.01, 0.0]], dtype=torch.float64)
@@ -270,8 +260,7 @@ def test_compiled_fixed_steps_match_the_eager_steps() -> None:
         odeint(bad, y0, t, method="rk4", options={"step_size": 0.01, "compile": True})
 
 
-@pytest.mark.slow
-@_compile_warnings
+@pytest.mark.compiles
 def test_compiled_run_reports_an_earlier_eager_step_first(monkeypatch: pytest.MonkeyPatch) -> None:
     from deeplimits.ode import _odeint
 

@@ -191,8 +191,17 @@ class FlatFuncWrapper:
             t0 = float(t.reshape(-1)[0]) if isinstance(t, Tensor) else float(t)
             self._check_output(out, t0, y)
             self.checked = True
-        if st.is_tuple:
-            return st.flatten(out)
+        return self._like(out, y)
+
+    def raw(self, t: Tensor, y: Tensor) -> Tensor:
+        """``func`` on the solver's state without counting or checking: for compiled code,
+        which runs no Python per call (the caller counts, the first eager call checked)."""
+        return self._like(self.func(t, self.state.unflatten(y)), y)
+
+    def _like(self, out: Any, y: Tensor) -> Tensor:
+        """func's output laid out like the solver's state ``y``."""
+        if self.state.is_tuple:
+            return self.state.flatten(out)
         return out if out.shape == y.shape else out.reshape(y.shape)
 
     def fast(self) -> Callable[[float | Tensor, Tensor], Tensor]:

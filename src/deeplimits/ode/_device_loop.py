@@ -281,7 +281,25 @@ class _Graph:
 
 
 _GRAPHS: OrderedDict[tuple[Any, ...], _Graph | None] = OrderedDict()
-_MAX_GRAPHS = 8
+_MAX_GRAPHS = 8  # entries per cache (graphs, compiled solves, compiled fixed steps)
+
+
+def _lru_get(
+    cache: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...], module: nn.Module
+) -> Any:
+    """The entry of ``module`` under ``key`` (marked as just used), or ``None``."""
+    entry = cache.get(key)
+    if entry is not None and entry.func_ref() is module:
+        cache.move_to_end(key)
+        return entry
+    return None
+
+
+def _lru_put(cache: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...], value: Any) -> None:
+    """Store ``value`` (``None``: remembered failure) and drop the least recently used."""
+    cache[key] = value
+    while len(cache) > _MAX_GRAPHS:
+        cache.popitem(last=False)
 
 
 def clear_graph_cache() -> None:
@@ -457,6 +475,21 @@ _COMPILED: OrderedDict[tuple[Any, ...], _Compiled] = OrderedDict()
 _COMPILE_OPTIONS: dict[str, Any] = {"cpp_wrapper": True}
 
 
+def _row_func(
+    call: Callable[[Tensor, Tensor], Tensor], shape: tuple[int, ...], per_sample: bool
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """``call`` (on states of ``shape``) as the loop's ``ev``: times ``(R, 1)`` and states
+    ``(R, M)``, with ``R`` the batch (per-sample) or 1."""
+    R = shape[0] if per_sample else 1
+    M = math.prod(shape) // R if R else 0
+
+    def ev(t: Tensor, Y: Tensor) -> Tensor:
+        targ = t.reshape(R) if per_sample else t.reshape(())
+        return call(targ, Y.reshape(shape)).reshape(R, M)
+
+    return ev
+
+
 def _fresh_compile(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``torch.compile`` of a copy of ``fn`` with its own code object.
 
@@ -475,43 +508,23 @@ def _new_compiled(
     per_sample: bool, k: int, rows_t: bool, first_step: float | None, start_evals: int,
 ) -> _Compiled:
     """Compiled blocks for this key (compiled at their first call), cached."""
-    R = shape[0] if per_sample else 1
-    M = math.prod(shape) // R if R else 0
-    state = f.state
-
-    def ev(t: Tensor, Y: Tensor) -> Tensor:
-        targ = t.reshape(R) if per_sample else t.reshape(())
-        out = module(targ, state.unflatten(Y.reshape(shape)))
-        return (state.flatten(out) if state.is_tuple else out).reshape(R, M)
-
-    raw = dataclasses.replace(lp, ev=ev)
+    raw = dataclasses.replace(lp, ev=_row_func(f.raw, shape, per_sample))
 
     def start(Y0: Tensor, ts: Tensor) -> tuple[Tensor, ...]:
         return _start(raw, Y0, ts, rows_t, first_step, raw.tableau.order)[0]
 
-    def block(st: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], Tensor]:
-        for _ in range(k):
-            st = _attempt(raw, st)
-        return st, _flag_values(raw, st)
+    def attempts(n: int) -> Callable[[tuple[Tensor, ...]], tuple[tuple[Tensor, ...], Tensor]]:
+        def run(st: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], Tensor]:
+            for _ in range(n):
+                st = _attempt(raw, st)
+            return st, _flag_values(raw, st)
 
-    def block1(st: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], Tensor]:
-        st = _attempt(raw, st)
-        return st, _flag_values(raw, st)
+        return run
 
-    c = _Compiled(weakref.ref(module), raw, _fresh_compile(start), _fresh_compile(block),
-                  _fresh_compile(block1), start_evals)
-    _COMPILED[key] = c
-    while len(_COMPILED) > _MAX_GRAPHS:
-        _COMPILED.popitem(last=False)
+    c = _Compiled(weakref.ref(module), raw, _fresh_compile(start), _fresh_compile(attempts(k)),
+                  _fresh_compile(attempts(1)), start_evals)
+    _lru_put(_COMPILED, key, c)
     return c
-
-
-def _cached_compiled(key: tuple[Any, ...], module: nn.Module) -> _Compiled | None:
-    entry = _COMPILED.get(key)
-    if entry is not None and entry.func_ref() is module:
-        _COMPILED.move_to_end(key)
-        return entry
-    return None
 
 
 def _run_compiled(fn: Callable[..., Any], *args: Any) -> Any:
@@ -574,16 +587,11 @@ def fixed_compiled(f: Callable[..., Tensor], tableau: ButcherTableau, y: Tensor)
     reason = _compile_reason(module, y)
     if reason is not None or not isinstance(f, FlatFuncWrapper) or module is None:
         raise InvalidArgumentError(f"options compile=True, but {reason}")
-    key = (id(module), tableau.name, tuple(y.shape), y.dtype, str(y.device), FIXED_CHUNK)
-    hit = _FIXED.get(key)
-    if hit is not None and hit.func_ref() is module:
-        _FIXED.move_to_end(key)
+    key = (id(module), tableau.name, tuple(y.shape), y.dtype, str(y.device))
+    hit = _lru_get(_FIXED, key, module)
+    if hit is not None:
         return hit
-    state, shape = f.state, y.shape
-
-    def ev(t: Tensor, yy: Tensor) -> Tensor:
-        out = module(t, state.unflatten(yy))
-        return state.flatten(out) if state.is_tuple else out.reshape(shape)
+    ev = f.raw
 
     def steps(n: int) -> Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
         def run(t0: Tensor, yy: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -597,9 +605,7 @@ def fixed_compiled(f: Callable[..., Tensor], tableau: ButcherTableau, y: Tensor)
 
     c = FixedCompiled(weakref.ref(module), _fresh_compile(steps(FIXED_CHUNK)),
                       _fresh_compile(steps(1)))
-    _FIXED[key] = c
-    while len(_FIXED) > _MAX_GRAPHS:
-        _FIXED.popitem(last=False)
+    _lru_put(_FIXED, key, c)
     return c
 
 
@@ -622,7 +628,7 @@ def _loop_constants(tableau: ButcherTableau, dtype: torch.dtype, device: torch.d
 ]:
     """``coef, powers, c_row, zero`` of :class:`_Loop`, built once per tableau, dtype and
     device (each build is a host-to-device copy)."""
-    key = (tableau.name, tableau, dtype, str(device))
+    key = (tableau, dtype, str(device))
     hit = _CONSTANTS.get(key)
     if hit is None:
         hit = (
@@ -701,9 +707,9 @@ def solve_adaptive_device(
     graph = comp = None
     if key is not None and module is not None:
         if opts.compile:
-            comp = _cached_compiled(key, module)
+            comp = _lru_get(_COMPILED, key, module)
         else:
-            graph = _cached_graph(key, module)
+            graph = _lru_get(_GRAPHS, key, module)
     if comp is not None:
         st = _run_compiled(comp.start, Y0, ts_host.to(device))
         lp, start_evals = comp.loop, comp.start_evals
@@ -717,10 +723,7 @@ def solve_adaptive_device(
         stats.nfe_forward += start_evals  # a CUDA replay runs no Python: func does not count
     else:
         ts_dev = ts_host.to(device)
-        def ev(t: Tensor, Y: Tensor) -> Tensor:
-            targ = t.reshape(R) if per_sample else t.reshape(())
-            return f(targ, Y.reshape(shape)).reshape(R, M)
-
+        ev = _row_func(f, shape, per_sample)
         coef, powers, c_row, zero = _loop_constants(tableau, dtype, device)
         nd = norm_dims
         lp = _Loop(
@@ -833,12 +836,6 @@ def _graph_module(
     return module
 
 
-def _cached_graph(key: tuple[Any, ...], module: nn.Module) -> _Graph | None:
-    entry = _GRAPHS.get(key)
-    if isinstance(entry, _Graph) and entry.func_ref() is module:
-        _GRAPHS.move_to_end(key)
-        return entry
-    return None
 
 
 def _new_graph(
@@ -869,13 +866,11 @@ def _new_graph(
             ) from e
         if Y.device.type == "cuda":
             torch.cuda.synchronize()
-        _GRAPHS[key] = None
+        _lru_put(_GRAPHS, key, None)
         return None
     finally:
         stats.nfe_forward, stats.nfe_backward = counts  # warm-up and capture calls
     g = _Graph(weakref.ref(module), graph, graph1, start, b.static, b.flags, b.y0_in, b.ts_in,
                start_evals, lp)
-    _GRAPHS[key] = g
-    while len(_GRAPHS) > _MAX_GRAPHS:
-        _GRAPHS.popitem(last=False)
+    _lru_put(_GRAPHS, key, g)
     return g

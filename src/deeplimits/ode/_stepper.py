@@ -107,12 +107,7 @@ def rk_step(
                 yi.add_(ks[j], alpha=h * cj)
             ks.append(func(t + ci * h if times is None else times[i], yi))  # type: ignore[operator]
         y_new = yi if tableau.fsal else combine(y, ks, tableau.b_terms, h)
-        y_err = None
-        if tableau.err_terms:
-            (j0, c0), *rest = tableau.err_terms
-            y_err = ks[j0] * (h * c0)
-            for j, cj in rest:
-                y_err.add_(ks[j], alpha=h * cj)
+        y_err = _weighted_sum(ks, tableau.err_terms, h) if tableau.err_terms else None
         return y_new, y_err, ks
     c = tableau.c
     stage_terms = tableau.stage_terms
