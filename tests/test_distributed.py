@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 SCRIPT = textwrap.dedent(
     """
-    import os, sys
+    import gc, os, sys
     import torch
     import torch.distributed as dist
     from torch import nn
@@ -60,7 +60,12 @@ SCRIPT = textwrap.dedent(
         if rank == 0:
             torch.save(g, out)
         # Without a barrier a rank can tear gloo down while the other is still in it: abort.
+        # DDP's reducer holds the process group: drop it first, so no gloo thread outlives
+        # destroy_process_group into interpreter shutdown ("terminate called without an
+        # active exception" under load).
         dist.barrier()
+        del model
+        gc.collect()
         dist.destroy_process_group()
     else:
         torch.save(grads(build(method), x, y), out)
