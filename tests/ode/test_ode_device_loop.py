@@ -352,6 +352,31 @@ def test_compiled_solves_match_the_host_loop_and_are_reused() -> None:
 
 
 @pytest.mark.compiles
+@torch.no_grad()
+def test_compiled_blocks_are_captured_and_replayed_like_eager_ones(eager_graphs) -> None:  # type: ignore[no-untyped-def]
+    f = _Mlp()
+    t = torch.tensor([0.0, 0.4, 1.5], dtype=F64)
+    for scale in (1.0, 2.0, 2.0):  # later solves: the cached graph of compiled code, a new y0
+        if scale == 2.0 and len(eager_graphs._GRAPHS):
+            f.w2.mul_(0.9)  # in-place parameter update: seen by the replays
+        y0 = _mixed_batch() * scale
+        host, comp = SolveStats(), SolveStats()
+        ref = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=host)
+        out = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=comp, options={"compile": True})
+        assert comp.compiled and comp.cuda_graph_used
+        assert comp.accepted_steps == host.accepted_steps
+        assert host.nfe_forward <= comp.nfe_forward <= host.nfe_forward + 3 * 6
+        assert float((out - ref).abs().max()) <= 1e-10
+    (entry,) = eager_graphs._GRAPHS.values()
+    assert entry.compiled and len(eager_graphs._COMPILED) == 1
+    plain = SolveStats()  # cuda_graph=False: the compiled blocks without a graph
+    out = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=plain,
+                 options={"compile": True, "cuda_graph": False})
+    assert plain.compiled and not plain.cuda_graph_used
+    assert float((out - ref).abs().max()) <= 1e-10
+
+
+@pytest.mark.compiles
 def test_adjoint_with_a_compiled_forward_matches_the_eager_adjoint() -> None:
     f = _Mlp()
     y0 = _mixed_batch().requires_grad_()
@@ -377,8 +402,9 @@ def test_compile_needs_autograd_off_and_a_module() -> None:
         odeint(_van_der_pol, y0, t, options={"compile": True})
     with pytest.raises(InvalidArgumentError, match="drop device_loop=False"):
         AdaptiveOptions(compile=True, device_loop=False)
-    with pytest.raises(InvalidArgumentError, match="exclude each other"):
-        AdaptiveOptions(compile=True, cuda_graph=True)
+    with torch.no_grad(), pytest.raises(InvalidArgumentError,
+                                        match="cuda_graph=True, but the state is on cpu"):
+        odeint(_Mlp(), y0, t, options={"compile": True, "cuda_graph": True})
 
 
 def test_fixed_step_lazy_nan_check_reports_the_first_bad_step(
@@ -426,6 +452,27 @@ def test_cuda_graph_replay_matches_the_cpu_host_loop(method: str) -> None:
         exp = ref if k == 0 else odeint(f, y0 * 2, t, rtol=1e-8, atol=1e-10, method=method)
         assert float((out.cpu() - exp.detach()).abs().max()) <= 1e-9
     assert s.accepted_steps == ref_stats.accepted_steps or k == 1
+
+
+@CUDA
+@pytest.mark.cuda
+@pytest.mark.compiles
+@torch.no_grad()
+def test_compiled_cuda_graph_solves_match_the_cpu_host_loop() -> None:
+    from deeplimits.ode import _device_loop as dl
+
+    f, fc = _Mlp(), _Mlp().cuda()
+    y0 = _mixed_batch()
+    t = torch.tensor([0.0, 0.4, 1.5], dtype=F64)
+    ref = odeint(f, y0, t, rtol=1e-8, atol=1e-10)
+    for k in range(2):  # second call: the cached graph of compiled blocks, a new initial state
+        s = SolveStats()
+        out = odeint(fc, (y0 * (1 + k)).cuda(), t.cuda(), rtol=1e-8, atol=1e-10, stats=s,
+                     options={"compile": True})
+        assert s.compiled and s.cuda_graph_used
+        exp = ref if k == 0 else odeint(f, y0 * 2, t, rtol=1e-8, atol=1e-10)
+        assert float((out.cpu() - exp).abs().max()) <= 1e-9
+    dl.clear_graph_cache()
 
 
 @CUDA

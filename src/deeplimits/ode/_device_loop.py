@@ -19,7 +19,10 @@ PyTorch").
 
 On CUDA, ``sync_every`` attempts can be captured once in a CUDA graph (static input/output
 buffers, warm-up on a side stream, as in PyTorch's ``torch.cuda.graphs`` documentation) and
-replayed; the graph is cached per ``nn.Module`` func, shapes and options.
+replayed; the graph is cached per ``nn.Module`` func, shapes and options. With
+``compile=True`` the start and the blocks of attempts are compiled by ``torch.compile`` (func
+inlined); on CUDA those compiled blocks are what the graphs capture (fused kernels, replayed
+without launch costs; tested on CPU with an eager stand-in for the capture, not yet on a GPU).
 """
 
 from __future__ import annotations
@@ -249,6 +252,32 @@ def _start(
     return st, evals
 
 
+#: ``state -> (state after some attempts, _flag_values)``: eager or compiled.
+Runner = Callable[[tuple[Tensor, ...]], tuple[tuple[Tensor, ...], Tensor]]
+#: ``(Y0, ts) -> state at the start``: eager or compiled.
+Starter = Callable[[Tensor, Tensor], tuple[Tensor, ...]]
+
+
+def _attempts(lp: _Loop, n: int) -> Runner:
+    """``n`` attempts, then the flags (the body of a graph block and of a compiled block)."""
+
+    def run(st: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], Tensor]:
+        for _ in range(n):
+            st = _attempt(lp, st)
+        return st, _flag_values(lp, st)
+
+    return run
+
+
+def _starter(lp: _Loop, rows_t: bool, first_step: float | None) -> Starter:
+    """The solve's start as a function of ``(Y0, ts)`` only."""
+
+    def start(Y0: Tensor, ts: Tensor) -> tuple[Tensor, ...]:
+        return _start(lp, Y0, ts, rows_t, first_step, lp.tableau.order)[0]
+
+    return start
+
+
 def _flag_values(lp: _Loop, st: tuple[Tensor, ...]) -> Tensor:
     """``(4,)``: all rows done, any underflow, any NaN failure, most steps left (estimated
     from the next step size), in the state's dtype; read with one host sync."""
@@ -278,6 +307,7 @@ class _Graph:
     # The capture's constants (coefficient tensors, ...): the graph reads their memory at
     # replay, so they must live as long as the graph.
     loop: _Loop
+    compiled: bool  # the captured blocks are compiled code (options compile=True)
 
 
 _GRAPHS: OrderedDict[tuple[Any, ...], _Graph | None] = OrderedDict()
@@ -312,51 +342,45 @@ def clear_graph_cache() -> None:
 def _graph_key(
     func: nn.Module, y0: Tensor, ts_shape: tuple[int, ...], tableau: ButcherTableau,
     rtol: float, atol: float, ctrl: PIController, d: float, norm_dims: int | None,
-    opts: AdaptiveOptions,
+    opts: AdaptiveOptions, graph: bool,
 ) -> tuple[Any, ...]:
-    """The cache key of a graph (or compiled) solve. A CUDA graph reads the parameters' and
-    buffers' memory, so their addresses are part of its key; compiled code is guarded by
-    torch.compile itself (a replaced parameter recompiles), so for it they are left out."""
-    if opts.compile:
-        params: tuple[int, ...] = ()
-        buffers: tuple[int, ...] = ()
-    else:
+    """The cache key of a graph (``graph``) or compiled solve. A CUDA graph reads the
+    parameters' and buffers' memory, so their addresses are part of its key; compiled code is
+    guarded by torch.compile itself (a replaced parameter recompiles), so for it they are left
+    out."""
+    if graph:
         params = tuple(p.data_ptr() for p in func.parameters())
         buffers = tuple(b.data_ptr() for b in func.buffers())
+    else:
+        params = buffers = ()
     return (
         id(func), params, buffers, tableau.name, tuple(y0.shape), y0.dtype, str(y0.device),
         ts_shape, rtol, atol, ctrl, d, norm_dims, opts.sync_every, opts.per_sample,
-        opts.first_step,
+        opts.first_step, opts.compile,
     )
 
 
-def _make_block(
-    lp: _Loop, static: tuple[Tensor, ...], flags: Tensor, k: int
-) -> Callable[[], None]:
-    """``k`` attempts from the static state, written back into it, then the flags (the
+def _make_block(run: Runner, static: tuple[Tensor, ...], flags: Tensor) -> Callable[[], None]:
+    """``run``'s attempts from the static state, written back into it, and its flags (the
     captured work: a replay and one read of ``flags`` is all a sync costs)."""
 
     def block() -> None:
-        cur = static
-        for _ in range(k):
-            cur = _attempt(lp, cur)
+        cur, fl = run(static)
         for s, c in zip(static, cur, strict=True):
             if s is not c:
                 s.copy_(c)
-        flags.copy_(_flag_values(lp, static))
+        flags.copy_(fl)
 
     return block
 
 
 def _make_start_block(
-    lp: _Loop, static: tuple[Tensor, ...], y0_in: Tensor, ts_in: Tensor, rows_t: bool,
-    first_step: float | None,
+    start: Starter, static: tuple[Tensor, ...], y0_in: Tensor, ts_in: Tensor
 ) -> Callable[[], None]:
     """The solve's start from the static inputs, written into the static state."""
 
     def block() -> None:
-        st, _ = _start(lp, y0_in, ts_in, rows_t, first_step, lp.tableau.order)
-        for s, x in zip(static, st, strict=True):
+        for s, x in zip(static, start(y0_in, ts_in), strict=True):
             if s is not x:
                 s.copy_(x)
 
@@ -377,7 +401,7 @@ class _Blocks:
 
 
 def _blocks(
-    lp: _Loop, st: tuple[Tensor, ...], k: int, rows_t: bool, first_step: float | None
+    st: tuple[Tensor, ...], run_k: Runner, run_1: Runner, start: Starter
 ) -> tuple[_Blocks, tuple[Tensor, ...]]:
     """Static copies of the state and inputs, the blocks on them, and a copy to restore."""
     static = tuple(x.clone() for x in st)
@@ -386,24 +410,25 @@ def _blocks(
     y0_in = st[_IDX["Y"]].clone()
     ts_in = st[_IDX["ts"]].clone()
     b = _Blocks(
-        static, flags, y0_in, ts_in, _make_block(lp, static, flags, k),
-        _make_block(lp, static, flags, 1),
-        _make_start_block(lp, static, y0_in, ts_in, rows_t, first_step),
+        static, flags, y0_in, ts_in, _make_block(run_k, static, flags),
+        _make_block(run_1, static, flags), _make_start_block(start, static, y0_in, ts_in),
     )
     return b, init
 
 
 def _capture(
-    lp: _Loop, st: tuple[Tensor, ...], k: int, rows_t: bool, first_step: float | None
+    st: tuple[Tensor, ...], run_k: Runner, run_1: Runner, start: Starter
 ) -> tuple[Any, Any, Any, _Blocks]:
-    """Capture ``k`` attempts, 1 attempt and the start, all on the same static buffers.
+    """Capture ``run_k`` (``k`` attempts), ``run_1`` (1 attempt) and the start, all on the
+    same static buffers; the runners are eager or compiled code (compiled: the warm-up runs
+    compile them, so the capture records their kernels only).
 
     Follows the recipe of PyTorch's CUDA-graph docs: warm up on a side stream, capture with
     ``torch.cuda.graph``, replay after copying new inputs into the static tensors. Warm-up runs
     mutate the static state, so it is restored afterwards. All graphs read and write the same
     static buffers, so a solve can switch between them without copies.
     """
-    b, init = _blocks(lp, st, k, rows_t, first_step)
+    b, init = _blocks(st, run_k, run_1, start)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -432,11 +457,11 @@ class _EagerReplay:
 
 
 def _capture_eager(
-    lp: _Loop, st: tuple[Tensor, ...], k: int, rows_t: bool, first_step: float | None
+    st: tuple[Tensor, ...], run_k: Runner, run_1: Runner, start: Starter
 ) -> tuple[Any, Any, Any, _Blocks]:
     """:func:`_capture` without CUDA (same static buffers, warm-up and restore), so tests on
     CPU exercise the whole graph path except the capture itself."""
-    b, init = _blocks(lp, st, k, rows_t, first_step)
+    b, init = _blocks(st, run_k, run_1, start)
     for _ in range(3):  # two warm-ups and the "capture"
         b.start()
         b.steps()
@@ -461,17 +486,19 @@ class _Compiled:
 
     func_ref: weakref.ref[Any]
     loop: _Loop  # its ``ev`` calls the module directly: no counting inside compiled code
-    start: Callable[[Tensor, Tensor], tuple[Tensor, ...]]  # (Y0, ts) -> state
-    block: Callable[[tuple[Tensor, ...]], tuple[tuple[Tensor, ...], Tensor]]  # k attempts
-    block1: Callable[[tuple[Tensor, ...]], tuple[tuple[Tensor, ...], Tensor]]  # 1 attempt
+    start: Starter
+    block: Runner  # k attempts
+    block1: Runner  # 1 attempt
     start_evals: int
 
 
 #: Compiled solves, least recently used first; an entry keeps its module alive (its ``ev``
 #: calls it), so at most ``_MAX_GRAPHS`` modules are held.
 _COMPILED: OrderedDict[tuple[Any, ...], _Compiled] = OrderedDict()
-#: Inductor's C++ wrapper: a block launches dozens of small kernels, and the default Python
-#: wrapper's per-kernel calls would again be a dispatch cost per op, the thing compiling removes.
+#: Inductor's C++ wrapper on CPU: a block launches dozens of small kernels, and the default
+#: Python wrapper's per-kernel calls would again be a dispatch cost per op, the thing compiling
+#: removes. On CUDA the compiled blocks are captured in a CUDA graph, whose replay runs no
+#: wrapper at all, so the Python wrapper is kept there (no C++ build at compile time).
 _COMPILE_OPTIONS: dict[str, Any] = {"cpp_wrapper": True}
 
 
@@ -490,7 +517,7 @@ def _row_func(
     return ev
 
 
-def _fresh_compile(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _fresh_compile(fn: Callable[..., Any], device: torch.device) -> Callable[..., Any]:
     """``torch.compile`` of a copy of ``fn`` with its own code object.
 
     Dynamo keeps its compiled variants per code object, up to a recompile limit; the blocks of
@@ -500,7 +527,8 @@ def _fresh_compile(fn: Callable[..., Any]) -> Callable[..., Any]:
     fresh = types.FunctionType(
         fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
     )
-    return torch.compile(fresh, dynamic=False, options=_COMPILE_OPTIONS)
+    options = _COMPILE_OPTIONS if device.type == "cpu" else {}
+    return torch.compile(fresh, dynamic=False, options=options)
 
 
 def _new_compiled(
@@ -509,20 +537,11 @@ def _new_compiled(
 ) -> _Compiled:
     """Compiled blocks for this key (compiled at their first call), cached."""
     raw = dataclasses.replace(lp, ev=_row_func(f.raw, shape, per_sample))
-
-    def start(Y0: Tensor, ts: Tensor) -> tuple[Tensor, ...]:
-        return _start(raw, Y0, ts, rows_t, first_step, raw.tableau.order)[0]
-
-    def attempts(n: int) -> Callable[[tuple[Tensor, ...]], tuple[tuple[Tensor, ...], Tensor]]:
-        def run(st: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], Tensor]:
-            for _ in range(n):
-                st = _attempt(raw, st)
-            return st, _flag_values(raw, st)
-
-        return run
-
-    c = _Compiled(weakref.ref(module), raw, _fresh_compile(start), _fresh_compile(attempts(k)),
-                  _fresh_compile(attempts(1)), start_evals)
+    dev = lp.zero.device
+    c = _Compiled(weakref.ref(module), raw,
+                  _fresh_compile(_starter(raw, rows_t, first_step), dev),
+                  _fresh_compile(_attempts(raw, k), dev), _fresh_compile(_attempts(raw, 1), dev),
+                  start_evals)
     _lru_put(_COMPILED, key, c)
     return c
 
@@ -603,8 +622,8 @@ def fixed_compiled(f: Callable[..., Tensor], tableau: ButcherTableau, y: Tensor)
 
         return run
 
-    c = FixedCompiled(weakref.ref(module), _fresh_compile(steps(FIXED_CHUNK)),
-                      _fresh_compile(steps(1)))
+    c = FixedCompiled(weakref.ref(module), _fresh_compile(steps(FIXED_CHUNK), y.device),
+                      _fresh_compile(steps(1), y.device))
     _lru_put(_FIXED, key, c)
     return c
 
@@ -701,26 +720,29 @@ def solve_adaptive_device(
     first_step = None if opts.first_step is None else float(opts.first_step)
     Y0 = y0.reshape(R, M)
     ts_host = torch.tensor(ts, dtype=dtype)  # (T,) or (R, T), on the host
-    module = _graph_module(f, Y0, opts, backward)
-    key = None if module is None else _graph_key(
-        module, Y0, tuple(ts_host.shape), tableau, rtol, atol, ctrl, d, norm_dims, opts)
-    graph = comp = None
-    if key is not None and module is not None:
-        if opts.compile:
-            comp = _lru_get(_COMPILED, key, module)
-        else:
-            graph = _lru_get(_GRAPHS, key, module)
-    if comp is not None:
-        st = _run_compiled(comp.start, Y0, ts_host.to(device))
-        lp, start_evals = comp.loop, comp.start_evals
-        stats.nfe_forward += start_evals  # compiled code does not count: func is called raw
-    elif graph is not None:
+    module, capture = _graph_module(f, Y0, opts, backward)
+    gkey = ckey = None
+    graph: _Graph | None = None
+    comp: _Compiled | None = None
+    if module is not None:
+        args = (module, Y0, tuple(ts_host.shape), tableau, rtol, atol, ctrl, d, norm_dims, opts)
+        if capture:
+            gkey = _graph_key(*args, graph=True)
+            graph = _lru_get(_GRAPHS, gkey, module)
+        if opts.compile and graph is None:
+            ckey = _graph_key(*args, graph=False)
+            comp = _lru_get(_COMPILED, ckey, module)
+    if graph is not None:
         # Replayed start: y0 and the times in, one replay; the state is the static one.
         graph.y0_in.copy_(Y0)
         graph.ts_in.copy_(ts_host)
         graph.start.replay()
         lp, st, start_evals = graph.loop, graph.static, graph.start_evals
         stats.nfe_forward += start_evals  # a CUDA replay runs no Python: func does not count
+    elif comp is not None:
+        st = _run_compiled(comp.start, Y0, ts_host.to(device))
+        lp, start_evals = comp.loop, comp.start_evals
+        stats.nfe_forward += start_evals  # compiled code does not count: func is called raw
     else:
         ts_dev = ts_host.to(device)
         ev = _row_func(f, shape, per_sample)
@@ -734,18 +756,19 @@ def solve_adaptive_device(
             zero=zero,
         )
         st, start_evals = _start(lp, Y0, ts_dev, rows_t, first_step, tableau.order)
-        if key is not None and module is not None and isinstance(f, FlatFuncWrapper):
-            if opts.compile:
-                comp = _new_compiled(key, module, f, lp, shape, per_sample, opts.sync_every,
-                                     rows_t, first_step, start_evals)
-            else:
-                graph = _new_graph(key, module, lp, st, opts, rows_t, first_step,
-                                   start_evals, stats)
-                if graph is not None:
-                    st = graph.static  # the capture left it equal to st
+        if ckey is not None and module is not None and isinstance(f, FlatFuncWrapper):
+            comp = _new_compiled(ckey, module, f, lp, shape, per_sample, opts.sync_every,
+                                 rows_t, first_step, start_evals)
+    if graph is None and gkey is not None and module is not None:
+        # A new graph (its first solve, or after the parameters were replaced): captured from
+        # this start, of the compiled blocks with compile=True, else of the eager ones.
+        graph = _new_graph(gkey, module, lp, st, opts, rows_t, first_step, start_evals,
+                           stats, comp)
+        if graph is not None:
+            st = graph.static  # the capture left it equal to st
     if not backward:  # the adjoint's backward solves never use graphs; keep the forward's flag
         stats.cuda_graph_used = graph is not None
-        stats.compiled = comp is not None
+        stats.compiled = comp is not None or (graph is not None and graph.compiled)
     k = opts.sync_every
     attempts = 0
     n_est = k
@@ -815,27 +838,29 @@ def solve_adaptive_device(
 
 def _graph_module(
     f: Callable[[Any, Tensor], Tensor], Y0: Tensor, opts: AdaptiveOptions, backward: bool
-) -> nn.Module | None:
-    """The ``nn.Module`` whose solves can be replayed from a CUDA graph, or ``None``.
+) -> tuple[nn.Module | None, bool]:
+    """``(module, capture)``: the ``nn.Module`` whose solves can be cached (replayed from a
+    CUDA graph, or compiled with ``compile=True``), or ``None``; and whether to capture.
 
     Raises:
-        InvalidArgumentError: ``cuda_graph=True`` where no graph can be used.
+        InvalidArgumentError: ``cuda_graph=True`` or ``compile=True`` where they cannot be used.
     """
     if backward or (opts.cuda_graph is False and not opts.compile):
-        return None  # the adjoint's backward dynamics call autograd: never captured
+        return None, False  # the adjoint's backward dynamics call autograd: never captured
     module = f.func if isinstance(f, FlatFuncWrapper) else None
-    wanted = "compile=True" if opts.compile else "cuda_graph=True"
-    if Y0.device.type not in _GRAPH_DEVICES and not opts.compile:
+    on_graph_device = Y0.device.type in _GRAPH_DEVICES
+    if opts.cuda_graph and not on_graph_device:
         reason: str | None = f"the state is on {Y0.device}, not CUDA"
+    elif not opts.compile and not on_graph_device:
+        return None, False  # automatic graphs: CUDA only
     else:
         reason = _compile_reason(module, Y0)
     if reason is not None:
         if opts.cuda_graph or opts.compile:
+            wanted = "cuda_graph=True" if opts.cuda_graph else "compile=True"
             raise InvalidArgumentError(f"options {wanted}, but {reason}")
-        return None
-    return module
-
-
+        return None, False
+    return module, on_graph_device and opts.cuda_graph is not False
 
 
 def _new_graph(
@@ -848,16 +873,23 @@ def _new_graph(
     first_step: float | None,
     start_evals: int,
     stats: SolveStats,
+    comp: _Compiled | None = None,
 ) -> _Graph | None:
-    """Capture (and cache) the graphs of a solve that starts from ``st``; ``None`` when the
-    capture failed (remembered: later solves of this module and shapes run eagerly)."""
+    """Capture (and cache) the graphs of a solve that starts from ``st``: of ``comp``'s
+    compiled blocks if given, else of the eager ones on ``lp``. ``None`` when the capture
+    failed (remembered: later solves of this module and shapes run without a graph)."""
     if key in _GRAPHS and _GRAPHS[key] is None and opts.cuda_graph is None:
         return None  # capture failed before for this module and shapes
     counts = (stats.nfe_forward, stats.nfe_backward)
     Y = st[_IDX["Y"]]
+    if comp is not None:
+        runners = (comp.block, comp.block1, comp.start)
+    else:
+        k = opts.sync_every
+        runners = (_attempts(lp, k), _attempts(lp, 1), _starter(lp, rows_t, first_step))
     try:
         with torch.no_grad():
-            graph, graph1, start, b = _capture(lp, st, opts.sync_every, rows_t, first_step)
+            graph, graph1, start, b = _capture(st, *runners)
     except Exception as e:  # a func that cannot be captured (host sync, CPU tensors, ...)
         if opts.cuda_graph:
             raise InvalidArgumentError(
@@ -871,6 +903,6 @@ def _new_graph(
     finally:
         stats.nfe_forward, stats.nfe_backward = counts  # warm-up and capture calls
     g = _Graph(weakref.ref(module), graph, graph1, start, b.static, b.flags, b.y0_in, b.ts_in,
-               start_evals, lp)
+               start_evals, comp.loop if comp is not None else lp, comp is not None)
     _lru_put(_GRAPHS, key, g)
     return g

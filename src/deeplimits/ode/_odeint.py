@@ -533,8 +533,9 @@ def odeint(
     step size as tensor ops, one sync every ``sync_every`` attempts) with the attempts replayed
     from a CUDA graph when autograd is off and ``func`` is an ``nn.Module``. With
     ``compile=True`` (opt-in; autograd off, ``nn.Module`` func) the device loop and ``func`` are
-    compiled together by ``torch.compile``: the fastest choice for small states solved many
-    times, once the first solve has paid the compilation. See :class:`AdaptiveOptions`
+    compiled together by ``torch.compile``: on CPU the fastest choice for small states solved
+    many times, once the first solve has paid the compilation (on CUDA the compiled blocks are
+    replayed from CUDA graphs; not yet measured on a GPU). See :class:`AdaptiveOptions`
     (``device_loop``, ``sync_every``, ``cuda_graph``, ``per_sample``, ``compile``) and
     ``benchmarks/RESULTS.md``. With ``per_sample=True`` every row of ``y0`` (dim 0) has its
     own time and step size and ``func`` receives ``t`` of shape ``(batch,)``.
