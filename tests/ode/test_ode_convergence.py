@@ -27,6 +27,21 @@ def _slope(hs: list[float], errs: list[float]) -> float:
     return float(np.polyfit(np.log(hs), np.log(errs), 1)[0])
 
 
+def _fixed_step_slope(
+    method: str, ns: list[int], dtype: torch.dtype
+) -> tuple[float, list[float]]:
+    """Log-log slope of the final-time error on the scalar test problem against ``T_END / n``
+    for ``n`` in ``ns`` fixed steps, and the errors."""
+    y0 = torch.tensor([Y0], dtype=dtype)
+    t = torch.tensor([0.0, T_END], dtype=dtype)
+    errs = [
+        abs(float(odeint(_f, y0, t, method=method, options={"step_size": T_END / n})[-1])
+            - _exact(T_END))
+        for n in ns
+    ]
+    return _slope([T_END / n for n in ns], errs), errs
+
+
 # Damped rotation y' = A y: the leading error term has no cancellation, so the asymptotic
 # slope shows at moderate step counts (nonlinear test problems put tsit5/dopri5 pre-asymptotic).
 _A = torch.tensor([[-0.5, 2.0], [-2.0, -0.5]], dtype=torch.float64)
@@ -84,26 +99,11 @@ def test_embedded_method_converges_with_error_order(method: str) -> None:
 def test_odeint_fixed_step_methods_converge_with_declared_order(
     method: str, order: int, ns: list[int]
 ) -> None:
-    y0 = torch.tensor([Y0], dtype=torch.float64)
-    t = torch.tensor([0.0, T_END], dtype=torch.float64)
-    errs = [
-        abs(float(odeint(_f, y0, t, method=method, options={"step_size": T_END / n})[-1])
-            - _exact(T_END))
-        for n in ns
-    ]
-    slope = _slope([T_END / n for n in ns], errs)
+    slope, errs = _fixed_step_slope(method, ns, torch.float64)
     assert abs(slope - order) <= 0.25, (slope, errs)
 
 
 @pytest.mark.parametrize("method", ["euler", "midpoint"])
 def test_float32_fixed_step_converges_too(method: str) -> None:
-    ns = [10, 20, 40]
-    y0 = torch.tensor([Y0], dtype=torch.float32)
-    t = torch.tensor([0.0, T_END], dtype=torch.float32)
-    errs = [
-        abs(float(odeint(_f, y0, t, method=method, options={"step_size": T_END / n})[-1])
-            - _exact(T_END))
-        for n in ns
-    ]
-    slope = _slope([T_END / n for n in ns], errs)
+    slope, _ = _fixed_step_slope(method, [10, 20, 40], torch.float32)
     assert abs(slope - TABLEAUX[method].order) <= 0.25

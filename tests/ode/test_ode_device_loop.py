@@ -7,6 +7,8 @@ accepted/rejected sequence); CUDA cases (graph capture and replay) skip without 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pytest
@@ -244,22 +246,36 @@ def eager_graphs(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-de
     dl.clear_graph_cache()
 
 
+def _cached_solves_match_the_host_loop(
+    f: _Mlp, t: torch.Tensor, options: dict[str, Any], cache: Mapping[Any, Any], tol: float
+) -> list[SolveStats]:
+    """Three solves with ``options`` against the host loop: the first fills ``cache`` (graphs
+    or compiled code), the next two reuse it with a new ``y0``, after in-place parameter updates
+    the cached code must see. Same accepted steps, at most 3 wasted attempts of 6 evaluations,
+    results within ``tol``; returns the three solves' stats."""
+    out_stats = []
+    for scale in (1.0, 2.0, 2.0):
+        if scale == 2.0 and len(cache):
+            f.w2.mul_(0.9)  # in-place parameter update: same storage, the cached code sees it
+        y0 = _mixed_batch() * scale
+        host, dev = SolveStats(), SolveStats()
+        ref = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=host)
+        out = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=dev, options=options)
+        assert dev.accepted_steps == host.accepted_steps
+        assert host.nfe_forward <= dev.nfe_forward <= host.nfe_forward + 3 * 6
+        assert float((out - ref).abs().max()) <= tol
+        out_stats.append(dev)
+    return out_stats
+
+
 @pytest.mark.parametrize("t_out", [[0.0, 1.5], [0.0, 0.4, 1.5]])
 @torch.no_grad()
 def test_graph_path_replays_match_the_host_loop(eager_graphs, t_out: list[float]) -> None:  # type: ignore[no-untyped-def]
     f = _Mlp()
     t = torch.tensor(t_out, dtype=F64)
-    for scale in (1.0, 2.0, 2.0):  # later calls reuse the cached graph with a new y0
-        if scale == 2.0 and len(eager_graphs._GRAPHS):
-            f.w2.mul_(0.9)  # in-place parameter update: same storage, the graph sees it
-        y0 = _mixed_batch() * scale
-        host, dev = SolveStats(), SolveStats()
-        ref = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=host)
-        out = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=dev, options={"device_loop": True})
-        assert dev.cuda_graph_used
-        assert dev.accepted_steps == host.accepted_steps
-        assert host.nfe_forward <= dev.nfe_forward <= host.nfe_forward + 3 * 6
-        assert float((out - ref).abs().max()) <= 1e-12
+    solves = _cached_solves_match_the_host_loop(f, t, {"device_loop": True},
+                                                eager_graphs._GRAPHS, 1e-12)
+    assert all(s.cuda_graph_used for s in solves)
     assert len(eager_graphs._GRAPHS) == 1
     per = SolveStats()
     ys = odeint(f, _mixed_batch(), t, rtol=1e-8, atol=1e-10, stats=per,
@@ -331,17 +347,8 @@ def test_compiled_solves_match_the_host_loop_and_are_reused() -> None:
     dl.clear_graph_cache()
     f = _Mlp()
     t = torch.tensor([0.0, 0.4, 1.5], dtype=F64)
-    for scale in (1.0, 2.0, 2.0):  # later solves: the cached compiled code, a new y0
-        if scale == 2.0 and len(dl._COMPILED):
-            f.w2.mul_(0.9)  # in-place parameter update: seen by the compiled code
-        y0 = _mixed_batch() * scale
-        host, comp = SolveStats(), SolveStats()
-        ref = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=host)
-        out = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=comp, options={"compile": True})
-        assert comp.compiled and not comp.cuda_graph_used
-        assert comp.accepted_steps == host.accepted_steps
-        assert host.nfe_forward <= comp.nfe_forward <= host.nfe_forward + 3 * 6
-        assert float((out - ref).abs().max()) <= 1e-10
+    solves = _cached_solves_match_the_host_loop(f, t, {"compile": True}, dl._COMPILED, 1e-10)
+    assert all(s.compiled and not s.cuda_graph_used for s in solves)
     assert len(dl._COMPILED) == 1
     per = SolveStats()
     ys = odeint(f, _mixed_batch(), t, rtol=1e-8, atol=1e-10, stats=per,
@@ -356,19 +363,13 @@ def test_compiled_solves_match_the_host_loop_and_are_reused() -> None:
 def test_compiled_blocks_are_captured_and_replayed_like_eager_ones(eager_graphs) -> None:  # type: ignore[no-untyped-def]
     f = _Mlp()
     t = torch.tensor([0.0, 0.4, 1.5], dtype=F64)
-    for scale in (1.0, 2.0, 2.0):  # later solves: the cached graph of compiled code, a new y0
-        if scale == 2.0 and len(eager_graphs._GRAPHS):
-            f.w2.mul_(0.9)  # in-place parameter update: seen by the replays
-        y0 = _mixed_batch() * scale
-        host, comp = SolveStats(), SolveStats()
-        ref = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=host)
-        out = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=comp, options={"compile": True})
-        assert comp.compiled and comp.cuda_graph_used
-        assert comp.accepted_steps == host.accepted_steps
-        assert host.nfe_forward <= comp.nfe_forward <= host.nfe_forward + 3 * 6
-        assert float((out - ref).abs().max()) <= 1e-10
+    solves = _cached_solves_match_the_host_loop(f, t, {"compile": True}, eager_graphs._GRAPHS,
+                                                1e-10)
+    assert all(s.compiled and s.cuda_graph_used for s in solves)
     (entry,) = eager_graphs._GRAPHS.values()
     assert entry.compiled and len(eager_graphs._COMPILED) == 1
+    y0 = _mixed_batch() * 2.0
+    ref = odeint(f, y0, t, rtol=1e-8, atol=1e-10)
     plain = SolveStats()  # cuda_graph=False: the compiled blocks without a graph
     out = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=plain,
                  options={"compile": True, "cuda_graph": False})
