@@ -199,7 +199,7 @@ def solve_case(
         # on the GPU only with --compiled (its compilation is slow from a cold cache).
         ours_opts.append(("deeplimits_compiled", Plain(f.net),
                           {"step_size": 0.01, "compile": True} if fixed
-                          else AdaptiveOptions(compile=True)))
+                          else {"compile": True}))
     fns: dict[str, Callable[[], Any]] = {}
     finals: dict[str, torch.Tensor] = {}
     nfe: dict[str, int] = {}

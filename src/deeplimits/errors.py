@@ -8,6 +8,8 @@ types, ``RuntimeError`` for failures during a computation), so both ``except Dee
 
 from __future__ import annotations
 
+import difflib
+
 __all__ = [
     "DeeplimitsError",
     "ExperimentError",
@@ -44,8 +46,10 @@ class UnknownNameError(InvalidArgumentError):
         self.what = what
         self.value = value
         self.valid = tuple(valid)
+        close = difflib.get_close_matches(str(value), [str(v) for v in self.valid], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         super().__init__(
-            f"unknown {what} {value!r}; valid choices: {', '.join(map(str, self.valid))}"
+            f"unknown {what} {value!r}; valid choices: {', '.join(map(str, self.valid))}{hint}"
         )
 
 

@@ -24,6 +24,8 @@ from deeplimits.errors import (
 )
 from deeplimits.ode import (
     AdaptiveOptions,
+    EagerCapture,
+    ExecutionOptions,
     IController,
     PIController,
     SolveStats,
@@ -63,7 +65,8 @@ def test_device_loop_takes_the_host_loops_steps_and_outputs(method: str, sync_ev
     a = odeint(_van_der_pol, y0, t, rtol=1e-5, atol=1e-7, method=method, stats=host,
                options=AdaptiveOptions(first_step=2.0))
     b = odeint(_van_der_pol, y0, t, rtol=1e-5, atol=1e-7, method=method, stats=dev,
-               options=AdaptiveOptions(first_step=2.0, device_loop=True, sync_every=sync_every))
+               options=AdaptiveOptions(first_step=2.0),
+               execution=ExecutionOptions(device_loop=True, sync_every=sync_every))
     assert host.rejected_steps > 0  # the comparison covers rejections too
     assert (dev.accepted_steps, dev.rejected_steps) == (host.accepted_steps, host.rejected_steps)
     stages = {"bosh3": 3, "dopri5": 6, "tsit5": 6}[method]
@@ -88,7 +91,8 @@ def test_device_loop_follows_every_controller(controller: PIController) -> None:
     host, dev = SolveStats(), SolveStats()
     a = odeint(_van_der_pol, y0, t, stats=host, options=AdaptiveOptions(controller=controller))
     b = odeint(_van_der_pol, y0, t, stats=dev,
-               options=AdaptiveOptions(controller=controller, device_loop=True))
+               options=AdaptiveOptions(controller=controller),
+               execution=ExecutionOptions(device_loop=True))
     assert dev.accepted_steps == host.accepted_steps
     assert float((a - b).abs().max()) <= 1e-12
 
@@ -171,7 +175,7 @@ def test_per_sample_rows_equal_independent_solves(method: str) -> None:
     t = torch.tensor([0.0, 0.7, 2.0], dtype=F64)
     stats = SolveStats()
     ys = odeint(f, y0, t, rtol=1e-8, atol=1e-10, method=method, stats=stats,
-                options=AdaptiveOptions(per_sample=True))
+                execution=ExecutionOptions(per_sample=True))
     assert stats.nfe_per_sample is not None and stats.nfe_per_sample.shape == (4,)
     for i in range(y0.shape[0]):
         row = SolveStats()
@@ -227,23 +231,25 @@ def test_per_sample_rejects_tuple_states_host_loop_and_adjoint() -> None:
     with pytest.raises(InvalidArgumentError, match="one tensor"):
         odeint(lambda t, s: s, (y, y), t, options={"per_sample": True})
     with pytest.raises(InvalidArgumentError, match="device_loop"):
-        AdaptiveOptions(per_sample=True, device_loop=False)
+        ExecutionOptions(per_sample=True, device_loop=False)
     with pytest.raises(InvalidArgumentError, match="sync_every"):
-        AdaptiveOptions(sync_every=0)
+        ExecutionOptions(sync_every=0)
     with pytest.raises(InvalidArgumentError, match="odeint_adjoint"):
         odeint_adjoint(_Mlp(), y, t, options={"per_sample": True})
 
 
-@pytest.fixture
-def eager_graphs(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """The CUDA-graph path on CPU: capture replaced by an eager replay of the same block."""
-    from deeplimits.ode import _device_loop as dl
+#: The CUDA-graph path on CPU: the eager capture backend replays the same blocks eagerly.
+EAGER = {"capture": EagerCapture()}
 
-    monkeypatch.setattr(dl, "_capture", dl._capture_eager)
-    monkeypatch.setattr(dl, "_GRAPH_DEVICES", ("cuda", "cpu"))
-    dl.clear_graph_cache()
-    yield dl
-    dl.clear_graph_cache()
+
+@pytest.fixture
+def eager_graphs():  # type: ignore[no-untyped-def]
+    """The graph caches, emptied before and after (graphs come from ``EAGER`` options)."""
+    from deeplimits.ode import _cache
+
+    _cache.clear_graph_cache()
+    yield _cache
+    _cache.clear_graph_cache()
 
 
 def _cached_solves_match_the_host_loop(
@@ -273,13 +279,13 @@ def _cached_solves_match_the_host_loop(
 def test_graph_path_replays_match_the_host_loop(eager_graphs, t_out: list[float]) -> None:  # type: ignore[no-untyped-def]
     f = _Mlp()
     t = torch.tensor(t_out, dtype=F64)
-    solves = _cached_solves_match_the_host_loop(f, t, {"device_loop": True},
-                                                eager_graphs._GRAPHS, 1e-12)
+    solves = _cached_solves_match_the_host_loop(f, t, {"device_loop": True, **EAGER},
+                                                eager_graphs.GRAPHS, 1e-12)
     assert all(s.cuda_graph_used for s in solves)
-    assert len(eager_graphs._GRAPHS) == 1
+    assert len(eager_graphs.GRAPHS) == 1
     per = SolveStats()
     ys = odeint(f, _mixed_batch(), t, rtol=1e-8, atol=1e-10, stats=per,
-                options={"per_sample": True})
+                options={"per_sample": True, **EAGER})
     assert per.cuda_graph_used and per.nfe_per_sample is not None
     one = SolveStats()
     row = odeint(f, _mixed_batch()[3:], t, rtol=1e-8, atol=1e-10, stats=one)
@@ -300,13 +306,13 @@ def test_cached_graph_replays_the_start_for_new_times_and_states(eager_graphs) -
         host, dev = SolveStats(), SolveStats()
         ref = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=host, options=extra)
         out = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=dev,
-                     options={"device_loop": True, **extra})
+                     options={"device_loop": True, **EAGER, **extra})
         assert dev.cuda_graph_used
         assert dev.accepted_steps == host.accepted_steps
         assert host.nfe_forward <= dev.nfe_forward <= host.nfe_forward + 3 * 6
         assert float((out - ref).abs().max()) <= 1e-12
     # forward, backward in time, first_step: three keys
-    assert len(eager_graphs._GRAPHS) == 3
+    assert len(eager_graphs.GRAPHS) == 3
 
 
 @torch.no_grad()
@@ -316,46 +322,47 @@ def test_cached_graph_with_per_row_times_matches_independent_solves(eager_graphs
         y0 = _mixed_batch()
         t = torch.stack([torch.linspace(0.1 * i, end, 3, dtype=F64) for i in range(y0.shape[0])])
         stats = SolveStats()
-        ys = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=stats, options={"per_sample": True})
+        ys = odeint(f, y0, t, rtol=1e-8, atol=1e-10, stats=stats,
+                    options={"per_sample": True, **EAGER})
         assert stats.cuda_graph_used
         for i in (0, 3):
             row = odeint(f, y0[i : i + 1], t[i], rtol=1e-8, atol=1e-10)
             assert float((ys[:, i : i + 1] - row).abs().max()) <= 1e-12
-    assert len(eager_graphs._GRAPHS) == 1
+    assert len(eager_graphs.GRAPHS) == 1
 
 
 @torch.no_grad()
 def test_cached_graph_reports_a_nan_initial_state(eager_graphs) -> None:  # type: ignore[no-untyped-def]
     f = _Mlp()
     t = torch.tensor([0.0, 1.0], dtype=F64)
-    odeint(f, _mixed_batch(), t, options={"device_loop": True})
+    odeint(f, _mixed_batch(), t, options={"device_loop": True, **EAGER})
     y0 = _mixed_batch()
     y0[2, 1] = math.nan
     stats = SolveStats()
     # "just after t=0.0" is the loop's own report (the eager first-call check words it
     # differently), so this pins that the replayed start ran and its loop caught the NaN.
     with pytest.raises(NonFiniteStateError, match=r"just after t=0\.0"):
-        odeint(f, y0, t, options={"device_loop": True}, stats=stats)
+        odeint(f, y0, t, options={"device_loop": True, **EAGER}, stats=stats)
     assert stats.cuda_graph_used
 
 
 @pytest.mark.compiles
 @torch.no_grad()
 def test_compiled_solves_match_the_host_loop_and_are_reused() -> None:
-    from deeplimits.ode import _device_loop as dl
+    from deeplimits.ode import _cache
 
-    dl.clear_graph_cache()
+    _cache.clear_graph_cache()
     f = _Mlp()
     t = torch.tensor([0.0, 0.4, 1.5], dtype=F64)
-    solves = _cached_solves_match_the_host_loop(f, t, {"compile": True}, dl._COMPILED, 1e-10)
+    solves = _cached_solves_match_the_host_loop(f, t, {"compile": True}, _cache.COMPILED, 1e-10)
     assert all(s.compiled and not s.cuda_graph_used for s in solves)
-    assert len(dl._COMPILED) == 1
+    assert len(_cache.COMPILED) == 1
     per = SolveStats()
     ys = odeint(f, _mixed_batch(), t, rtol=1e-8, atol=1e-10, stats=per,
                 options={"per_sample": True, "compile": True})
     row = odeint(f, _mixed_batch()[3:], t, rtol=1e-8, atol=1e-10)
     assert per.compiled and float((ys[:, 3:] - row).abs().max()) <= 1e-10
-    dl.clear_graph_cache()
+    _cache.clear_graph_cache()
 
 
 @pytest.mark.compiles
@@ -363,11 +370,11 @@ def test_compiled_solves_match_the_host_loop_and_are_reused() -> None:
 def test_compiled_blocks_are_captured_and_replayed_like_eager_ones(eager_graphs) -> None:  # type: ignore[no-untyped-def]
     f = _Mlp()
     t = torch.tensor([0.0, 0.4, 1.5], dtype=F64)
-    solves = _cached_solves_match_the_host_loop(f, t, {"compile": True}, eager_graphs._GRAPHS,
-                                                1e-10)
+    solves = _cached_solves_match_the_host_loop(f, t, {"compile": True, **EAGER},
+                                                eager_graphs.GRAPHS, 1e-10)
     assert all(s.compiled and s.cuda_graph_used for s in solves)
-    (entry,) = eager_graphs._GRAPHS.values()
-    assert entry.compiled and len(eager_graphs._COMPILED) == 1
+    (entry,) = eager_graphs.GRAPHS.values()
+    assert entry.compiled and len(eager_graphs.COMPILED) == 1
     y0 = _mixed_batch() * 2.0
     ref = odeint(f, y0, t, rtol=1e-8, atol=1e-10)
     plain = SolveStats()  # cuda_graph=False: the compiled blocks without a graph
@@ -402,18 +409,13 @@ def test_compile_needs_autograd_off_and_a_module() -> None:
     with torch.no_grad(), pytest.raises(InvalidArgumentError, match=r"not an nn\.Module"):
         odeint(_van_der_pol, y0, t, options={"compile": True})
     with pytest.raises(InvalidArgumentError, match="drop device_loop=False"):
-        AdaptiveOptions(compile=True, device_loop=False)
+        ExecutionOptions(compile=True, device_loop=False)
     with torch.no_grad(), pytest.raises(InvalidArgumentError,
                                         match="cuda_graph=True, but the state is on cpu"):
         odeint(_Mlp(), y0, t, options={"compile": True, "cuda_graph": True})
 
 
-def test_fixed_step_lazy_nan_check_reports_the_first_bad_step(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from deeplimits.ode import _odeint
-
-    monkeypatch.setattr(_odeint, "_EAGER_CHECK_DEVICES", ())  # the accelerator path, on CPU
+def test_fixed_step_lazy_nan_check_reports_the_first_bad_step() -> None:
 
     def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.where(t > 0.505, torch.full_like(y, math.nan), -y)
@@ -421,8 +423,9 @@ def test_fixed_step_lazy_nan_check_reports_the_first_bad_step(
     y0 = torch.ones(3, dtype=F64)
     t = torch.tensor([0.0, 1.0], dtype=F64)
     with pytest.raises(NonFiniteStateError, match=r"t=0\.51"):
-        odeint(f, y0, t, method="rk4", options={"step_size": 0.01})
-    ys = odeint(lambda t, y: -y, y0, t, method="rk4", options={"step_size": 0.01})
+        odeint(f, y0, t, method="rk4", options={"step_size": 0.01, "finite_check": "queued"})
+    ys = odeint(lambda t, y: -y, y0, t, method="rk4",  # the accelerator path, on CPU
+                options={"step_size": 0.01, "finite_check": "queued"})
     assert float((ys[-1] - math.exp(-1.0)).abs().max()) <= 1e-9
 
 
@@ -460,7 +463,7 @@ def test_cuda_graph_replay_matches_the_cpu_host_loop(method: str) -> None:
 @pytest.mark.compiles
 @torch.no_grad()
 def test_compiled_cuda_graph_solves_match_the_cpu_host_loop() -> None:
-    from deeplimits.ode import _device_loop as dl
+    from deeplimits.ode import _cache
 
     f, fc = _Mlp(), _Mlp().cuda()
     y0 = _mixed_batch()
@@ -473,7 +476,7 @@ def test_compiled_cuda_graph_solves_match_the_cpu_host_loop() -> None:
         assert s.compiled and s.cuda_graph_used
         exp = ref if k == 0 else odeint(f, y0 * 2, t, rtol=1e-8, atol=1e-10)
         assert float((out.cpu() - exp).abs().max()) <= 1e-9
-    dl.clear_graph_cache()
+    _cache.clear_graph_cache()
 
 
 @CUDA

@@ -12,6 +12,7 @@ from scipy.integrate import solve_ivp
 from deeplimits.errors import InvalidArgumentError, NonFiniteStateError
 from deeplimits.ode import (
     AdaptiveOptions,
+    ExecutionOptions,
     IController,
     PIController,
     SolveStats,
@@ -182,7 +183,8 @@ def test_default_controller_is_the_integral_controller(device_loop: bool) -> Non
     for controller in (None, IController(), PIController()):
         stats = SolveStats()
         ys = odeint(_lotka_volterra, y0, t, rtol=1e-6, atol=1e-8, stats=stats,
-                    options=AdaptiveOptions(controller=controller, device_loop=device_loop))
+                    options=AdaptiveOptions(controller=controller),
+                    execution=ExecutionOptions(device_loop=device_loop))
         runs.append((stats.nfe_forward, stats.rejected_steps, ys))
     (n_def, rej_def, y_def), (n_i, rej_i, y_i), (n_pi, rej_pi, _) = runs
     assert (n_def, rej_def) == (n_i, rej_i)
@@ -261,16 +263,13 @@ def test_compiled_fixed_steps_match_the_eager_steps() -> None:
 
 
 @pytest.mark.compiles
-def test_compiled_run_reports_an_earlier_eager_step_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deeplimits.ode import _odeint
-
-    monkeypatch.setattr(_odeint, "_EAGER_CHECK_DEVICES", ())  # queued checks, as on a GPU
+def test_compiled_run_reports_an_earlier_eager_step_first() -> None:
     y0 = torch.tensor([[0.5, -0.2], [2.0, 1.0]], dtype=torch.float64)
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
     # The first step (eager) already turns NaN; the compiled chunks after it would too.
     with torch.no_grad(), pytest.raises(NonFiniteStateError, match=r"t=0\.01 "):
-        odeint(_TimeMlp(t_nan=0.005), y0, t, method="rk4",
-               options={"step_size": 0.01, "compile": True})
+        odeint(_TimeMlp(t_nan=0.005), y0, t, method="rk4",  # queued checks, as on a GPU
+               options={"step_size": 0.01, "compile": True, "finite_check": "queued"})
 
 
 def test_compile_is_rejected_for_reversible_heun_and_with_autograd() -> None:
@@ -298,7 +297,7 @@ def test_compile_is_rejected_for_reversible_heun_and_with_autograd() -> None:
 def test_uniform_run_stops_at_output_times_and_step_changes(
     grid: list[float], i: int, t_out: float | None, d: float, expected: int
 ) -> None:
-    from deeplimits.ode._odeint import _uniform_run
+    from deeplimits.ode._fixed_loop import _uniform_run
 
     assert _uniform_run(grid, i, t_out, d) == expected
 

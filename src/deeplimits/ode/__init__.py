@@ -4,18 +4,19 @@ Public surface:
 
 - :func:`odeint` / :func:`odeint_adjoint`: torchdiffeq-compatible solves.
 - :class:`ODEBlock`: ``z0 -> z(t1)`` as an ``nn.Module`` with solve statistics.
-- :class:`ButcherTableau`, :data:`TABLEAUX`, :func:`rk_step`: the methods as validated data and
-  the one generic explicit Runge-Kutta step.
-- :class:`PIController`, :class:`IController`: step-size control (the default is
-  ``IController()``).
+- Solvers as objects: :class:`Solver`, :class:`ExplicitRK` (any validated
+  :class:`ButcherTableau`), :class:`ReversibleHeun`; :data:`SOLVERS` by name (what
+  ``method="dopri5"`` looks up), :func:`get_solver`; :func:`rk_step`, the one generic explicit
+  Runge-Kutta step.
+- Step-size control: :class:`PIDController`, :class:`PIController`, :class:`IController` (the
+  default is ``IController()``).
 - Options: :class:`FixedStepOptions`, :class:`AdaptiveOptions`, :class:`ReversibleHeunOptions`,
-  :class:`AdjointOptions`; statistics: :class:`SolveStats`.
+  :class:`AdjointOptions` (what is computed), :class:`ExecutionOptions` (how it runs: host or
+  device loop, CUDA graphs with a :class:`CaptureBackend`, ``compile``, per-sample steps);
+  statistics: :class:`SolveStats`.
 
-Solver loops (one generic stepper, :func:`rk_step`, in all of them): the host loop (default on
-CPU), the device-resident loop with optional CUDA-graph replay (default on CUDA), per-sample
-step sizes (``AdaptiveOptions(per_sample=True)``) and, opt-in, the loops compiled together with
-``func`` by ``torch.compile`` (``compile=True``: for small states solved many times); speed
-against torchdiffeq and torchode is measured by ``benchmarks/ode_peers.py``
+How the pieces fit (public API -> dispatcher -> loops -> step -> solver/controller objects):
+``docs/design/ode.md``. Speed against torchdiffeq and torchode: ``benchmarks/ode_peers.py``
 (``benchmarks/RESULTS.md``).
 """
 
@@ -23,14 +24,27 @@ from __future__ import annotations
 
 from deeplimits.ode._adjoint import odeint_adjoint
 from deeplimits.ode._block import ODEBlock, ODEBlockStats
-from deeplimits.ode._controller import IController, PIController, error_ratio
-from deeplimits.ode._odeint import ADAPTIVE_METHODS, FIXED_METHODS, METHODS, odeint
+from deeplimits.ode._cache import clear_graph_cache
+from deeplimits.ode._capture import CaptureBackend, CudaGraphCapture, EagerCapture
+from deeplimits.ode._controllers import IController, PIController, PIDController
+from deeplimits.ode._execution import ExecutionOptions
+from deeplimits.ode._odeint import odeint
 from deeplimits.ode._options import (
     AdaptiveOptions,
     AdjointOptions,
     FixedStepOptions,
     ReversibleHeunOptions,
     SolveStats,
+)
+from deeplimits.ode._solvers import (
+    ADAPTIVE_METHODS,
+    FIXED_METHODS,
+    METHODS,
+    SOLVERS,
+    ExplicitRK,
+    ReversibleHeun,
+    Solver,
+    get_solver,
 )
 from deeplimits.ode._stepper import rk_step
 from deeplimits.ode._tableaux import (
@@ -44,18 +58,28 @@ __all__ = [
     "ADAPTIVE_METHODS",
     "FIXED_METHODS",
     "METHODS",
+    "SOLVERS",
     "TABLEAUX",
     "AdaptiveOptions",
     "AdjointOptions",
     "ButcherTableau",
+    "CaptureBackend",
+    "CudaGraphCapture",
+    "EagerCapture",
+    "ExecutionOptions",
+    "ExplicitRK",
     "FixedStepOptions",
     "IController",
     "ODEBlock",
     "ODEBlockStats",
     "PIController",
+    "PIDController",
+    "ReversibleHeun",
     "ReversibleHeunOptions",
     "SolveStats",
-    "error_ratio",
+    "Solver",
+    "clear_graph_cache",
+    "get_solver",
     "get_tableau",
     "odeint",
     "odeint_adjoint",

@@ -15,25 +15,17 @@ import torch
 from torch import Tensor, nn
 
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
-from deeplimits.ode._checks import (
-    FlatFuncWrapper,
-    FlatState,
-    check_t,
-    check_tolerances,
-)
-from deeplimits.ode._odeint import (
-    ADAPTIVE_METHODS,
-    Options,
-    check_method,
-    options_for,
-    solve_flat,
-)
+from deeplimits.ode._checks import check_tolerances
+from deeplimits.ode._dispatch import Options, prepare, solve, solve_flat, split_options
+from deeplimits.ode._execution import ExecutionOptions
+from deeplimits.ode._func import FlatFuncWrapper
 from deeplimits.ode._options import (
     AdaptiveOptions,
     AdjointOptions,
     FixedStepOptions,
     SolveStats,
 )
+from deeplimits.ode._solvers import METHODS, ExplicitRK, ReversibleHeun, Solver, get_solver
 
 __all__ = ["odeint_adjoint"]
 
@@ -45,12 +37,14 @@ class _Setup:
     f_fwd: FlatFuncWrapper
     f_bwd: FlatFuncWrapper
     ts: list[float]
-    method: str
+    solver: Solver
     opts: FixedStepOptions | AdaptiveOptions
+    exe: ExecutionOptions
     rtol: float
     atol: float
-    adj_method: str
+    adj_solver: Solver
     adj_opts: FixedStepOptions | AdaptiveOptions
+    adj_exe: ExecutionOptions
     adj_rtol: float
     adj_atol: float
     seminorm: bool
@@ -64,8 +58,8 @@ class _AdjointFn(torch.autograd.Function):
     def forward(ctx: Any, setup: _Setup, y0: Tensor, t: Tensor, *params: Tensor) -> Tensor:
         # autograd.Function.forward runs without grad: nothing per step is saved.
         outs = solve_flat(
-            setup.f_fwd, y0, setup.ts, setup.method, setup.opts, setup.rtol, setup.atol,
-            setup.stats,
+            setup.f_fwd, y0, setup.ts, setup.solver, setup.opts, setup.exe, setup.rtol,
+            setup.atol, setup.stats,
         )
         ys = torch.stack(outs)  # (T, N)
         ctx.setup = setup
@@ -111,8 +105,9 @@ class _AdjointFn(torch.autograd.Function):
                     time_vjps[i] = torch.dot(fb(ts[i], ys[i]), grad_ys[i])
                 s0 = torch.cat([ys[i], a, a_p])
                 s1 = solve_flat(
-                    aug_dynamics, s0, [ts[i], ts[i - 1]], setup.adj_method, setup.adj_opts,
-                    setup.adj_rtol, setup.adj_atol, setup.stats, norm_dims, backward=True,
+                    aug_dynamics, s0, [ts[i], ts[i - 1]], setup.adj_solver, setup.adj_opts,
+                    setup.adj_exe, setup.adj_rtol, setup.adj_atol, setup.stats, norm_dims,
+                    backward=True,
                 )[-1]
                 a = s1[n : 2 * n] + grad_ys[i - 1]
                 a_p = s1[2 * n :]
@@ -126,23 +121,29 @@ class _AdjointFn(torch.autograd.Function):
 
 
 def _adjoint_options(
-    method: str, adj_method: str, options: Any, adjoint_options: Any
-) -> tuple[FixedStepOptions | AdaptiveOptions, AdjointOptions]:
-    fwd = options_for(method, options)
-    if adjoint_options is None:
-        return (fwd if adj_method == method else options_for(adj_method, None)), AdjointOptions()
-    if isinstance(adjoint_options, AdjointOptions):
-        return (fwd if adj_method == method else options_for(adj_method, None)), adjoint_options
+    solver: Solver, adj_solver: Solver, options: Any, exe: ExecutionOptions,
+    adjoint_options: Any,
+) -> tuple[FixedStepOptions | AdaptiveOptions, ExecutionOptions, AdjointOptions]:
+    """The backward solve's numerical and execution options, and the adjoint's own.
+
+    Default (no ``adjoint_options``): the forward options when the method is the same.
+    """
+    if adjoint_options is None or isinstance(adjoint_options, AdjointOptions):
+        adj = adjoint_options or AdjointOptions()
+        if adj_solver == solver:
+            fwd, _ = split_options(solver, options, None)
+            return fwd, exe, adj
+        return adj_solver.options_type(), exe, adj
     if isinstance(adjoint_options, Mapping):
         rest = {k: v for k, v in adjoint_options.items() if k != "norm"}
         adj = AdjointOptions(**{k: v for k, v in adjoint_options.items() if k == "norm"})
         try:
-            return options_for(adj_method, rest), adj
+            numeric, adj_exe = split_options(adj_solver, rest, None, what="adjoint option")
         except UnknownNameError as e:
-            raise UnknownNameError(
-                f"adjoint option of method {adj_method!r}", e.value, [*e.valid, "norm"]
-            ) from None
-    return options_for(adj_method, adjoint_options), AdjointOptions()
+            raise UnknownNameError(e.what, e.value, [*e.valid, "norm"]) from None
+        return numeric, adj_exe, adj
+    numeric, adj_exe = split_options(adj_solver, adjoint_options, None, what="adjoint option")
+    return numeric, adj_exe, AdjointOptions()
 
 
 def odeint_adjoint(
@@ -152,12 +153,13 @@ def odeint_adjoint(
     *,
     rtol: float = 1e-7,
     atol: float = 1e-9,
-    method: str = "dopri5",
+    method: str | Solver = "dopri5",
     options: Options = None,
+    execution: ExecutionOptions | None = None,
     adjoint_params: Sequence[Tensor] | None = None,
     adjoint_rtol: float | None = None,
     adjoint_atol: float | None = None,
-    adjoint_method: str | None = None,
+    adjoint_method: str | Solver | None = None,
     adjoint_options: Mapping[str, Any] | AdjointOptions | None = None,
     stats: SolveStats | None = None,
 ) -> Tensor | tuple[Tensor, ...]:
@@ -170,7 +172,7 @@ def odeint_adjoint(
 
     Args:
         func: right-hand side; an ``nn.Module`` unless ``adjoint_params`` is given.
-        y0, t, rtol, atol, method, options, stats: as in :func:`odeint`.
+        y0, t, rtol, atol, method, options, execution, stats: as in :func:`odeint`.
         adjoint_params: tensors to differentiate (default ``tuple(func.parameters())``).
         adjoint_rtol, adjoint_atol, adjoint_method: for the backward solve (default: forward's).
         adjoint_options: dict with the backward method's options and ``"norm"``
@@ -184,7 +186,7 @@ def odeint_adjoint(
     not of the discrete forward solve. Double backward is not supported.
     ``method="reversible_heun"`` uses its exact reversible backward (adjoint_* ignored).
     """
-    check_method(method)
+    solver = get_solver(method)
     check_tolerances(rtol, atol)
     if adjoint_params is None:
         if not isinstance(func, nn.Module):
@@ -197,36 +199,35 @@ def odeint_adjoint(
     for p in params:
         if not isinstance(p, Tensor):
             raise InvalidTypeError(f"adjoint_params must be tensors, got {type(p).__name__}")
-    adj_method = method if adjoint_method is None else adjoint_method
-    check_method(adj_method)
+    adj_solver = solver if adjoint_method is None else get_solver(
+        adjoint_method, "adjoint method"
+    )
     adj_rtol = rtol if adjoint_rtol is None else adjoint_rtol
     adj_atol = atol if adjoint_atol is None else adjoint_atol
     check_tolerances(adj_rtol, adj_atol, prefix="adjoint_")
-    state = FlatState(y0)
-    ts = check_t(t, state.dtype, state.device)
     stats = stats if stats is not None else SolveStats()
-    opts = options_for(method, options)
-    if method == "reversible_heun":
-        from deeplimits.ode._reversible import reversible_heun_solve
-
-        return reversible_heun_solve(func, y0, t, state, opts, stats, params)  # type: ignore[arg-type]
-    adj_opts, adj = _adjoint_options(method, adj_method, options, adjoint_options)
-    if adj_method == "reversible_heun":
-        raise UnknownNameError("adjoint method", adj_method, [*ADAPTIVE_METHODS, "euler",
-                                                               "midpoint", "rk4"])
-    if getattr(opts, "per_sample", False) or getattr(adj_opts, "per_sample", False):
+    opts, exe = split_options(solver, options, execution)
+    if isinstance(solver, ReversibleHeun):
+        # Its own exact backward (O(1) memory): the adjoint_* arguments do not apply.
+        return solve(func, y0, t, solver, opts, exe, rtol, atol, stats, params)
+    if not isinstance(adj_solver, ExplicitRK):
+        valid = [n for n in METHODS if isinstance(get_solver(n), ExplicitRK)]
+        raise UnknownNameError("adjoint method", adj_solver.name, valid)
+    adj_opts, adj_exe, adj = _adjoint_options(solver, adj_solver, options, exe, adjoint_options)
+    if exe.per_sample or adj_exe.per_sample:
         # The adjoint state [z, a, a_theta] couples every row through a_theta: one time for all.
         raise InvalidArgumentError(
             "options per_sample=True is not supported by odeint_adjoint (the adjoint state "
             "shares the parameter gradient across rows); use odeint (backprop) or "
             "per_sample=False"
         )
+    state, ts = prepare(y0, t, solver, exe)
     f_fwd = FlatFuncWrapper(func, state, stats)
     f_bwd = FlatFuncWrapper(func, state, stats, backward=True)
     f_bwd.checked = True  # same func and shapes as the forward pass
     setup = _Setup(
-        f_fwd=f_fwd, f_bwd=f_bwd, ts=ts, method=method, opts=opts, rtol=rtol,
-        atol=atol, adj_method=adj_method, adj_opts=adj_opts, adj_rtol=adj_rtol,
+        f_fwd=f_fwd, f_bwd=f_bwd, ts=ts, solver=solver, opts=opts, exe=exe, rtol=rtol,  # type: ignore[arg-type]
+        atol=atol, adj_solver=adj_solver, adj_opts=adj_opts, adj_exe=adj_exe, adj_rtol=adj_rtol,
         adj_atol=adj_atol, seminorm=adj.norm == "seminorm", stats=stats,
     )
     ys = _AdjointFn.apply(setup, state.flatten(y0), t, *params)  # (T, N)

@@ -9,8 +9,9 @@ from torch import Tensor, nn
 
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError
 from deeplimits.ode._adjoint import odeint_adjoint
-from deeplimits.ode._odeint import check_method, odeint
+from deeplimits.ode._odeint import odeint
 from deeplimits.ode._options import SolveStats
+from deeplimits.ode._solvers import Solver, get_solver
 
 __all__ = ["ODEBlock", "ODEBlockStats"]
 
@@ -36,7 +37,7 @@ class ODEBlock(nn.Module):
         self,
         func: nn.Module,
         t1: float = 1.0,
-        method: str = "dopri5",
+        method: str | Solver = "dopri5",
         rtol: float = 1e-7,
         atol: float = 1e-9,
         adjoint: bool = True,
@@ -47,7 +48,7 @@ class ODEBlock(nn.Module):
             raise InvalidTypeError(f"ODEBlock needs an nn.Module func, got {type(func).__name__}")
         if not isinstance(t1, (int, float)) or t1 == 0:
             raise InvalidArgumentError(f"ODEBlock t1={t1!r} must be a nonzero number")
-        check_method(method)
+        get_solver(method)
         self.func = func
         self.t1 = float(t1)
         self.method = method

@@ -1,15 +1,17 @@
-"""Dense output: evaluate a step's interpolant at several times with two matmuls."""
+"""Dense output: a step's interpolant at several times (two matmuls), and the host loops'
+emission of output times (the batched loop writes its outputs with masks instead:
+:mod:`deeplimits.ode._batched_step`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from deeplimits.ode._tableaux import ButcherTableau
 
-__all__ = ["DenseCache", "dense_eval"]
+__all__ = ["DenseCache", "dense_eval", "emit_outputs"]
 
 
 class DenseCache:
@@ -51,3 +53,30 @@ def dense_eval(
     )  # (m, P)
     out = torch.addmm(y0.reshape(1, -1), powers, C)  # (m, N)
     return out.view(len(thetas), *y0.shape)
+
+
+def emit_outputs(
+    outs: list[Tensor],
+    ts: list[float],
+    j: int,
+    d: float,
+    t: float,
+    t1: float,
+    h: float,
+    y1: Tensor,
+    dense: Callable[[list[float]], Tensor],
+) -> int:
+    """Append the states at the output times ``ts[j:]`` in ``(t, t1]`` of a step from ``t`` of
+    size ``h`` (direction ``d``): ``dense(thetas)`` inside, ``y1`` itself at ``t1``; returns
+    the next output index."""
+    n = len(ts)
+    k = j
+    while k < n and d * (ts[k] - t1) < 0:
+        k += 1
+    if k > j:
+        thetas = [(ts[i] - t) / h for i in range(j, k)]
+        outs.extend(dense(thetas).unbind(0))
+    if k < n and ts[k] == t1:
+        outs.append(y1)
+        k += 1
+    return k

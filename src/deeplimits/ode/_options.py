@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
-from deeplimits.ode._controller import PIController
+from deeplimits.ode._controllers import DEFAULT_CONTROLLER, PIDController
 
 __all__ = [
     "AdaptiveOptions",
@@ -33,23 +33,13 @@ class FixedStepOptions:
             span are ignored, the endpoints ``t[0]`` and ``t[-1]`` are always steps.
         If neither is given the solver steps on ``t`` itself (torchdiffeq's behaviour).
         Output times between grid points are interpolated with a cubic Hermite polynomial.
-        compile: run the steps in compiled chunks (``torch.compile``, ``func`` inlined; chunks
-            of 10 equal steps between output times, single compiled steps for the rest; a step
-            with an output time inside it, and the first step, run eagerly). Needs autograd off
-            and an ``nn.Module`` func, like ``AdaptiveOptions.compile``; a NaN/inf state is
-            reported for the first bad step all the same. The first solve of each module and
-            shape pays the compilation. For small states: on this project's 2-core CPU it made
-            rk4 at batch 16 2.7x faster, but batch 256 and 1024 slower than eager steps
-            (``benchmarks/RESULTS.md``). Default ``False``.
+        How the steps run (``compile``, the NaN check) is :class:`ExecutionOptions`.
     """
 
     step_size: float | None = None
     grid: Tensor | Sequence[float] | None = None
-    compile: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.compile, bool):
-            raise InvalidTypeError(f"options compile={self.compile!r} must be a bool")
         if self.step_size is not None and self.grid is not None:
             raise InvalidArgumentError("give either options step_size or grid, not both")
         if self.step_size is not None and not (
@@ -72,73 +62,24 @@ class ReversibleHeunOptions(FixedStepOptions):
 
     reversible_backward: bool = True
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.compile:
-            raise InvalidArgumentError(
-                "options compile=True is not available for reversible_heun; use rk4 or an "
-                "adaptive method, or compile=False"
-            )
-
 
 @dataclass(frozen=True)
 class AdaptiveOptions:
-    """Options of the adaptive methods (``bosh3``, ``dopri5``, ``tsit5``).
+    """Numerical options of the adaptive methods (``bosh3``, ``dopri5``, ``tsit5``).
+
+    How the solve runs (host or device loop, CUDA graphs, ``compile``, per-sample steps) is
+    :class:`ExecutionOptions`; the same keys are accepted in an ``options`` dict.
 
     Attributes:
         first_step: initial ``|dt|``; default: Hairer's heuristic (one extra evaluation).
         max_num_steps: most steps (accepted + rejected) before ``MaxStepsExceededError``.
-        controller: step-size controller; default ``IController()`` (the integral
-            controller; ``PIController()`` rejects fewer steps, see its docstring).
-        device_loop: ``True``: the device-resident loop: accept/reject, the next step size and
-            the output interpolation are decided with tensor ops (``torch.where``), time is a
-            tensor, and the host reads one small flag tensor every ``sync_every`` attempts.
-            ``False``: the host loop (one host sync per step; fewest kernels, fastest on CPU).
-            ``None`` (default): on for CUDA states, off otherwise. The device loop makes up to
-            ``sync_every - 1`` wasted attempts after the end (counted in ``nfe_forward``), and
-            may exceed ``max_num_steps`` by as many.
-        sync_every: attempts between host syncs of the device loop (default 4: on an H200,
-            larger values wasted more attempts at the end than they saved; see
-            ``benchmarks/RESULTS.md``).
-        cuda_graph: capture ``sync_every`` attempts of the device loop in one CUDA graph and
-            replay it. ``None`` (default): on when the state is on CUDA, autograd is not
-            recording (``torch.no_grad()``, the adjoint's forward pass) and ``func`` is an
-            ``nn.Module`` (the graph is cached per module and shapes and reused while the
-            module's parameter storage stays the same; in-place updates such as
-            ``optimizer.step()`` are seen by the replays). ``True``: required (raises if
-            impossible). ``False``: never. ``func`` must then be capturable: no host syncs, no
-            Python side effects that must run per call (they run once, at capture).
-        per_sample: each batch row (dim 0 of ``y0``) gets its own time, step size, error norm
-            and accept/reject, as in torchode; ``func`` then receives ``t`` of shape
-            ``(batch,)``, and ``odeint``'s ``t`` may be 2-D ``(batch, T)``: one row of output
-            times per batch row (own start and end; every row in the same direction). Rows
-            that reached the end stop changing (they are still computed in the batch);
-            ``SolveStats.nfe_per_sample`` counts the evaluations each row needed.
-            Uses the device loop on every device.
-        compile: run the device loop with its start and its blocks of ``sync_every`` attempts
-            compiled by ``torch.compile`` (``func`` inlined: the stage sums, the error norm,
-            the controller and ``func``'s own ops fused). Cached per module, shapes and
-            options like the CUDA graphs (and, like them, it needs autograd off and an
-            ``nn.Module`` func: use ``torch.no_grad()`` or ``odeint_adjoint``, whose forward
-            pass qualifies). The first solve of each module and shape pays the compilation
-            (seconds; measured in ``benchmarks/RESULTS.md``), later ones run the compiled code;
-            func's output is checked on the first solve only. On CUDA the compiled blocks are
-            captured in CUDA graphs as the eager ones are (``cuda_graph`` as above; ``False``:
-            compiled without a graph). Measured on CPU only: for small states; on a 2-core CPU
-            it paid off at batch 16, not at 256 or 1024. On CUDA it is tested with a
-            stand-in for the capture on CPU, not yet run on a GPU.
-            The adjoint's backward solve is not compiled (its dynamics call autograd).
-            Default ``False``.
+        controller: step-size controller (a :class:`PIDController`); default
+            ``IController()``, the integral controller.
     """
 
     first_step: float | None = None
     max_num_steps: int = 100_000
-    controller: PIController | None = None
-    device_loop: bool | None = None
-    sync_every: int = 4
-    cuda_graph: bool | None = None
-    per_sample: bool = False
-    compile: bool = False
+    controller: PIDController | None = None
 
     def __post_init__(self) -> None:
         if self.first_step is not None and not (
@@ -151,36 +92,16 @@ class AdaptiveOptions:
             raise InvalidArgumentError(
                 f"options max_num_steps={self.max_num_steps!r} must be a positive int"
             )
-        for name in ("device_loop", "cuda_graph"):
-            val = getattr(self, name)
-            if val is not None and not isinstance(val, bool):
-                raise InvalidTypeError(
-                    f"options {name}={val!r} must be True, False or None (automatic)"
-                )
-        for name in ("per_sample", "compile"):
-            if not isinstance(getattr(self, name), bool):
-                raise InvalidTypeError(f"options {name}={getattr(self, name)!r} must be a bool")
-        if (
-            isinstance(self.sync_every, bool)
-            or not isinstance(self.sync_every, int)
-            or self.sync_every < 1
-        ):
-            raise InvalidArgumentError(
-                f"options sync_every={self.sync_every!r} must be a positive int"
-            )
-        if self.compile and self.device_loop is False:
-            raise InvalidArgumentError(
-                "options compile=True compiles the device loop; drop device_loop=False"
-            )
-        if self.per_sample and self.device_loop is False:
-            raise InvalidArgumentError(
-                "options per_sample=True runs on the device loop; drop device_loop=False"
-            )
-        if self.controller is not None and not isinstance(self.controller, PIController):
+        if self.controller is not None and not isinstance(self.controller, PIDController):
             raise InvalidTypeError(
-                f"options controller must be a PIController or IController, got "
+                f"options controller must be a PIDController, PIController or IController, got "
                 f"{type(self.controller).__name__}"
             )
+
+    @property
+    def step_controller(self) -> PIDController:
+        """The controller in use (the default when none is set)."""
+        return self.controller if self.controller is not None else DEFAULT_CONTROLLER
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from deeplimits.ode._checks import FlatFuncWrapper, FlatState, check_finite, t_to_floats
-from deeplimits.ode._odeint import build_grid
+from deeplimits.ode._checks import check_finite
+from deeplimits.ode._fixed_loop import build_grid
+from deeplimits.ode._func import FlatFuncWrapper, FlatState
 from deeplimits.ode._options import FixedStepOptions, ReversibleHeunOptions, SolveStats
 
 __all__ = ["reversible_heun_solve"]
@@ -136,7 +137,7 @@ class _ReversibleHeunFn(torch.autograd.Function):
 def reversible_heun_solve(
     func: Callable[..., Any],
     y0: Tensor | tuple[Tensor, ...],
-    t: Tensor,
+    ts: list[float],
     state: FlatState,
     opts: ReversibleHeunOptions,
     stats: SolveStats,
@@ -148,7 +149,6 @@ def reversible_heun_solve(
     ``opts.reversible_backward``: the reversible backward. Otherwise plain backprop through the
     steps (a non-Module func may close over tensors the reversible backward could not see).
     """
-    ts = t_to_floats(t)
     f = FlatFuncWrapper(func, state, stats)
     y0f = state.flatten(y0)
     if len(ts) == 1:

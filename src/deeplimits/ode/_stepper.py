@@ -4,25 +4,22 @@ The step size ``h`` is either a Python float (the host loop: coefficients enter 
 scalars, no tensors are built from them) or a tensor broadcastable against the state (the
 device-resident and per-sample loops: ``h`` of shape ``()`` or ``(rows, 1)``, no host syncs).
 Stages are combined with unrolled ``add``/``add_`` chains: they build no (stages, N) temporaries,
-work under autograd, and cost less than ``torch.stack`` + ``tensordot`` (6 stages, 16x2 state:
-6.8 against 9.4 µs; ``benchmarks/stage_combination.py``, table in ``benchmarks/RESULTS.md``).
-A preallocated stage buffer + ``addmv`` is a little faster at 6 stages (5.5 µs) but its in-place
-writes cannot be differentiated through.
+work under autograd, and cost less than ``torch.stack`` + ``tensordot``; a preallocated stage
+buffer + ``addmv`` is a little faster but its in-place writes cannot be differentiated through
+(measured by ``benchmarks/stage_combination.py``, table in ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from deeplimits.ode._func import FlatFunc
 from deeplimits.ode._tableaux import ButcherTableau
 
-__all__ = ["FlatFunc", "combine", "rk_step"]
-
-#: The solver-internal right-hand side: ``f(t, y)`` with ``t`` a Python float or a tensor.
-FlatFunc = Callable[[float | Tensor, Tensor], Tensor]
+__all__ = ["combine", "rk_step"]
 
 
 def _lin(ks: Sequence[Tensor], terms: Sequence[tuple[int, float]]) -> Tensor:

@@ -1,0 +1,186 @@
+"""Step-size controllers: the one formula that proposes the next step, for every loop.
+
+The controllers follow Hairer, Norsett & Wanner (Solving ODEs I, sec. II.4) and Söderlind (2002),
+"Automatic control and adaptive time-stepping". With the scaled error ``r_n`` of the step just
+tried (RMS norm, accepted if ``r_n <= 1``), the scaled errors ``r_{n-1}``, ``r_{n-2}`` of the
+last two accepted steps and the error order ``k`` (embedded order + 1), an accepted step
+proposes::
+
+    h_new = h * safety * r_n**(-(p + i + d)/k) * r_{n-1}**((p + 2d)/k) * r_{n-2}**(-d/k)
+
+clipped to ``[factor_min, factor_max]`` (``p, i, d`` = ``pcoeff, icoeff, dcoeff``; ``d = 0`` is
+the PI controller, ``p = d = 0, i = 1`` the classic I controller). After a rejection only the I
+part is used (``safety * r_n**(-1/k)``) and growth is capped at 1; a NaN/inf trial state
+shrinks by ``factor_min``.
+
+:meth:`PIDController.factor` is written once over operations that take Python floats (the host
+loop: one step, no tensors built) and tensors (the device loop: one value per row, ``(R, 1)``,
+no host syncs), so every loop takes the same decisions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+from torch import Tensor
+
+from deeplimits.errors import InvalidArgumentError
+
+__all__ = ["DEFAULT_CONTROLLER", "IController", "PIController", "PIDController"]
+
+_X = TypeVar("_X", float, Tensor)
+
+#: Smallest error ratio remembered for the next proposal (an exact step would make r = 0).
+RATIO_FLOOR = 1e-4
+
+
+def _pow(x: _X, e: float) -> _X:
+    if isinstance(x, Tensor):
+        return x.pow(e)
+    if x == 0.0:  # Python raises on 0.0 ** negative; the limit is what a tensor gives
+        return math.inf if e < 0 else (1.0 if e == 0 else 0.0)  # type: ignore[return-value]
+    return x**e  # type: ignore[return-value]
+
+
+def _clip(x: _X, lo: float, hi: float) -> _X:
+    if isinstance(x, Tensor):
+        return x.clamp(lo, hi)
+    return min(hi, max(lo, x))  # type: ignore[return-value]
+
+
+def _where(cond: bool | Tensor, a: _X, b: _X | float) -> _X:
+    if isinstance(cond, Tensor):
+        return torch.where(cond, a, b)  # type: ignore[arg-type,return-value]
+    return a if cond else b  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PIDController:
+    """Proportional-integral-derivative step-size controller (Söderlind 2002).
+
+    The general form; :class:`PIController` (``dcoeff = 0``) and :class:`IController`
+    (``pcoeff = dcoeff = 0``, ``icoeff = 1``) are its common cases. Which one needs the fewest
+    evaluations depends on the problem: ``benchmarks/controllers.py`` measures them
+    (``benchmarks/RESULTS.md``); the default (:data:`DEFAULT_CONTROLLER`) is the I controller.
+
+    Attributes:
+        pcoeff: proportional coefficient.
+        icoeff: integral coefficient (> 0).
+        dcoeff: derivative coefficient.
+        safety: multiplies every proposed factor, in ``(0, 1]``.
+        factor_min: smallest factor per step (also after a rejection), in ``(0, 1)``.
+        factor_max: largest factor per accepted step, ``> 1``.
+        dt_min: smallest allowed ``|dt|``; a smaller proposal raises
+            ``StepSizeUnderflowError``.
+        dt_max: largest allowed ``|dt|`` (``None``: unbounded); proposals are clipped to it.
+
+    Raises:
+        InvalidArgumentError: a coefficient or bound outside its range (the message names it).
+    """
+
+    pcoeff: float = 0.0
+    icoeff: float = 1.0
+    dcoeff: float = 0.0
+    safety: float = 0.9
+    factor_min: float = 0.2
+    factor_max: float = 10.0
+    dt_min: float = 0.0
+    dt_max: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.icoeff <= 0 or self.pcoeff < 0 or self.dcoeff < 0:
+            raise InvalidArgumentError(
+                f"controller needs icoeff > 0 and pcoeff, dcoeff >= 0, got icoeff={self.icoeff}, "
+                f"pcoeff={self.pcoeff}, dcoeff={self.dcoeff}"
+            )
+        if not 0 < self.safety <= 1:
+            raise InvalidArgumentError(f"controller safety={self.safety} must lie in (0, 1]")
+        if not 0 < self.factor_min < 1 < self.factor_max:
+            raise InvalidArgumentError(
+                f"controller needs 0 < factor_min < 1 < factor_max, got "
+                f"factor_min={self.factor_min}, factor_max={self.factor_max}"
+            )
+        if self.dt_min < 0 or (self.dt_max is not None and self.dt_max <= self.dt_min):
+            raise InvalidArgumentError(
+                f"controller needs 0 <= dt_min < dt_max, got dt_min={self.dt_min}, "
+                f"dt_max={self.dt_max}"
+            )
+
+    def factor(
+        self,
+        ratio: _X,
+        prev: _X | float,
+        prev2: _X | float,
+        accepted: bool | Tensor,
+        finite: bool | Tensor,
+        error_order: int,
+    ) -> _X:
+        """Multiplier for the step size just tried.
+
+        Args:
+            ratio: scaled error of the step just tried (float, or ``(R, 1)`` tensor per row).
+            prev, prev2: scaled errors of the last two accepted steps (1.0 at the start).
+            accepted: the step was accepted (``ratio <= 1`` and finite), per row for tensors.
+            finite: the trial state and ``ratio`` are finite.
+            error_order: order of the error estimate (embedded order + 1).
+
+        Returns:
+            The factor, a float or a tensor like ``ratio``.
+        """
+        k = float(error_order)
+        grow = self.safety * _pow(ratio, -(self.pcoeff + self.icoeff + self.dcoeff) / k)
+        if self.pcoeff or self.dcoeff:  # skipped for the I controller: no work for a factor 1
+            grow = grow * _pow(prev, (self.pcoeff + 2.0 * self.dcoeff) / k)  # type: ignore[operator]
+        if self.dcoeff:
+            grow = grow * _pow(prev2, -self.dcoeff / k)  # type: ignore[operator]
+        grow = _clip(grow, self.factor_min, self.factor_max)
+        shrink = _clip(self.safety * _pow(ratio, -1.0 / k), self.factor_min, 1.0)
+        return _where(finite, _where(accepted, grow, shrink), self.factor_min)
+
+    def clip(self, h_abs: _X) -> _X:
+        """``|dt|`` limited to ``dt_max``."""
+        if self.dt_max is None:
+            return h_abs
+        if isinstance(h_abs, Tensor):
+            return h_abs.clamp(max=self.dt_max)
+        return min(h_abs, self.dt_max)  # type: ignore[return-value]
+
+    def min_step(self, t: _X) -> _X:
+        """The smallest usable ``|dt|`` at time ``t``: ``dt_min``, or 8 ulps of ``max(1, |t|)``
+        (a smaller step would not move ``t``)."""
+        if isinstance(t, Tensor):
+            return (t.abs().clamp(min=1.0) * _EPS8).clamp(min=self.dt_min)
+        return max(self.dt_min, _EPS8 * max(1.0, abs(t)))  # type: ignore[return-value]
+
+
+_EPS8 = 8 * 2.220446049250313e-16
+
+
+@dataclass(frozen=True)
+class PIController(PIDController):
+    """Proportional-integral controller: a :class:`PIDController` with ``dcoeff = 0``.
+
+    ``PIController()`` (pcoeff 0.2, icoeff 0.8) damps the step after error spikes: fewer
+    rejected steps, sometimes more evaluations (``benchmarks/RESULTS.md``). Use it where
+    rejections are costly or the error oscillates.
+    """
+
+    pcoeff: float = 0.2
+    icoeff: float = 0.8
+
+
+@dataclass(frozen=True)
+class IController(PIController):
+    """Integral (classic) controller: ``h * safety * r**(-1/k)``; a :class:`PIController` with
+    ``pcoeff=0, icoeff=1``."""
+
+    pcoeff: float = 0.0
+    icoeff: float = 1.0
+
+
+#: The controller of ``odeint`` when ``options`` name none: the integral controller, as in
+#: torchdiffeq, torchode and scipy (the evidence: ``benchmarks/controllers.py``).
+DEFAULT_CONTROLLER: PIDController = IController()

@@ -1,0 +1,242 @@
+"""The one place that picks how a solve runs.
+
+``(solver, numerical options, execution options, state's device, autograd)`` -> a loop:
+
+- :class:`ReversibleHeun` -> its reversible loop (:mod:`deeplimits.ode._reversible`);
+- fixed-step :class:`ExplicitRK` -> the fixed-step loop (eager, or with compiled chunks);
+- adaptive :class:`ExplicitRK` -> the host loop, or the device loop (per-sample steps,
+  ``device_loop``, CUDA states, ``compile``), which runs eagerly, from captured graphs and/or
+  compiled (:class:`DevicePlan`).
+
+Every rule between those choices is checked here (or, between execution options alone, in
+:class:`ExecutionOptions`), with an error that names the conflict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+
+from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
+from deeplimits.ode._capture import CudaGraphCapture
+from deeplimits.ode._checks import check_t, check_t_rows
+from deeplimits.ode._compiled import compile_reason, fixed_compiled
+from deeplimits.ode._device_loop import EAGER, DevicePlan, solve_adaptive_device
+from deeplimits.ode._execution import ADAPTIVE_ONLY, ExecutionOptions
+from deeplimits.ode._fixed_loop import solve_fixed
+from deeplimits.ode._func import FlatFunc, FlatFuncWrapper, FlatState
+from deeplimits.ode._host_loop import solve_adaptive_host
+from deeplimits.ode._options import (
+    AdaptiveOptions,
+    FixedStepOptions,
+    ReversibleHeunOptions,
+    SolveStats,
+    parse_options,
+)
+from deeplimits.ode._reversible import reversible_heun_solve
+from deeplimits.ode._solvers import ExplicitRK, ReversibleHeun, Solver
+
+__all__ = ["Options", "check_execution", "prepare", "solve", "solve_flat", "split_options"]
+
+Options = Mapping[str, Any] | FixedStepOptions | AdaptiveOptions | None
+NumericOptions = FixedStepOptions | AdaptiveOptions
+
+
+def split_options(
+    solver: Solver, options: Any, execution: ExecutionOptions | None = None,
+    what: str = "option",
+) -> tuple[NumericOptions, ExecutionOptions]:
+    """``options`` (``None``, a dict or the solver's options object) and ``execution`` as the
+    solver's numerical options and the execution options.
+
+    A dict may hold both kinds of keys (torchdiffeq style).
+
+    Raises:
+        UnknownNameError: a key that is neither (the message lists the valid ones).
+        InvalidArgumentError: execution keys in ``options`` and ``execution=`` given both.
+    """
+    if execution is not None and not isinstance(execution, ExecutionOptions):
+        raise InvalidTypeError(
+            f"execution must be an ExecutionOptions, got {type(execution).__name__}"
+        )
+    cls = solver.options_type
+    if not isinstance(options, Mapping):
+        return parse_options(cls, options, solver.name), execution or ExecutionOptions()
+    numeric = [f.name for f in dataclasses.fields(cls)]
+    exec_keys = [
+        n for n in ExecutionOptions.field_names() if solver.adaptive or n not in ADAPTIVE_ONLY
+    ]
+    for key in options:
+        if key not in numeric and key not in exec_keys:
+            raise UnknownNameError(f"{what} of method {solver.name!r}", key, numeric + exec_keys)
+    ex = {k: v for k, v in options.items() if k in exec_keys}
+    if ex and execution is not None:
+        raise InvalidArgumentError(
+            f"execution options given twice: {sorted(ex)} in options and execution=; "
+            "give them in one place"
+        )
+    exe = ExecutionOptions(**ex) if ex else (execution or ExecutionOptions())
+    return cls(**{k: v for k, v in options.items() if k in numeric}), exe
+
+
+def check_execution(solver: Solver, exe: ExecutionOptions, state: FlatState | None) -> None:
+    """The rules between the solver, the execution options and the state.
+
+    Raises:
+        InvalidArgumentError: the conflict, named.
+    """
+    if exe.compile and not solver.compilable:
+        raise InvalidArgumentError(
+            f"options compile=True is not available for {solver.name}; use rk4 or an "
+            "adaptive method, or compile=False"
+        )
+    if not solver.adaptive and exe.adaptive_only_set():
+        raise InvalidArgumentError(
+            f"execution options {exe.adaptive_only_set()} apply to adaptive methods only, "
+            f"not {solver.name}; drop them or use an adaptive method"
+        )
+    if exe.per_sample and state is not None and (state.is_tuple or len(state.shapes[0]) == 0):
+        raise InvalidArgumentError(
+            "options per_sample=True needs y0 to be one tensor of shape (batch, ...), got "
+            + ("a tuple" if state.is_tuple else "a 0-d tensor")
+            + "; stack the parts into one tensor or use per_sample=False"
+        )
+
+
+def _uses_device_loop(exe: ExecutionOptions, y0: Tensor) -> bool:
+    if exe.per_sample or exe.compile:
+        return True
+    if exe.device_loop is None:
+        return y0.device.type == "cuda"
+    return exe.device_loop
+
+
+def _device_plan(f: FlatFunc, y0: Tensor, exe: ExecutionOptions, backward: bool) -> DevicePlan:
+    """Eager, graphs and/or compiled: the device loop's plan for this solve.
+
+    Raises:
+        InvalidArgumentError: ``cuda_graph=True`` or ``compile=True`` where they cannot be used.
+    """
+    if backward or (exe.cuda_graph is False and not exe.compile):
+        return EAGER  # the adjoint's backward dynamics call autograd: never captured
+    backend = exe.capture if exe.capture is not None else CudaGraphCapture()
+    module = f.func if isinstance(f, FlatFuncWrapper) else None
+    on_graph_device = y0.device.type in backend.devices
+    if exe.cuda_graph and not on_graph_device:
+        reason: str | None = f"the state is on {y0.device}, not CUDA"
+    elif not exe.compile and not on_graph_device:
+        return EAGER  # automatic graphs: on the backend's devices only
+    else:
+        reason = compile_reason(module, y0)
+    if reason is not None:
+        if exe.cuda_graph or exe.compile:
+            wanted = "cuda_graph=True" if exe.cuda_graph else "compile=True"
+            raise InvalidArgumentError(f"options {wanted}, but {reason}")
+        return EAGER
+    capture = backend if on_graph_device and exe.cuda_graph is not False else None
+    return DevicePlan(module=module, capture=capture, graph_required=bool(exe.cuda_graph),
+                      compile=exe.compile)
+
+
+def solve_flat(
+    f: FlatFunc,
+    y0: Tensor,
+    ts: list[float] | list[list[float]],
+    solver: Solver,
+    opts: NumericOptions,
+    exe: ExecutionOptions,
+    rtol: float,
+    atol: float,
+    stats: SolveStats,
+    norm_dims: int | None = None,
+    backward: bool = False,
+) -> list[Tensor]:
+    """Solve on the solver's working state; returns the state at each of ``ts`` (``ts[0]``
+    gives ``y0``; with per-sample rows of times, one list per row).
+
+    Raises:
+        InvalidArgumentError: a solver the flat loops cannot run, or an execution conflict.
+    """
+    if not isinstance(solver, ExplicitRK):
+        raise InvalidArgumentError(
+            f"internal error: {solver.name} has its own loop"  # pragma: no cover
+        )
+    rows_t = bool(ts) and isinstance(ts[0], list)
+    if not rows_t and len(ts) == 1:
+        return [y0]
+    if backward and exe.compile:
+        # The adjoint's backward dynamics call autograd: never compiled; the loop is then
+        # chosen as without the option (the host loop on CPU).
+        exe = dataclasses.replace(exe, compile=False)
+    if not solver.adaptive:
+        compiled = None
+        if exe.compile:
+            reason = compile_reason(f.func if isinstance(f, FlatFuncWrapper) else None, y0)
+            if reason is not None or not isinstance(f, FlatFuncWrapper):
+                raise InvalidArgumentError(f"options compile=True, but {reason}")
+            compiled = fixed_compiled(f, solver, y0)
+        every = exe.finite_check == "every_step" or (
+            exe.finite_check == "auto" and y0.device.type == "cpu"
+        )
+        return solve_fixed(f, y0, ts, solver, opts, stats, every, compiled)  # type: ignore[arg-type]
+    opts = cast(AdaptiveOptions, opts)  # split_options gave the adaptive solver its class
+    if _uses_device_loop(exe, y0):
+        if not solver.batched:
+            raise InvalidArgumentError(
+                f"the device loop needs an FSAL adaptive method with dense output, got "
+                f"{solver.name!r}; use dopri5, tsit5 or bosh3, or device_loop=False"
+            )
+        if exe.per_sample and norm_dims is not None:
+            raise InvalidArgumentError("per_sample=True cannot be combined with a seminorm")
+        plan = _device_plan(f, y0, exe, backward)
+        return solve_adaptive_device(f, y0, ts, solver, opts, exe, rtol, atol, stats,
+                                     norm_dims, backward, plan)
+    return solve_adaptive_host(f, y0, ts, solver, opts, rtol, atol, stats,  # type: ignore[arg-type]
+                               norm_dims, backward)
+
+
+def prepare(
+    y0: Tensor | tuple[Tensor, ...], t: Tensor, solver: Solver, exe: ExecutionOptions
+) -> tuple[FlatState, list[float] | list[list[float]]]:
+    """The state's layout and the output times as floats, checked (with the execution rules).
+
+    Raises:
+        InvalidArgumentError / InvalidTypeError: bad ``y0`` or ``t``, or an execution conflict.
+    """
+    state = FlatState(y0)
+    check_execution(solver, exe, state)
+    if exe.per_sample and isinstance(t, Tensor) and t.ndim == 2:
+        # One row of output times per batch row (torchode's t_eval of shape (batch, T)).
+        return state, check_t_rows(t, state.dtype, state.device, state.shapes[0][0])
+    return state, check_t(t, state.dtype, state.device)
+
+
+def solve(
+    func: Any,
+    y0: Tensor | tuple[Tensor, ...],
+    t: Tensor,
+    solver: Solver,
+    opts: NumericOptions,
+    exe: ExecutionOptions,
+    rtol: float,
+    atol: float,
+    stats: SolveStats,
+    params: Sequence[Tensor] | None = None,
+) -> Tensor | tuple[Tensor, ...]:
+    """The public functions' solve: the user's ``func``, state and times in, the stacked
+    outputs ``(T, *shape)`` (or a tuple of those) out.
+
+    ``params``: the tensors a reversible backward differentiates (default: ``func``'s
+    parameters when it is an ``nn.Module``).
+    """
+    state, ts = prepare(y0, t, solver, exe)
+    if isinstance(solver, ReversibleHeun):
+        return reversible_heun_solve(func, y0, ts, state, cast(ReversibleHeunOptions, opts),  # type: ignore[arg-type]
+                                     stats, params)
+    f = FlatFuncWrapper(func, state, stats)
+    outs = solve_flat(f, state.as_state(y0), ts, solver, opts, exe, rtol, atol, stats)
+    return state.unflatten_series(torch.stack(outs))  # (T, *shape) or (T, N) -> (T, *shape)

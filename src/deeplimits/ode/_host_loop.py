@@ -1,0 +1,132 @@
+"""The host adaptive loop: one step at a time, the error ratio read back after each (one host
+sync per step; the fewest kernels, so the fastest loop on CPU)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch import Tensor
+
+from deeplimits.errors import NonFiniteStateError
+from deeplimits.ode._checks import blow_up_error, max_steps_error, underflow_error
+from deeplimits.ode._controllers import RATIO_FLOOR
+from deeplimits.ode._func import FlatFunc, lean
+from deeplimits.ode._interp import emit_outputs
+from deeplimits.ode._norm import ErrorNorm, initial_step
+from deeplimits.ode._options import AdaptiveOptions, SolveStats
+from deeplimits.ode._solvers import ExplicitRK
+
+__all__ = ["solve_adaptive_host"]
+
+#: Trial states in a row that may be NaN/inf before the solve is declared blown up.
+MAX_BAD_IN_A_ROW = 10
+
+
+def solve_adaptive_host(
+    f: FlatFunc,
+    y0: Tensor,
+    ts: list[float],
+    solver: ExplicitRK,
+    opts: AdaptiveOptions,
+    rtol: float,
+    atol: float,
+    stats: SolveStats,
+    norm_dims: int | None = None,
+    backward: bool = False,
+) -> list[Tensor]:
+    """Adaptive solve with the solver's embedded pair, the options' controller and dense output.
+
+    Steps are not shortened to hit output times (so the number of evaluations does not depend
+    on how many are asked for), only to end exactly at ``ts[-1]``.
+
+    Args:
+        f: the counting wrapper of ``func`` (or the adjoint's augmented dynamics).
+        y0: the state, any shape; ``ts``: output times as floats (``ts[0]`` the start).
+        norm_dims: error norm over the first ``norm_dims`` entries only (the seminorm).
+        backward: count steps as the adjoint's backward solve.
+
+    Returns:
+        The state at each of ``ts``.
+
+    Raises:
+        MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError: the solve failed.
+    """
+    ctrl = opts.step_controller
+    err_order = solver.error_order
+    t_end = ts[-1]
+    d = 1.0 if t_end > ts[0] else -1.0
+    span = abs(t_end - ts[0])
+    cache = solver.dense_cache()
+    t = ts[0]
+    y = y0
+    k1: Tensor | None = f(t, y)
+    f = lean(f)
+    norm = ErrorNorm(rtol, atol, norm_dims, y0.numel(), rows=False)
+    with torch.no_grad():
+        s0 = norm.scale(y0)
+    if opts.first_step is not None:
+        h_abs = float(opts.first_step)
+    else:
+        h_abs = float(initial_step(f, t, y, k1, d, solver.order, norm, span))  # type: ignore[arg-type]
+    h_abs = ctrl.clip(h_abs)
+    # Step control is not differentiated: skip the no_grad context when nothing records.
+    no_grad = torch.no_grad if torch.is_grad_enabled() else contextlib.nullcontext
+    fsal = solver.fsal
+    outs: list[Tensor] = [y0]
+    j = 1
+    n = len(ts)
+    prev = prev2 = 1.0
+    steps = 0
+    bad_in_a_row = 0
+    while j < n:
+        if steps >= opts.max_num_steps:
+            raise max_steps_error(opts.max_num_steps, t, repr(t_end))
+        steps += 1
+        last = d * (t + d * h_abs - t_end) >= 0
+        h = (t_end - t) if last else d * h_abs
+        y1, err, ks = solver.step(f, t, y, h, k1)
+        with no_grad():
+            s1 = norm.scale(y1)
+            ratio = float(norm.ratio(err, s0, s1, y1))  # type: ignore[arg-type]  # the one sync
+        finite = ratio == ratio and ratio != math.inf
+        if finite:
+            bad_in_a_row = 0
+        else:
+            # NaN/inf in the trial state: shrink hard; a real blow-up fails after a few tries.
+            bad_in_a_row += 1
+            if bad_in_a_row > MAX_BAD_IN_A_ROW:
+                raise NonFiniteStateError(
+                    f"the ODE state became NaN or inf after t={t!r} (tried dt down to {h!r}); "
+                    "the solution may blow up there, or func returns NaN/inf"
+                )
+        accepted = finite and ratio <= 1.0
+        factor = ctrl.factor(ratio, prev, prev2, accepted, finite, err_order)
+        if accepted:
+            t1 = t_end if last else t + h
+            if backward:
+                stats.backward_accepted_steps += 1
+            else:
+                stats.accepted_steps += 1
+            if d * (ts[j] - t1) <= 0:  # an output time lies in (t, t1]
+
+                def dense(thetas: list[float], y=y, ks=ks, h=h) -> Tensor:
+                    return solver.interpolate(cache, y, ks, h, thetas)
+
+                j = emit_outputs(outs, ts, j, d, t, t1, h, y1, dense)
+            t, y = t1, y1
+            s0 = s1
+            k1 = ks[-1] if fsal else None
+            prev2, prev = prev, max(ratio, RATIO_FLOOR)
+        elif backward:
+            stats.backward_rejected_steps += 1
+        else:
+            stats.rejected_steps += 1
+        h_abs = ctrl.clip(abs(h) * factor)
+        if j < n and h_abs < ctrl.min_step(t):
+            if bad_in_a_row:
+                # Shrinking the step could not get past a NaN/inf: the state or func breaks here.
+                raise blow_up_error(t, h_abs)
+            raise underflow_error(t, h_abs, ctrl.dt_min)
+    return outs

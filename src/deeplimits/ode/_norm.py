@@ -1,0 +1,118 @@
+"""The error norm and the starting-step rule, once, for the host and the batched loops.
+
+Both work on one state (``rows=False``: the whole tensor is one row, results are 0-d) or on a
+batch of rows (``rows=True``: states ``(R, M)``, one value per row, results ``(R, 1)``; the
+per-sample and device loops).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["ErrorNorm", "initial_step"]
+
+
+class ErrorNorm:
+    """Scaled RMS error ``sqrt(mean((err / (atol + rtol * max(|y0|, |y1|)))**2))``.
+
+    The scale is built as ``max(s0, s1)`` with ``s = atol + rtol * |y|``; ``s1`` of an accepted
+    step is the next step's ``s0`` (one ``abs`` per step). ``norm_dims`` restricts the norm to
+    the first ``norm_dims`` entries of each (flat) row: the adjoint's seminorm (Kidger, Chen &
+    Lyons 2021, "Hey, that's not an ODE"). A NaN/inf anywhere in ``y1`` makes the ratio NaN, so
+    one look at the ratio tests both.
+
+    Args:
+        rtol, atol: tolerances.
+        norm_dims: entries of a row in the norm (``None``: all).
+        row_numel: entries of one row (the whole state with ``rows=False``).
+        rows: states are ``(R, M)`` with one norm per row.
+    """
+
+    def __init__(
+        self, rtol: float, atol: float, norm_dims: int | None, row_numel: int, rows: bool
+    ) -> None:
+        self.rtol, self.atol, self.norm_dims, self.rows = rtol, atol, norm_dims, rows
+        self.inv_sqrt_n = 1.0 / math.sqrt(max(row_numel if norm_dims is None else norm_dims, 1))
+
+    def normed(self, y: Tensor) -> Tensor:
+        """The entries of ``y`` that enter the norm."""
+        if self.norm_dims is None:
+            return y
+        return y[:, : self.norm_dims] if self.rows else y.reshape(-1)[: self.norm_dims]
+
+    def rms(self, x: Tensor) -> Tensor:
+        """RMS of ``x`` (already scaled), per row or over everything."""
+        if self.rows:
+            return torch.linalg.vector_norm(x, dim=1, keepdim=True) * self.inv_sqrt_n  # (R, 1)
+        return torch.linalg.vector_norm(x) * self.inv_sqrt_n  # ()
+
+    def scale(self, y: Tensor) -> Tensor:
+        """``atol + rtol * |y|`` over the normed entries (call under ``no_grad``)."""
+        return self.normed(y).abs().mul_(self.rtol).add_(self.atol)
+
+    def ratio(self, err: Tensor, s0: Tensor, s1: Tensor, y1: Tensor) -> Tensor:
+        """The scaled error of a step from a state with scale ``s0`` to ``y1`` (scale ``s1``);
+        NaN where ``y1`` holds NaN/inf. Call under ``no_grad`` when the stages carry a graph."""
+        q = self.normed(err) / torch.maximum(s0, s1)
+        if self.norm_dims is None:
+            return self.rms(q.addcmul_(y1, _zero(y1)))  # + 0 * y1: NaN wherever y1 is NaN/inf
+        guard = y1.sum(dim=1, keepdim=True) if self.rows else y1.sum()
+        return self.rms(q) + guard * 0.0
+
+
+_ZEROS: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+
+def _zero(like: Tensor) -> Tensor:
+    key = (like.dtype, like.device)
+    z = _ZEROS.get(key)
+    if z is None:
+        z = _ZEROS[key] = torch.zeros((), dtype=like.dtype, device=like.device)
+    return z
+
+
+def initial_step(
+    f: object,
+    t0: float | Tensor,
+    y0: Tensor,
+    f0: Tensor,
+    direction: float,
+    order: int,
+    norm: ErrorNorm,
+    span: float | Tensor,
+) -> Tensor:
+    """Starting ``|dt|`` by Hairer, Norsett & Wanner (1993), sec. II.4 (one extra evaluation).
+
+    Tensor ops only (no host syncs; the same code runs eagerly and inside a captured start).
+    Not differentiated (like torchdiffeq): runs under ``no_grad``.
+
+    Args:
+        f: the right-hand side ``f(t, y)``.
+        t0, y0, f0: start time (float, or ``(R, 1)`` with rows), state and ``f(t0, y0)``.
+        direction: +1.0 or -1.0.
+        order: the method's order.
+        norm: the error norm (its ``rows`` decides the layout).
+        span: ``|t_end - t0|`` (float or ``(R, 1)``): the step never exceeds it.
+
+    Returns:
+        ``()`` tensor, or ``(R, 1)`` with rows.
+    """
+    with torch.no_grad():
+        s = norm.scale(y0)
+        yn, fn = norm.normed(y0), norm.normed(f0)
+        d0, d1 = norm.rms(yn / s), norm.rms(fn / s)
+        h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
+        h0 = h0.clamp(max=span) if not isinstance(span, Tensor) else torch.minimum(h0, span)
+        y1 = torch.addcmul(y0, h0 * direction, f0)
+        f1 = f(t0 + direction * h0, y1)  # type: ignore[operator]
+        d2 = norm.rms((norm.normed(f1) - fn) / s) / h0
+        dm = torch.maximum(d1, d2)
+        h1 = torch.where(
+            dm <= 1e-15, (h0 * 1e-3).clamp(min=1e-6), (0.01 / dm).pow(1.0 / (order + 1))
+        )
+        h = torch.minimum(100 * h0, h1)
+        h = h.clamp(max=span) if not isinstance(span, Tensor) else torch.minimum(h, span)
+        return torch.where(torch.isfinite(d2), h, h0)
