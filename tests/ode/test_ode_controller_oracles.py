@@ -18,7 +18,7 @@ accepted iff the next one starts at its end.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -177,8 +177,8 @@ def _reference_dopri5(
     factor_max)`` (``r_{n-1}`` = 1 before the first acceptance), a rejected one by
     ``h * clip(safety * r_n**(-1/k), factor_min, 1)``; ``|h| <= dt_max``; the last step is
     shortened to end at ``t_end``. ``scipy_rules``: scipy's extra rule (growth capped at
-    1 on the first accepted step after a rejection) and its step ``(t + h) - t``. Returns (accepted times, rejected attempts,
-    error ratios of the accepted steps).
+    1 on the first accepted step after a rejection) and its step ``(t + h) - t``.
+    Returns (accepted times, rejected attempts, error ratios of the accepted steps).
     """
     a_mat, b, c, e = RK45.A, RK45.B, RK45.C, RK45.E
     k = RK45.error_estimator_order + 1
@@ -267,3 +267,68 @@ def test_dopri5_takes_scipy_rk45_steps(name: str, rtol: float, loop: str) -> Non
         # The same attempts up to there: accepted ones, then the rejections, then the retry.
         pattern = [True] * first_reject + [False] * (attempts[first_reject] - 1) + [True]
         assert flags[: len(pattern)] == pattern
+
+
+CONTROLLERS = {
+    "I": IController(),
+    "PI(0.2,0.8)": PIController(pcoeff=0.2, icoeff=0.8),
+    "PI(0.4,0.3)": PIController(pcoeff=0.4, icoeff=0.3),
+    "I,dt_max": IController(dt_max=1.0),  # dt_max scaled by the problem's below
+    "PI(0.2,0.8),dt_max": PIController(pcoeff=0.2, icoeff=0.8, dt_max=1.0),
+}
+# first step and dt_max per problem: every accepted error ratio stays above 1e-4
+STEP_BOUNDS = {"lotka_volterra": (0.1, 0.08), "van_der_pol_mu5": (0.03, 0.1)}
+
+
+@pytest.mark.parametrize("loop", list(LOOPS))
+@pytest.mark.parametrize("ctrl", list(CONTROLLERS))
+@pytest.mark.parametrize("name", ["lotka_volterra", "van_der_pol_mu5"])
+def test_controllers_take_the_steps_of_their_documented_formula(
+    name: str, ctrl: str, loop: str
+) -> None:
+    """Every accepted and rejected step of dopri5 under the I and PI controllers (with and
+    without ``dt_max``) is the one the documented formula gives, evaluated by the independent
+    numpy reference integrator; counts pinned exactly, step times to error-estimate roundoff.
+    The first step (``STEP_BOUNDS``) keeps every accepted error ratio above 1e-4, so the
+    engine's floor on ``r_{n-1}`` (an implementation detail) never acts."""
+    fun, _, y0, t_end = PROBLEMS[name]
+    rtol, atol = 1e-6, 1e-8
+    h0, dt_max = STEP_BOUNDS[name]
+    controller = CONTROLLERS[ctrl]
+    if controller.dt_max is not None:
+        controller = dataclasses.replace(controller, dt_max=dt_max)
+    ref, ref_rejected, ratios = _reference_dopri5(fun, y0, t_end, rtol, atol, h0, controller)
+    assert min(ratios[:-1]) > 1e-4  # (the last, shortened step feeds no controller)
+    assert ref_rejected > 0  # the rule after a rejection is exercised
+    calls, stats = _our_solve(name, rtol, atol, loop, h0, controller)
+    ours, flags = _accepted_times(calls, 1, 0.0)
+    attempts = len(ref) - 1 + ref_rejected
+    assert (stats.accepted_steps, stats.rejected_steps, stats.nfe_forward) == (
+        len(ref) - 1, ref_rejected, 1 + STAGE_CALLS * attempts)
+    assert flags.count(False) == ref_rejected
+    np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=0)
+    if controller.dt_max is not None:
+        assert max(np.diff(ours)) <= controller.dt_max * (1 + 1e-12)
+        assert max(np.diff(ours)) == pytest.approx(controller.dt_max, rel=1e-12)
+
+
+@pytest.mark.parametrize("loop", list(LOOPS))
+@pytest.mark.parametrize("name", list(PROBLEMS))
+def test_default_first_step_is_scipys_select_initial_step_with_the_method_order(
+    name: str, loop: str
+) -> None:
+    """Without ``first_step`` the first step is Hairer's heuristic as scipy implements it
+    (``select_initial_step``, same norm and scale), with the exponent ``1/(order + 1)`` of
+    the method's order (dopri5: 5, so 1/6). Documented difference: scipy's RK45 (like
+    torchdiffeq and Hairer's Fortran DOPRI5) passes the embedded order 4, i.e. 1/5, so its
+    first step differs."""
+    fun, _, y0, t_end = PROBLEMS[name]
+    rtol, atol = 1e-6, 1e-8
+    y = np.array(y0)
+    f0 = fun(0.0, y)
+    order = TABLEAUX["dopri5"].order
+    want = select_initial_step(fun, 0.0, y, t_end, np.inf, f0, 1.0, order, rtol, atol)
+    calls, _ = _our_solve(name, rtol, atol, loop, None, _scipy_controller())
+    # calls: f(t0, y0), the heuristic's probe, then the first attempt's stages.
+    first_h = (calls[2 + 4] - 5.0 * calls[2]) / -4.0 + calls[2 + 4]
+    assert first_h == pytest.approx(want, rel=1e-12)
