@@ -30,6 +30,7 @@ from scipy.integrate._ivp.common import select_initial_step
 from deeplimits.ode import (
     TABLEAUX,
     AdaptiveOptions,
+    ExecutionOptions,
     IController,
     PIController,
     SolveStats,
@@ -132,9 +133,9 @@ def _our_solve(
     if loop == "per_sample":
         y = y.expand(BATCH, -1).clone()
     stats = SolveStats()
-    opts = AdaptiveOptions(first_step=first_step, controller=controller, **LOOPS[loop])
+    opts = AdaptiveOptions(first_step=first_step, controller=controller)
     odeint(func, y, torch.tensor([0.0, t_end], dtype=F64), rtol=rtol, atol=atol,
-           method="dopri5", options=opts, stats=stats)
+           method="dopri5", options=opts, execution=ExecutionOptions(**LOOPS[loop]), stats=stats)
     return calls, stats
 
 
@@ -314,19 +315,15 @@ def test_controllers_take_the_steps_of_their_documented_formula(
 
 @pytest.mark.parametrize("loop", list(LOOPS))
 @pytest.mark.parametrize("name", list(PROBLEMS))
-def test_default_first_step_is_scipys_select_initial_step_with_the_method_order(
-    name: str, loop: str
-) -> None:
-    """Without ``first_step`` the first step is Hairer's heuristic as scipy implements it
-    (``select_initial_step``, same norm and scale), with the exponent ``1/(order + 1)`` of
-    the method's order (dopri5: 5, so 1/6). Documented difference: scipy's RK45 (like
-    torchdiffeq and Hairer's Fortran DOPRI5) passes the embedded order 4, i.e. 1/5, so its
-    first step differs."""
+def test_default_first_step_is_scipy_rk45s_first_step(name: str, loop: str) -> None:
+    """Without ``first_step`` the first step is Hairer's heuristic as scipy's RK45 takes it
+    (``select_initial_step``, same norm and scale, with RK45's error-estimator order 4: the
+    exponent 1/5, as in torchdiffeq and Hairer's Fortran DOPRI5)."""
     fun, _, y0, t_end = PROBLEMS[name]
     rtol, atol = 1e-6, 1e-8
     y = np.array(y0)
     f0 = fun(0.0, y)
-    order = TABLEAUX["dopri5"].order
+    order = TABLEAUX["dopri5"].error_order
     want = select_initial_step(fun, 0.0, y, t_end, np.inf, f0, 1.0, order, rtol, atol)
     calls, _ = _our_solve(name, rtol, atol, loop, None, _scipy_controller())
     # calls: f(t0, y0), the heuristic's probe, then the first attempt's stages.

@@ -138,9 +138,10 @@ def _emit(
         theta = torch.where(in_step, (tsb - t) / torch.where(h == 0, 1.0, h), 0.0)  # (T, R, 1)
         at_end = tsb == t1  # (T, R, 1)
     K = torch.stack(ks)  # (S, R, M)
-    C = torch.tensordot(lp.coef, K, dims=1)  # (P, R, M)
+    # The host loops' order of operations (_interp.dense_eval): (coef @ K) * h, then y0 + ...
+    C = torch.tensordot(lp.coef, K, dims=1) * h  # (P, R, M)
     pw = theta.pow(lp.powers)  # (T, R, P)
-    vals = torch.addcmul(Y, h, torch.einsum("trp,prm->trm", pw, C))  # (T, R, M)
+    vals = Y + torch.einsum("trp,prm->trm", pw, C)  # (T, R, M)
     vals = torch.where(at_end, Y1, vals)
     return torch.where(in_step, vals, outs)
 
@@ -168,7 +169,8 @@ def start(
         habs = torch.full((R, 1), first_step, dtype=Y0.dtype, device=Y0.device)
         evals = 1
     else:
-        habs = initial_step(lp.ev, t0, Y0, F0, lp.d, lp.solver.order, lp.norm, span)
+        habs = initial_step(lp.ev, t0, Y0, F0, lp.d, lp.solver.error_order, lp.norm,
+                            span)
         evals = 2
     habs = lp.ctrl.clip(habs)
     with torch.no_grad():

@@ -80,7 +80,7 @@ def initial_step(
     y0: Tensor,
     f0: Tensor,
     direction: float,
-    order: int,
+    error_order: int,
     norm: ErrorNorm,
     span: float | Tensor,
 ) -> Tensor:
@@ -93,7 +93,8 @@ def initial_step(
         f: the right-hand side ``f(t, y)``.
         t0, y0, f0: start time (float, or ``(R, 1)`` with rows), state and ``f(t0, y0)``.
         direction: +1.0 or -1.0.
-        order: the method's order.
+        error_order: order of the error estimate (embedded order + 1; dopri5: 5), the
+            exponent's ``p + 1``, as in Hairer's DOPRI5 code, scipy and torchdiffeq.
         norm: the error norm (its ``rows`` decides the layout).
         span: ``|t_end - t0|`` (float or ``(R, 1)``): the step never exceeds it.
 
@@ -111,7 +112,7 @@ def initial_step(
         d2 = norm.rms((norm.normed(f1) - fn) / s) / h0
         dm = torch.maximum(d1, d2)
         h1 = torch.where(
-            dm <= 1e-15, (h0 * 1e-3).clamp(min=1e-6), (0.01 / dm).pow(1.0 / (order + 1))
+            dm <= 1e-15, (h0 * 1e-3).clamp(min=1e-6), (0.01 / dm).pow(1.0 / error_order)
         )
         h = torch.minimum(100 * h0, h1)
         h = h.clamp(max=span) if not isinstance(span, Tensor) else torch.minimum(h, span)
