@@ -1,18 +1,26 @@
-"""Telgarsky's sawtooth and the one-hidden-layer kink construction."""
+"""Telgarsky's sawtooth, the one-hidden-layer kink construction and the residual block."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from deeplimits import remedies
 from deeplimits.constructions import (
     Residual,
+    ResidualBlock,
     one_hidden_layer,
     sawtooth,
     sawtooth_parameters,
     tent_power,
 )
-from deeplimits.diagnostics import count_parameters, count_regions, region_breakpoints
+from deeplimits.diagnostics import (
+    count_parameters,
+    count_regions,
+    gradient_flow,
+    operator_norm,
+    region_breakpoints,
+)
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError
 
 
@@ -54,6 +62,52 @@ def test_residual_adds_its_input() -> None:
     torch.testing.assert_close(Residual(body)(x), x + body(x))
 
 
+def test_residual_and_the_remedies_residual_block_are_one_class() -> None:
+    assert Residual is ResidualBlock is remedies.ResidualBlock
+    block = Residual(torch.nn.Linear(2, 2))
+    assert block.scale == 1.0
+    assert all(isinstance(m, ResidualBlock) for m in remedies.residual_mlp(2, 4, 1, 5)[2:-1])
+
+
+def test_residual_block_adds_its_scaled_branch() -> None:
+    branch = torch.nn.Linear(3, 3)
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(ResidualBlock(branch, scale=0.25)(x), x + 0.25 * branch(x))
+
+
+def _scaled_residual_net(scale: float) -> torch.nn.Sequential:
+    """x ↦ relu(x + scale·(-2 relu(x)) - 1/4) on a line: the scale moves the outer ReLU's kink."""
+    inner = torch.nn.Linear(1, 1)
+    outer = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        inner.weight.fill_(-2.0)
+        inner.bias.zero_()
+        outer.weight.fill_(1.0)
+        outer.bias.fill_(-0.25)
+    branch = torch.nn.Sequential(torch.nn.ReLU(), inner)
+    return torch.nn.Sequential(ResidualBlock(branch, scale=scale), outer, torch.nn.ReLU())
+
+
+def test_count_regions_sees_the_residual_blocks_scale() -> None:
+    # scale 1/4: x/2 - 1/4 for x > 0 switches the outer ReLU on at x = 1/2 (kinks at 0 and 1/2);
+    # scale 1: -x - 1/4 < 0 for x > 0, so the outer ReLU stays off (kink at 0 only).
+    line = ([-1.0], [1.0])
+    quarter, one = _scaled_residual_net(0.25), _scaled_residual_net(1.0)
+    assert count_regions(quarter, line=line) == 3
+    assert count_regions(quarter, line=line, kind="affine") == 2  # 0, then x/2 - 1/4
+    assert count_regions(one, line=line) == 2
+    assert count_regions(one, line=line, kind="affine") == 1  # 0 everywhere
+
+
+def test_gradient_flow_bounds_a_residual_block_by_one_plus_scale_times_its_branch() -> None:
+    torch.manual_seed(0)
+    branch = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(3, 3))
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), Residual(branch, scale=0.5))
+    report = gradient_flow(model, torch.randn(5, 2))
+    lips = [lf.lipschitz for lf in report.layers if lf.kind == "ResidualBlock"]
+    assert lips == pytest.approx([1 + 0.5 * operator_norm(branch[1])], rel=1e-12)
+
+
 def test_bad_arguments_are_rejected() -> None:
     for bad in (0, -1, 2.0, True):
         with pytest.raises(InvalidArgumentError, match="depth"):
@@ -68,3 +122,5 @@ def test_bad_arguments_are_rejected() -> None:
         tent_power(torch.zeros(2), -1)
     with pytest.raises(InvalidTypeError, match="Module"):
         Residual("not a module")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="scale"):
+        ResidualBlock(torch.nn.Linear(2, 2), scale=float("nan"))

@@ -7,8 +7,10 @@
   parameters) for the same function, since each hidden unit adds at most one kink on a line.
 - :func:`one_hidden_layer`: ``x ↦ Σ_i c_i · relu(x - k_i)``, a shallow net with prescribed kinks.
 - :func:`mlp`: the plain MLP every experiment starts from (Linear layers, an activation between).
-- :class:`Residual`: ``x ↦ x + body(x)``, the residual MLP block that
-  :func:`deeplimits.diagnostics.count_regions` understands.
+- :class:`ResidualBlock` (also named :data:`Residual`): ``x ↦ x + scale · branch(x)``, the one
+  residual block that :func:`deeplimits.remedies.residual_mlp` builds with and that both
+  :func:`deeplimits.diagnostics.gradient_flow` and :func:`deeplimits.diagnostics.count_regions`
+  understand.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ from torch import nn
 
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError
 
-__all__ = ["Residual", "mlp", "one_hidden_layer", "sawtooth", "sawtooth_parameters", "tent_power"]
+__all__ = [
+    "Residual",
+    "ResidualBlock",
+    "mlp",
+    "one_hidden_layer",
+    "sawtooth",
+    "sawtooth_parameters",
+    "tent_power",
+]
 
 
 def mlp(widths: Sequence[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -44,22 +54,45 @@ def mlp(widths: Sequence[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
-class Residual(nn.Module):
-    """A residual block ``x ↦ x + body(x)``; ``body`` must map ``(batch, d)`` to ``(batch, d)``.
+class ResidualBlock(nn.Module):
+    """A residual block ``x ↦ x + scale · branch(x)``; input and output shapes must agree.
+
+    The one residual block of the package: :func:`deeplimits.remedies.residual_mlp` builds its
+    residual networks from it, :func:`deeplimits.diagnostics.gradient_flow` bounds it by
+    ``1 + |scale| · Lip(branch)`` and :func:`deeplimits.diagnostics.count_regions` counts the
+    regions of networks containing it. :data:`Residual` (here) and
+    ``deeplimits.remedies.ResidualBlock`` are this class under its other names.
 
     Args:
-        body: any module with equal input and output width (for region counting: an
-            ``nn.Sequential`` of ``nn.Linear`` / ``nn.ReLU`` / ``nn.LeakyReLU`` layers).
+        branch: any module mapping a tensor to a tensor of the same shape (for region counting:
+            an ``nn.Sequential`` of ``nn.Linear`` / ``nn.ReLU`` / ``nn.LeakyReLU`` layers with
+            equal input and output width).
+        scale: the branch multiplier α (e.g. ``1/√(#blocks)``); 1 gives ``x + branch(x)``.
+
+    Raises:
+        InvalidTypeError: ``branch`` is not an ``nn.Module``.
+        InvalidArgumentError: ``scale`` is not a finite number.
     """
 
-    def __init__(self, body: nn.Module) -> None:
+    def __init__(self, branch: nn.Module, scale: float = 1.0) -> None:
         super().__init__()
-        if not isinstance(body, nn.Module):
-            raise InvalidTypeError(f"body must be a torch.nn.Module, got {type(body).__name__}")
-        self.body = body
+        if not isinstance(branch, nn.Module):
+            raise InvalidTypeError(f"branch must be an nn.Module, got {type(branch).__name__}")
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+            raise InvalidArgumentError(f"scale must be a finite number, got {scale!r}")
+        self.branch = branch
+        self.scale = float(scale)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, d) -> (batch, d)
-        return x + self.body(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, ...) -> (batch, ...)
+        """Returns ``x + scale · branch(x)``, of ``x``'s shape."""
+        return x + self.scale * self.branch(x)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.4g}"
+
+
+#: The same class as :class:`ResidualBlock` (its name before the two blocks were merged).
+Residual = ResidualBlock
 
 
 def sawtooth(depth: int, *, dtype: torch.dtype = torch.float32) -> nn.Sequential:

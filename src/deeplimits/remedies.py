@@ -17,8 +17,9 @@ library code):
   Zhang et al. 2019 "Fixup").
 
 This is a public module rather than part of :mod:`deeplimits.diagnostics` because remedies
-*change* a model while diagnostics only *measure* one; the diagnostics import
-:class:`ResidualBlock` from here to bound residual networks.
+*change* a model while diagnostics only *measure* one. :class:`ResidualBlock` is defined in
+:mod:`deeplimits.constructions` (as the package's one residual block, also named
+``constructions.Residual``) and re-exported here.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
+from deeplimits.constructions import ResidualBlock
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
 
 __all__ = [
@@ -196,33 +198,6 @@ def constrain_orthogonal_(model: nn.Module) -> nn.Module:
             )
         parametrizations.orthogonal(layer)
     return model
-
-
-class ResidualBlock(nn.Module):
-    """``x ↦ x + scale · branch(x)``; input and output shapes must agree.
-
-    Its Lipschitz constant (and Jacobian operator norm) is at most ``1 + |scale| · Lip(branch)``,
-    which :func:`deeplimits.diagnostics.gradient_flow` uses to bound residual networks.
-
-    Args:
-        branch: any module mapping a tensor to a tensor of the same shape.
-        scale: the branch multiplier α (e.g. ``1/√(#blocks)``).
-    """
-
-    def __init__(self, branch: nn.Module, scale: float = 1.0) -> None:
-        super().__init__()
-        if not isinstance(branch, nn.Module):
-            raise InvalidTypeError(f"branch must be an nn.Module, got {type(branch).__name__}")
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
-            raise InvalidArgumentError(f"scale must be a finite number, got {scale!r}")
-        self.branch = branch
-        self.scale = float(scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.scale * self.branch(x)
-
-    def extra_repr(self) -> str:
-        return f"scale={self.scale:.4g}"
 
 
 def residual_mlp(

@@ -18,6 +18,8 @@ from deeplimits.experiments.odenet import (
     classifier,
     euler_errors,
     fit_loglog_slope,
+    odenet_checks,
+    odenet_verdict,
     predicted_resnet_saved_bytes,
 )
 from deeplimits.ode import ODEBlock, odeint
@@ -155,3 +157,77 @@ def test_quick_preset_reproduces_the_memory_verdict():
     assert n["ODE-Net_nfe_forward"] > 0 and n["ODE-Net_nfe_backward"] > 0
     assert n["ODE-Net_test_error_pct"] <= n["ResNet_test_error_pct"] + 1.0
     assert -1.2 <= n["euler_slope"] <= -0.8
+
+
+# ---------------------------------------------------------------- the verdict, on hand-made numbers
+def _measured(**overrides):
+    """Keyword arguments of odenet_verdict on which every check holds, with ``overrides``."""
+    kwargs = {
+        "memory_steps": (2, 8, 64),
+        "growth": {"ResNet": 20.0, "RK-Net": 25.0, "ODE-Net": 1.0},
+        "test_error_pct": {"ResNet": 3.0, "RK-Net": 3.5, "ODE-Net": 3.5},
+        "euler_slope": -1.0,
+    }
+    return kwargs | overrides
+
+
+def _growth(**kinds: float) -> dict[str, float]:
+    return {"ResNet": 20.0, "RK-Net": 25.0, "ODE-Net": 1.0} | {
+        k.replace("_", "-"): v for k, v in kinds.items()
+    }
+
+
+def test_odenet_verdict_is_reproduced_citing_the_measurements() -> None:
+    verdict = odenet_verdict(**_measured())
+    assert verdict.status == "reproduced"
+    assert verdict.reason == (
+        "measured on scikit-learn digits: ODE-Net (adjoint) saved bytes from 2 to 64 steps grow "
+        "1.000x (<= 1.1x); ResNet saved bytes from L=2 to L=64 grow 20.00x (>= 5x); RK-Net "
+        "(backprop) saved bytes from 2 to 64 steps grow 25.00x (>= 5x); ODE-Net test error 3.50 % "
+        "<= ResNet's 3.00 % + 1 point; Euler ResNet error vs L has log-log slope -1.000 (in "
+        "[-1.2, -0.8])."
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"growth": _growth(ODE_Net=1.1)},
+        {"growth": _growth(ResNet=5.0)},
+        {"growth": _growth(RK_Net=5.0)},
+        {"test_error_pct": {"ResNet": 3.0, "RK-Net": 9.0, "ODE-Net": 4.0}},  # exactly + 1 point
+        {"euler_slope": -1.2},
+        {"euler_slope": -0.8},
+        {"cuda_peaks_ode_net": [100, None, 110]},  # grows exactly 1.1x; None is skipped
+    ],
+)
+def test_odenet_verdict_holds_on_the_inclusive_boundary_of_each_threshold(overrides) -> None:
+    assert odenet_verdict(**_measured(**overrides)).status == "reproduced"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "failed"),
+    [
+        ({"growth": _growth(ODE_Net=1.1001)}, "ODE-Net (adjoint) saved bytes"),
+        ({"growth": _growth(ResNet=4.999)}, "ResNet saved bytes from L=2 to L=64 grow 5.00x"),
+        ({"growth": _growth(RK_Net=4.999)}, "RK-Net (backprop) saved bytes"),
+        (
+            {"test_error_pct": {"ResNet": 3.0, "RK-Net": 3.0, "ODE-Net": 4.01}},
+            "ODE-Net test error 4.01 % <= ResNet's 3.00 % + 1 point",
+        ),
+        ({"euler_slope": -1.2001}, "log-log slope -1.200"),
+        ({"euler_slope": -0.7999}, "log-log slope -0.800"),
+        ({"cuda_peaks_ode_net": [100, 111]}, "CUDA allocator peak from 2 to 64 steps grows 1.110x"),
+    ],
+)
+def test_odenet_verdict_is_not_reproduced_naming_the_failed_check(overrides, failed) -> None:
+    checks = odenet_checks(**_measured(**overrides))
+    assert sum(not ok for ok in checks.values()) == 1
+    verdict = odenet_verdict(**_measured(**overrides))
+    assert verdict.status == "not reproduced"
+    assert verdict.reason.startswith("failed: ") and failed in verdict.reason
+
+
+def test_odenet_checks_add_the_cuda_peak_only_when_given() -> None:
+    assert len(odenet_checks(**_measured())) == 5
+    assert len(odenet_checks(**_measured(cuda_peaks_ode_net=[100, 100]))) == 6

@@ -21,7 +21,7 @@ networks", ICML 2019):
 
 Supported layers: ``nn.Linear``, ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.Identity``, ``nn.Dropout``
 (as in eval mode, i.e. the identity), nested ``nn.Sequential`` and
-:class:`deeplimits.constructions.Residual` (``x + body(x)`` with a supported body). Anything else
+:class:`deeplimits.constructions.Residual` (``x + α·body(x)`` with a supported body). Anything else
 (Tanh, Sigmoid, GELU and other smooth activations, which have no finite region count; BatchNorm,
 convolutions, pooling, attention, custom modules) raises :class:`UnsupportedModelError` naming it.
 
@@ -107,13 +107,16 @@ def _convert(
     if isinstance(module, (nn.Identity, nn.Dropout)):
         return [], dim, dim
     if isinstance(module, Residual):
-        layers, d_in, d_out = _convert(module.body, dim, f"{where}.body")
+        layers, d_in, d_out = _convert(module.branch, dim, f"{where}.branch")
         d = dim if dim is not None else d_in
         if d is None or d_out is None or d != d_out:
             raise UnsupportedModelError(
                 f"count_regions: residual block {where} maps width {d} to width {d_out}; "
                 "x + body(x) needs a body with a Linear layer and equal input and output widths"
             )
+        if module.scale != 1.0:  # x + α·branch(x): α as one more (diagonal) Linear in the branch
+            eye = np.eye(d, dtype=np.float32) * np.float32(module.scale)
+            layers.append(regioncam.Linear(eye, np.zeros(d, np.float32)))
         return [regioncam.Residual(regioncam.Sequential(*layers))], d, d
     raise UnsupportedModelError(
         f"count_regions: layer {where} ({type(module).__name__}) is not supported; only "
@@ -267,8 +270,8 @@ def _push(
         slope = torch.where(x > 0, 1.0, float(module.negative_slope)).to(x.dtype)  # (N, d)
         return x * slope, dx * slope[:, None, :]
     if isinstance(module, Residual):
-        y, dy = _push(module.body, x, dx)
-        return x + y, dx + dy
+        y, dy = _push(module.branch, x, dx)
+        return x + module.scale * y, dx + module.scale * dy
     return x, dx  # Identity, Dropout (eval): _convert has rejected everything else
 
 

@@ -3,14 +3,15 @@
 For MLPs of depth L on scikit-learn digits, each of seven set-ups is measured at initialisation
 with :func:`deeplimits.diagnostics.gradient_flow` (per-layer gradient norms, the slide's bound
 ``Π c_l · c_σ`` against the measured ``||∇x ℓ|| / ||∇y ℓ||``) and then trained for the same fixed
-budget of Adam steps; the verdict is computed from those numbers.
+budget of Adam steps; the verdict is computed from those numbers by the pure functions
+:func:`gradients_checks` and :func:`gradients_verdict`.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -40,7 +41,15 @@ from deeplimits.remedies import (
     residual_mlp,
 )
 
-__all__ = ["METHODS", "GradientsConfig", "GradientsExperiment", "Method", "mlp"]
+__all__ = [
+    "METHODS",
+    "GradientsConfig",
+    "GradientsExperiment",
+    "Method",
+    "gradients_checks",
+    "gradients_verdict",
+    "mlp",
+]
 
 
 def mlp(
@@ -187,6 +196,75 @@ def _train(
     return acc, final
 
 
+def _record(
+    records: Sequence[Mapping[str, object]], method: str, depth: int
+) -> Mapping[str, object]:
+    """The record of ``method`` at ``depth`` (the first one, as the tables show them)."""
+    return next(r for r in records if r["method"] == method and r["depth"] == depth)
+
+
+def _bound_holds(records: Sequence[Mapping[str, object]]) -> bool:
+    """Whether the slide's bound is >= the measured ratio (to 1e-5 relative) in every record."""
+    return all(float(r["bound"]) >= float(r["measured_ratio"]) * (1 - 1e-5) for r in records)
+
+
+def gradients_checks(
+    records: Sequence[Mapping[str, object]], config: GradientsConfig
+) -> dict[str, bool]:
+    """The claim's checks, from the measured records alone (pure).
+
+    Args:
+        records: one per method of :data:`METHODS` and depth of ``config.depths``: ``method``,
+            ``depth``, ``grad_ratio_first_last``, ``train_accuracy``, ``bound``,
+            ``measured_ratio``.
+        config: the depths and thresholds (``deep_from``, ``vanish_below``, ``fails_below``,
+            ``trains_above``).
+
+    Returns:
+        Statement (citing its numbers) -> whether it held: at every depth >= ``deep_from`` the
+        naive init's gradient ratio is < ``vanish_below`` and its accuracy < ``fails_below``;
+        at the largest depth the best method of each remedy family reaches ``trains_above``;
+        the bound holds for every net.
+    """
+    dmax = max(config.depths)
+    naive = METHODS[0].name
+    checks: dict[str, bool] = {}
+    for d in (d for d in config.depths if d >= config.deep_from):
+        r = _record(records, naive, d)
+        ratio, acc = float(r["grad_ratio_first_last"]), float(r["train_accuracy"])
+        checks[
+            f"{naive} at depth {d}: first/last-layer gradient {ratio:.1e} "
+            f"< {config.vanish_below:g}"
+        ] = ratio < config.vanish_below
+        checks[
+            f"{naive} at depth {d}: training accuracy {acc:.3f} < {config.fails_below}"
+        ] = acc < config.fails_below
+    for family in ("initialisation", "constraint", "residual"):
+        members = [m.name for m in METHODS if m.family == family]
+        accs = {m: float(_record(records, m, dmax)["train_accuracy"]) for m in members}
+        best = max(accs, key=lambda m: accs[m])
+        checks[
+            f"best {family} remedy at depth {dmax} ({best}) reaches training accuracy "
+            f"{accs[best]:.3f} >= {config.trains_above}"
+        ] = accs[best] >= config.trains_above
+    checks[f"bound >= measured ‖∇x ℓ‖/‖∇y ℓ‖ for all {len(records)} nets"] = _bound_holds(records)
+    return checks
+
+
+def gradients_verdict(
+    records: Sequence[Mapping[str, object]], config: GradientsConfig
+) -> Verdict:
+    """``reproduced`` iff every :func:`gradients_checks` check holds (arguments as there).
+
+    Returns:
+        The experiment's :class:`Verdict`; ``inconclusive`` when no depth is >=
+        ``config.deep_from`` (nothing deep to judge).
+    """
+    if not any(d >= config.deep_from for d in config.depths):
+        return Verdict("inconclusive", f"no depth >= {config.deep_from} in {config.depths}")
+    return Verdict.from_checks(gradients_checks(records, config))
+
+
 @register
 class GradientsExperiment(Experiment[GradientsConfig]):
     name = "gradients"
@@ -262,40 +340,12 @@ class GradientsExperiment(Experiment[GradientsConfig]):
         records: list[dict[str, object]],
         profiles: dict[tuple[str, int], list[float]],
     ) -> Result:
-        def rec(method: str, depth: int) -> dict[str, object]:
-            return next(r for r in records if r["method"] == method and r["depth"] == depth)
+        def rec(method: str, depth: int) -> Mapping[str, object]:
+            return _record(records, method, depth)
 
         dmax = max(config.depths)
-        deep = [d for d in config.depths if d >= config.deep_from]
-        naive = METHODS[0].name
-        checks: dict[str, bool] = {}
-        for d in deep:
-            r = rec(naive, d)
-            ratio, acc = float(r["grad_ratio_first_last"]), float(r["train_accuracy"])
-            checks[
-                f"{naive} at depth {d}: first/last-layer gradient {ratio:.1e} "
-                f"< {config.vanish_below:g}"
-            ] = ratio < config.vanish_below
-            checks[
-                f"{naive} at depth {d}: training accuracy {acc:.3f} < {config.fails_below}"
-            ] = acc < config.fails_below
-        for family in ("initialisation", "constraint", "residual"):
-            members = [m.name for m in METHODS if m.family == family]
-            accs = {m: float(rec(m, dmax)["train_accuracy"]) for m in members}
-            best = max(accs, key=lambda m: accs[m])
-            checks[
-                f"best {family} remedy at depth {dmax} ({best}) reaches training accuracy "
-                f"{accs[best]:.3f} >= {config.trains_above}"
-            ] = accs[best] >= config.trains_above
-        bound_ok = all(
-            float(r["bound"]) >= float(r["measured_ratio"]) * (1 - 1e-5) for r in records
-        )
-        checks[f"bound >= measured ‖∇x ℓ‖/‖∇y ℓ‖ for all {len(records)} nets"] = bound_ok
-        verdict = (
-            Verdict.from_checks(checks)
-            if deep
-            else Verdict("inconclusive", f"no depth >= {config.deep_from} in {config.depths}")
-        )
+        bound_ok = _bound_holds(records)
+        verdict = gradients_verdict(records, config)
 
         numbers: dict[str, object] = {
             "train_accuracy": {

@@ -11,6 +11,9 @@ dynamics MLP ``f(t, z)`` on 8x8 digits and
 2. the three models are trained alike and compared as in Table 1 (test error, parameters,
    bytes saved for backward, seconds per epoch), and the bytes one training forward pass saves
    for backward are measured against depth / number of solver steps.
+
+The verdict is computed by the pure functions :func:`odenet_checks` and :func:`odenet_verdict`
+from the measured numbers alone.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -47,6 +50,8 @@ __all__ = [
     "classifier",
     "euler_errors",
     "fit_loglog_slope",
+    "odenet_checks",
+    "odenet_verdict",
     "predicted_resnet_saved_bytes",
 ]
 
@@ -443,26 +448,13 @@ class OdeNetExperiment(Experiment[OdeNetConfig]):
             task.advance()
 
         # --- verdict -----------------------------------------------------------------------
-        s0, s1 = config.memory_steps[0], config.memory_steps[-1]
-        e_res, e_ode = rows["ResNet"]["test_error_pct"], rows["ODE-Net"]["test_error_pct"]
-        checks = {
-            f"ODE-Net (adjoint) saved bytes from {s0} to {s1} steps grow {growth['ODE-Net']:.3f}x "
-            "(<= 1.1x)": growth["ODE-Net"] <= 1.1,
-            f"ResNet saved bytes from L={s0} to L={s1} grow {growth['ResNet']:.2f}x (>= 5x)":
-                growth["ResNet"] >= 5.0,
-            f"RK-Net (backprop) saved bytes from {s0} to {s1} steps grow "
-            f"{growth['RK-Net']:.2f}x (>= 5x)": growth["RK-Net"] >= 5.0,
-            f"ODE-Net test error {e_ode:.2f} % <= ResNet's {e_res:.2f} % + 1 point":
-                e_ode <= e_res + 1.0,
-            f"Euler ResNet error vs L has log-log slope {slope:.3f} (in [-1.2, -0.8])":
-                -1.2 <= slope <= -0.8,
-        }
-        if device.type == "cuda":
-            peaks = [int(p) for p in cuda_peaks["ODE-Net"] if p is not None]
-            ratio = max(peaks) / min(peaks)
-            checks[f"ODE-Net CUDA allocator peak from {s0} to {s1} steps grows {ratio:.3f}x "
-                   "(<= 1.1x)"] = ratio <= 1.1
-        verdict = Verdict.from_checks(checks, what="measured on scikit-learn digits")
+        verdict = odenet_verdict(
+            memory_steps=config.memory_steps,
+            growth=growth,
+            test_error_pct={kind: float(r["test_error_pct"]) for kind, r in rows.items()},  # type: ignore[arg-type]
+            euler_slope=slope,
+            cuda_peaks_ode_net=cuda_peaks["ODE-Net"] if device.type == "cuda" else None,
+        )
 
         # --- figures and tables ------------------------------------------------------------
         figures = {
@@ -548,6 +540,74 @@ class OdeNetExperiment(Experiment[OdeNetConfig]):
             numbers=numbers, verdict=verdict, tables=[table1, mem_table, euler_table],
             figures=figures, notes=notes,
         )
+
+
+def odenet_checks(
+    *,
+    memory_steps: Sequence[int],
+    growth: Mapping[str, float],
+    test_error_pct: Mapping[str, float],
+    euler_slope: float,
+    cuda_peaks_ode_net: Sequence[int | None] | None = None,
+) -> dict[str, bool]:
+    """The claim's checks, from the measured numbers alone (pure).
+
+    Args:
+        memory_steps: the sweep's depths / solver steps (first and last are cited).
+        growth: per model of :data:`MODELS`, saved bytes at the last over the first step count.
+        test_error_pct: per model, test error in percent (ResNet and ODE-Net are compared).
+        euler_slope: log-log slope of the weight-tied Euler ResNet's error against ``L``.
+        cuda_peaks_ode_net: on CUDA, the ODE-Net's allocator peak per step count (``None``
+            entries skipped); ``None`` on CPU (no check).
+
+    Returns:
+        Statement (citing its numbers) -> whether it held: ODE-Net growth <= 1.1x, ResNet and
+        RK-Net growth >= 5x, ODE-Net error <= ResNet's + 1 point, slope in [-1.2, -0.8]; on CUDA
+        also the ODE-Net peak's growth <= 1.1x.
+    """
+    s0, s1 = memory_steps[0], memory_steps[-1]
+    e_res, e_ode = test_error_pct["ResNet"], test_error_pct["ODE-Net"]
+    checks = {
+        f"ODE-Net (adjoint) saved bytes from {s0} to {s1} steps grow {growth['ODE-Net']:.3f}x "
+        "(<= 1.1x)": growth["ODE-Net"] <= 1.1,
+        f"ResNet saved bytes from L={s0} to L={s1} grow {growth['ResNet']:.2f}x (>= 5x)":
+            growth["ResNet"] >= 5.0,
+        f"RK-Net (backprop) saved bytes from {s0} to {s1} steps grow "
+        f"{growth['RK-Net']:.2f}x (>= 5x)": growth["RK-Net"] >= 5.0,
+        f"ODE-Net test error {e_ode:.2f} % <= ResNet's {e_res:.2f} % + 1 point":
+            e_ode <= e_res + 1.0,
+        f"Euler ResNet error vs L has log-log slope {euler_slope:.3f} (in [-1.2, -0.8])":
+            -1.2 <= euler_slope <= -0.8,
+    }
+    if cuda_peaks_ode_net is not None:
+        peaks = [int(p) for p in cuda_peaks_ode_net if p is not None]
+        ratio = max(peaks) / min(peaks)
+        checks[f"ODE-Net CUDA allocator peak from {s0} to {s1} steps grows {ratio:.3f}x "
+               "(<= 1.1x)"] = ratio <= 1.1
+    return checks
+
+
+def odenet_verdict(
+    *,
+    memory_steps: Sequence[int],
+    growth: Mapping[str, float],
+    test_error_pct: Mapping[str, float],
+    euler_slope: float,
+    cuda_peaks_ode_net: Sequence[int | None] | None = None,
+) -> Verdict:
+    """``reproduced`` iff every :func:`odenet_checks` check holds (arguments as there).
+
+    Returns:
+        The experiment's :class:`Verdict`, its reason listing the checks (or the failed ones).
+    """
+    checks = odenet_checks(
+        memory_steps=memory_steps,
+        growth=growth,
+        test_error_pct=test_error_pct,
+        euler_slope=euler_slope,
+        cuda_peaks_ode_net=cuda_peaks_ode_net,
+    )
+    return Verdict.from_checks(checks, what="measured on scikit-learn digits")
 
 
 def _euler_figure(depths: Sequence[int], errors: Sequence[float], slope: float) -> plt.Figure:

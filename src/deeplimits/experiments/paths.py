@@ -1,4 +1,8 @@
-"""Slide 2: #params grows as O(L·n²) while #paths grows as O(n^L)."""
+"""Slide 2: #params grows as O(L·n²) while #paths grows as O(n^L).
+
+The verdict is computed by the pure functions :func:`paths_checks` and :func:`paths_verdict` from
+the fitted exponents alone.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,9 @@ __all__ = [
     "measure_paths",
     "mlp",
     "path_checks",
+    "paths_checks",
     "paths_figure",
+    "paths_verdict",
 ]
 
 
@@ -143,8 +149,14 @@ def _grid_arrays(
     return L, n, P, logpaths
 
 
-def path_checks(fits: PathFits) -> dict[str, bool]:
-    """The claim's checks: params ∝ L·n², log paths linear in L·log n (slope 1)."""
+def paths_checks(fits: PathFits) -> dict[str, bool]:
+    """The claim's checks, from the fits alone (pure): params ∝ L·n², log paths linear in L·log n.
+
+    Returns:
+        Statement (citing the fitted numbers) -> whether it held: ``|a - 1| < 0.05`` and
+        ``|b - 2| < 0.1`` for ``params ∝ L^a·n^b``; slope ``k`` of ``ln paths`` against
+        ``L ln n`` within 0.1 of 1 with R² > 0.99.
+    """
     a, b, k = fits.params_exponent_L, fits.params_exponent_n, fits.paths_slope_vs_L_log_n
     return {
         f"params ∝ L^{a:.3f}·n^{b:.3f} (R² {fits.params_fit_r2:.4f})": abs(a - 1) < 0.05
@@ -152,6 +164,19 @@ def path_checks(fits: PathFits) -> dict[str, bool]:
         f"log(paths) = {k:.3f}·L·log n + {fits.paths_intercept:.2f} "
         f"(R² {fits.paths_fit_r2:.4f})": abs(k - 1) < 0.1 and fits.paths_fit_r2 > 0.99,
     }
+
+
+#: The former name of :func:`paths_checks` (the expressivity experiment's verdict uses it too).
+path_checks = paths_checks
+
+
+def paths_verdict(fits: PathFits) -> Verdict:
+    """``reproduced`` iff every :func:`paths_checks` check holds.
+
+    Returns:
+        The paths experiment's :class:`Verdict`, its reason citing the fits.
+    """
+    return Verdict.from_checks(paths_checks(fits), what="fits over the grid")
 
 
 def paths_figure(records: Sequence[dict[str, Any]]) -> Figure:
@@ -186,7 +211,7 @@ class PathsExperiment(Experiment[PathsConfig]):
 
     def run(self, config: PathsConfig, progress: Progress) -> Result:
         records, fits = measure_paths(config.depths, config.widths, progress)
-        verdict = Verdict.from_checks(path_checks(fits), what="fits over the grid")
+        verdict = paths_verdict(fits)
         table = Table.from_records("networks of the grid", records)
         return Result(
             numbers={
