@@ -62,10 +62,14 @@ class BatchedLoop:
     coef: Tensor  # (P, S) dense-output coefficients
     powers: Tensor  # (P,) 1..P
     c_row: Tensor  # (S,) the nodes c
+    #: The controller's step and jump times ``(K,)`` and which are jumps ``(K,)``, or ``None``.
+    stops: Tensor | None = None
+    jumps: Tensor | None = None
 
     @property
     def evals_per_attempt(self) -> int:
-        return self.solver.tableau.num_stages - 1  # FSAL: the first stage is the last one's
+        # FSAL: the first stage is the last one's; a jump time costs a fresh first stage.
+        return self.solver.tableau.num_stages - 1 + (self.jumps is not None)
 
 
 # State tuple layout (all tensors; functional updates, so autograd can record them).
@@ -81,10 +85,15 @@ def attempt(lp: BatchedLoop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     t, habs, Y, K1, prev, prev2, s0, done, bad, nacc, nrej, uf, nf, outs, ts, t_end = st
     d, ctrl, norm = lp.d, lp.ctrl, lp.norm
     active = ~done  # (R, 1)
-    remaining = (t_end - t) * d  # (R, 1), >= 0
-    last = habs >= remaining
+    stop, jump = _next_stop(lp, t, t_end)  # (R, 1): where this row's step must end
+    remaining = (stop - t) * d  # (R, 1), >= 0
+    last = habs >= remaining  # the step ends at the stop
     h = torch.where(last, remaining, habs) * d  # (R, 1) signed
     tst = torch.addcmul(t, h, lp.c_row)  # (R, S): every stage time in one kernel
+    if jump is not None:
+        # At a jump the stages at the jump time see its left limit (one ulp before it).
+        at_jump = last & jump
+        tst = torch.where(at_jump & (lp.c_row == 1.0), torch.nextafter(stop, t), tst)
     Y1, err, ks = lp.solver.step(lp.ev, t, Y, h, K1,
                                  times=[tst[:, i : i + 1] for i in range(lp.c_row.shape[0])])
     if err is None:  # pragma: no cover - the dispatcher sends only adaptive solvers here
@@ -98,7 +107,7 @@ def attempt(lp: BatchedLoop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         rej = active & ~ok
         factor = ctrl.factor(ratio, prev, prev2, ok, finite, lp.solver.error_order)
         hnew = ctrl.clip(h.abs() * factor)
-        t1 = torch.where(last, t_end, t + h)  # (R, 1)
+        t1 = torch.where(last, stop, t + h)  # (R, 1)
     if outs.shape[0] > 2:
         outs = _emit(lp, outs, ts, t, t1, h, acc, Y, Y1, ks)
     # (The last output is the final state itself: the driver writes it, so a solve with
@@ -106,13 +115,16 @@ def attempt(lp: BatchedLoop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     t = torch.where(acc, t1, t)
     Y = torch.where(acc, Y1, Y)
     K1 = torch.where(acc, ks[-1], K1)
+    if jump is not None:  # the right limit starts the next step after a jump
+        right = lp.ev(torch.nextafter(t1, t1 + d), Y1)
+        K1 = torch.where(acc & at_jump, right, K1)
     with torch.no_grad():
         s0 = torch.where(acc, s1, s0)
         if ctrl.dcoeff:
             prev2 = torch.where(acc, prev, prev2)
         prev = torch.where(acc, ratio.clamp(min=RATIO_FLOOR), prev)
         habs = torch.where(active, hnew, habs)
-        done = done | (acc & last)
+        done = done | (acc & last & (stop == t_end))
         bad = torch.where(active, torch.where(finite, 0, bad + 1), bad)
         nacc = nacc + acc.long()
         nrej = nrej + rej.long()
@@ -121,6 +133,22 @@ def attempt(lp: BatchedLoop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         uf = uf | (under & (bad == 0))
         nf = nf | (under & (bad > 0)) | (still & (bad > MAX_BAD_IN_A_ROW))
     return (t, habs, Y, K1, prev, prev2, s0, done, bad, nacc, nrej, uf, nf, outs, ts, t_end)
+
+
+def _next_stop(lp: BatchedLoop, t: Tensor, t_end: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Per row the next time a step must end at (a step or jump time ahead, else ``t_end``)
+    and whether it is a jump (``None`` without jump times)."""
+    if lp.stops is None:
+        return t_end, None
+    d = lp.d
+    ahead = (d * (lp.stops - t) > 0) & (d * (t_end - lp.stops) > 0)  # (R, K)
+    key = torch.where(ahead, lp.stops * d, math.inf)  # (R, K): smallest is the next
+    first, idx = key.min(dim=1, keepdim=True)  # (R, 1)
+    has = torch.isfinite(first)
+    stop = torch.where(has, first * d, t_end)  # (R, 1)
+    if lp.jumps is None:
+        return stop, None
+    return stop, has & lp.jumps[idx]
 
 
 def _emit(

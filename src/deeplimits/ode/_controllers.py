@@ -76,6 +76,14 @@ class PIDController:
         dt_min: smallest allowed ``|dt|``; a smaller proposal raises
             ``StepSizeUnderflowError``.
         dt_max: largest allowed ``|dt|`` (``None``: unbounded); proposals are clipped to it.
+        step_ts: times a step must end at exactly (torchdiffeq's ``step_t``): where the
+            dynamics change fast, or an output must not be interpolated. Times outside the
+            solve's span are ignored.
+        jump_ts: times where ``func`` is discontinuous (torchdiffeq's ``jump_t``): a step ends
+            there, the step's stages at the jump time are evaluated one ulp before it (the left
+            limit) and the next step starts with a fresh evaluation one ulp after it (the right
+            limit), instead of reusing the last stage. Costs one evaluation per jump (on the
+            device loop one per attempt while any jump time is set).
 
     Raises:
         InvalidArgumentError: a coefficient or bound outside its range (the message names it).
@@ -89,8 +97,12 @@ class PIDController:
     factor_max: float = 10.0
     dt_min: float = 0.0
     dt_max: float | None = None
+    step_ts: tuple[float, ...] = ()
+    jump_ts: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        for name in ("step_ts", "jump_ts"):
+            object.__setattr__(self, name, _times(name, getattr(self, name)))
         if self.icoeff <= 0 or self.pcoeff < 0 or self.dcoeff < 0:
             raise InvalidArgumentError(
                 f"controller needs icoeff > 0 and pcoeff, dcoeff >= 0, got icoeff={self.icoeff}, "
@@ -108,6 +120,14 @@ class PIDController:
                 f"controller needs 0 <= dt_min < dt_max, got dt_min={self.dt_min}, "
                 f"dt_max={self.dt_max}"
             )
+
+    def forced_times(self, t0: float, t_end: float) -> list[tuple[float, bool]]:
+        """``(time, is_jump)`` of the step and jump times strictly between ``t0`` and
+        ``t_end``, in the direction of integration (a time in both counts as a jump)."""
+        d = 1.0 if t_end > t0 else -1.0
+        inside = {x: False for x in self.step_ts if d * (x - t0) > 0 and d * (t_end - x) > 0}
+        inside.update({x: True for x in self.jump_ts if d * (x - t0) > 0 and d * (t_end - x) > 0})
+        return sorted(inside.items(), key=lambda item: d * item[0])
 
     def factor(
         self,
@@ -157,6 +177,25 @@ class PIDController:
 
 
 _EPS8 = 8 * 2.220446049250313e-16
+
+
+def _times(name: str, value: object) -> tuple[float, ...]:
+    """``value`` (a sequence or 1-D tensor of finite numbers) as a sorted tuple of floats."""
+    if isinstance(value, Tensor):
+        if value.ndim != 1:
+            raise InvalidArgumentError(
+                f"controller {name} must be 1-D, got shape {tuple(value.shape)}"
+            )
+        value = value.detach().to("cpu", torch.float64).tolist()
+    try:
+        out = tuple(sorted(float(x) for x in value))  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(
+            f"controller {name}={value!r} must be a sequence of numbers (or a 1-D tensor)"
+        ) from None
+    if not all(math.isfinite(x) for x in out):
+        raise InvalidArgumentError(f"controller {name}={out!r} must be finite times")
+    return out
 
 
 @dataclass(frozen=True)

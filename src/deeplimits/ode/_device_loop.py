@@ -30,6 +30,7 @@ from deeplimits.ode._cache import COMPILED, GRAPHS
 from deeplimits.ode._capture import CaptureBackend
 from deeplimits.ode._checks import blow_up_error, max_steps_error, underflow_error
 from deeplimits.ode._compiled import CompiledBlocks, compiled_blocks, run_compiled
+from deeplimits.ode._controllers import PIDController
 from deeplimits.ode._cuda_graphs import GraphEntry, cache_key, new_graph
 from deeplimits.ode._execution import ExecutionOptions
 from deeplimits.ode._func import FlatFuncWrapper
@@ -139,10 +140,11 @@ def solve_adaptive_device(
         _record(counter, start_evals)
     else:
         coef, powers, c_row = loop_constants(solver, dtype, device)
+        stops, jumps = _forced_times(ctrl, dtype, device)
         lp = BatchedLoop(
             solver=solver, ev=row_func(f, shape, per_sample),
             norm=ErrorNorm(rtol, atol, norm_dims, M, rows=True), ctrl=ctrl, d=d, coef=coef,
-            powers=powers, c_row=c_row,
+            powers=powers, c_row=c_row, stops=stops, jumps=jumps,
         )
         st, start_evals = start(lp, Y0, ts_host.to(device), rows_t, first_step)
         if ckey is not None and module is not None and counter is not None:
@@ -227,3 +229,19 @@ def solve_adaptive_device(
 def _record(counter: FlatFuncWrapper | None, n: int) -> None:
     if counter is not None:
         counter.record(n)
+
+
+def _forced_times(
+    ctrl: PIDController, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor | None, Tensor | None]:
+    """The controller's step and jump times as ``(K,)`` tensors (a time in both is a jump),
+    and the jump flags (``None`` without jump times); ``(None, None)`` without any."""
+    marks = {x: False for x in ctrl.step_ts}
+    marks.update({x: True for x in ctrl.jump_ts})
+    if not marks:
+        return None, None
+    times = sorted(marks)
+    stops = torch.tensor(times, dtype=dtype, device=device)
+    if not ctrl.jump_ts:
+        return stops, None
+    return stops, torch.tensor([marks[x] for x in times], device=device)

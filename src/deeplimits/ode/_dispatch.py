@@ -66,7 +66,7 @@ def split_options(
     cls = solver.options_type
     if not isinstance(options, Mapping):
         return parse_options(cls, options, solver.name), execution or ExecutionOptions()
-    numeric = [f.name for f in dataclasses.fields(cls)]
+    numeric = [f.name for f in dataclasses.fields(cls) if f.init]
     exec_keys = [
         n for n in ExecutionOptions.field_names() if solver.adaptive or n not in ADAPTIVE_ONLY
     ]

@@ -80,13 +80,19 @@ def solve_adaptive_host(
     prev = prev2 = 1.0
     steps = 0
     bad_in_a_row = 0
+    # Times a step must end at (the controller's step and jump times, then t_end).
+    stops = [*ctrl.forced_times(ts[0], t_end), (t_end, False)]
+    si = 0
     while j < n:
         if steps >= opts.max_num_steps:
             raise max_steps_error(opts.max_num_steps, t, repr(t_end))
         steps += 1
-        last = d * (t + d * h_abs - t_end) >= 0
-        h = (t_end - t) if last else d * h_abs
-        y1, err, ks = solver.step(f, t, y, h, k1)
+        stop, jump = stops[si]
+        last = d * (t + d * h_abs - stop) >= 0  # this step ends at the stop
+        h = (stop - t) if last else d * h_abs
+        # At a jump the stages at the jump time see its left limit (one ulp before it).
+        times = _left_limit_times(solver, t, h, stop) if last and jump else None
+        y1, err, ks = solver.step(f, t, y, h, k1, times)
         with no_grad():
             s1 = norm.scale(y1)
             ratio = float(norm.ratio(err, s0, s1, y1))  # type: ignore[arg-type]  # the one sync
@@ -104,7 +110,7 @@ def solve_adaptive_host(
         accepted = finite and ratio <= 1.0
         factor = ctrl.factor(ratio, prev, prev2, accepted, finite, err_order)
         if accepted:
-            t1 = t_end if last else t + h
+            t1 = stop if last else t + h
             if backward:
                 stats.backward_accepted_steps += 1
             else:
@@ -118,6 +124,10 @@ def solve_adaptive_host(
             t, y = t1, y1
             s0 = s1
             k1 = ks[-1] if fsal else None
+            if last and si + 1 < len(stops):
+                si += 1
+                if jump:  # the right limit starts the next step
+                    k1 = f(math.nextafter(t1, t1 + d), y1)
             prev2, prev = prev, max(ratio, RATIO_FLOOR)
         elif backward:
             stats.backward_rejected_steps += 1
@@ -130,3 +140,10 @@ def solve_adaptive_host(
                 raise blow_up_error(t, h_abs)
             raise underflow_error(t, h_abs, ctrl.dt_min)
     return outs
+
+
+def _left_limit_times(solver: ExplicitRK, t: float, h: float, stop: float) -> list[float]:
+    """Stage times of a step from ``t`` by ``h`` that ends at the jump time ``stop``: the
+    stages at the end (``c = 1``) one ulp before it."""
+    left = math.nextafter(stop, t)
+    return [left if c == 1.0 else t + c * h for c in solver.tableau.c]

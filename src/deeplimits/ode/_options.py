@@ -75,11 +75,16 @@ class AdaptiveOptions:
         max_num_steps: most steps (accepted + rejected) before ``MaxStepsExceededError``.
         controller: step-size controller (a :class:`PIDController`); default
             ``IController()``, the integral controller.
+        step_t, jump_t: torchdiffeq's names for the controller's ``step_ts`` and ``jump_ts``
+            (times a step must end at; times where ``func`` jumps), added to the controller's.
     """
 
     first_step: float | None = None
     max_num_steps: int = 100_000
     controller: PIDController | None = None
+    step_t: Tensor | Sequence[float] | None = None
+    jump_t: Tensor | Sequence[float] | None = None
+    _controller: PIDController = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.first_step is not None and not (
@@ -97,11 +102,30 @@ class AdaptiveOptions:
                 f"options controller must be a PIDController, PIController or IController, got "
                 f"{type(self.controller).__name__}"
             )
+        ctrl = self.controller if self.controller is not None else DEFAULT_CONTROLLER
+        if self.step_t is not None or self.jump_t is not None:
+            extra = {
+                name + "s": getattr(ctrl, name + "s") + _as_floats(f"options {name}", value)
+                for name, value in (("step_t", self.step_t), ("jump_t", self.jump_t))
+                if value is not None
+            }
+            ctrl = dataclasses.replace(ctrl, **extra)
+        object.__setattr__(self, "_controller", ctrl)
 
     @property
     def step_controller(self) -> PIDController:
-        """The controller in use (the default when none is set)."""
-        return self.controller if self.controller is not None else DEFAULT_CONTROLLER
+        """The controller in use (the default when none is set, with ``step_t``/``jump_t``)."""
+        return self._controller
+
+
+def _as_floats(name: str, value: object) -> tuple[float, ...]:
+    if isinstance(value, Tensor):
+        if value.ndim != 1:
+            raise InvalidArgumentError(f"{name} must be 1-D, got shape {tuple(value.shape)}")
+        return tuple(value.detach().to("cpu", torch.float64).tolist())
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InvalidTypeError(f"{name} must be a 1-D tensor or a sequence of times")
+    return tuple(float(x) for x in value)
 
 
 @dataclass(frozen=True)
@@ -166,7 +190,7 @@ def parse_options(cls: type[_O], options: Mapping[str, Any] | _O | None, method:
             f"options for method {method!r} must be a dict or {cls.__name__}, got "
             f"{type(options).__name__}"
         )
-    valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    valid = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
     for key in options:
         if key not in valid:
             raise UnknownNameError(f"option of method {method!r}", key, valid)

@@ -1,0 +1,138 @@
+"""Step-size controllers: the one formula for floats and tensors, the PID terms, forced step
+and jump times on every loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from deeplimits.errors import InvalidArgumentError
+from deeplimits.ode import (
+    EagerCapture,
+    ExecutionOptions,
+    IController,
+    PIController,
+    PIDController,
+    SolveStats,
+    odeint,
+)
+
+F64 = torch.float64
+LOOPS = {
+    "host": ExecutionOptions(device_loop=False),
+    "device": ExecutionOptions(device_loop=True),
+    "per_sample": ExecutionOptions(per_sample=True),
+    "graph": ExecutionOptions(device_loop=True, capture=EagerCapture()),
+}
+
+
+def test_pid_factor_is_the_documented_formula() -> None:
+    c = PIDController(pcoeff=0.1, icoeff=0.3, dcoeff=0.05, safety=0.8)
+    r, p1, p2, k = 0.3, 0.7, 0.2, 5
+    want = 0.8 * r ** (-(0.1 + 0.3 + 0.05) / k) * p1 ** ((0.1 + 2 * 0.05) / k) * p2 ** (-0.05 / k)
+    assert c.factor(r, p1, p2, True, True, k) == pytest.approx(want, rel=1e-15)
+    # rejected: only the I part, never growing; NaN/inf: factor_min
+    assert c.factor(3.0, p1, p2, False, True, k) == pytest.approx(0.8 * 3.0 ** (-1 / k))
+    assert c.factor(1.01, p1, p2, False, True, k) == 1.0 * min(1.0, 0.8 * 1.01 ** (-1 / k))
+    assert c.factor(math.nan, p1, p2, False, False, k) == c.factor_min
+    # an exact step (r = 0) grows by factor_max
+    assert c.factor(0.0, p1, p2, True, True, k) == c.factor_max
+
+
+@pytest.mark.parametrize(
+    "ctrl", [IController(), PIController(), PIDController(0.1, 0.3, 0.05), PIController(0.4, 0.3)]
+)
+def test_factor_is_the_same_for_floats_and_tensors(ctrl: PIDController) -> None:
+    ratios = [0.0, 1e-9, 0.03, 0.5, 1.0, 1.0000001, 7.0, 1e12, math.inf, math.nan]
+    prevs = [(1.0, 1.0), (1e-4, 0.3), (0.9, 1e-4)]
+    for r in ratios:
+        for p1, p2 in prevs:
+            finite = math.isfinite(r)
+            acc = finite and r <= 1.0
+            want = ctrl.factor(r, p1, p2, acc, finite, 5)
+            rt = torch.tensor([[r]], dtype=F64)
+            got = ctrl.factor(rt, torch.tensor([[p1]], dtype=F64), torch.tensor([[p2]], dtype=F64),
+                              torch.tensor([[acc]]), torch.isfinite(rt), 5)
+            assert float(got) == pytest.approx(want, rel=1e-14), (r, p1, p2)
+            assert ctrl.factor_min <= want <= ctrl.factor_max
+
+
+def test_dt_max_clips_and_min_step_is_dt_min_or_eight_ulps() -> None:
+    c = PIDController(dt_min=1e-3, dt_max=0.5)
+    assert c.clip(2.0) == 0.5 and float(c.clip(torch.tensor(2.0))) == 0.5
+    assert c.clip(0.1) == 0.1
+    assert c.min_step(0.0) == 1e-3
+    assert PIDController().min_step(1e6) == pytest.approx(8 * 2.220446049250313e-16 * 1e6)
+
+
+def _ramp(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """dy/dt = +1 before t = 0.5, -1 from it on (per row for a (batch,) t)."""
+    tt = t.reshape(-1, *([1] * (y.ndim - 1))) if t.ndim else t
+    return torch.where(tt < 0.5, torch.ones_like(y), -torch.ones_like(y))
+
+
+@pytest.mark.parametrize("loop", list(LOOPS))
+@torch.no_grad()
+def test_jump_time_is_stepped_to_and_both_limits_are_seen(loop: str) -> None:
+    y0 = torch.zeros(3, 1, dtype=F64)
+    t = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=F64)
+    plain, jumped = SolveStats(), SolveStats()
+    odeint(_ramp, y0, t, rtol=1e-6, atol=1e-8, stats=plain, execution=LOOPS[loop])
+    ys = odeint(_ramp, y0, t, rtol=1e-6, atol=1e-8, stats=jumped, execution=LOOPS[loop],
+                options={"jump_t": torch.tensor([0.5], dtype=F64)})
+    exact = torch.tensor([0.0, 0.25, 0.5, 0.0], dtype=F64)
+    assert float((ys[:, :, 0] - exact[:, None]).abs().max()) <= 1e-14
+    assert jumped.rejected_steps == 0
+    assert jumped.nfe_forward < plain.nfe_forward / 3
+
+
+@pytest.mark.parametrize("loop", ["host", "device", "per_sample"])
+def test_step_times_end_steps_exactly(loop: str) -> None:
+    calls: list[float] = []
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls.append(float(t.reshape(-1)[0]))
+        return -y
+
+    stops = [0.123456789, 0.7]
+    stats = SolveStats()
+    ys = odeint(f, torch.ones(2, 1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                options={"controller": IController(step_ts=stops)}, stats=stats,
+                execution=LOOPS[loop])
+    for s in stops:
+        assert s in calls  # the stages at c = 1 of the step that ends there
+    assert float((ys[-1] - math.exp(-1.0)).abs().max()) <= 1e-7
+
+
+@pytest.mark.parametrize("ctrl", [PIDController(0.1, 0.3, 0.05), PIController(0.4, 0.3)])
+@torch.no_grad()
+def test_pid_takes_the_same_steps_on_every_loop(ctrl: PIDController) -> None:
+    def vdp(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.stack([y[..., 1], 25 * (1 - y[..., 0] ** 2) * y[..., 1] - y[..., 0]], -1)
+
+    y0 = torch.tensor([[2.0, 0.0]], dtype=F64)
+    t = torch.tensor([0.0, 20.0], dtype=F64)
+    out = {}
+    for loop, exe in LOOPS.items():
+        s = SolveStats()
+        ys = odeint(vdp, y0, t, rtol=1e-7, atol=1e-9, stats=s, execution=exe,
+                    options={"controller": ctrl})
+        out[loop] = (s.accepted_steps, s.rejected_steps, ys[-1])
+    (acc, rej, y), *rest = out.values()
+    assert rej > 0
+    for a, r, yy in rest:
+        assert (a, r) == (acc, rej)
+        assert float((yy - y).abs().max()) <= 1e-10
+
+
+def test_bad_forced_times_are_rejected_with_the_name() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"jump_ts=.*finite"):
+        PIDController(jump_ts=[0.5, math.nan])
+    with pytest.raises(InvalidArgumentError, match="step_ts must be 1-D"):
+        PIDController(step_ts=torch.zeros(2, 2))
+    with pytest.raises(InvalidArgumentError, match="sequence of numbers"):
+        PIDController(step_ts=["a"])  # type: ignore[list-item]
+    with pytest.raises(InvalidArgumentError, match="dcoeff"):
+        PIDController(dcoeff=-1.0)
