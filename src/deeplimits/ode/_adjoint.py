@@ -230,5 +230,6 @@ def odeint_adjoint(
         atol=atol, adj_solver=adj_solver, adj_opts=adj_opts, adj_exe=adj_exe, adj_rtol=adj_rtol,
         adj_atol=adj_atol, seminorm=adj.norm == "seminorm", stats=stats,
     )
-    ys = _AdjointFn.apply(setup, state.flatten(y0), t, *params)  # (T, N)
+    t_in = t if t.dtype == state.dtype else t.to(state.dtype)  # differentiable cast
+    ys = _AdjointFn.apply(setup, state.flatten(y0), t_in, *params)  # (T, N)
     return state.unflatten_series(ys)

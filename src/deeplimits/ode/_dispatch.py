@@ -39,6 +39,7 @@ from deeplimits.ode._options import (
 )
 from deeplimits.ode._reversible import reversible_heun_solve
 from deeplimits.ode._solvers import ExplicitRK, ReversibleHeun, Solver
+from deeplimits.ode._time_grad import needs_time_grads, with_time_grads
 
 __all__ = ["Options", "check_execution", "prepare", "solve", "solve_flat", "split_options"]
 
@@ -234,9 +235,25 @@ def solve(
     parameters when it is an ``nn.Module``).
     """
     state, ts = prepare(y0, t, solver, exe)
+    if t.dtype != state.dtype:
+        t = t.to(state.dtype)  # differentiable: gradients reach t in its own dtype
+    time_grads = needs_time_grads(t)
+    if time_grads and isinstance(ts[0], list):
+        raise InvalidArgumentError(
+            "gradients with respect to a 2-D t (per_sample=True) are not supported; detach t "
+            "(t.detach()) or solve each row with a 1-D t"
+        )
+    y_start = state.flatten(y0) if isinstance(solver, ReversibleHeun) else state.as_state(y0)
+    if time_grads:
+        f_t = FlatFuncWrapper(func, state, stats, backward=True)
+        f_t.checked = True
+        y_start, finish = with_time_grads(f_t, ts, y_start, t)  # type: ignore[arg-type]
     if isinstance(solver, ReversibleHeun):
-        return reversible_heun_solve(func, y0, ts, state, cast(ReversibleHeunOptions, opts),  # type: ignore[arg-type]
-                                     stats, params)
-    f = FlatFuncWrapper(func, state, stats)
-    outs = solve_flat(f, state.as_state(y0), ts, solver, opts, exe, rtol, atol, stats)
-    return state.unflatten_series(torch.stack(outs))  # (T, *shape) or (T, N) -> (T, *shape)
+        ys = reversible_heun_solve(func, y_start, ts, state,  # type: ignore[arg-type]
+                                   cast(ReversibleHeunOptions, opts), stats, params)
+        outs = list(ys.unbind(0))
+    else:
+        f = FlatFuncWrapper(func, state, stats)
+        outs = solve_flat(f, y_start, ts, solver, opts, exe, rtol, atol, stats)
+    ys = finish(outs) if time_grads else torch.stack(outs)
+    return state.unflatten_series(ys)  # (T, *shape) or (T, N) -> (T, *shape)

@@ -142,8 +142,10 @@ def reversible_heun_solve(
     opts: ReversibleHeunOptions,
     stats: SolveStats,
     params: Sequence[Tensor] | None,
-) -> Tensor | tuple[Tensor, ...]:
+) -> Tensor:
     """Solve with reversible Heun; O(1)-memory backward when the parameters are known.
+
+    Returns the states at ``ts`` flat, ``(T, N)``.
 
     ``params`` given (``odeint_adjoint``), or ``func`` an ``nn.Module`` (its parameters), and
     ``opts.reversible_backward``: the reversible backward. Otherwise plain backprop through the
@@ -152,15 +154,14 @@ def reversible_heun_solve(
     f = FlatFuncWrapper(func, state, stats)
     y0f = state.flatten(y0)
     if len(ts) == 1:
-        return state.unflatten_series(y0f.unsqueeze(0))
+        return y0f.unsqueeze(0)
     grid, out_of = _merge_grid(ts, opts)
     if params is None and isinstance(func, nn.Module):
         params = tuple(func.parameters())
     if params is None or not opts.reversible_backward:
         outs, _ = _forward_steps(f, y0f, grid, out_of, stats)
-        return state.unflatten_series(torch.stack(outs))
+        return torch.stack(outs)
     f_bwd = FlatFuncWrapper(func, state, stats, backward=True)
     f_bwd.checked = True
     setup = _Setup(f_fwd=f, f_bwd=f_bwd, grid=grid, out_of=out_of, stats=stats)
-    ys = _ReversibleHeunFn.apply(setup, y0f, *params)
-    return state.unflatten_series(ys)
+    return _ReversibleHeunFn.apply(setup, y0f, *params)  # type: ignore[no-any-return]
