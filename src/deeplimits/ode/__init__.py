@@ -2,7 +2,8 @@
 
 Public surface:
 
-- :func:`odeint` / :func:`odeint_adjoint`: torchdiffeq-compatible solves.
+- :func:`odeint` / :func:`odeint_adjoint`: torchdiffeq-compatible solves;
+  :func:`odeint_checkpoint`: backprop's gradients with a bounded number of stored states.
 - :class:`ODEBlock`: ``z0 -> z(t1)`` as an ``nn.Module`` with solve statistics.
 - Solvers as objects: :class:`Solver`, :class:`ExplicitRK` (any validated
   :class:`ButcherTableau`), :class:`ReversibleHeun`; :data:`SOLVERS` by name (what
@@ -26,6 +27,7 @@ from deeplimits.ode._adjoint import odeint_adjoint
 from deeplimits.ode._block import ODEBlock, ODEBlockStats
 from deeplimits.ode._cache import clear_graph_cache
 from deeplimits.ode._capture import CaptureBackend, CudaGraphCapture, EagerCapture
+from deeplimits.ode._checkpoint import odeint_checkpoint
 from deeplimits.ode._controllers import IController, PIController, PIDController
 from deeplimits.ode._execution import ExecutionOptions
 from deeplimits.ode._odeint import odeint
@@ -83,6 +85,7 @@ __all__ = [
     "get_tableau",
     "odeint",
     "odeint_adjoint",
+    "odeint_checkpoint",
     "order_condition_residuals",
     "rk_step",
 ]

@@ -15,7 +15,7 @@ Every rule between those choices is checked here (or, between execution options 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import torch
@@ -35,16 +35,21 @@ from deeplimits.ode._options import (
     FixedStepOptions,
     ReversibleHeunOptions,
     SolveStats,
+    StepRecorder,
     parse_options,
 )
 from deeplimits.ode._reversible import reversible_heun_solve
 from deeplimits.ode._solvers import ExplicitRK, ReversibleHeun, Solver
 from deeplimits.ode._time_grad import needs_time_grads, with_time_grads
 
-__all__ = ["Options", "check_execution", "prepare", "solve", "solve_flat", "split_options"]
+__all__ = [
+    "FlatSolve", "Options", "check_execution", "prepare", "solve", "solve_flat", "split_options",
+]
 
 Options = Mapping[str, Any] | FixedStepOptions | AdaptiveOptions | None
 NumericOptions = FixedStepOptions | AdaptiveOptions
+#: A replacement for :func:`solve_flat` in :func:`solve`: ``(f, y0, ts) -> outputs``.
+FlatSolve = Callable[[FlatFuncWrapper, Tensor, list[float]], list[Tensor]]
 
 
 def split_options(
@@ -155,9 +160,13 @@ def solve_flat(
     stats: SolveStats,
     norm_dims: int | None = None,
     backward: bool = False,
+    record: StepRecorder | None = None,
 ) -> list[Tensor]:
     """Solve on the solver's working state; returns the state at each of ``ts`` (``ts[0]``
     gives ``y0``; with per-sample rows of times, one list per row).
+
+    ``record``: the host loops' step recorder (:class:`StepRecord`); the caller keeps the
+    device loop and compiled chunks out (``odeint_checkpoint``).
 
     Raises:
         InvalidArgumentError: a solver the flat loops cannot run, or an execution conflict.
@@ -183,7 +192,8 @@ def solve_flat(
         every = exe.finite_check == "every_step" or (
             exe.finite_check == "auto" and y0.device.type == "cpu"
         )
-        return solve_fixed(f, y0, ts, solver, opts, stats, every, compiled)  # type: ignore[arg-type]
+        return solve_fixed(f, y0, ts, solver, opts, stats, every, compiled,  # type: ignore[arg-type]
+                           record)
     opts = cast(AdaptiveOptions, opts)  # split_options gave the adaptive solver its class
     if _uses_device_loop(exe, y0):
         if not solver.batched:
@@ -197,7 +207,7 @@ def solve_flat(
         return solve_adaptive_device(f, y0, ts, solver, opts, exe, rtol, atol, stats,
                                      norm_dims, backward, plan)
     return solve_adaptive_host(f, y0, ts, solver, opts, rtol, atol, stats,  # type: ignore[arg-type]
-                               norm_dims, backward)
+                               norm_dims, backward, record)
 
 
 def prepare(
@@ -227,12 +237,15 @@ def solve(
     atol: float,
     stats: SolveStats,
     params: Sequence[Tensor] | None = None,
+    flat_solve: FlatSolve | None = None,
 ) -> Tensor | tuple[Tensor, ...]:
     """The public functions' solve: the user's ``func``, state and times in, the stacked
     outputs ``(T, *shape)`` (or a tuple of those) out.
 
     ``params``: the tensors a reversible backward differentiates (default: ``func``'s
-    parameters when it is an ``nn.Module``).
+    parameters when it is an ``nn.Module``). ``flat_solve(f, y0, ts)``: runs the explicit RK
+    solve instead of :func:`solve_flat` (``odeint_checkpoint``'s checkpointed solve); the
+    time gradients are attached around it as around the plain solve.
     """
     state, ts = prepare(y0, t, solver, exe)
     if t.dtype != state.dtype:
@@ -254,6 +267,9 @@ def solve(
         outs = list(ys.unbind(0))
     else:
         f = FlatFuncWrapper(func, state, stats)
-        outs = solve_flat(f, y_start, ts, solver, opts, exe, rtol, atol, stats)
+        if flat_solve is not None:
+            outs = flat_solve(f, y_start, ts)  # type: ignore[arg-type]
+        else:
+            outs = solve_flat(f, y_start, ts, solver, opts, exe, rtol, atol, stats)
     ys = finish(outs) if time_grads else torch.stack(outs)
     return state.unflatten_series(ys)  # (T, *shape) or (T, N) -> (T, *shape)

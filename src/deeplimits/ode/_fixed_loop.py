@@ -13,7 +13,13 @@ from deeplimits.ode._checks import check_finite, step_nonfinite_error
 from deeplimits.ode._compiled import FIXED_CHUNK, FixedCompiled
 from deeplimits.ode._func import FlatFunc, FlatFuncWrapper, lean
 from deeplimits.ode._interp import emit_outputs
-from deeplimits.ode._options import FixedStepOptions, SolveStats, grid_to_floats
+from deeplimits.ode._options import (
+    FixedStepOptions,
+    SolveStats,
+    StepRecord,
+    StepRecorder,
+    grid_to_floats,
+)
 from deeplimits.ode._solvers import ExplicitRK
 
 __all__ = ["build_grid", "solve_fixed"]
@@ -57,6 +63,7 @@ def solve_fixed(
     stats: SolveStats,
     check_every_step: bool,
     compiled: FixedCompiled | None = None,
+    record: StepRecorder | None = None,
 ) -> list[Tensor]:
     """Fixed-step solve on :func:`build_grid`; outputs between grid points by the solver's
     interpolant (cubic Hermite for the fixed-step tableaux).
@@ -70,6 +77,8 @@ def solve_fixed(
             step all the same.
         compiled: compiled steps (``compile=True``): runs of equal steps without an output
             time inside them go through its chunks.
+        record: called with a :class:`StepRecord`, the new state and the stages after each
+            step (``odeint_checkpoint`` replays the steps from these; not with ``compiled``).
 
     Returns:
         The state at each of ``ts``.
@@ -116,21 +125,28 @@ def solve_fixed(
             pending.append((t1, h, torch.isfinite(y1).all()))
             if len(pending) >= _QUEUE or i == last_i:
                 _check_pending(pending)
+        chained = i > 0 and k1 is not None
         k1 = ks[-1] if fsal else None
         if j >= n or d * (ts[j] - t1) > 0:
+            if record is not None:
+                record(StepRecord(t, h, t1, None, None if i else t, chained, False, j), y1, ks)
             y = y1  # no output time in (t, t1]
             continue
+        extra = False
         if d * (ts[j] - t1) < 0:
             # Interior output times need f(t1, y1); it is reused as the next step's k1.
             if not fsal:
                 k1 = f(t1, y1)
                 ks = [*ks, k1]
+                extra = True
 
             def dense(thetas: list[float], y=y, ks=ks, h=h) -> Tensor:
                 return solver.interpolate(cache, y, ks, h, thetas)
 
         else:
             dense = _no_dense
+        if record is not None:
+            record(StepRecord(t, h, t1, None, None if i else t, chained, extra, j), y1, ks)
         j = emit_outputs(outs, ts, j, d, t, t1, h, y1, dense)
         y = y1
     return outs

@@ -15,7 +15,7 @@ from deeplimits.ode._controllers import RATIO_FLOOR
 from deeplimits.ode._func import FlatFunc, lean
 from deeplimits.ode._interp import emit_outputs
 from deeplimits.ode._norm import ErrorNorm, initial_step
-from deeplimits.ode._options import AdaptiveOptions, SolveStats
+from deeplimits.ode._options import AdaptiveOptions, SolveStats, StepRecord, StepRecorder
 from deeplimits.ode._solvers import ExplicitRK
 
 __all__ = ["solve_adaptive_host"]
@@ -35,6 +35,7 @@ def solve_adaptive_host(
     stats: SolveStats,
     norm_dims: int | None = None,
     backward: bool = False,
+    record: StepRecorder | None = None,
 ) -> list[Tensor]:
     """Adaptive solve with the solver's embedded pair, the options' controller and dense output.
 
@@ -46,6 +47,8 @@ def solve_adaptive_host(
         y0: the state, any shape; ``ts``: output times as floats (``ts[0]`` the start).
         norm_dims: error norm over the first ``norm_dims`` entries only (the seminorm).
         backward: count steps as the adjoint's backward solve.
+        record: called with a :class:`StepRecord`, the new state and the stages after each
+            accepted step (``odeint_checkpoint`` replays the steps from these).
 
     Returns:
         The state at each of ``ts``.
@@ -83,6 +86,7 @@ def solve_adaptive_host(
     # Times a step must end at (the controller's step and jump times, then t_end).
     stops = [*ctrl.forced_times(ts[0], t_end), (t_end, False)]
     si = 0
+    k1_time: float | None = t  # time of a fresh first stage (None: chained from ks, or none)
     while j < n:
         if steps >= opts.max_num_steps:
             raise max_steps_error(opts.max_num_steps, t, repr(t_end))
@@ -115,19 +119,25 @@ def solve_adaptive_host(
                 stats.backward_accepted_steps += 1
             else:
                 stats.accepted_steps += 1
+            j0 = j
             if d * (ts[j] - t1) <= 0:  # an output time lies in (t, t1]
 
                 def dense(thetas: list[float], y=y, ks=ks, h=h) -> Tensor:
                     return solver.interpolate(cache, y, ks, h, thetas)
 
                 j = emit_outputs(outs, ts, j, d, t, t1, h, y1, dense)
+            if record is not None:
+                record(StepRecord(t, h, t1, times, k1_time, k1_time is None and fsal, False, j0),
+                       y1, ks)
             t, y = t1, y1
             s0 = s1
             k1 = ks[-1] if fsal else None
+            k1_time = None
             if last and si + 1 < len(stops):
                 si += 1
                 if jump:  # the right limit starts the next step
-                    k1 = f(math.nextafter(t1, t1 + d), y1)
+                    k1_time = math.nextafter(t1, t1 + d)
+                    k1 = f(k1_time, y1)
             prev2, prev = prev, max(ratio, RATIO_FLOOR)
         elif backward:
             stats.backward_rejected_steps += 1

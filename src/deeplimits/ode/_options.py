@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -19,6 +19,8 @@ __all__ = [
     "FixedStepOptions",
     "ReversibleHeunOptions",
     "SolveStats",
+    "StepRecord",
+    "StepRecorder",
     "parse_options",
 ]
 
@@ -151,11 +153,16 @@ class SolveStats:
 
     Counts accumulate over the calls the object is passed to (create a fresh one per solve).
     ``nfe_backward`` and the ``backward_*`` step counts are filled when the adjoint or reversible
-    Heun backward pass runs.
+    Heun backward pass runs; ``nfe_recompute`` when :func:`odeint_checkpoint`'s backward pass
+    re-runs forward steps.
     """
 
     nfe_forward: int = 0
     nfe_backward: int = 0
+    #: Evaluations of ``func`` spent in the backward pass re-running forward steps (the
+    #: checkpointed backward of ``odeint_checkpoint``: advances between checkpoints and the
+    #: steps re-run with autograd); not included in ``nfe_backward``.
+    nfe_recompute: int = 0
     accepted_steps: int = 0
     rejected_steps: int = 0
     backward_accepted_steps: int = 0
@@ -169,6 +176,40 @@ class SolveStats:
     cuda_graph_used: bool = field(default=False, compare=False)
     #: Whether the last forward adaptive solve ran compiled code (``compile=True``).
     compiled: bool = field(default=False, compare=False)
+
+
+class StepRecord(NamedTuple):
+    """One accepted step as a host loop took it, for replaying it exactly (the checkpointed
+    backward of ``odeint_checkpoint``); the loops append one per accepted step when given a
+    recorder.
+
+    Attributes:
+        t, h, t1: start time, signed step size and end time (``t1`` may differ from ``t + h``
+            by round-off: a step that ends at a stop ends exactly there).
+        times: the stage times when the loop gave them (a step ending at a jump), else ``None``.
+        k1: the time of a fresh evaluation ``f(k1, y)`` used as the first stage (the first
+            step, the step after a jump), else ``None``.
+        chained: the first stage is the previous step's last entry of ``ks`` (FSAL, or the
+            fixed loop's ``f(t1, y1)`` for interior outputs); with ``k1 is None`` and not
+            ``chained`` the step evaluates its first stage itself.
+        extra: after the step the loop appended ``f(t1, y1)`` to its stages (a non-FSAL
+            fixed-step method with an output time inside the step).
+        j: index of the first output time not yet emitted when the step started.
+    """
+
+    t: float
+    h: float
+    t1: float
+    times: list[float] | None
+    k1: float | None
+    chained: bool
+    extra: bool
+    j: int
+
+
+#: A loop's recorder: called after each accepted step with its record, the new state and
+#: the step's stages (``ks``, with ``f(t1, y1)`` appended when ``extra``).
+StepRecorder = Callable[[StepRecord, Tensor, list[Tensor]], None]
 
 
 _O = TypeVar("_O")

@@ -1,0 +1,465 @@
+"""``odeint_checkpoint``: backprop through the solver's own steps with a bounded number of
+stored states (recursive checkpointing, diffrax's ``RecursiveCheckpointAdjoint``).
+
+The forward solve runs the host loop (adaptive) or the fixed-step loop without autograd and
+records every accepted step (:class:`StepRecord`: times, step size, how its first stage was
+obtained, which outputs it emitted). It keeps at most ``checkpoints`` states (the initial one
+included), placed online because the number of steps of an adaptive solve is not known in
+advance: Wang, Moin & Iaccarino's dynamic checkpointing (2009; each checkpoint has a level, a
+checkpoint of lower level than a later one is dispensable). The backward pass replays the
+recorded steps with the same :meth:`ExplicitRK.step` and dense output, so its gradients are
+those of direct backprop through the accepted steps (no gradient through the step-size
+controller, as in plain ``odeint``); each segment between stored states is reversed by the
+binomial (treeverse/revolve) recursion of Griewank & Walther with the slots free at that
+moment: with ``s`` free slots and ``r`` repetitions, ``C(s + r + 1, s + 1)`` steps.
+
+A stored state is the solver's carry: the state and, for FSAL methods, the first stage of the
+next step (``f(t, y)``), so a checkpoint holds two states' worth of memory for those methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from deeplimits.errors import InvalidArgumentError, InvalidTypeError
+from deeplimits.ode._checks import check_tolerances
+from deeplimits.ode._dispatch import Options, solve, solve_flat, split_options
+from deeplimits.ode._execution import ExecutionOptions
+from deeplimits.ode._fixed_loop import build_grid
+from deeplimits.ode._func import FlatFuncWrapper
+from deeplimits.ode._interp import emit_outputs
+from deeplimits.ode._options import (
+    AdaptiveOptions,
+    FixedStepOptions,
+    SolveStats,
+    StepRecord,
+)
+from deeplimits.ode._solvers import ExplicitRK, ReversibleHeun, Solver, get_solver
+
+__all__ = ["default_checkpoints", "odeint_checkpoint"]
+
+Carry = tuple[Tensor, Tensor | None]  # (state, first stage of the next step or None)
+
+
+def default_checkpoints(max_steps: int) -> int:
+    """diffrax's default number of checkpoints for a step budget:
+    ``floor(-1.5 + sqrt(2 max_steps + 0.25)) + 1`` (with that many, ``max_steps`` steps are
+    reversed recomputing each step about twice)."""
+    return math.floor(-1.5 + math.sqrt(2 * max_steps + 0.25)) + 1
+
+
+def _binomial_steps(s: int, r: int) -> int:
+    """Most steps reversible from a held state with ``s`` free slots, each step advanced at
+    most ``r`` times before its autograd replay: ``C(s + r + 1, s + 1)``."""
+    return math.comb(s + r + 1, s + 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Forward: online placement
+
+
+def wang_moin_place(positions: list[int], levels: list[int], i: int, slots: int) -> int | None:
+    """Add step ``i``'s state to the checkpoints (Wang, Moin & Iaccarino 2009); returns the
+    position dropped to make room, if any.
+
+    ``positions`` (increasing, ``positions[0] == 0``: the initial state, never dropped) and
+    ``levels`` are updated in place; at most ``slots`` positions are kept. With a free slot
+    the state is stored with level 0; else the latest dispensable checkpoint (level lower than
+    a later one's) is dropped and the state stored with level 0; else the latest checkpoint
+    (the previous step) is replaced by this one, one level up.
+    """
+    if len(positions) < slots:
+        positions.append(i)
+        levels.append(0)
+        return None
+    if slots == 1:
+        return i  # only the initial state is kept
+    later = -1
+    for k in range(len(positions) - 1, 0, -1):
+        if levels[k] < later:
+            dropped = positions.pop(k)
+            levels.pop(k)
+            positions.append(i)
+            levels.append(0)
+            return dropped
+        later = max(later, levels[k])
+    dropped = positions.pop()
+    level = levels.pop()
+    positions.append(i)
+    levels.append(level + 1)
+    return dropped
+
+
+class _Tape:
+    """The forward solve's recorder: the accepted steps and the checkpointed carries."""
+
+    def __init__(self, y0: Tensor, slots: int, fsal: bool) -> None:
+        self.records: list[StepRecord] = []
+        self.slots = slots
+        self.fsal = fsal
+        self.positions = [0]
+        self.levels = [0]
+        self.carries: dict[int, Carry] = {0: (y0, None)}
+
+    def __call__(self, rec: StepRecord, y1: Tensor, ks: list[Tensor]) -> None:
+        self.records.append(rec)
+        i = len(self.records)
+        dropped = wang_moin_place(self.positions, self.levels, i, self.slots)
+        if dropped != i:
+            self.carries[i] = (y1, ks[-1] if self.fsal or rec.extra else None)
+        if dropped is not None and dropped != i:
+            del self.carries[dropped]
+
+
+# --------------------------------------------------------------------------------------------
+# Backward: replay and reversal
+
+
+class _Slots:
+    """A fixed pool of carry slots (rows of two saved buffers): the forward's checkpoints
+    first, reused by the backward's temporary checkpoints as segments finish."""
+
+    def __init__(self, ys: Tensor, ks: Tensor | None, rows: dict[int, int]) -> None:
+        self.ys, self.ks = ys, ks
+        self.rows = rows  # position -> row
+        self.free = sorted(set(range(ys.shape[0])) - set(rows.values()))
+        self.peak = len(rows)
+
+    def load(self, pos: int) -> Carry:
+        row = self.rows[pos]
+        return self.ys[row], None if self.ks is None else self.ks[row]
+
+    def store(self, pos: int, carry: Carry) -> None:
+        row = self.free.pop()
+        self.ys[row].copy_(carry[0])
+        if self.ks is not None and carry[1] is not None:
+            self.ks[row].copy_(carry[1])
+        self.rows[pos] = row
+        self.peak = max(self.peak, len(self.rows))
+
+    def release(self, pos: int) -> None:
+        self.free.append(self.rows.pop(pos))
+
+
+class _Replay:
+    """Re-runs recorded steps (no grad, or with autograd and a vector-Jacobian product)."""
+
+    def __init__(
+        self, solver: ExplicitRK, records: list[StepRecord], f: Callable[[float, Tensor], Tensor],
+        ts: list[float], grad_ys: Tensor, params: list[Tensor],
+    ) -> None:
+        self.solver, self.records, self.f, self.ts = solver, records, f, ts
+        self.grad_ys = grad_ys
+        self.params = params
+        self.grads: list[Tensor | None] = [None] * len(params)
+        self.cache = solver.dense_cache()
+        self.d = 1.0 if ts[-1] > ts[0] else -1.0
+        self.keep_k = solver.fsal
+
+    def _step(self, i: int, y: Tensor, k1_carry: Tensor | None) -> tuple[Tensor, list[Tensor]]:
+        rec = self.records[i]
+        if rec.chained:
+            k1 = k1_carry
+        elif rec.k1 is not None:
+            k1 = self.f(rec.k1, y)
+        else:
+            k1 = None
+        y1, _, ks = self.solver.step(self.f, rec.t, y, rec.h, k1, rec.times)
+        if rec.extra:
+            ks = [*ks, self.f(rec.t1, y1)]
+        return y1, ks
+
+    def advance(self, i: int, carry: Carry) -> Carry:
+        """Step ``i`` from its carry, without autograd."""
+        with torch.no_grad():
+            y1, ks = self._step(i, carry[0], carry[1])
+        return y1, ks[-1] if self.keep_k or self.records[i].extra else None
+
+    def vjp(self, i: int, carry: Carry, cot: Carry) -> Carry:
+        """Step ``i`` with autograd; the cotangent of its carry from that of the next one
+        (``cot``) and of the outputs it emitted. Parameter gradients accumulate."""
+        rec = self.records[i]
+        with torch.enable_grad():
+            y = carry[0].detach().requires_grad_(True)
+            k1 = carry[1].detach().requires_grad_(True) if rec.chained else None  # type: ignore[union-attr]
+            y1, ks = self._step(i, y, k1)
+            a_y1, a_k = cot
+            roots: list[Tensor] = []
+            cots: list[Tensor] = []
+            outs: list[Tensor] = []
+
+            def dense(thetas: list[float]) -> Tensor:
+                return self.solver.interpolate(self.cache, y, ks, rec.h, thetas)
+
+            end = emit_outputs(outs, self.ts, rec.j, self.d, rec.t, rec.t1, rec.h, y1, dense)
+            for idx, out in zip(range(rec.j, end), outs, strict=True):
+                if out is y1:
+                    a_y1 = a_y1 + self.grad_ys[idx]
+                else:
+                    roots.append(out)
+                    cots.append(self.grad_ys[idx])
+            roots.append(y1)
+            cots.append(a_y1)
+            if a_k is not None:
+                roots.append(ks[-1])
+                cots.append(a_k)
+            inputs = [y] + ([k1] if k1 is not None else []) + self.params
+            gs = torch.autograd.grad(roots, inputs, cots, allow_unused=True)
+        g_y = gs[0] if gs[0] is not None else torch.zeros_like(y)
+        g_k = None
+        if k1 is not None:
+            g_k = gs[1] if gs[1] is not None else torch.zeros_like(k1)
+        for n, g in enumerate(gs[len(inputs) - len(self.params):]):
+            if g is not None:
+                acc = self.grads[n]
+                self.grads[n] = g if acc is None else acc + g
+        return g_y, g_k
+
+    def reverse(self, a: int, length: int, carry: Carry, cot: Carry, slots: _Slots) -> Carry:
+        """The cotangent of the carry at step ``a`` from that at ``a + length``, with the
+        carry at ``a`` held by the caller and the slots free now (binomial recursion)."""
+        if length == 1:
+            return self.vjp(a, carry, cot)
+        s = min(len(slots.free), length - 1)
+        if s == 0:
+            for k in range(length - 1, -1, -1):  # no slot: from the held carry each time
+                c = carry
+                for q in range(a, a + k):
+                    c = self.advance(q, c)
+                cot = self.vjp(a + k, c, cot)
+            return cot
+        r = 1
+        while _binomial_steps(s, r) < length:
+            r += 1
+        m = min(_binomial_steps(s, r - 1), length - 1)
+        c = carry
+        for q in range(a, a + m):
+            c = self.advance(q, c)
+        slots.store(a + m, c)
+        del c
+        cot = self.reverse(a + m, length - m, slots.load(a + m), cot, slots)
+        slots.release(a + m)
+        return self.reverse(a, m, carry, cot, slots)
+
+
+# --------------------------------------------------------------------------------------------
+# The autograd Function
+
+
+@dataclass
+class _Setup:
+    f: FlatFuncWrapper
+    ts: list[float]
+    solver: ExplicitRK
+    opts: FixedStepOptions | AdaptiveOptions
+    exe: ExecutionOptions
+    rtol: float
+    atol: float
+    checkpoints: int
+    stats: SolveStats
+    peak_slots: int = 0  # the most carries held at once in the backward pass (for tests)
+
+
+class _CheckpointFn(torch.autograd.Function):
+    """``(y0, *params) -> ys (T, *shape)``; backward replays the recorded steps."""
+
+    @staticmethod
+    def forward(ctx: Any, setup: _Setup, y0: Tensor, *params: Tensor) -> Tensor:
+        tape = _Tape(y0, setup.checkpoints, setup.solver.fsal)
+        outs = solve_flat(setup.f, y0, setup.ts, setup.solver, setup.opts, setup.exe,
+                          setup.rtol, setup.atol, setup.stats, record=tape)
+        positions = tape.positions
+        ys_ck = torch.stack([tape.carries[p][0] for p in positions])  # (rows, *shape)
+        ks_ck = None
+        if setup.solver.fsal or any(r.extra for r in tape.records):
+            ks_ck = torch.stack([
+                torch.zeros_like(y0) if (k := tape.carries[p][1]) is None else k
+                for p in positions
+            ])
+        ctx.setup = setup
+        ctx.records = tape.records
+        ctx.positions = positions
+        ctx.has_k = ks_ck is not None
+        ctx.done = False
+        ctx.save_for_backward(ys_ck, *([ks_ck] if ks_ck is not None else []), *params)
+        return torch.stack(outs)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_ys: Tensor) -> tuple[Tensor | None, ...]:
+        setup: _Setup = ctx.setup
+        if ctx.done:
+            # The backward pass writes its own checkpoints into the saved buffers.
+            raise InvalidArgumentError(
+                "odeint_checkpoint's backward pass ran twice on one graph (retain_graph=True); "
+                "solve again for a second backward, or use odeint"
+            )
+        ctx.done = True
+        saved = ctx.saved_tensors
+        ys_ck, ks_ck = saved[0], (saved[1] if ctx.has_k else None)
+        params = list(saved[2 if ctx.has_k else 1:])
+        diff_idx = [i for i, p in enumerate(params) if p.requires_grad]
+        records: list[StepRecord] = ctx.records
+        f = _recompute_func(setup.f, setup.stats)
+        replay = _Replay(setup.solver, records, f, setup.ts, grad_ys,
+                         [params[i] for i in diff_idx])
+        slots = _Slots(ys_ck, ks_ck, {p: k for k, p in enumerate(ctx.positions)})
+        n = len(records)
+        cot: Carry = (torch.zeros_like(grad_ys[0]), None)
+        positions: list[int] = ctx.positions
+        if positions[-1] == n and n > 0:  # the final state starts no step: its slot is free
+            slots.release(n)
+            positions = positions[:-1]
+        for k in range(len(positions) - 1, -1, -1):
+            a = positions[k]
+            end = positions[k + 1] if k + 1 < len(positions) else n
+            if end > a:
+                cot = replay.reverse(a, end - a, slots.load(a), cot, slots)
+            slots.release(a)
+        setup.peak_slots = slots.peak
+        grad_y0 = cot[0] + grad_ys[0]
+        grads: list[Tensor | None] = [None] * len(params)
+        for i, g in zip(diff_idx, replay.grads, strict=True):
+            grads[i] = torch.zeros_like(params[i]) if g is None else g
+        return (None, grad_y0, *grads)
+
+
+def _recompute_func(f: FlatFuncWrapper, stats: SolveStats) -> Callable[[float, Tensor], Tensor]:
+    """``func`` on the solver's state, counted as recomputation (``nfe_recompute``)."""
+    raw, st = f.raw, f.state
+
+    def call(t: float | Tensor, y: Tensor) -> Tensor:
+        stats.nfe_recompute += 1
+        tt = t if isinstance(t, Tensor) else torch.scalar_tensor(t, dtype=st.dtype,
+                                                                   device=st.device)
+        return raw(tt, y)
+
+    return call
+
+
+# --------------------------------------------------------------------------------------------
+# Public function
+
+
+def _check_checkpoints(checkpoints: object) -> int | None:
+    if checkpoints is None:
+        return None
+    if isinstance(checkpoints, bool) or not isinstance(checkpoints, int) or checkpoints < 1:
+        raise InvalidArgumentError(
+            f"checkpoints={checkpoints!r} must be a positive int (the most states stored, the "
+            "initial one included) or None for the default; e.g. checkpoints=16"
+        )
+    return checkpoints
+
+
+def _check_execution(exe: ExecutionOptions) -> ExecutionOptions:
+    for name in ("per_sample", "compile", "device_loop", "cuda_graph"):
+        if getattr(exe, name):
+            raise InvalidArgumentError(
+                f"options {name}={getattr(exe, name)!r} is not supported by odeint_checkpoint "
+                "(its backward replays the host loop's recorded steps); drop it, or use odeint "
+                "or odeint_adjoint"
+            )
+    return exe
+
+
+def odeint_checkpoint(
+    func: Callable[..., Any],
+    y0: Tensor | tuple[Tensor, ...],
+    t: Tensor,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    method: str | Solver = "dopri5",
+    options: Options = None,
+    execution: ExecutionOptions | None = None,
+    checkpoints: int | None = None,
+    params: Sequence[Tensor] | None = None,
+    stats: SolveStats | None = None,
+) -> Tensor | tuple[Tensor, ...]:
+    """Like :func:`odeint`, with the gradients of direct backprop through the accepted steps
+    computed from at most ``checkpoints`` stored states (recursive checkpointing).
+
+    The forward solve runs without autograd and records the accepted steps (times and sizes);
+    the backward pass re-runs them from stored states, the same steps and the same dense
+    output, so the gradients equal those of ``odeint(...)`` followed by ``.backward()`` up to
+    round-off, with no gradient through the step-size controller. Unlike
+    :func:`odeint_adjoint` these are the gradients of the discrete solve, also where the
+    continuous adjoint, integrated backwards, blows up (fast-decaying modes).
+
+    Memory: at most ``checkpoints`` carries (the state, plus the next first stage for FSAL
+    methods) and one step's graph, whatever the number of steps; the step records are a few
+    floats per step. Time: each step is re-run about ``r`` times without autograd and once
+    with it, ``r`` the smallest repetition number with ``C(c + r, c) >= steps``
+    (``SolveStats.nfe_recompute`` counts those evaluations).
+
+    Args:
+        func: right-hand side; an ``nn.Module`` unless ``params`` is given.
+        y0, t, rtol, atol, method, options, execution, stats: as in :func:`odeint`. The
+            explicit Runge-Kutta methods, fixed and adaptive (``reversible_heun``: its own
+            exact O(1)-memory backward, ``checkpoints`` unused). The solve runs the host
+            loop on every device: ``device_loop``, ``cuda_graph``, ``compile`` and
+            ``per_sample`` are not supported.
+        checkpoints: most states stored at once, the initial one included (``>= 1``); with
+            at least as many as steps every step's state is stored. Default: diffrax's
+            ``floor(-1.5 + sqrt(2 max_steps + 0.25)) + 1`` from the step budget
+            (``max_num_steps`` for adaptive methods, the grid's steps for fixed ones).
+        params: tensors to differentiate (default ``tuple(func.parameters())``); tensors a
+            plain function closes over cannot be seen, so give them here.
+
+    Returns:
+        As :func:`odeint`.
+
+    Raises:
+        As :func:`odeint`; InvalidTypeError: ``func`` is not an ``nn.Module`` and no
+        ``params``; InvalidArgumentError: bad ``checkpoints`` or an unsupported execution
+        option.
+
+    Caveats: double backward is not supported. Gradients with respect to ``t`` are those of
+    :func:`odeint` (the exact solution's ``f`` at the output times).
+    """
+    solver = get_solver(method)
+    check_tolerances(rtol, atol)
+    c = _check_checkpoints(checkpoints)
+    if params is None:
+        if not isinstance(func, nn.Module):
+            raise InvalidTypeError(
+                f"odeint_checkpoint needs func to be an nn.Module (got {type(func).__name__}) "
+                "or params=(tensors to differentiate,): the backward pass re-runs func and "
+                "cannot see tensors a plain function closes over"
+            )
+        params = tuple(func.parameters())
+    params = tuple(params)
+    for p in params:
+        if not isinstance(p, Tensor):
+            raise InvalidTypeError(f"params must be tensors, got {type(p).__name__}")
+    stats = stats if stats is not None else SolveStats()
+    opts, exe = split_options(solver, options, execution)
+    if isinstance(solver, ReversibleHeun):
+        return solve(func, y0, t, solver, opts, exe, rtol, atol, stats, params)
+    exe = _check_execution(exe)
+    if solver.adaptive:
+        # The host loop on every device (a CUDA state would otherwise pick the device loop).
+        exe = dataclasses.replace(exe, device_loop=False)
+
+    def flat_solve(f: FlatFuncWrapper, y_start: Tensor, ts: list[float]) -> list[Tensor]:
+        if c is not None:
+            slots = c
+        elif isinstance(opts, AdaptiveOptions):
+            slots = default_checkpoints(opts.max_num_steps)
+        else:
+            slots = default_checkpoints(len(build_grid(ts, opts)) - 1)
+        setup = _Setup(f=f, ts=ts, solver=solver, opts=opts, exe=exe, rtol=rtol,  # type: ignore[arg-type]
+                       atol=atol, checkpoints=slots, stats=stats)
+        ys = _CheckpointFn.apply(setup, y_start, *params)
+        return list(ys.unbind(0))
+
+    return solve(func, y0, t, solver, opts, exe, rtol, atol, stats, flat_solve=flat_solve)
