@@ -265,7 +265,6 @@ class _Setup:
     atol: float
     checkpoints: int
     stats: SolveStats
-    peak_slots: int = 0  # the most carries held at once in the backward pass (for tests)
 
 
 class _CheckpointFn(torch.autograd.Function):
@@ -324,7 +323,6 @@ class _CheckpointFn(torch.autograd.Function):
             if end > a:
                 cot = replay.reverse(a, end - a, slots.load(a), cot, slots)
             slots.release(a)
-        setup.peak_slots = slots.peak
         grad_y0 = cot[0] + grad_ys[0]
         grads: list[Tensor | None] = [None] * len(params)
         for i, g in zip(diff_idx, replay.grads, strict=True):

@@ -1,0 +1,266 @@
+"""odeint_checkpoint: backprop's gradients through the accepted steps from a bounded number of
+stored states (recursive checkpointing, online placement)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torch import nn
+
+from deeplimits.errors import InvalidArgumentError, InvalidTypeError
+from deeplimits.ode import (
+    AdaptiveOptions,
+    SolveStats,
+    odeint,
+    odeint_adjoint,
+    odeint_checkpoint,
+)
+from deeplimits.ode import _checkpoint as ck
+
+F64 = torch.float64
+
+
+class _Field(nn.Module):
+    """Nonautonomous and nonlinear, so that t, y and the parameters all matter."""
+
+    def __init__(self, n: int = 3) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(n, n).double()
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.lin(y)) * torch.cos(t)
+
+
+def _grads(solve: Any, f: nn.Module, y0: torch.Tensor, t: torch.Tensor, **kw: Any) -> Any:
+    """Outputs, gradients (y0, t, parameters) of a weighted sum of every output, and stats."""
+    y0 = y0.detach().clone().requires_grad_(True)
+    t = t.detach().clone().requires_grad_(True)
+    f.zero_grad()
+    stats = SolveStats()
+    ys = solve(f, y0, t, stats=stats, **kw)
+    w = torch.linspace(-1.0, 1.0, ys.numel(), dtype=F64).reshape(ys.shape)
+    (ys * w).sum().backward()
+    grads = [y0.grad, t.grad, *(p.grad for p in f.parameters())]
+    return ys.detach(), [g.clone() for g in grads], stats
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+
+
+# Output times inside steps (dense output), at the end, and more of them than some methods' steps.
+T_OUT = torch.tensor([0.0, 0.37, 0.5, 1.3, 2.0, 2.05, 3.0], dtype=F64)
+METHODS = [
+    ("dopri5", None, 1e-9),
+    ("tsit5", None, 1e-9),
+    ("bosh3", None, 1e-6),
+    ("rk4", {"step_size": 0.11}, 1e-6),  # outputs between grid points: f(t1, y1) chained
+]
+
+
+@pytest.mark.parametrize(("method", "options", "rtol"), METHODS)
+def test_gradients_equal_direct_backprop_for_every_checkpoint_count(
+    method: str, options: dict[str, float] | None, rtol: float
+) -> None:
+    f = _Field()
+    y0 = torch.tensor([[0.3, -0.5, 0.8], [1.0, 0.2, -0.4]], dtype=F64)
+    kw: dict[str, Any] = {"method": method, "options": options, "rtol": rtol, "atol": rtol}
+    ys, ref, st = _grads(odeint, f, y0, T_OUT, **kw)
+    assert st.accepted_steps >= 20
+    for c in (1, 2, 3, 5, 10_000):  # 1: only y0 stored, far fewer than steps; 10_000: all
+        ys_c, got, st_c = _grads(odeint_checkpoint, f, y0, T_OUT, checkpoints=c, **kw)
+        assert torch.equal(ys_c, ys)  # the same forward solve
+        assert st_c.accepted_steps == st.accepted_steps
+        assert st_c.nfe_forward == st.nfe_forward
+        for g_c, g in zip(got, ref, strict=True):
+            assert _rel(g_c, g) < 1e-9, (c, g_c, g)
+
+
+def test_recomputation_shrinks_with_more_checkpoints_and_is_one_replay_when_all_fit() -> None:
+    f = _Field()
+    y0 = torch.ones(3, dtype=F64)
+    t = torch.tensor([0.0, 4.0], dtype=F64)
+    kw: dict[str, Any] = {"method": "rk4", "options": {"step_size": 0.05}}  # 80 steps
+    counts = []
+    for c in (1, 2, 4, 16, 81):
+        _, _, st = _grads(odeint_checkpoint, f, y0, t, checkpoints=c, **kw)
+        assert st.accepted_steps == 80 and st.backward_accepted_steps == 0
+        counts.append(st.nfe_recompute)
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[1]
+    assert counts[-1] == 80 * 4  # every step re-run once, with autograd
+    assert counts[0] == (80 * 81 // 2) * 4  # one slot: every step from y0 again
+
+
+def test_default_checkpoints_follow_the_step_budget() -> None:
+    assert ck.default_checkpoints(4096) == 90
+    assert ck.default_checkpoints(1) == 1
+    f = _Field()
+    y0 = torch.ones(3, dtype=F64)
+    t = torch.tensor([0.0, 2.0], dtype=F64)
+    ys, ref, _ = _grads(odeint, f, y0, t)
+    ys_c, got, _ = _grads(odeint_checkpoint, f, y0, t)
+    assert torch.equal(ys_c, ys)
+    for g_c, g in zip(got, ref, strict=True):
+        assert _rel(g_c, g) < 1e-9
+
+
+def test_wang_moin_placement_keeps_at_most_the_slots_and_the_initial_state() -> None:
+    for slots in (1, 2, 3, 5):
+        positions, levels = [0], [0]
+        for i in range(1, 300):
+            ck.wang_moin_place(positions, levels, i, slots)
+            assert positions[0] == 0 and len(positions) <= slots
+            assert positions == sorted(positions)
+            if slots > 1:
+                assert positions[-1] == i  # the newest state is always kept
+    # The first states fill the free slots at level 0, then the newest moves up a level.
+    positions, levels = [0], [0]
+    for i in range(1, 4):
+        ck.wang_moin_place(positions, levels, i, 3)
+    assert positions == [0, 1, 3] and levels == [0, 0, 1]
+
+
+def test_tuple_state_plain_function_with_params_and_jump_times() -> None:
+    w = torch.tensor([[0.0, 1.0], [-2.0, -0.1]], dtype=F64, requires_grad=True)
+
+    def func(t: torch.Tensor, y: tuple[torch.Tensor, torch.Tensor]) -> Any:
+        a, b = y
+        # A jump in the forcing at t = 0.7 (stepped over exactly, left/right limits).
+        force = torch.where(t < 0.7, 1.0, -0.5).to(F64)
+        return (w[0, 1] * b + force, w[1, 0] * a + w[1, 1] * b * a)
+
+    y0 = (torch.tensor([0.5], dtype=F64), torch.tensor([0.1], dtype=F64))
+    t = torch.tensor([0.0, 0.4, 1.5], dtype=F64)
+    opts = AdaptiveOptions(jump_t=[0.7])
+    out = []
+    for solve, kw in ((odeint, {}), (odeint_checkpoint, {"checkpoints": 3, "params": (w,)})):
+        a0, b0 = (p.clone().requires_grad_(True) for p in y0)
+        w.grad = None
+        ya, yb = solve(func, (a0, b0), t, options=opts, rtol=1e-7, atol=1e-9, **kw)
+        (ya.sum() * 0.3 + (yb**2).sum()).backward()
+        out.append([a0.grad.clone(), b0.grad.clone(), w.grad.clone()])  # type: ignore[union-attr]
+    for g_c, g in zip(out[1], out[0], strict=True):
+        assert _rel(g_c, g) < 1e-9
+
+
+def _stiff_problem() -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """dy/dt = A y with eigenvalues -30 and -1 (coupled: A is not normal), t in [0, 5]."""
+    p = np.array([[1.0, 0.5], [0.3, 1.0]])
+    a = p @ np.diag([-30.0, -1.0]) @ np.linalg.inv(p)
+    return a, np.array([1.0, 2.0]), np.array([0.7, -1.3]), 5.0
+
+
+class _Linear(nn.Module):
+    def __init__(self, a: np.ndarray) -> None:
+        super().__init__()
+        self.A = nn.Parameter(torch.tensor(a, dtype=F64))
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.A @ y
+
+
+def test_stiff_linear_system_matches_the_matrix_exponential_where_the_adjoint_fails() -> None:
+    a, y0, w, T = _stiff_problem()
+    # loss = w . expm(T A) y0: d/dy0 = expm(T A)^T w; d/dA = T L_exp(T A^T, w y0^T), the
+    # Frechet derivative from Van Loan's block exponential [[X, E], [0, X]].
+    exact_y0 = scipy.linalg.expm(T * a).T @ w
+    block = np.zeros((4, 4))
+    block[:2, :2] = block[2:, 2:] = T * a.T
+    block[:2, 2:] = np.outer(w, y0)
+    exact_a = T * scipy.linalg.expm(block)[:2, 2:]
+    t = torch.tensor([0.0, T], dtype=F64)
+    errors = {}
+    for name, solve, kw in (
+        ("checkpoint", odeint_checkpoint, {"checkpoints": 4}),
+        ("adjoint", odeint_adjoint, {}),
+    ):
+        f = _Linear(a)
+        y = torch.tensor(y0, dtype=F64, requires_grad=True)
+        ys = solve(f, y, t, rtol=1e-9, atol=1e-11, **kw)
+        (ys[-1] @ torch.tensor(w, dtype=F64)).backward()
+        errors[name] = (
+            float(np.abs(y.grad.numpy() - exact_y0).max() / np.abs(exact_y0).max()),  # type: ignore[union-attr]
+            float(np.abs(f.A.grad.numpy() - exact_a).max() / np.abs(exact_a).max()),  # type: ignore[union-attr]
+        )
+    assert max(errors["checkpoint"]) < 1e-6, errors
+    # The continuous adjoint integrates the state backwards: the -30 mode grows like
+    # e^{30 t} there, and the gradient with respect to A is off by orders of magnitude.
+    assert errors["adjoint"][1] > 1e3, errors
+
+
+def _saved_bytes(solve: Any, n_steps: int, **kw: Any) -> int:
+    """Bytes saved for backward by the forward solve (parameters excluded)."""
+    f = _Field(8)
+    y0 = torch.randn(4, 8, dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    params = {p.data_ptr() for p in f.parameters()}
+    total = 0
+
+    def pack(x: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        if x.data_ptr() not in params:
+            total += x.numel() * x.element_size()
+        return x
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        ys = solve(f, y0, t, method="rk4", options={"step_size": 1.0 / n_steps}, **kw)
+    ys.sum().backward()
+    return total
+
+
+def test_memory_saved_for_backward_is_bounded_by_the_checkpoints(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state_bytes = 4 * 8 * 8
+    c = 6
+    peaks: list[int] = []
+
+    class _Counting(ck._Slots):
+        def release(self, pos: int) -> None:
+            peaks.append(self.peak)
+            super().release(pos)
+
+    monkeypatch.setattr(ck, "_Slots", _Counting)
+    direct = [_saved_bytes(odeint, n) for n in (200, 800)]
+    ckpt = [_saved_bytes(odeint_checkpoint, n, checkpoints=c) for n in (200, 800)]
+    assert 3.5 < direct[1] / direct[0] < 4.5
+    assert ckpt[0] == ckpt[1] <= (c + 2) * state_bytes  # c states, plus a few
+    assert max(peaks) <= c  # the backward's own checkpoints reuse the freed slots
+    assert direct[0] > 50 * ckpt[0]
+
+
+def test_bad_arguments_raise_clear_errors() -> None:
+    f = _Field()
+    y0 = torch.ones(3, dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    for bad in (0, -2, True, 1.5, "8"):
+        with pytest.raises(InvalidArgumentError, match=f"checkpoints={bad!r}"):
+            odeint_checkpoint(f, y0, t, checkpoints=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError, match="params="):
+        odeint_checkpoint(lambda t, y: -y, y0, t)
+    for key in ("per_sample", "compile", "device_loop", "cuda_graph"):
+        with pytest.raises(InvalidArgumentError, match=f"{key}=True is not supported"):
+            odeint_checkpoint(f, torch.ones(2, 3, dtype=F64), t, options={key: True})
+    ys = odeint_checkpoint(f, y0.clone().requires_grad_(True), t)
+    ys.sum().backward(retain_graph=True)
+    with pytest.raises(InvalidArgumentError, match="retain_graph"):
+        ys.sum().backward()
+
+
+def test_single_output_time_and_reversible_heun() -> None:
+    f = _Field()
+    y0 = torch.ones(3, dtype=F64, requires_grad=True)
+    ys = odeint_checkpoint(f, y0, torch.tensor([0.0], dtype=F64))
+    ys.sum().backward()
+    assert torch.equal(y0.grad, torch.ones(3, dtype=F64))  # type: ignore[arg-type]
+    kw: dict[str, Any] = {"method": "reversible_heun", "options": {"step_size": 0.1}}
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    _, ref, _ = _grads(odeint, f, y0, t, **kw)
+    _, got, _ = _grads(odeint_checkpoint, f, y0, t, **kw)  # its own O(1) backward
+    for g_c, g in zip(got, ref, strict=True):
+        assert _rel(g_c, g) < 1e-9
