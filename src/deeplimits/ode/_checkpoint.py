@@ -225,29 +225,42 @@ class _Replay:
 
     def reverse(self, a: int, length: int, carry: Carry, cot: Carry, slots: _Slots) -> Carry:
         """The cotangent of the carry at step ``a`` from that at ``a + length``, with the
-        carry at ``a`` held by the caller and the slots free now (binomial recursion)."""
+        carry at ``a`` held by the caller and the slots free now (binomial recursion).
+
+        With ``s`` free slots and repetition number ``r`` (the smallest with
+        ``C(s + r + 1, s + 1) >= length``): advance ``m = C(s + r, s)`` steps (at most), store
+        that carry, reverse the right part with ``s - 1`` slots, free the slot, reverse the
+        left part with ``s``. The right parts run as a loop, so the recursion depth is the
+        repetition number, not the number of slots.
+        """
+        left: list[tuple[int, int, Carry]] = []  # (start, steps, carry) still to reverse
+        while length > 1:
+            s = min(len(slots.free), length - 1)
+            if s == 0:
+                break
+            r = 1
+            while _binomial_steps(s, r) < length:
+                r += 1
+            m = min(_binomial_steps(s, r - 1), length - 1)
+            c = carry
+            for q in range(a, a + m):
+                c = self.advance(q, c)
+            slots.store(a + m, c)
+            del c
+            left.append((a, m, carry))
+            a, length, carry = a + m, length - m, slots.load(a + m)
         if length == 1:
-            return self.vjp(a, carry, cot)
-        s = min(len(slots.free), length - 1)
-        if s == 0:
+            cot = self.vjp(a, carry, cot)
+        else:
             for k in range(length - 1, -1, -1):  # no slot: from the held carry each time
                 c = carry
                 for q in range(a, a + k):
                     c = self.advance(q, c)
                 cot = self.vjp(a + k, c, cot)
-            return cot
-        r = 1
-        while _binomial_steps(s, r) < length:
-            r += 1
-        m = min(_binomial_steps(s, r - 1), length - 1)
-        c = carry
-        for q in range(a, a + m):
-            c = self.advance(q, c)
-        slots.store(a + m, c)
-        del c
-        cot = self.reverse(a + m, length - m, slots.load(a + m), cot, slots)
-        slots.release(a + m)
-        return self.reverse(a, m, carry, cot, slots)
+        for start, m, c0 in reversed(left):
+            slots.release(start + m)
+            cot = self.reverse(start, m, c0, cot, slots)
+        return cot
 
 
 # --------------------------------------------------------------------------------------------
