@@ -12,12 +12,15 @@ from scipy.integrate import solve_ivp
 from deeplimits.errors import InvalidArgumentError, NonFiniteStateError
 from deeplimits.ode import (
     AdaptiveOptions,
+    ButcherTableau,
     ExecutionOptions,
+    ExplicitRK,
     IController,
     PIController,
     SolveStats,
     odeint,
     odeint_adjoint,
+    odeint_checkpoint,
 )
 
 ADAPTIVE = ["bosh3", "dopri5", "tsit5"]
@@ -326,3 +329,44 @@ def test_stats_count_every_call_of_func(method: str) -> None:
     ys[-1].sum().backward()
     assert stats.nfe_forward == n_fwd
     assert stats.nfe_backward == calls["n"] - n_fwd > 0
+
+
+def _heun_euler() -> ExplicitRK:
+    """A non-FSAL adaptive pair of one's own (Heun 2 / Euler 1), with cubic Hermite output."""
+    b = [0.5, 0.5]
+    e0 = [1.0, 0.0]
+    dense = [[*e0, 0.0], [3 * x - 2 * y for x, y in zip(b, e0, strict=True)] + [-1.0],
+             [-2 * x + y for x, y in zip(b, e0, strict=True)] + [1.0]]
+    return ExplicitRK(ButcherTableau.from_lists(
+        "heun_euler", a=[[], [1.0]], b=b, c=[0.0, 1.0], order=2, b_err=[-0.5, 0.5],
+        error_order=1, dense=dense, dense_order=3,
+    ))
+
+
+def test_a_non_fsal_adaptive_solver_object_gives_interior_outputs() -> None:
+    solver = _heun_euler()
+    t = torch.linspace(0.0, 2.0, 9, dtype=torch.float64)
+    y0 = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    stats = SolveStats()
+    ys = odeint(_lotka_volterra, y0, t, rtol=1e-5, atol=1e-7, method=solver, stats=stats)
+    ref = _reference(_lotka_volterra, [1.0, 1.0], t.numpy())
+    assert np.abs(ys.numpy() - ref).max() <= 1e-3
+    assert stats.accepted_steps > 20
+    # checkpointed gradients replay the same steps, extra f(t1, y1) evaluations included
+    w = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+
+    class F(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(w.detach().clone())
+
+        def forward(self, tt: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return _lotka_volterra(tt, y) * self.w
+
+    f = F()
+    g_direct = torch.autograd.grad(odeint(f, y0, t, rtol=1e-5, atol=1e-7, method=solver).sum(),
+                                   f.w)[0]
+    g_ckpt = torch.autograd.grad(
+        odeint_checkpoint(f, y0, t, rtol=1e-5, atol=1e-7, method=solver, checkpoints=3).sum(),
+        f.w)[0]
+    assert float(abs(g_direct - g_ckpt)) <= 1e-9 * float(abs(g_direct))

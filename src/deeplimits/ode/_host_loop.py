@@ -120,18 +120,23 @@ def solve_adaptive_host(
             else:
                 stats.accepted_steps += 1
             j0 = j
+            extra = False
             if d * (ts[j] - t1) <= 0:  # an output time lies in (t, t1]
+                if not fsal and d * (ts[j] - t1) < 0:
+                    # A non-FSAL interpolant needs f(t1, y1); it is the next step's k1 too.
+                    ks = [*ks, f(t1, y1)]
+                    extra = True
 
                 def dense(thetas: list[float], y=y, ks=ks, h=h) -> Tensor:
                     return solver.interpolate(cache, y, ks, h, thetas)
 
                 j = emit_outputs(outs, ts, j, d, t, t1, h, y1, dense)
             if record is not None:
-                record(StepRecord(t, h, t1, times, k1_time, k1_time is None and fsal, False, j0),
-                       y1, ks)
+                chained = k1_time is None and k1 is not None
+                record(StepRecord(t, h, t1, times, k1_time, chained, extra, j0), y1, ks)
             t, y = t1, y1
             s0 = s1
-            k1 = ks[-1] if fsal else None
+            k1 = ks[-1] if fsal or extra else None
             k1_time = None
             if last and si + 1 < len(stops):
                 si += 1

@@ -190,10 +190,10 @@ class StepRecord(NamedTuple):
         k1: the time of a fresh evaluation ``f(k1, y)`` used as the first stage (the first
             step, the step after a jump), else ``None``.
         chained: the first stage is the previous step's last entry of ``ks`` (FSAL, or the
-            fixed loop's ``f(t1, y1)`` for interior outputs); with ``k1 is None`` and not
+            loop's ``f(t1, y1)`` for interior outputs); with ``k1 is None`` and not
             ``chained`` the step evaluates its first stage itself.
         extra: after the step the loop appended ``f(t1, y1)`` to its stages (a non-FSAL
-            fixed-step method with an output time inside the step).
+            method with an output time inside the step).
         j: index of the first output time not yet emitted when the step started.
     """
 
