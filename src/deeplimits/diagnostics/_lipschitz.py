@@ -314,18 +314,23 @@ def _jacobian_norms(model: nn.Module, x: torch.Tensor, *, create_graph: bool) ->
             rows.append(g.reshape(b, -1))  # (batch, D)
         jac = torch.stack(rows, dim=1)  # (batch, K, D)
         return torch.linalg.matrix_norm(jac, ord=2)  # (batch,)
-    # Power iteration with vector-Jacobian and Jacobian-vector products (no grad through it).
+    # Power iteration with vector-Jacobian and Jacobian-vector products (no grad through it),
+    # from a start drawn by a local generator (the global RNG is left alone).
     func = model
-    v = torch.randn_like(x)
+    gen = torch.Generator(device=x.device).manual_seed(0)
+    v = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
     v = v / v.reshape(b, -1).norm(dim=1).reshape(-1, *([1] * (x.dim() - 1)))
     xd = x.detach()
-    for _ in range(30):
-        _, jv = torch.func.jvp(func, (xd,), (v,))  # (batch, K)
-        _, vjp_fn = torch.func.vjp(func, xd)
-        (v,) = vjp_fn(jv)
-        n = v.reshape(b, -1).norm(dim=1).clamp_min(1e-30)
-        v = v / n.reshape(-1, *([1] * (x.dim() - 1)))
-    _, jv = torch.func.jvp(func, (x,), (v.detach(),))
+    with warnings.catch_warnings():
+        # torch's own notice when forward-mode AD first loads its decompositions (torch.jit)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
+        for _ in range(30):
+            _, jv = torch.func.jvp(func, (xd,), (v,))  # (batch, K)
+            _, vjp_fn = torch.func.vjp(func, xd)
+            (v,) = vjp_fn(jv)
+            n = v.reshape(b, -1).norm(dim=1).clamp_min(1e-30)
+            v = v / n.reshape(-1, *([1] * (x.dim() - 1)))
+        _, jv = torch.func.jvp(func, (x,), (v.detach(),))
     return jv.reshape(b, -1).norm(dim=1)
 
 
