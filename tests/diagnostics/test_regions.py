@@ -244,3 +244,102 @@ def test_bad_domains_are_rejected_with_clear_messages() -> None:
         count_regions(m, plane=([0, 0], [1, 0], [0, 1]), bounds=(0.0, 1.0))
     with pytest.raises(UnknownNameError, match="activation, affine"):
         count_regions(m, line=([0, 0], [1, 1]), kind="pieces")  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- closed forms
+def _two_units(w_out: list[float], act: nn.Module | None = None) -> nn.Sequential:
+    """relu(x - 1/2), relu(y - 1/2) (cuts at u = 1/2 and v = 1/2 of the unit square) -> w_out."""
+    model = nn.Sequential(nn.Linear(2, 2), act or nn.ReLU(), nn.Linear(2, 1))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(2))
+        model[0].bias.fill_(-0.5)
+        model[2].weight.copy_(torch.tensor([w_out]))
+        model[2].bias.zero_()
+    return model
+
+
+_SQUARE = ([0.0, 0.0], [1.0, 0.0], [0.0, 1.0])
+
+
+def test_two_axis_aligned_relus_with_distinct_output_weights_give_four_affine_pieces() -> None:
+    # gradients (0, 0), (1, 0), (0, 2), (1, 2) in the four quadrants: four affine maps
+    model = _two_units([1.0, 2.0])
+    assert count_regions(model, plane=_SQUARE) == 4
+    assert count_regions(model, plane=_SQUARE, kind="affine") == 4
+    fig = region_map(model, plane=_SQUARE, kind="affine")
+    assert len(fig.axes[0].collections[0].get_paths()) == 4
+    assert "4 affine regions" in fig.axes[0].get_title()
+
+
+def test_a_unit_with_zero_output_weight_merges_its_two_sides() -> None:
+    # the v-cut is invisible downstream: 4 activation regions, 2 affine pieces
+    model = _two_units([1.0, 0.0])
+    assert count_regions(model, plane=_SQUARE) == 4
+    assert count_regions(model, plane=_SQUARE, kind="affine") == 2
+    # both cuts invisible: one piece
+    assert count_regions(_two_units([0.0, 0.0]), plane=_SQUARE, kind="affine") == 1
+    # LeakyReLU with slope 1 is the identity: 4 activation regions, one affine map
+    leaky = _two_units([1.0, 2.0], nn.LeakyReLU(1.0))
+    assert count_regions(leaky, plane=_SQUARE) == 4
+    assert count_regions(leaky, plane=_SQUARE, kind="affine") == 1
+
+
+@pytest.mark.parametrize(
+    ("bounds", "count"),
+    [
+        (((0.6, 1.0), (0.0, 1.0)), 2),  # only the v = 1/2 cut inside
+        (((0.0, 1.0), (0.6, 1.0)), 2),  # only the u = 1/2 cut inside
+        (((0.0, 0.4), (0.6, 1.0)), 1),
+        (((-1.0, 2.0), (0.2, 0.8)), 4),
+        (((0.4, 0.6), (0.45, 2.0)), 4),
+    ],
+)
+def test_plane_bounds_select_the_window_of_the_cuts(
+    bounds: tuple[tuple[float, float], tuple[float, float]], count: int
+) -> None:
+    model = _two_units([1.0, 2.0])
+    assert count_regions(model, plane=_SQUARE, bounds=bounds) == count
+    assert count_regions(model, plane=_SQUARE, bounds=bounds, kind="affine") == count
+
+
+def test_region_map_axes_span_the_bounds() -> None:
+    fig = region_map(_two_units([1.0, 2.0]), plane=_SQUARE, bounds=((0.5, 2.5), (-1.0, 0.0)))
+    ax = fig.axes[0]
+    assert ax.get_xlim() == pytest.approx((0.5, 2.5))
+    assert ax.get_ylim() == pytest.approx((-1.0, 0.0))
+
+
+def test_affine_breakpoints_on_a_line_through_the_two_cuts() -> None:
+    # along x = y the cuts meet at t = 1/2; along x = 2t, y = t they are at t = 1/4 and t = 1/2
+    model = _two_units([1.0, 2.0])
+    np.testing.assert_allclose(
+        region_breakpoints(model, line=([0.0, 0.0], [2.0, 1.0]), kind="affine"),
+        [0.0, 0.25, 0.5, 1.0],
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        region_breakpoints(model, line=([0.0, 0.0], [2.0, 1.0]), bounds=(0.3, 1.0)),
+        [0.3, 0.5, 1.0],
+        atol=1e-6,
+    )
+    assert count_regions(_two_units([0.0, 2.0]), line=([0.0, 0.0], [2.0, 1.0]), kind="affine") == 2
+
+
+def test_residual_block_adds_its_input() -> None:
+    # f = x + w relu(x - 1/2) on [0, 1] is x, then 1/2 (w = -1) or 1 - x (w = -2); the head
+    # relu(0.3 - f) switches at x = 0.3, and at x = 0.7 only when w = -2: pieces with slopes
+    # (-1, 0) or (-1, 0, 1).
+    for w, count in ((-1.0, 2), (-2.0, 3)):
+        body = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
+        with torch.no_grad():
+            body[0].weight.fill_(1.0)
+            body[0].bias.fill_(-0.5)
+            body[2].weight.fill_(w)
+            body[2].bias.zero_()
+        head = nn.Linear(1, 1)
+        with torch.no_grad():
+            head.weight.fill_(-1.0)
+            head.bias.fill_(0.3)
+        model = nn.Sequential(nn.Identity(), Residual(body), head, nn.ReLU(), nn.Linear(1, 1))
+        model[-1].weight.data.fill_(1.0)
+        assert count_regions(model, line=([0.0], [1.0]), kind="affine") == count, w
