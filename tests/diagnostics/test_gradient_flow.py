@@ -14,6 +14,7 @@ from torch import nn
 from deeplimits.diagnostics import gradient_flow
 from deeplimits.errors import InvalidArgumentError, UnsupportedModelError
 from deeplimits.remedies import (
+    ResidualBlock,
     constrain_orthogonal_,
     init_he_,
     init_normal_,
@@ -229,3 +230,116 @@ def test_inplace_activation_gives_the_same_report():
         assert la.output_norm == pytest.approx(lb.output_norm, rel=1e-6)
         assert la.output_grad_norm == pytest.approx(lb.output_grad_norm, rel=1e-6)
     assert ra.measured_ratio == pytest.approx(rb.measured_ratio, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- closed forms
+def _scalar_chain(*weights: float, act: type[nn.Module] | None = None) -> nn.Sequential:
+    """Linear(1, 1) layers with the given weights (no bias), float64, `act` between them."""
+    layers: list[nn.Module] = []
+    for i, w in enumerate(weights):
+        lin = nn.Linear(1, 1, bias=False).double()
+        with torch.no_grad():
+            lin.weight.fill_(w)
+        layers.append(lin)
+        if act is not None and i < len(weights) - 1:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def test_slide_bound_includes_sigmoid_slope():
+    # Linear–Sigmoid–Linear: c_1 · c_σ · c_2 = ||W1|| · 1/4 · ||W2||
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Sigmoid(), nn.Linear(6, 3)).double()
+    n1 = float(torch.linalg.matrix_norm(model[0].weight.detach(), ord=2))
+    n2 = float(torch.linalg.matrix_norm(model[2].weight.detach(), ord=2))
+    report = gradient_flow(model, torch.randn(5, 4, dtype=torch.float64))
+    assert report.bound == pytest.approx(0.25 * n1 * n2, rel=1e-12)
+    assert [lf.lipschitz for lf in report.layers] == pytest.approx([n1, 0.25, n2], rel=1e-12)
+
+
+def test_residual_block_lipschitz_is_one_plus_scale_times_branch():
+    branch = _scalar_chain(3.0, 2.0, act=nn.Tanh)  # Lip(g) = 3 · 1 · 2
+    model = nn.Sequential(_scalar_chain(1.0), ResidualBlock(branch, scale=-0.5))
+    report = gradient_flow(model, torch.ones(2, 1, dtype=torch.float64))
+    assert [lf.kind for lf in report.layers] == ["Linear", "ResidualBlock"]
+    assert report.layers[1].lipschitz == pytest.approx(1 + 0.5 * 6, rel=1e-12)
+    assert report.bound == pytest.approx(4.0, rel=1e-12)
+
+
+def test_gradient_ratio_of_a_scalar_linear_chain_is_the_product_of_inner_weights():
+    # y = c b a x: ∂ℓ/∂h_first = c b g and ∂ℓ/∂h_last = g, so the ratio is |c b|
+    for b, c, verdict in ((0.5, 0.25, "vanishing"), (4.0, 1.0, "exploding"), (2.0, 0.5, "healthy")):
+        report = gradient_flow(
+            _scalar_chain(3.0, b, c),
+            torch.ones(2, 1, dtype=torch.float64),
+            vanishing_below=0.5,
+            exploding_above=2.0,
+        )
+        assert report.gradient_ratio == pytest.approx(abs(b * c), rel=1e-12)
+        assert report.verdict == verdict
+        # every sample: ||∇x ℓ|| / ||∇y ℓ|| = |a b c|, the bound is |a| |b| |c|
+        assert report.sample_ratios == pytest.approx([abs(3 * b * c)] * 2, rel=1e-12)
+        assert report.bound == pytest.approx(abs(3 * b * c), rel=1e-12)
+
+
+def test_verdict_thresholds_are_strict():
+    # ratios exactly at a threshold are healthy (powers of two: exact in floating point)
+    x = torch.ones(3, 1, dtype=torch.float64)
+    at_low = gradient_flow(_scalar_chain(1.0, 0.5, 1.0), x, vanishing_below=0.5, exploding_above=2)
+    assert at_low.gradient_ratio == 0.5 and at_low.verdict == "healthy"
+    at_high = gradient_flow(_scalar_chain(1.0, 2.0, 1.0), x, vanishing_below=0.5, exploding_above=2)
+    assert at_high.gradient_ratio == 2.0 and at_high.verdict == "healthy"
+
+
+def test_one_layer_with_parameters_takes_the_verdict_on_input_over_output_gradient():
+    report = gradient_flow(_scalar_chain(1e-4), torch.ones(2, 1, dtype=torch.float64))
+    assert report.gradient_ratio == pytest.approx(1e-4, rel=1e-12)
+    assert report.verdict == "vanishing"
+    assert any("fewer than two layers" in note for note in report.notes)
+    assert "fewer than two layers" in report.summary()
+
+
+def test_zero_output_gradient_gives_ratio_one_and_no_sample_ratios():
+    x = torch.ones(2, 1, dtype=torch.float64)
+    report = gradient_flow(_scalar_chain(2.0, 3.0), x, grad_output=torch.zeros(2, 1).double())
+    assert report.gradient_ratio == 1.0
+    assert report.sample_ratios == ()
+    assert report.measured_ratio == 0.0
+    assert report.verdict == "healthy"
+
+
+def test_signal_ratio_and_norms_of_a_scalar_chain():
+    x = torch.tensor([[1.0], [2.0]], dtype=torch.float64)  # ||x|| = √5
+    g = torch.tensor([[3.0], [4.0]], dtype=torch.float64)  # ||g|| = 5
+    report = gradient_flow(_scalar_chain(2.0, 3.0), x, grad_output=g)
+    assert report.input_norm == pytest.approx(math.sqrt(5), rel=1e-12)
+    assert report.signal_ratio == pytest.approx(36.0, rel=1e-12)  # (6 ||x|| / ||x||)²
+    assert report.output_grad_norm == pytest.approx(5.0, rel=1e-12)
+    assert report.input_grad_norm == pytest.approx(30.0, rel=1e-12)
+    assert report.layers[0].output_norm == pytest.approx(2 * math.sqrt(5), rel=1e-12)
+    assert report.layers[0].output_grad_norm == pytest.approx(15.0, rel=1e-12)
+    assert report.layers[0].param_grad_norm == pytest.approx(3 * 11, rel=1e-12)  # 3 Σ g x
+    zero = gradient_flow(_scalar_chain(2.0), torch.zeros(1, 1, dtype=torch.float64))
+    assert zero.signal_ratio == math.inf
+
+
+def test_jacobian_is_skipped_beyond_max_entries_and_bound_on_request():
+    model = _scalar_chain(2.0, 3.0, act=nn.Tanh)
+    x = torch.ones(2, 1, dtype=torch.float64)
+    report = gradient_flow(model, x, jacobian_max_entries=0, compute_bound=False)
+    assert report.jacobian_singular_values is None
+    assert math.isnan(report.bound)
+    assert "Jacobian" not in report.summary()
+    assert gradient_flow(model, x, jacobian_max_entries=1).jacobian_singular_values is not None
+
+
+def test_bad_thresholds_and_loss_raise():
+    model, x = _scalar_chain(1.0), torch.ones(2, 1, dtype=torch.float64)
+    with pytest.raises(InvalidArgumentError, match="vanishing_below"):
+        gradient_flow(model, x, vanishing_below=2.0, exploding_above=1.0)
+    with pytest.raises(InvalidArgumentError, match="vanishing_below"):
+        gradient_flow(model, x, vanishing_below=0.0)
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        gradient_flow(model, x, grad_output=torch.ones(2, 1), loss_fn=lambda y: y.sum())
+    with pytest.raises(InvalidArgumentError, match="scalar"):
+        gradient_flow(model, x, loss_fn=lambda y: y)
