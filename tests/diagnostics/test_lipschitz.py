@@ -285,3 +285,16 @@ def test_lower_bound_leaves_the_global_random_state_alone() -> None:
         before = torch.get_rng_state()
         lipschitz_lower(model, x, steps=2)
         assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_eclipse_on_a_layer_wider_than_the_sdp_limit_uses_the_fast_multipliers() -> None:
+    # 130 > SDP_MAX_WIDTH hidden ReLUs, W1 = diag(1, ..., 1, 3), W2 = (1, ..., 1). By hand:
+    # K = W1 W1ᵀ / 4, λmax = 9/4, Λ = I · 2/9, X = Λ − ΛKΛ = diag(17/81, ..., 17/81, 1/9),
+    # L² = W2 X⁻¹ W2ᵀ = 129 · 81/17 + 9 (the true constant is √(129 + 9)).
+    d = torch.ones(130, dtype=torch.float64)
+    d[-1] = 3.0
+    model = _chain(torch.diag(d), nn.ReLU(), torch.ones(1, 130, dtype=torch.float64))
+    expected = math.sqrt(129 * 81 / 17 + 9)
+    assert lipschitz_upper(model, "eclipse") == pytest.approx(expected, rel=1e-11)
+    assert lipschitz_upper(model, "eclipse-fast") == pytest.approx(expected, rel=1e-11)
+    assert lipschitz_upper(model, "product") == pytest.approx(3 * math.sqrt(130), rel=1e-12)
