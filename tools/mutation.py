@@ -208,20 +208,20 @@ def _commit() -> str:
     return out.stdout.strip() + ("+dirty" if dirty else "")
 
 
-def run_module(module: str, max_children: int) -> dict[str, object]:
-    entry = MAPPING[module]
-    work = _prepare(module, entry)
+def _run_mutmut(module: str, work: Path, names: list[str], max_children: int) -> None:
     env = dict(os.environ)
     # One thread per worker: the machine is shared, and OpenMP pools do not survive a fork.
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONPATH", None)  # mutmut puts mutants/src first on sys.path itself
-    globs = [f"deeplimits.{_slug(module)}.x_{f}__mutmut_*" for f in entry.functions]
-    print(f"== {module}: mutating against {' '.join(entry.tests)}", flush=True)
+    print(f"== {module}: mutating against {' '.join(MAPPING[module].tests)}", flush=True)
     proc = subprocess.run(
-        [_mutmut(), "run", "--max-children", str(max_children), *globs], cwd=work, env=env
+        [_mutmut(), "run", "--max-children", str(max_children), *names], cwd=work, env=env
     )
     if proc.returncode != 0:
         print(f"mutmut exited with {proc.returncode} for {module}", file=sys.stderr)
+
+
+def _finish(module: str, work: Path) -> dict[str, object]:
     statuses = _results(work)
     result = _score(module, statuses)
     result.update(commit=_commit(), date=date.today().isoformat())
@@ -238,12 +238,49 @@ def run_module(module: str, max_children: int) -> dict[str, object]:
     return result
 
 
+def run_module(module: str, max_children: int) -> dict[str, object]:
+    entry = MAPPING[module]
+    work = _prepare(module, entry)
+    globs = [f"deeplimits.{_slug(module)}.x_{f}__mutmut_*" for f in entry.functions]
+    _run_mutmut(module, work, globs, max_children)
+    return _finish(module, work)
+
+
+def recheck_module(module: str, max_children: int) -> dict[str, object]:
+    """Re-run the last run's survivors (and unchecked mutants) against the current tests.
+
+    The source must be unchanged since the full run (else the mutants are stale: run it again in
+    full). The test-to-function map is collected afresh, so new tests are used.
+    """
+    work = WORK / _slug(module)
+    source = f"src/deeplimits/{module}"
+    if not (work / "mutants").is_dir():
+        raise SystemExit(f"{module} has no previous run under {work}; run it in full first")
+    if (work / source).read_bytes() != (ROOT / source).read_bytes():
+        raise SystemExit(f"{source} changed since the full run; run it in full again")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for dst in (work / "tests", work / "mutants" / "tests"):
+        shutil.rmtree(dst)
+        shutil.copytree(ROOT / "tests", dst, ignore=ignore)
+    (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+    before = _results(work)
+    survivors = [k for k, s in before.items() if s in UNDETECTED or s == "not checked"]
+    if survivors:
+        _run_mutmut(module, work, survivors, max_children)
+    return _finish(module, work)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "modules", nargs="*", help="modules (e.g. diagnostics/_lipschitz.py) or groups"
     )
     parser.add_argument("--list", action="store_true", help="print the mapping and exit")
+    parser.add_argument(
+        "--recheck",
+        action="store_true",
+        help="re-run only the last run's survivors against the current tests (source unchanged)",
+    )
     parser.add_argument("--max-children", type=int, default=1, help="parallel mutant workers")
     args = parser.parse_args()
     if args.list:
@@ -259,7 +296,10 @@ def main() -> int:
         if not MAPPING[module].tests:
             print(f"-- {module}: no tests mapped yet, skipped (edit MAPPING in tools/mutation.py)")
             continue
-        result = run_module(module, args.max_children)
+        if args.recheck:
+            result = recheck_module(module, args.max_children)
+        else:
+            result = run_module(module, args.max_children)
         scores[module] = result
         WORK.mkdir(exist_ok=True)
         scores_path.write_text(json.dumps(scores, indent=2))
