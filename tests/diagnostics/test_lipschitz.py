@@ -298,3 +298,110 @@ def test_eclipse_on_a_layer_wider_than_the_sdp_limit_uses_the_fast_multipliers()
     assert lipschitz_upper(model, "eclipse") == pytest.approx(expected, rel=1e-11)
     assert lipschitz_upper(model, "eclipse-fast") == pytest.approx(expected, rel=1e-11)
     assert lipschitz_upper(model, "product") == pytest.approx(3 * math.sqrt(130), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("act", "beta"),
+    [(nn.Dropout(0.0), 1.0), (nn.LeakyReLU(0.0), 1.0), (nn.ELU(0.0), 1.0), (nn.ELU(1.0), 1.0)],
+)
+def test_boundary_activations_are_accepted(act: nn.Module, beta: float) -> None:
+    # Dropout(p=0) in training mode is the identity; slope 0 and alpha in {0, 1} are in [0, 1]
+    assert act.training
+    assert lipschitz_upper(_chain(_W1, act, _W2), "product") == pytest.approx(6 * beta)
+
+
+_SdpAnswer = tuple[None, torch.Tensor, None, None]  # what eclipse_nn's sdp returns
+
+
+# ECLipsE on x -> 3 relu(2x): m = 1/2, K = m² · 2² = 1, the fast multiplier Λ = 1/2 gives
+# X = Λ - Λ² K = 1/4 and L = 3 / √X = 6. The SDP's Λ is used when X(Λ) > 0, else blended.
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (0.6, 3 / math.sqrt(0.6 - 0.36)),  # valid: used as is
+        (1.3, 10.0),  # X(1.3) < 0 up to η = 0.1; η = 0.5 gives Λ = 0.9, X = 0.09
+        (3.0, 6.0),  # only η = 1, the fast multipliers, gives X > 0
+        (math.nan, 6.0),  # a non-finite answer is not used
+        (None, 6.0),  # the solver fails
+    ],
+)
+def test_the_sdp_answer_is_checked_and_blended_with_the_fast_multipliers(
+    monkeypatch: pytest.MonkeyPatch, answer: float | None, expected: float
+) -> None:
+    def fake_sdp(di: int, w: torch.Tensor, k: torch.Tensor) -> _SdpAnswer:
+        assert di == 1 and k.shape == (1, 1)
+        if answer is None:
+            raise RuntimeError("solver failed")
+        return None, torch.tensor([[answer]], dtype=torch.float64), None, None
+
+    monkeypatch.setattr("eclipse_nn.eclipsE.sdp", fake_sdp)
+    model = _chain(_W1, nn.ReLU(), _W2)
+    assert lipschitz_upper(model, "eclipse") == pytest.approx(expected, rel=1e-12)
+
+
+def test_layers_up_to_the_sdp_width_limit_use_the_sdp(monkeypatch: pytest.MonkeyPatch) -> None:
+    # W1 = diag(1, 1, 3), W2 = (1, 1, 1): the SDP finds the true √(1 + 1 + 9), the fast
+    # multipliers (Λ = 2/9 I) give √(2 · 81/17 + 9).
+    monkeypatch.setattr("deeplimits.diagnostics._lipschitz.SDP_MAX_WIDTH", 3)
+    w1 = torch.diag(torch.tensor([1.0, 1.0, 3.0], dtype=torch.float64))
+    model = _chain(w1, nn.ReLU(), torch.ones(1, 3, dtype=torch.float64))
+    assert lipschitz_upper(model, "eclipse") == pytest.approx(math.sqrt(11), rel=1e-6)
+    monkeypatch.setattr("deeplimits.diagnostics._lipschitz.SDP_MAX_WIDTH", 2)
+    assert lipschitz_upper(model, "eclipse") == pytest.approx(
+        math.sqrt(2 * 81 / 17 + 9), rel=1e-11
+    )
+
+
+def _tall(n_out: int, scale: float) -> nn.Sequential:
+    """Linear(2, n_out) with singular values scale · (1, 0.95)."""
+    gen = torch.Generator().manual_seed(5)
+    q, _ = torch.linalg.qr(torch.randn(n_out, 2, dtype=torch.float64, generator=gen))
+    return _chain(scale * q @ torch.diag(torch.tensor([1.0, 0.95], dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("scale", [2.0, 0.5])
+def test_up_to_64_outputs_the_jacobian_norm_is_exact_and_beyond_it_is_power_iteration(
+    scale: float,
+) -> None:
+    x = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    assert lipschitz_lower(_tall(64, scale), x, steps=0) == pytest.approx(scale, rel=1e-12)
+    # 30 power steps with σ2/σ1 = 0.95 approach σ1 from below, to about 1e-4
+    power = lipschitz_lower(_tall(65, scale), x, steps=0)
+    assert scale * (1 - 1e-3) < power < scale * (1 - 1e-9)
+
+
+def _step_model(a: float) -> nn.Sequential:
+    model = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 1, bias=False)).double()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        model[0].bias.copy_(torch.tensor([-a, 100.0]))
+        model[2].weight.copy_(torch.tensor([[3.0, 1.0]]))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("x", "a", "expected"),
+    [
+        # RMS norm of (3, -4) is √12.5, so a step is 0.1 · 3.5355 = 0.354 long: x = 3 cannot
+        # reach a kink 0.42 away (the norm stays 1, no proposal is better) but reaches one 0.30 away
+        ([[3.0], [-4.0]], 3.42, 1.0),
+        ([[3.0], [-4.0]], 3.30, 2.0),
+        # a zero input steps 0.1 · 1
+        ([[0.0]], 0.15, 1.0),
+        ([[0.0]], 0.05, 2.0),
+    ],
+)
+def test_ascent_steps_are_step_size_times_the_rms_input_norm(
+    x: list[list[float]], a: float, expected: float
+) -> None:
+    xt = torch.tensor(x, dtype=torch.float64)
+    assert lipschitz_lower(_step_model(a), xt, steps=30, step_size=0.1) == expected
+
+
+def test_the_model_only_sees_batches_shaped_like_the_input() -> None:
+    shapes: list[tuple[int, ...]] = []
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    model.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
+    x = torch.randn(3, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    assert lipschitz_lower(model, x, steps=3) > 0
+    assert shapes and set(shapes) == {(3, 2, 3)}
