@@ -135,8 +135,8 @@ def _affine_binary(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor
 def test_flip_distance_of_an_affine_classifier_is_exact_after_bisection() -> None:
     model, x, exact = _affine_binary()
     found = flip_distance(model, x)
-    # one DeepFool step lands on the boundary; 30 bisection steps pin it to 2^-30
-    assert torch.allclose(found, exact, rtol=1e-7)
+    # one DeepFool step lands on the boundary; 30 bisection steps pin it to 2^-30 ≈ 1e-9
+    assert torch.allclose(found, exact, rtol=2e-9, atol=0.0)
     assert bool((found >= exact * (1 - 1e-12)).all())
 
 
@@ -202,3 +202,38 @@ def test_flip_distance_rejects_bad_options_and_outputs() -> None:
 def test_certified_radius_rejects_a_non_number_lipschitz() -> None:
     with pytest.raises(InvalidTypeError, match="lipschitz"):
         certified_radius(nn.Linear(2, 2), torch.zeros(1, 2), lipschitz=True)
+
+
+def test_default_overshoot_is_two_percent() -> None:
+    model, x, exact = _affine_binary(3)
+    found = flip_distance(model, x, bisection_steps=0)
+    assert torch.allclose(found, 1.02 * exact, rtol=1e-9)
+
+
+def test_one_iteration_and_zero_overshoot_are_valid_options() -> None:
+    model, x, exact = _affine_binary(4)
+    assert torch.allclose(flip_distance(model, x, max_iter=1), exact, rtol=2e-9, atol=0.0)
+    # without overshoot the step ends on the boundary: where that flips, it is exact
+    found = flip_distance(model, x, overshoot=0.0)
+    finite = torch.isfinite(found)
+    assert torch.allclose(found[finite], exact[finite], rtol=1e-9)
+
+
+def test_classes_tied_with_the_label_are_not_targets() -> None:
+    # z = (x1, x1, -x1): class 1 always ties with class 0 (which argmax picks), so the only
+    # boundary is the one to class 2, at x1 = 0: the distance is x1.
+    model = nn.Linear(2, 3, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]))
+    x = torch.tensor([[0.5, 1.0], [2.0, -3.0]], dtype=torch.float64)
+    assert torch.allclose(flip_distance(model, x), x[:, 0], rtol=1e-8)
+
+
+def test_certified_radius_uses_the_requested_lipschitz_method() -> None:
+    model = _mlp([3, 8, 3], nn.ReLU, 12)
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(12))
+    for method in ("eclipse", "eclipse-fast"):
+        lip = lipschitz_upper(model, method)
+        assert lip < lipschitz_upper(model, "product")
+        expected = certified_radius(model, x, lipschitz=lip)
+        assert torch.allclose(certified_radius(model, x, method=method), expected, rtol=1e-12)
