@@ -221,10 +221,10 @@ def _run_mutmut(module: str, work: Path, names: list[str], max_children: int) ->
         print(f"mutmut exited with {proc.returncode} for {module}", file=sys.stderr)
 
 
-def _finish(module: str, work: Path) -> dict[str, object]:
+def _finish(module: str, work: Path, commit: str) -> dict[str, object]:
     statuses = _results(work)
     result = _score(module, statuses)
-    result.update(commit=_commit(), date=date.today().isoformat())
+    result.update(commit=commit, date=date.today().isoformat())
     with (work / "survivors.txt").open("w", encoding="utf-8") as fh:
         for name in result["survivors"]:  # type: ignore[union-attr]
             show = subprocess.run(
@@ -240,10 +240,11 @@ def _finish(module: str, work: Path) -> dict[str, object]:
 
 def run_module(module: str, max_children: int) -> dict[str, object]:
     entry = MAPPING[module]
+    commit = _commit()  # of the snapshot _prepare copies
     work = _prepare(module, entry)
     globs = [f"deeplimits.{_slug(module)}.x_{f}__mutmut_*" for f in entry.functions]
     _run_mutmut(module, work, globs, max_children)
-    return _finish(module, work)
+    return _finish(module, work, commit)
 
 
 def recheck_module(module: str, max_children: int) -> dict[str, object]:
@@ -258,6 +259,7 @@ def recheck_module(module: str, max_children: int) -> dict[str, object]:
         raise SystemExit(f"{module} has no previous run under {work}; run it in full first")
     if (work / source).read_bytes() != (ROOT / source).read_bytes():
         raise SystemExit(f"{source} changed since the full run; run it in full again")
+    commit = _commit()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for dst in (work / "tests", work / "mutants" / "tests"):
         shutil.rmtree(dst)
@@ -267,7 +269,7 @@ def recheck_module(module: str, max_children: int) -> dict[str, object]:
     survivors = [k for k, s in before.items() if s in UNDETECTED or s == "not checked"]
     if survivors:
         _run_mutmut(module, work, survivors, max_children)
-    return _finish(module, work)
+    return _finish(module, work, commit)
 
 
 def main() -> int:
