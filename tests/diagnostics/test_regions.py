@@ -343,3 +343,56 @@ def test_residual_block_adds_its_input() -> None:
         model = nn.Sequential(nn.Identity(), Residual(body), head, nn.ReLU(), nn.Linear(1, 1))
         model[-1].weight.data.fill_(1.0)
         assert count_regions(model, line=([0.0], [1.0]), kind="affine") == count, w
+
+
+def test_affine_merging_does_not_depend_on_the_output_scale() -> None:
+    # rtol is relative to the largest slope: a network scaled by 1e-9 has the same pieces
+    for scale in (1.0, 1e-9, 1e9):
+        model = one_hidden_layer([0.2, 0.5, 0.7], [1.0 * scale, 0.0, -1.0 * scale])
+        assert count_regions(model, line=(0.0, 1.0), kind="affine") == 3, scale
+        plane_model = _two_units([scale, 2 * scale])
+        assert count_regions(plane_model, plane=_SQUARE, kind="affine") == 4, scale
+
+
+def test_affine_region_map_colours_each_piece_and_draws_only_its_boundaries() -> None:
+    # 4 activation regions, 2 affine pieces (u < 1/2 and u > 1/2): the v = 1/2 cut is not drawn
+    model = _two_units([1.0, 0.0])
+    fig = region_map(model, plane=_SQUARE, kind="affine", seed=3)
+    ax = fig.axes[0]
+    polys, lines = ax.collections
+    assert len(polys.get_paths()) == 4  # one polygon per activation region
+    colours = {tuple(c) for c in polys.get_facecolor().round(12).tolist()}
+    assert len(colours) == 2
+    assert all(0.35 <= c <= 0.95 for rgba in colours for c in rgba[:3])
+    assert all(rgba[3] == 1.0 for rgba in colours)
+    assert len(polys.get_edgecolor()) == 0  # no polygon edges: boundaries are the lines
+    segments = lines.get_segments()
+    assert len(segments) == 2  # the u = 1/2 cut, split by the v = 1/2 cut
+    assert all(np.allclose(seg[:, 0], 0.5, atol=1e-6) for seg in segments)
+    assert lines.get_colors().tolist() == [[0.0, 0.0, 0.0, 1.0]]
+    assert ax.get_title() == "2 affine regions"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("u", "v")
+    # activation kind: every face its own colour, all 4 interior edges drawn
+    act = region_map(model, plane=_SQUARE, title="mine").axes[0]
+    assert len({tuple(c) for c in act.collections[0].get_facecolor().tolist()}) == 4
+    assert len(act.collections[1].get_segments()) == 4
+    assert act.get_title() == "mine"
+
+
+def test_region_map_colours_are_fixed_by_the_seed() -> None:
+    model = _two_units([1.0, 2.0])
+
+    def colours(seed: int) -> list[list[float]]:
+        fig = region_map(model, plane=_SQUARE, seed=seed)
+        return fig.axes[0].collections[0].get_facecolor().tolist()
+
+    assert colours(5) == colours(5)
+    assert colours(5) != colours(6)
+
+
+def test_region_map_polygons_are_drawn_in_plane_coordinates() -> None:
+    bounds = ((0.5, 2.5), (-1.0, 0.0))
+    fig = region_map(_two_units([1.0, 2.0]), plane=_SQUARE, bounds=bounds)
+    verts = np.concatenate([p.vertices for p in fig.axes[0].collections[0].get_paths()])
+    np.testing.assert_allclose(verts.min(axis=0), [0.5, -1.0], atol=1e-6)
+    np.testing.assert_allclose(verts.max(axis=0), [2.5, 0.0], atol=1e-6)
