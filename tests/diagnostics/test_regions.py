@@ -396,3 +396,36 @@ def test_region_map_polygons_are_drawn_in_plane_coordinates() -> None:
     verts = np.concatenate([p.vertices for p in fig.axes[0].collections[0].get_paths()])
     np.testing.assert_allclose(verts.min(axis=0), [0.5, -1.0], atol=1e-6)
     np.testing.assert_allclose(verts.max(axis=0), [2.5, 0.0], atol=1e-6)
+
+
+def test_default_plane_bounds_are_the_unit_square_of_the_given_points() -> None:
+    # p1 - p0 and p2 - p0 are 0.4 long: the square [0, 1]² stops before the cuts at 1/2
+    model = _two_units([1.0, 2.0])
+    small = ([0.0, 0.0], [0.4, 0.0], [0.0, 0.4])
+    assert count_regions(model, plane=small) == 1
+    assert count_regions(model, plane=small, bounds=((0.0, 2.0), (0.0, 1.0))) == 2
+    assert count_regions(model, plane=small, bounds=((0.0, 1.0), (0.0, 2.0))) == 2
+
+
+def test_plane_degeneracy_is_judged_relative_to_the_plane_size() -> None:
+    model = _two_units([1.0, 2.0])
+    # a tiny plane that really is a plane is accepted
+    tiny = ([0.0, 0.0], [1e-13, 0.0], [0.0, 1e-13])
+    assert count_regions(model, plane=tiny) == 1
+    # a huge plane whose third point is off the line by 1e-7 is collinear to 1e-14 relative
+    with pytest.raises(InvalidArgumentError, match="collinear"):
+        count_regions(model, plane=([0.0, 0.0], [1e6, 1e6], [2e6, 2e6 + 1e-7]))
+
+
+def test_malformed_planes_and_bounds_name_the_bad_part() -> None:
+    model = _two_units([1.0, 2.0])
+    with pytest.raises(InvalidArgumentError, match="three input points"):
+        count_regions(model, plane=([0.0, 0.0], [1.0, 0.0]))
+    with pytest.raises(InvalidArgumentError, match=r"plane\[1\]"):
+        count_regions(model, plane=([0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0]))
+    with pytest.raises(InvalidArgumentError, match=r"\(u_min, u_max\), \(v_min, v_max\)"):
+        count_regions(model, plane=_SQUARE, bounds=((0.0, 1.0), (0.0, 1.0), (0.0, 1.0)))
+    with pytest.raises(InvalidArgumentError, match=r"bounds\[0\] \(u\)"):
+        count_regions(model, plane=_SQUARE, bounds=((1.0, 0.0), (0.0, 1.0)))
+    with pytest.raises(InvalidArgumentError, match=r"bounds\[1\] \(v\)"):
+        count_regions(model, plane=_SQUARE, bounds=((0.0, 1.0), (0.0, 0.0)))
