@@ -429,3 +429,94 @@ def test_malformed_planes_and_bounds_name_the_bad_part() -> None:
         count_regions(model, plane=_SQUARE, bounds=((1.0, 0.0), (0.0, 1.0)))
     with pytest.raises(InvalidArgumentError, match=r"bounds\[1\] \(v\)"):
         count_regions(model, plane=_SQUARE, bounds=((0.0, 1.0), (0.0, 0.0)))
+
+
+def test_a_single_invisible_kink_is_one_affine_piece() -> None:
+    model = one_hidden_layer([0.5], [0.0])  # the unit switches but its output weight is 0
+    assert count_regions(model, line=(0.0, 1.0)) == 2
+    assert count_regions(model, line=(0.0, 1.0), kind="affine") == 1
+    np.testing.assert_allclose(region_breakpoints(model, line=(0.0, 1.0)), [0, 0.5, 1], atol=1e-6)
+    np.testing.assert_allclose(
+        region_breakpoints(model, line=(0.0, 1.0), kind="affine"), [0.0, 1.0], atol=0
+    )
+    assert region_breakpoints(model, line=(0.0, 1.0)).dtype == np.float64
+
+
+def test_affine_pieces_are_judged_along_the_line_not_in_the_whole_space() -> None:
+    # f = relu(x - 1/2) - relu(-x + y - 1/2): on the segment from a = (0, 1) to b = (1, 1) both
+    # units switch at x = 1/2 and f = x - 1/2 on both sides: one affine piece along the segment,
+    # although the gradient changes there, from (1, -1) to (1, 0).
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 1.0]]))
+        model[0].bias.copy_(torch.tensor([-0.5, -0.5]))
+        model[2].weight.copy_(torch.tensor([[1.0, -1.0]]))
+        model[2].bias.zero_()
+    line = ([0.0, 1.0], [1.0, 1.0])
+    assert count_regions(model, line=line) == 2
+    assert count_regions(model, line=line, kind="affine") == 1
+
+
+def test_bias_free_layers_count_like_zero_biases() -> None:
+    # f = relu(x) + 2 relu(-x) on [-1, 1]: slopes -2 and 1, two pieces
+    model = nn.Sequential(nn.Linear(1, 2, bias=False), nn.ReLU(), nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        model[2].weight.copy_(torch.tensor([[1.0, 2.0]]))
+    assert count_regions(model, line=([-1.0], [1.0])) == 2
+    assert count_regions(model, line=([-1.0], [1.0]), kind="affine") == 2
+    plane = ([-1.0, 0.0], [1.0, 0.0], [-1.0, 1.0])
+    wide = nn.Sequential(nn.Linear(2, 2, bias=False), nn.ReLU(), nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        wide[0].weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+        wide[2].weight.copy_(torch.tensor([[1.0, 2.0]]))
+    assert count_regions(wide, plane=plane, kind="affine") == 2
+
+
+def test_leaky_relu_slope_changes_at_zero() -> None:
+    # pre-activations lie in (-1/2, 1/2) on the unit square: the slope switches at 0
+    model = _two_units([1.0, 2.0], nn.LeakyReLU(0.1))
+    assert count_regions(model, plane=_SQUARE, kind="affine") == 4
+    assert count_regions(model, line=([0.0, 0.0], [2.0, 1.0]), kind="affine") == 3
+
+
+def test_points_may_be_tensors_or_one_row_arrays() -> None:
+    model = _two_units([1.0, 2.0])
+    as_tensors = (torch.zeros(2), torch.tensor([2.0, 1.0]))
+    as_rows = (np.zeros((1, 2)), np.array([[2.0, 1.0]]))
+    for line in (as_tensors, as_rows):
+        np.testing.assert_allclose(
+            region_breakpoints(model, line=line), [0.0, 0.25, 0.5, 1.0], atol=1e-6
+        )
+    assert count_regions(model, plane=tuple(torch.tensor(p) for p in _SQUARE)) == 4
+    one = one_hidden_layer([0.5])
+    assert count_regions(one, line=(np.float64(0.0), torch.tensor(1.0))) == 2
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (([0.0, 0.0], [1.0, 1.0], [2.0, 2.0]), r"pair \(a, b\)"),
+        (([0.0, 0.0, 0.0], [1.0, 1.0]), r"line\[0\] \(a\)"),
+        (([0.0, 0.0], [[1.0, 1.0], [2.0, 2.0]]), r"line\[1\] \(b\)"),
+    ],
+)
+def test_malformed_lines_name_the_bad_part(line: tuple[object, ...], message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        count_regions(_two_units([1.0, 2.0]), line=line)
+
+
+def test_one_input_models_take_scalars_but_not_two_numbers() -> None:
+    with pytest.raises(InvalidArgumentError, match="width 1"):
+        count_regions(one_hidden_layer([0.5]), line=([0.0, 1.0], [1.0, 2.0]))
+
+
+def test_empty_bounds_are_refused_by_name() -> None:
+    with pytest.raises(InvalidArgumentError, match="bounds must be finite with low < high"):
+        count_regions(one_hidden_layer([0.5]), line=(0.0, 1.0), bounds=(0.5, 0.5))
+
+
+def test_residual_body_widths_are_checked_inside_the_body() -> None:
+    model = nn.Sequential(nn.Linear(1, 2), Residual(nn.Sequential(nn.Linear(3, 3))))
+    with pytest.raises(UnsupportedModelError, match=r"model\[1\]\.body\[0\].*expects 3 .* 2"):
+        count_regions(model, line=(0.0, 1.0))
