@@ -241,3 +241,58 @@ def test_gelu_constant_is_phi_and_density_at_root_two():
     phi = math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
     cdf = (1 + math.erf(z / math.sqrt(2))) / 2
     assert activation_lipschitz(nn.GELU()) == pytest.approx(cdf + z * phi, rel=1e-12)
+
+
+def _exact_sup_derivative(fn) -> float:
+    """sup |fn'| of a smooth activation from the root of fn'' (brentq), in float64."""
+    from scipy.optimize import brentq
+
+    def derivative(z: float, order: int) -> float:
+        x = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+        (g,) = torch.autograd.grad(fn(x), x, create_graph=True)
+        if order == 1:
+            return float(g.detach())
+        (g2,) = torch.autograd.grad(g, x)
+        return float(g2)
+
+    zs = np.linspace(0.5, 5.0, 451)  # fn'' changes sign once on (0.5, 5) for SiLU and GELU
+    second = [derivative(float(z), 2) for z in zs]
+    i = next(k for k in range(len(zs) - 1) if second[k] > 0 >= second[k + 1])
+    root = brentq(lambda z: derivative(z, 2), zs[i], zs[i + 1], xtol=1e-14)
+    return derivative(root, 1)
+
+
+@pytest.mark.parametrize(
+    "module", [nn.SiLU(), nn.GELU(approximate="tanh")], ids=["silu", "gelu_tanh"]
+)
+def test_numerical_activation_constants_are_refined_to_machine_precision(module):
+    # the constant is the true sup times the documented safety factor 1 + 1e-9; a grid step of
+    # 1e-4 alone would be ~1e-9 low
+    expected = _exact_sup_derivative(module) * (1 + 1e-9)
+    assert activation_lipschitz(module) == pytest.approx(expected, rel=1e-12)
+
+
+def test_auto_method_is_exact_up_to_two_to_the_twenty_entries():
+    # max_iter=1 makes power iteration visibly inexact: an exact answer proves the dense path
+    gen = torch.Generator().manual_seed(8)
+    w = torch.randn(1024, 1024, generator=gen)  # exactly 2^20 entries
+    exact = float(np.linalg.svd(w.double().numpy(), compute_uv=False)[0])
+    assert operator_norm(w, max_iter=1) == pytest.approx(exact, rel=1e-10)
+    conv = nn.Conv1d(1, 1, 3, padding=1)  # 1024 inputs, 1024 outputs: 2^20 dense entries
+    dense = np.linalg.svd(_dense_conv_matrix(conv, (1, 1024)), compute_uv=False)[0]
+    assert operator_norm(conv, (1, 1024), max_iter=1) == pytest.approx(dense, rel=1e-10)
+    # one more output: power iteration, one step from a random start is below
+    assert operator_norm(conv, (1, 1025), max_iter=1) < dense * (1 - 1e-4)
+
+
+def test_power_method_on_a_small_convolution_iterates():
+    conv = nn.Conv2d(1, 2, 3, padding=1)
+    dense = np.linalg.svd(_dense_conv_matrix(conv, (1, 5, 5)), compute_uv=False)[0]
+    assert operator_norm(conv, (1, 5, 5), method="power", max_iter=1) < dense * (1 - 1e-4)
+
+
+def test_conv_input_shape_errors_name_the_layer_and_the_rule():
+    with pytest.raises(InvalidArgumentError, match=r"Conv1d needs input_shape \(C, L\)"):
+        operator_norm(nn.Conv1d(1, 1, 3))
+    with pytest.raises(InvalidArgumentError, match="Conv2d must be 3 positive ints"):
+        operator_norm(nn.Conv2d(2, 1, 3), (2, 0, 8))
