@@ -343,3 +343,65 @@ def test_bad_thresholds_and_loss_raise():
         gradient_flow(model, x, grad_output=torch.ones(2, 1), loss_fn=lambda y: y.sum())
     with pytest.raises(InvalidArgumentError, match="scalar"):
         gradient_flow(model, x, loss_fn=lambda y: y)
+
+
+def _chain_report():
+    x = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    g = torch.tensor([[3.0], [4.0]], dtype=torch.float64)
+    return gradient_flow(_scalar_chain(2.0, 3.0, act=nn.ReLU), x, grad_output=g)
+
+
+def test_table_lists_every_layer_with_its_numbers():
+    table = _chain_report().table()
+    assert table.title == "gradient flow per layer (forward order)"
+    headers = ["#", "layer", "type", "output shape", "Lip (c_l / c_σ)", "‖h‖", "‖∂ℓ/∂h‖", "‖∂ℓ/∂θ‖"]
+    assert [c.header for c in table.columns] == headers
+    assert [c.justify for c in table.columns] == ["right", "left", "left"] + ["right"] * 5
+    # h1 = 2x = (2, 4), h2 = relu(h1), y = 3 h2; ∂ℓ/∂y = g, ∂ℓ/∂h2 = ∂ℓ/∂h1 = 3g
+    rows = [list(c.cells) for c in table.columns]
+    assert rows == [
+        ["0", "1", "2"],
+        ["0", "1", "2"],
+        ["Linear", "ReLU", "Linear"],
+        ["2×1", "2×1", "2×1"],
+        ["2", "1", "3"],
+        [f"{math.sqrt(20):.3e}", f"{math.sqrt(20):.3e}", f"{3 * math.sqrt(20):.3e}"],
+        ["1.500e+01", "1.500e+01", "5.000e+00"],
+        ["3.300e+01", "-", "2.200e+01"],  # 3 Σ g x = 33, Σ g h2 = 3·2 + 4·4 = 22
+    ]
+
+
+def test_render_is_plain_text_of_the_given_width():
+    report = _chain_report()
+    narrow = report.render(width=70)
+    assert "\x1b" not in narrow  # no terminal colour codes
+    assert max(len(line) for line in narrow.splitlines()) <= 70
+    wide = report.render(width=200)
+    assert max(len(line) for line in wide.splitlines()) > 70
+    assert "gradient flow per layer" in wide and "‖∂ℓ/∂θ‖" in wide
+    summary = report.summary().splitlines()
+    assert len(summary) == 4  # bound, norms, Jacobian, verdict
+    assert wide.splitlines()[-4:] == summary
+
+
+def test_plot_shows_output_and_parameter_gradients_per_layer():
+    report = _chain_report()
+    fig = report.plot()
+    ax = fig.axes[0]
+    assert tuple(fig.get_size_inches()) == (6.0, 3.5)
+    grads, params = ax.lines
+    assert list(grads.get_xdata()) == [0, 1, 2]
+    assert list(grads.get_ydata()) == pytest.approx([15.0, 15.0, 5.0])
+    assert (grads.get_marker(), grads.get_linestyle()) == (".", "-")
+    assert list(params.get_xdata()) == [0, 2]
+    assert list(params.get_ydata()) == pytest.approx([33.0, 22.0])
+    assert (params.get_marker(), params.get_linestyle()) == ("o", "None")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["‖∂ℓ/∂h_l‖", "‖∂ℓ/∂θ_l‖"]
+    assert ax.get_legend().get_texts()[0].get_fontsize() == 8
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("layer (forward order)", "norm")
+    assert ax.get_title() == "gradient flow: healthy"
+    from matplotlib.figure import Figure
+
+    mine = Figure()
+    axes = mine.add_subplot()
+    assert report.plot(ax=axes) is mine
