@@ -405,3 +405,89 @@ def test_plot_shows_output_and_parameter_gradients_per_layer():
     mine = Figure()
     axes = mine.add_subplot()
     assert report.plot(ax=axes) is mine
+
+
+def test_summary_lines_start_with_their_quantity():
+    lines = _chain_report().summary().splitlines()
+    assert [line.split(" ")[0] for line in lines] == ["bound", "‖∇x", "Jacobian", "verdict:"]
+
+
+def test_layer_names_are_qualified_names_in_the_model():
+    inner = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    model = nn.Sequential(inner, nn.Sequential(nn.Linear(3, 1)))
+    report = gradient_flow(model, torch.randn(2, 2))
+    assert [lf.name for lf in report.layers] == ["0.0", "0.1", "1.0"]
+    assert [lf.name for lf in gradient_flow(nn.Linear(2, 1), torch.randn(2, 2)).layers] == [
+        "<model>"
+    ]
+
+
+class _TwoArgs(nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
+
+
+class _CallsTwoArgs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.add = nn.Linear(2, 2), _TwoArgs()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin(x)
+        return self.add(h, h)
+
+
+class _Scales(nn.Module):
+    def __init__(self, before: bool) -> None:
+        super().__init__()
+        self.lin, self.before = nn.Linear(2, 2), before
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(2 * x) if self.before else 2 * self.lin(x)
+
+
+def test_hidden_operations_before_after_and_between_layers_are_named():
+    x = torch.randn(3, 2)
+    with pytest.raises(UnsupportedModelError, match="2 positional arguments"):
+        gradient_flow(_CallsTwoArgs(), x)
+    with pytest.raises(UnsupportedModelError, match="output of <input> unchanged"):
+        gradient_flow(_Scales(before=True), x)
+    with pytest.raises(UnsupportedModelError, match="not the output of its last layer lin"):
+        gradient_flow(_Scales(before=False), x)
+
+
+def test_unsupported_layers_are_refused_without_the_bound_too():
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    with pytest.raises(UnsupportedModelError, match="BatchNorm1d"):
+        gradient_flow(model, torch.randn(4, 3), compute_bound=False)
+    report = gradient_flow(nn.Sequential(nn.Linear(3, 3), nn.Tanh()), torch.randn(4, 3),
+                           compute_bound=False)
+    assert all(math.isnan(lf.lipschitz) for lf in report.layers)
+
+
+def test_default_output_gradient_is_standard_normal_seeded_by_seed_and_thresholds_1e3():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    x = torch.randn(5, 3)
+    for seed in (0, 7):
+        g = torch.randn(5, 2, generator=torch.Generator().manual_seed(seed))
+        by_seed = gradient_flow(model, x, seed=seed) if seed else gradient_flow(model, x)
+        given = gradient_flow(model, x, grad_output=g)
+        assert by_seed.sample_ratios == given.sample_ratios
+    report = gradient_flow(model, x)
+    assert (report.vanishing_below, report.exploding_above) == (1e-3, 1e3)
+
+
+def test_norms_are_accumulated_in_float64():
+    torch.manual_seed(0)
+    model = nn.Linear(200, 200)  # float32
+    x = torch.randn(50, 200)
+    report = gradient_flow(model, x, jacobian_max_entries=0)
+    with torch.no_grad():
+        expected = float(model(x).double().norm())
+    assert report.layers[0].output_norm == pytest.approx(expected, rel=1e-12)
+
+
+def test_an_empty_batch_is_refused():
+    with pytest.raises(InvalidArgumentError, match="batch"):
+        gradient_flow(nn.Linear(3, 2), torch.zeros(0, 3))
