@@ -347,9 +347,7 @@ def test_layers_up_to_the_sdp_width_limit_use_the_sdp(monkeypatch: pytest.Monkey
     model = _chain(w1, nn.ReLU(), torch.ones(1, 3, dtype=torch.float64))
     assert lipschitz_upper(model, "eclipse") == pytest.approx(math.sqrt(11), rel=1e-6)
     monkeypatch.setattr("deeplimits.diagnostics._lipschitz.SDP_MAX_WIDTH", 2)
-    assert lipschitz_upper(model, "eclipse") == pytest.approx(
-        math.sqrt(2 * 81 / 17 + 9), rel=1e-11
-    )
+    assert lipschitz_upper(model, "eclipse") == pytest.approx(math.sqrt(2 * 81 / 17 + 9), rel=1e-11)
 
 
 def _tall(n_out: int, scale: float) -> nn.Sequential:
@@ -405,3 +403,28 @@ def test_the_model_only_sees_batches_shaped_like_the_input() -> None:
     x = torch.randn(3, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     assert lipschitz_lower(model, x, steps=3) > 0
     assert shapes and set(shapes) == {(3, 2, 3)}
+
+
+def test_blending_picks_the_first_valid_mixture_in_two_dimensions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # W1 = diag(2, 1), W2 = (3, 3), ReLU: K = diag(1, 1/4), the fast Λ = I/2. A solver answer
+    # Λ = 1.3 I leaves X = Λ - ΛKΛ indefinite up to η = 0.1; η = 0.5 gives Λ = 0.9 I,
+    # X = diag(0.09, 0.6975) and L² = 9/0.09 + 9/0.6975.
+    def fake_sdp(di: int, w: torch.Tensor, k: torch.Tensor) -> _SdpAnswer:
+        return None, 1.3 * torch.eye(di, dtype=torch.float64), None, None
+
+    monkeypatch.setattr("eclipse_nn.eclipsE.sdp", fake_sdp)
+    model = _chain(
+        torch.diag(torch.tensor([2.0, 1.0])).double(), nn.ReLU(), torch.full((1, 2), 3.0)
+    )
+    expected = math.sqrt(9 / 0.09 + 9 / 0.6975)
+    assert lipschitz_upper(model, "eclipse") == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("w", [1e-5, 1e5])
+def test_eclipse_is_scale_free(w: float) -> None:
+    # x -> 3 relu(w x): L = 3w exactly; X = Λ - ΛKΛ is of order 1/w², which the positive-
+    # definiteness check must judge relative to its own scale
+    model = _chain(torch.tensor([[w]], dtype=torch.float64), nn.ReLU(), _W2)
+    assert lipschitz_upper(model, "eclipse") == pytest.approx(3 * w, rel=1e-6)
