@@ -520,3 +520,18 @@ def test_residual_body_widths_are_checked_inside_the_body() -> None:
     model = nn.Sequential(nn.Linear(1, 2), Residual(nn.Sequential(nn.Linear(3, 3))))
     with pytest.raises(UnsupportedModelError, match=r"model\[1\]\.body\[0\].*expects 3 .* 2"):
         count_regions(model, line=(0.0, 1.0))
+
+
+def test_rtol_zero_merges_only_exactly_equal_maps() -> None:
+    # the zero-weight unit leaves the Jacobian bit-for-bit equal on both sides of its kink
+    model = one_hidden_layer([0.2, 0.5, 0.7], [1.0, 0.0, -1.0])
+    assert count_regions(model, line=(0.0, 1.0), kind="affine", rtol=0.0) == 3
+
+
+def test_region_map_default_figure_and_colour_range() -> None:
+    model = _random_mlp([2, 8, 8, 1], seed=2)
+    fig = region_map(model, plane=([-2, -2], [2, -2], [-2, 2]))
+    assert tuple(fig.get_size_inches()) == (4.0, 4.0)  # "a new 4x4 inch figure"
+    colours = fig.axes[0].collections[0].get_facecolor()
+    assert len(colours) >= 20
+    assert colours[:, :3].min() >= 0.35 and colours[:, :3].max() <= 0.95
