@@ -265,9 +265,10 @@ def _exact_sup_derivative(fn) -> float:
 @pytest.mark.parametrize(
     "module", [nn.SiLU(), nn.GELU(approximate="tanh")], ids=["silu", "gelu_tanh"]
 )
-def test_numerical_activation_constants_are_refined_to_machine_precision(module):
+def test_numerical_activation_constants_are_refined_to_machine_precision(module, monkeypatch):
     # the constant is the true sup times the documented safety factor 1 + 1e-9; a grid step of
-    # 1e-4 alone would be ~1e-9 low
+    # 1e-4 alone would be ~1e-9 low. An empty cache makes this call compute it.
+    monkeypatch.setattr("deeplimits.diagnostics._operator_norm._CACHE", {})
     expected = _exact_sup_derivative(module) * (1 + 1e-9)
     assert activation_lipschitz(module) == pytest.approx(expected, rel=1e-12)
 
@@ -296,3 +297,18 @@ def test_conv_input_shape_errors_name_the_layer_and_the_rule():
         operator_norm(nn.Conv1d(1, 1, 3))
     with pytest.raises(InvalidArgumentError, match="Conv2d must be 3 positive ints"):
         operator_norm(nn.Conv2d(2, 1, 3), (2, 0, 8))
+
+
+def test_power_iteration_of_a_one_by_one_weight_is_its_absolute_value():
+    # the unit start vector is ±1, so AᵀAv has norm exactly 1 here: not to be taken for zero
+    assert operator_norm(torch.ones(1, 1), method="power") == 1.0
+    assert operator_norm(torch.full((1, 1), -3.0), method="power") == pytest.approx(3.0)
+
+
+def test_power_iteration_leaves_the_global_random_state_alone():
+    conv = nn.Conv1d(1, 1, 3)  # (its initialisation draws from the global generator)
+    w = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    before = torch.get_rng_state()
+    operator_norm(w, method="power")
+    operator_norm(conv, (1, 2000))  # large: power iteration
+    assert torch.equal(torch.get_rng_state(), before)
