@@ -467,10 +467,11 @@ def test_unsupported_layers_are_refused_without_the_bound_too():
 
 def test_default_output_gradient_is_standard_normal_seeded_by_seed_and_thresholds_1e3():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
-    x = torch.randn(5, 3)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
     for seed in (0, 7):
-        g = torch.randn(5, 2, generator=torch.Generator().manual_seed(seed))
+        gen = torch.Generator().manual_seed(seed)
+        g = torch.randn(5, 2, generator=gen, dtype=torch.float64)  # drawn in the output's dtype
         by_seed = gradient_flow(model, x, seed=seed) if seed else gradient_flow(model, x)
         given = gradient_flow(model, x, grad_output=g)
         assert by_seed.sample_ratios == given.sample_ratios
@@ -491,3 +492,48 @@ def test_norms_are_accumulated_in_float64():
 def test_an_empty_batch_is_refused():
     with pytest.raises(InvalidArgumentError, match="batch"):
         gradient_flow(nn.Linear(3, 2), torch.zeros(0, 3))
+
+
+
+def test_loss_fn_gradient_is_counted_once_per_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 3))
+    x, labels = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    report = gradient_flow(model, x, loss_fn=lambda y: nn.functional.cross_entropy(y, labels))
+    assert report.layers[-1].output_grad_norm == pytest.approx(report.output_grad_norm, rel=1e-6)
+    assert [lf.input_shape for lf in report.layers] == [(6, 4), (6, 3), (6, 3)]
+
+
+def test_small_output_gradients_give_their_ratio():
+    # ratio |c b| = 6 however small the gradients are
+    g = torch.full((2, 1), 1e-3, dtype=torch.float64)
+    report = gradient_flow(_scalar_chain(1.0, 2.0, 3.0), torch.ones(2, 1).double(), grad_output=g)
+    assert report.gradient_ratio == pytest.approx(6.0, rel=1e-12)
+
+
+def test_grad_output_is_cast_to_the_output_dtype():
+    model = _scalar_chain(2.0, 3.0)  # float64
+    g32 = torch.tensor([[0.1], [0.3]], dtype=torch.float32)
+    report = gradient_flow(model, torch.ones(2, 1).double(), grad_output=g32)
+    assert report.output_grad_norm == pytest.approx(float(g32.double().norm()), rel=1e-15)
+
+
+def test_non_finite_input_gradients_are_refused():
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(math.inf)
+    with pytest.raises(InvalidArgumentError, match="not finite"):
+        gradient_flow(model, torch.ones(2, 2), grad_output=torch.ones(2, 1),
+                      compute_bound=False, jacobian_max_entries=0)
+
+
+def test_jacobian_limit_is_on_input_times_output_entries():
+    model = nn.Linear(2, 2)
+    x = torch.randn(3, 2)
+    assert gradient_flow(model, x, jacobian_max_entries=3).jacobian_singular_values is None
+    assert gradient_flow(model, x, jacobian_max_entries=4).jacobian_singular_values is not None
+
+
+def test_equal_thresholds_are_refused():
+    with pytest.raises(InvalidArgumentError, match="vanishing_below < exploding_above"):
+        gradient_flow(nn.Linear(2, 1), torch.ones(2, 2), vanishing_below=1.0, exploding_above=1.0)
