@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deeplimits-installed
 PYTEST_ARGS ?=
 
-.PHONY: tour test install browser lint bench clean
+.PHONY: tour test install browser lint bench mutation clean
 
 install: $(STAMP)
 
@@ -37,11 +37,23 @@ test: $(STAMP) browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/ode_peers.py
 
+# Mutation testing of the numerical core (see docs/testing.md); not part of `make test`.
+# Each module runs against its own test modules (table in tools/mutation.py), niced, one at a time:
+#   make mutation                                    # every mapped module
+#   make mutation MODULES=diagnostics                # a group: diagnostics, ode, experiments
+#   make mutation MODULES="diagnostics/_regions.py"  # one module
+#   make mutation MODULES=diagnostics/_regions.py MUTATION_ARGS=--recheck   # survivors only
+MODULES ?=
+MUTATION_ARGS ?=
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[mutation]'
+	nice -n 10 $(PY) tools/mutation.py $(MUTATION_ARGS) $(MODULES)
+
 clean:
-	rm -rf $(VENV) report .pytest_cache
+	rm -rf $(VENV) report .pytest_cache .mutation

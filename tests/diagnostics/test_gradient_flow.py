@@ -14,6 +14,7 @@ from torch import nn
 from deeplimits.diagnostics import gradient_flow
 from deeplimits.errors import InvalidArgumentError, UnsupportedModelError
 from deeplimits.remedies import (
+    ResidualBlock,
     constrain_orthogonal_,
     init_he_,
     init_normal_,
@@ -229,3 +230,310 @@ def test_inplace_activation_gives_the_same_report():
         assert la.output_norm == pytest.approx(lb.output_norm, rel=1e-6)
         assert la.output_grad_norm == pytest.approx(lb.output_grad_norm, rel=1e-6)
     assert ra.measured_ratio == pytest.approx(rb.measured_ratio, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- closed forms
+def _scalar_chain(*weights: float, act: type[nn.Module] | None = None) -> nn.Sequential:
+    """Linear(1, 1) layers with the given weights (no bias), float64, `act` between them."""
+    layers: list[nn.Module] = []
+    for i, w in enumerate(weights):
+        lin = nn.Linear(1, 1, bias=False).double()
+        with torch.no_grad():
+            lin.weight.fill_(w)
+        layers.append(lin)
+        if act is not None and i < len(weights) - 1:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def test_slide_bound_includes_sigmoid_slope():
+    # Linear–Sigmoid–Linear: c_1 · c_σ · c_2 = ||W1|| · 1/4 · ||W2||
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Sigmoid(), nn.Linear(6, 3)).double()
+    n1 = float(torch.linalg.matrix_norm(model[0].weight.detach(), ord=2))
+    n2 = float(torch.linalg.matrix_norm(model[2].weight.detach(), ord=2))
+    report = gradient_flow(model, torch.randn(5, 4, dtype=torch.float64))
+    assert report.bound == pytest.approx(0.25 * n1 * n2, rel=1e-12)
+    assert [lf.lipschitz for lf in report.layers] == pytest.approx([n1, 0.25, n2], rel=1e-12)
+
+
+def test_residual_block_lipschitz_is_one_plus_scale_times_branch():
+    branch = _scalar_chain(3.0, 2.0, act=nn.Tanh)  # Lip(g) = 3 · 1 · 2
+    model = nn.Sequential(_scalar_chain(1.0), ResidualBlock(branch, scale=-0.5))
+    report = gradient_flow(model, torch.ones(2, 1, dtype=torch.float64))
+    assert [lf.kind for lf in report.layers] == ["Linear", "ResidualBlock"]
+    assert report.layers[1].lipschitz == pytest.approx(1 + 0.5 * 6, rel=1e-12)
+    assert report.bound == pytest.approx(4.0, rel=1e-12)
+
+
+def test_gradient_ratio_of_a_scalar_linear_chain_is_the_product_of_inner_weights():
+    # y = c b a x: ∂ℓ/∂h_first = c b g and ∂ℓ/∂h_last = g, so the ratio is |c b|
+    for b, c, verdict in ((0.5, 0.25, "vanishing"), (4.0, 1.0, "exploding"), (2.0, 0.5, "healthy")):
+        report = gradient_flow(
+            _scalar_chain(3.0, b, c),
+            torch.ones(2, 1, dtype=torch.float64),
+            vanishing_below=0.5,
+            exploding_above=2.0,
+        )
+        assert report.gradient_ratio == pytest.approx(abs(b * c), rel=1e-12)
+        assert report.verdict == verdict
+        # every sample: ||∇x ℓ|| / ||∇y ℓ|| = |a b c|, the bound is |a| |b| |c|
+        assert report.sample_ratios == pytest.approx([abs(3 * b * c)] * 2, rel=1e-12)
+        assert report.bound == pytest.approx(abs(3 * b * c), rel=1e-12)
+
+
+def test_verdict_thresholds_are_strict():
+    # ratios exactly at a threshold are healthy (powers of two: exact in floating point)
+    x = torch.ones(3, 1, dtype=torch.float64)
+    at_low = gradient_flow(_scalar_chain(1.0, 0.5, 1.0), x, vanishing_below=0.5, exploding_above=2)
+    assert at_low.gradient_ratio == 0.5 and at_low.verdict == "healthy"
+    at_high = gradient_flow(_scalar_chain(1.0, 2.0, 1.0), x, vanishing_below=0.5, exploding_above=2)
+    assert at_high.gradient_ratio == 2.0 and at_high.verdict == "healthy"
+
+
+def test_one_layer_with_parameters_takes_the_verdict_on_input_over_output_gradient():
+    report = gradient_flow(_scalar_chain(1e-4), torch.ones(2, 1, dtype=torch.float64))
+    assert report.gradient_ratio == pytest.approx(1e-4, rel=1e-12)
+    assert report.verdict == "vanishing"
+    assert any("fewer than two layers" in note for note in report.notes)
+    assert "fewer than two layers" in report.summary()
+
+
+def test_zero_output_gradient_gives_ratio_one_and_no_sample_ratios():
+    x = torch.ones(2, 1, dtype=torch.float64)
+    report = gradient_flow(_scalar_chain(2.0, 3.0), x, grad_output=torch.zeros(2, 1).double())
+    assert report.gradient_ratio == 1.0
+    assert report.sample_ratios == ()
+    assert report.measured_ratio == 0.0
+    assert report.verdict == "healthy"
+
+
+def test_signal_ratio_and_norms_of_a_scalar_chain():
+    x = torch.tensor([[1.0], [2.0]], dtype=torch.float64)  # ||x|| = √5
+    g = torch.tensor([[3.0], [4.0]], dtype=torch.float64)  # ||g|| = 5
+    report = gradient_flow(_scalar_chain(2.0, 3.0), x, grad_output=g)
+    assert report.input_norm == pytest.approx(math.sqrt(5), rel=1e-12)
+    assert report.signal_ratio == pytest.approx(36.0, rel=1e-12)  # (6 ||x|| / ||x||)²
+    assert report.output_grad_norm == pytest.approx(5.0, rel=1e-12)
+    assert report.input_grad_norm == pytest.approx(30.0, rel=1e-12)
+    assert report.layers[0].output_norm == pytest.approx(2 * math.sqrt(5), rel=1e-12)
+    assert report.layers[0].output_grad_norm == pytest.approx(15.0, rel=1e-12)
+    assert report.layers[0].param_grad_norm == pytest.approx(3 * 11, rel=1e-12)  # 3 Σ g x
+    zero = gradient_flow(_scalar_chain(2.0), torch.zeros(1, 1, dtype=torch.float64))
+    assert zero.signal_ratio == math.inf
+
+
+def test_jacobian_is_skipped_beyond_max_entries_and_bound_on_request():
+    model = _scalar_chain(2.0, 3.0, act=nn.Tanh)
+    x = torch.ones(2, 1, dtype=torch.float64)
+    report = gradient_flow(model, x, jacobian_max_entries=0, compute_bound=False)
+    assert report.jacobian_singular_values is None
+    assert math.isnan(report.bound)
+    assert "Jacobian" not in report.summary()
+    assert gradient_flow(model, x, jacobian_max_entries=1).jacobian_singular_values is not None
+
+
+def test_bad_thresholds_and_loss_raise():
+    model, x = _scalar_chain(1.0), torch.ones(2, 1, dtype=torch.float64)
+    with pytest.raises(InvalidArgumentError, match="vanishing_below"):
+        gradient_flow(model, x, vanishing_below=2.0, exploding_above=1.0)
+    with pytest.raises(InvalidArgumentError, match="vanishing_below"):
+        gradient_flow(model, x, vanishing_below=0.0)
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        gradient_flow(model, x, grad_output=torch.ones(2, 1), loss_fn=lambda y: y.sum())
+    with pytest.raises(InvalidArgumentError, match="scalar"):
+        gradient_flow(model, x, loss_fn=lambda y: y)
+
+
+def _chain_report():
+    x = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    g = torch.tensor([[3.0], [4.0]], dtype=torch.float64)
+    return gradient_flow(_scalar_chain(2.0, 3.0, act=nn.ReLU), x, grad_output=g)
+
+
+def test_table_lists_every_layer_with_its_numbers():
+    table = _chain_report().table()
+    assert table.title == "gradient flow per layer (forward order)"
+    headers = ["#", "layer", "type", "output shape", "Lip (c_l / c_σ)", "‖h‖", "‖∂ℓ/∂h‖", "‖∂ℓ/∂θ‖"]
+    assert [c.header for c in table.columns] == headers
+    assert [c.justify for c in table.columns] == ["right", "left", "left"] + ["right"] * 5
+    # h1 = 2x = (2, 4), h2 = relu(h1), y = 3 h2; ∂ℓ/∂y = g, ∂ℓ/∂h2 = ∂ℓ/∂h1 = 3g
+    rows = [list(c.cells) for c in table.columns]
+    assert rows == [
+        ["0", "1", "2"],
+        ["0", "1", "2"],
+        ["Linear", "ReLU", "Linear"],
+        ["2×1", "2×1", "2×1"],
+        ["2", "1", "3"],
+        [f"{math.sqrt(20):.3e}", f"{math.sqrt(20):.3e}", f"{3 * math.sqrt(20):.3e}"],
+        ["1.500e+01", "1.500e+01", "5.000e+00"],
+        ["3.300e+01", "-", "2.200e+01"],  # 3 Σ g x = 33, Σ g h2 = 3·2 + 4·4 = 22
+    ]
+
+
+def test_render_is_plain_text_of_the_given_width():
+    report = _chain_report()
+    narrow = report.render(width=70)
+    assert "\x1b" not in narrow  # no terminal colour codes
+    assert max(len(line) for line in narrow.splitlines()) <= 70
+    wide = report.render(width=200)
+    assert max(len(line) for line in wide.splitlines()) > 70
+    assert "gradient flow per layer" in wide and "‖∂ℓ/∂θ‖" in wide
+    summary = report.summary().splitlines()
+    assert len(summary) == 4  # bound, norms, Jacobian, verdict
+    assert wide.splitlines()[-4:] == summary
+
+
+def test_plot_shows_output_and_parameter_gradients_per_layer():
+    report = _chain_report()
+    fig = report.plot()
+    ax = fig.axes[0]
+    assert tuple(fig.get_size_inches()) == (6.0, 3.5)
+    grads, params = ax.lines
+    assert list(grads.get_xdata()) == [0, 1, 2]
+    assert list(grads.get_ydata()) == pytest.approx([15.0, 15.0, 5.0])
+    assert (grads.get_marker(), grads.get_linestyle()) == (".", "-")
+    assert list(params.get_xdata()) == [0, 2]
+    assert list(params.get_ydata()) == pytest.approx([33.0, 22.0])
+    assert (params.get_marker(), params.get_linestyle()) == ("o", "None")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["‖∂ℓ/∂h_l‖", "‖∂ℓ/∂θ_l‖"]
+    assert ax.get_legend().get_texts()[0].get_fontsize() == 8
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("layer (forward order)", "norm")
+    assert ax.get_title() == "gradient flow: healthy"
+    from matplotlib.figure import Figure
+
+    mine = Figure()
+    axes = mine.add_subplot()
+    assert report.plot(ax=axes) is mine
+
+
+def test_summary_lines_start_with_their_quantity():
+    lines = _chain_report().summary().splitlines()
+    assert [line.split(" ")[0] for line in lines] == ["bound", "‖∇x", "Jacobian", "verdict:"]
+
+
+def test_layer_names_are_qualified_names_in_the_model():
+    inner = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    model = nn.Sequential(inner, nn.Sequential(nn.Linear(3, 1)))
+    report = gradient_flow(model, torch.randn(2, 2))
+    assert [lf.name for lf in report.layers] == ["0.0", "0.1", "1.0"]
+    assert [lf.name for lf in gradient_flow(nn.Linear(2, 1), torch.randn(2, 2)).layers] == [
+        "<model>"
+    ]
+
+
+class _TwoArgs(nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
+
+
+class _CallsTwoArgs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.add = nn.Linear(2, 2), _TwoArgs()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin(x)
+        return self.add(h, h)
+
+
+class _Scales(nn.Module):
+    def __init__(self, before: bool) -> None:
+        super().__init__()
+        self.lin, self.before = nn.Linear(2, 2), before
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(2 * x) if self.before else 2 * self.lin(x)
+
+
+def test_hidden_operations_before_after_and_between_layers_are_named():
+    x = torch.randn(3, 2)
+    with pytest.raises(UnsupportedModelError, match="2 positional arguments"):
+        gradient_flow(_CallsTwoArgs(), x)
+    with pytest.raises(UnsupportedModelError, match="output of <input> unchanged"):
+        gradient_flow(_Scales(before=True), x)
+    with pytest.raises(UnsupportedModelError, match="not the output of its last layer lin"):
+        gradient_flow(_Scales(before=False), x)
+
+
+def test_unsupported_layers_are_refused_without_the_bound_too():
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    with pytest.raises(UnsupportedModelError, match="BatchNorm1d"):
+        gradient_flow(model, torch.randn(4, 3), compute_bound=False)
+    report = gradient_flow(nn.Sequential(nn.Linear(3, 3), nn.Tanh()), torch.randn(4, 3),
+                           compute_bound=False)
+    assert all(math.isnan(lf.lipschitz) for lf in report.layers)
+
+
+def test_default_output_gradient_is_standard_normal_seeded_by_seed_and_thresholds_1e3():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    for seed in (0, 7):
+        gen = torch.Generator().manual_seed(seed)
+        g = torch.randn(5, 2, generator=gen, dtype=torch.float64)  # drawn in the output's dtype
+        by_seed = gradient_flow(model, x, seed=seed) if seed else gradient_flow(model, x)
+        given = gradient_flow(model, x, grad_output=g)
+        assert by_seed.sample_ratios == given.sample_ratios
+    report = gradient_flow(model, x)
+    assert (report.vanishing_below, report.exploding_above) == (1e-3, 1e3)
+
+
+def test_norms_are_accumulated_in_float64():
+    torch.manual_seed(0)
+    model = nn.Linear(200, 200)  # float32
+    x = torch.randn(50, 200)
+    report = gradient_flow(model, x, jacobian_max_entries=0)
+    with torch.no_grad():
+        expected = float(model(x).double().norm())
+    assert report.layers[0].output_norm == pytest.approx(expected, rel=1e-12)
+
+
+def test_an_empty_batch_is_refused():
+    with pytest.raises(InvalidArgumentError, match="batch"):
+        gradient_flow(nn.Linear(3, 2), torch.zeros(0, 3))
+
+
+
+def test_loss_fn_gradient_is_counted_once_per_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 3))
+    x, labels = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    report = gradient_flow(model, x, loss_fn=lambda y: nn.functional.cross_entropy(y, labels))
+    assert report.layers[-1].output_grad_norm == pytest.approx(report.output_grad_norm, rel=1e-6)
+    assert [lf.input_shape for lf in report.layers] == [(6, 4), (6, 3), (6, 3)]
+
+
+def test_small_output_gradients_give_their_ratio():
+    # ratio |c b| = 6 however small the gradients are
+    g = torch.full((2, 1), 1e-3, dtype=torch.float64)
+    report = gradient_flow(_scalar_chain(1.0, 2.0, 3.0), torch.ones(2, 1).double(), grad_output=g)
+    assert report.gradient_ratio == pytest.approx(6.0, rel=1e-12)
+
+
+def test_grad_output_is_cast_to_the_output_dtype():
+    model = _scalar_chain(2.0, 3.0)  # float64
+    g32 = torch.tensor([[0.1], [0.3]], dtype=torch.float32)
+    report = gradient_flow(model, torch.ones(2, 1).double(), grad_output=g32)
+    assert report.output_grad_norm == pytest.approx(float(g32.double().norm()), rel=1e-15)
+
+
+def test_non_finite_input_gradients_are_refused():
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(math.inf)
+    with pytest.raises(InvalidArgumentError, match="not finite"):
+        gradient_flow(model, torch.ones(2, 2), grad_output=torch.ones(2, 1),
+                      compute_bound=False, jacobian_max_entries=0)
+
+
+def test_jacobian_limit_is_on_input_times_output_entries():
+    model = nn.Linear(2, 2)
+    x = torch.randn(3, 2)
+    assert gradient_flow(model, x, jacobian_max_entries=3).jacobian_singular_values is None
+    assert gradient_flow(model, x, jacobian_max_entries=4).jacobian_singular_values is not None
+
+
+def test_equal_thresholds_are_refused():
+    with pytest.raises(InvalidArgumentError, match="vanishing_below < exploding_above"):
+        gradient_flow(nn.Linear(2, 1), torch.ones(2, 2), vanishing_below=1.0, exploding_above=1.0)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from deeplimits.constructions import mlp
 from deeplimits.diagnostics import lipschitz_lower, lipschitz_upper
-from deeplimits.errors import UnknownNameError, UnsupportedModelError
+from deeplimits.errors import (
+    InvalidArgumentError,
+    InvalidTypeError,
+    UnknownNameError,
+    UnsupportedModelError,
+)
 
 
 def _mlp(sizes: list[int], act: type[nn.Module], seed: int) -> nn.Sequential:
@@ -105,3 +112,319 @@ def test_unsupported_layers_are_named(layer: nn.Module) -> None:
 def test_unknown_method_lists_valid_ones() -> None:
     with pytest.raises(UnknownNameError, match="eclipse-fast"):
         lipschitz_upper(nn.Linear(2, 2), "lipsdp")
+
+
+# ----------------------------------------------------------------------------- closed forms
+def _chain(*layers: nn.Module | torch.Tensor) -> nn.Sequential:
+    """An nn.Sequential in float64 whose Linear layers (given as weight matrices) have no bias."""
+    mods: list[nn.Module] = []
+    for layer in layers:
+        if isinstance(layer, torch.Tensor):
+            lin = nn.Linear(layer.shape[1], layer.shape[0], bias=False).double()
+            with torch.no_grad():
+                lin.weight.copy_(layer)
+            mods.append(lin)
+        else:
+            mods.append(layer)
+    return nn.Sequential(*mods)
+
+
+_W1 = torch.tensor([[2.0]], dtype=torch.float64)
+_W2 = torch.tensor([[3.0]], dtype=torch.float64)
+
+
+def test_product_bound_includes_sigmoid_slope() -> None:
+    # ||W1|| = 3, ||W2|| = 2, Sigmoid's slope <= 1/4: 0.25 * 3 * 2 (forgetting the slope gives 6).
+    w1 = torch.tensor([[3.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    w2 = torch.tensor([[0.0, 2.0]], dtype=torch.float64)
+    model = _chain(w1, nn.Sigmoid(), w2)
+    assert lipschitz_upper(model, "product") == pytest.approx(1.5, rel=1e-12)
+
+
+def test_eclipse_finds_the_true_constant_when_the_stretched_unit_is_unused() -> None:
+    # f(x) = 2 σ(x_2): Lipschitz constant exactly 2 / 4 = 0.5; the product bound sees ||W1|| = 3.
+    w1 = torch.tensor([[3.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    w2 = torch.tensor([[0.0, 2.0]], dtype=torch.float64)
+    model = _chain(w1, nn.Sigmoid(), w2)
+    assert lipschitz_upper(model, "eclipse") == pytest.approx(0.5, rel=1e-6)
+    assert lipschitz_upper(model, "eclipse") >= 0.5 * (1 - 1e-12)
+    # ECLipsE-Fast by hand: K = (1/8)² W1 W1ᵀ = diag(9, 1)/64, Λ = I / (2·9/64),
+    # X = Λ − ΛKΛ = diag(16/9, 272/81), L² = λmax(W2ᵀW2 X⁻¹) = 4 · 81/272.
+    assert lipschitz_upper(model, "eclipse-fast") == pytest.approx(9 / math.sqrt(68), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("act", "beta"),
+    [
+        (nn.ReLU(), 1.0),
+        (nn.ReLU6(), 1.0),
+        (nn.Tanh(), 1.0),
+        (nn.Hardtanh(), 1.0),
+        (nn.Softplus(), 1.0),
+        (nn.Sigmoid(), 0.25),
+        (nn.LeakyReLU(0.1), 1.0),
+        (nn.LeakyReLU(2.0), 2.0),
+        (nn.ELU(0.5), 1.0),
+        (nn.Identity(), 1.0),
+        (nn.Dropout(0.5).eval(), 1.0),
+    ],
+)
+def test_scalar_chain_bound_is_weights_times_activation_slope(act: nn.Module, beta: float) -> None:
+    # x -> 3 φ(2x) with φ' in [0, β]: every method gives exactly 6β in one dimension.
+    model = _chain(_W1, act, _W2)
+    for method in ("product", "eclipse", "eclipse-fast"):
+        assert lipschitz_upper(model, method) == pytest.approx(6 * beta, rel=1e-6), method
+
+
+def test_consecutive_activations_multiply_their_slopes() -> None:
+    model = _chain(_W1, nn.Sigmoid(), nn.Sigmoid(), _W2)
+    for method in ("product", "eclipse", "eclipse-fast"):
+        assert lipschitz_upper(model, method) == pytest.approx(6 / 16, rel=1e-6), method
+
+
+def test_activations_outside_the_first_and_last_linear_scale_the_bound() -> None:
+    model = _chain(nn.Sigmoid(), _W1, nn.ReLU(), _W2, nn.Sigmoid())
+    for method in ("product", "eclipse", "eclipse-fast"):
+        assert lipschitz_upper(model, method) == pytest.approx(6 / 16, rel=1e-6), method
+    # a single Linear between them: the exact norm times the outer slopes
+    single = _chain(nn.Sigmoid(), _W2, nn.Tanh())
+    for method in ("product", "eclipse", "eclipse-fast"):
+        assert lipschitz_upper(single, method) == pytest.approx(0.75, rel=1e-12), method
+
+
+def test_eclipse_on_identity_then_sum_is_the_square_root_of_the_width() -> None:
+    # f(x) = Σ relu(x_i): gradient (1, ..., 1) where all are on, so L = √3 exactly.
+    model = _chain(torch.eye(3, dtype=torch.float64), nn.ReLU(), torch.ones(1, 3).double())
+    for method in ("product", "eclipse", "eclipse-fast"):
+        assert lipschitz_upper(model, method) == pytest.approx(math.sqrt(3), rel=1e-6), method
+
+
+def test_zero_hidden_weights_give_a_zero_eclipse_bound() -> None:
+    model = _chain(torch.zeros(2, 2, dtype=torch.float64), nn.ReLU(), _W2.expand(1, 2))
+    assert lipschitz_upper(model, "eclipse") == 0.0
+    assert lipschitz_upper(model, "product") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        (nn.Dropout(0.5), "training mode"),
+        (nn.ELU(2.0), "alpha=2.0"),
+        (nn.LogSoftmax(dim=1), "logit"),
+    ],
+)
+def test_layers_without_a_slope_bound_are_refused(layer: nn.Module, message: str) -> None:
+    with pytest.raises(UnsupportedModelError, match=message):
+        lipschitz_upper(nn.Sequential(nn.Linear(2, 2), layer, nn.Linear(2, 1)))
+
+
+def test_model_without_linear_layers_is_refused() -> None:
+    with pytest.raises(UnsupportedModelError, match=r"no nn\.Linear"):
+        lipschitz_upper(nn.Sequential(nn.ReLU()))
+
+
+def test_lower_bound_is_the_max_over_samples_not_the_mean() -> None:
+    # f(x) = 3 relu(x) + relu(-x): slope 3 at x = 1, slope 1 at x = -1 (mean 2, max 3).
+    model = _chain(torch.tensor([[1.0], [-1.0]]).double(), nn.ReLU(), torch.tensor([[3.0, 1.0]]))
+    x = torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
+    assert lipschitz_lower(model, x, steps=0) == 3.0
+    assert lipschitz_lower(model, x, steps=5) == 3.0  # piecewise constant: 3 is the global max
+    assert lipschitz_lower(model, x[1:], steps=0) == 1.0
+
+
+def test_lower_bound_is_the_spectral_not_the_frobenius_norm() -> None:
+    model = _chain(torch.diag(torch.tensor([3.0, 4.0], dtype=torch.float64)))
+    x = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert lipschitz_lower(model, x, steps=0) == pytest.approx(4.0, rel=1e-12)  # not 5
+
+
+def test_lower_bound_with_many_outputs_finds_the_largest_singular_value() -> None:
+    # 70 outputs take the power-iteration path; W = Q diag(5, 2, 1) has singular values 5, 2, 1.
+    gen = torch.Generator().manual_seed(2)
+    q, _ = torch.linalg.qr(torch.randn(70, 3, dtype=torch.float64, generator=gen))
+    w = q @ torch.diag(torch.tensor([5.0, 2.0, 1.0], dtype=torch.float64))
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lower = lipschitz_lower(_chain(w), x, steps=0)
+    assert lower == pytest.approx(5.0, rel=1e-6)
+    assert lower <= 5.0 * (1 + 1e-12)
+
+
+def test_ascent_climbs_to_the_steepest_point_of_tanh() -> None:
+    # tanh'(1.5) = 1 - tanh(1.5)² ≈ 0.18 at the start; the maximum, 1, is at 0.
+    model = _chain(_W1 / 2, nn.Tanh())
+    x = torch.tensor([[1.5]], dtype=torch.float64)
+    assert lipschitz_lower(model, x, steps=0) == pytest.approx(1 - math.tanh(1.5) ** 2, rel=1e-12)
+    assert lipschitz_lower(model, x, steps=30, step_size=0.1) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("x", "kwargs"),
+    [
+        (torch.zeros(3), {}),
+        (torch.zeros(0, 2), {}),
+        (torch.tensor([[float("nan"), 0.0]]), {}),
+        (torch.zeros(1, 2), {"steps": -1}),
+        (torch.zeros(1, 2), {"step_size": 0.0}),
+    ],
+)
+def test_lower_bound_rejects_bad_input(x: torch.Tensor, kwargs: dict[str, float]) -> None:
+    with pytest.raises(InvalidArgumentError):
+        lipschitz_lower(nn.Linear(2, 1), x, **kwargs)  # type: ignore[arg-type]
+
+
+def test_lower_bound_rejects_integer_input() -> None:
+    with pytest.raises(InvalidTypeError, match="floating"):
+        lipschitz_lower(nn.Linear(2, 1), torch.zeros(1, 2, dtype=torch.long))
+
+
+def test_lower_bound_leaves_the_global_random_state_alone() -> None:
+    wide = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 70))  # power-iteration path
+    narrow = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(3))
+    for model in (wide, narrow):
+        before = torch.get_rng_state()
+        lipschitz_lower(model, x, steps=2)
+        assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_eclipse_on_a_layer_wider_than_the_sdp_limit_uses_the_fast_multipliers() -> None:
+    # 130 > SDP_MAX_WIDTH hidden ReLUs, W1 = diag(1, ..., 1, 3), W2 = (1, ..., 1). By hand:
+    # K = W1 W1ᵀ / 4, λmax = 9/4, Λ = I · 2/9, X = Λ − ΛKΛ = diag(17/81, ..., 17/81, 1/9),
+    # L² = W2 X⁻¹ W2ᵀ = 129 · 81/17 + 9 (the true constant is √(129 + 9)).
+    d = torch.ones(130, dtype=torch.float64)
+    d[-1] = 3.0
+    model = _chain(torch.diag(d), nn.ReLU(), torch.ones(1, 130, dtype=torch.float64))
+    expected = math.sqrt(129 * 81 / 17 + 9)
+    assert lipschitz_upper(model, "eclipse") == pytest.approx(expected, rel=1e-11)
+    assert lipschitz_upper(model, "eclipse-fast") == pytest.approx(expected, rel=1e-11)
+    assert lipschitz_upper(model, "product") == pytest.approx(3 * math.sqrt(130), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("act", "beta"),
+    [(nn.Dropout(0.0), 1.0), (nn.LeakyReLU(0.0), 1.0), (nn.ELU(0.0), 1.0), (nn.ELU(1.0), 1.0)],
+)
+def test_boundary_activations_are_accepted(act: nn.Module, beta: float) -> None:
+    # Dropout(p=0) in training mode is the identity; slope 0 and alpha in {0, 1} are in [0, 1]
+    assert act.training
+    assert lipschitz_upper(_chain(_W1, act, _W2), "product") == pytest.approx(6 * beta)
+
+
+_SdpAnswer = tuple[None, torch.Tensor, None, None]  # what eclipse_nn's sdp returns
+
+
+# ECLipsE on x -> 3 relu(2x): m = 1/2, K = m² · 2² = 1, the fast multiplier Λ = 1/2 gives
+# X = Λ - Λ² K = 1/4 and L = 3 / √X = 6. The SDP's Λ is used when X(Λ) > 0, else blended.
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (0.6, 3 / math.sqrt(0.6 - 0.36)),  # valid: used as is
+        (1.3, 10.0),  # X(1.3) < 0 up to η = 0.1; η = 0.5 gives Λ = 0.9, X = 0.09
+        (3.0, 6.0),  # only η = 1, the fast multipliers, gives X > 0
+        (math.nan, 6.0),  # a non-finite answer is not used
+        (None, 6.0),  # the solver fails
+    ],
+)
+def test_the_sdp_answer_is_checked_and_blended_with_the_fast_multipliers(
+    monkeypatch: pytest.MonkeyPatch, answer: float | None, expected: float
+) -> None:
+    def fake_sdp(di: int, w: torch.Tensor, k: torch.Tensor) -> _SdpAnswer:
+        assert di == 1 and k.shape == (1, 1)
+        if answer is None:
+            raise RuntimeError("solver failed")
+        return None, torch.tensor([[answer]], dtype=torch.float64), None, None
+
+    monkeypatch.setattr("eclipse_nn.eclipsE.sdp", fake_sdp)
+    model = _chain(_W1, nn.ReLU(), _W2)
+    assert lipschitz_upper(model, "eclipse") == pytest.approx(expected, rel=1e-12)
+
+
+def test_layers_up_to_the_sdp_width_limit_use_the_sdp(monkeypatch: pytest.MonkeyPatch) -> None:
+    # W1 = diag(1, 1, 3), W2 = (1, 1, 1): the SDP finds the true √(1 + 1 + 9), the fast
+    # multipliers (Λ = 2/9 I) give √(2 · 81/17 + 9).
+    monkeypatch.setattr("deeplimits.diagnostics._lipschitz.SDP_MAX_WIDTH", 3)
+    w1 = torch.diag(torch.tensor([1.0, 1.0, 3.0], dtype=torch.float64))
+    model = _chain(w1, nn.ReLU(), torch.ones(1, 3, dtype=torch.float64))
+    assert lipschitz_upper(model, "eclipse") == pytest.approx(math.sqrt(11), rel=1e-6)
+    monkeypatch.setattr("deeplimits.diagnostics._lipschitz.SDP_MAX_WIDTH", 2)
+    assert lipschitz_upper(model, "eclipse") == pytest.approx(math.sqrt(2 * 81 / 17 + 9), rel=1e-11)
+
+
+def _tall(n_out: int, scale: float) -> nn.Sequential:
+    """Linear(2, n_out) with singular values scale · (1, 0.95)."""
+    gen = torch.Generator().manual_seed(5)
+    q, _ = torch.linalg.qr(torch.randn(n_out, 2, dtype=torch.float64, generator=gen))
+    return _chain(scale * q @ torch.diag(torch.tensor([1.0, 0.95], dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("scale", [2.0, 0.5])
+def test_up_to_64_outputs_the_jacobian_norm_is_exact_and_beyond_it_is_power_iteration(
+    scale: float,
+) -> None:
+    x = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    assert lipschitz_lower(_tall(64, scale), x, steps=0) == pytest.approx(scale, rel=1e-12)
+    # 30 power steps with σ2/σ1 = 0.95 approach σ1 from below, to about 1e-4
+    power = lipschitz_lower(_tall(65, scale), x, steps=0)
+    assert scale * (1 - 1e-3) < power < scale * (1 - 1e-9)
+
+
+def _step_model(a: float) -> nn.Sequential:
+    model = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 1, bias=False)).double()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        model[0].bias.copy_(torch.tensor([-a, 100.0]))
+        model[2].weight.copy_(torch.tensor([[3.0, 1.0]]))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("x", "a", "expected"),
+    [
+        # RMS norm of (3, -4) is √12.5, so a step is 0.1 · 3.5355 = 0.354 long: x = 3 cannot
+        # reach a kink 0.42 away (the norm stays 1, no proposal is better) but reaches one 0.30 away
+        ([[3.0], [-4.0]], 3.42, 1.0),
+        ([[3.0], [-4.0]], 3.30, 2.0),
+        # a zero input steps 0.1 · 1
+        ([[0.0]], 0.15, 1.0),
+        ([[0.0]], 0.05, 2.0),
+    ],
+)
+def test_ascent_steps_are_step_size_times_the_rms_input_norm(
+    x: list[list[float]], a: float, expected: float
+) -> None:
+    xt = torch.tensor(x, dtype=torch.float64)
+    assert lipschitz_lower(_step_model(a), xt, steps=30, step_size=0.1) == expected
+
+
+def test_the_model_only_sees_batches_shaped_like_the_input() -> None:
+    shapes: list[tuple[int, ...]] = []
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    model.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
+    x = torch.randn(3, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    assert lipschitz_lower(model, x, steps=3) > 0
+    assert shapes and set(shapes) == {(3, 2, 3)}
+
+
+def test_blending_picks_the_first_valid_mixture_in_two_dimensions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # W1 = diag(2, 1), W2 = (3, 3), ReLU: K = diag(1, 1/4), the fast Λ = I/2. A solver answer
+    # Λ = 1.3 I leaves X = Λ - ΛKΛ indefinite up to η = 0.1; η = 0.5 gives Λ = 0.9 I,
+    # X = diag(0.09, 0.6975) and L² = 9/0.09 + 9/0.6975.
+    def fake_sdp(di: int, w: torch.Tensor, k: torch.Tensor) -> _SdpAnswer:
+        return None, 1.3 * torch.eye(di, dtype=torch.float64), None, None
+
+    monkeypatch.setattr("eclipse_nn.eclipsE.sdp", fake_sdp)
+    model = _chain(
+        torch.diag(torch.tensor([2.0, 1.0])).double(), nn.ReLU(), torch.full((1, 2), 3.0)
+    )
+    expected = math.sqrt(9 / 0.09 + 9 / 0.6975)
+    assert lipschitz_upper(model, "eclipse") == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("w", [1e-5, 1e5])
+def test_eclipse_is_scale_free(w: float) -> None:
+    # x -> 3 relu(w x): L = 3w exactly; X = Λ - ΛKΛ is of order 1/w², which the positive-
+    # definiteness check must judge relative to its own scale
+    model = _chain(torch.tensor([[w]], dtype=torch.float64), nn.ReLU(), _W2)
+    assert lipschitz_upper(model, "eclipse") == pytest.approx(3 * w, rel=1e-6)

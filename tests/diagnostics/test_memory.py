@@ -63,3 +63,32 @@ def test_a_freed_address_reused_by_a_kept_saved_tensor_is_counted_again():
     assert meter.live_bytes == 5 * 1000 * 4
     # the peak: four kept outputs and the fifth transient, or the five kept ones
     assert meter.bytes == 5 * 1000 * 4
+
+
+def test_count_is_the_number_of_saved_tensor_events():
+    x = torch.randn(10, requires_grad=True)
+    with SavedTensorsMeter() as meter:
+        y = x
+        for _ in range(7):
+            y = torch.tanh(y)
+    assert meter.count == 7
+
+
+def test_backward_through_the_measured_graph_still_works():
+    x = torch.randn(100, requires_grad=True)
+    with SavedTensorsMeter():
+        y = torch.tanh(x)
+    y.sum().backward()
+    assert torch.allclose(x.grad, 1 - torch.tanh(x.detach()) ** 2)
+
+
+def test_a_storage_saved_twice_counts_until_both_are_freed():
+    x = torch.randn(1000, requires_grad=True)
+    with SavedTensorsMeter() as meter:
+        y = torch.tanh(x)  # tanh saves y
+        k = y.sin()  # sin saves its input: y's storage again
+        assert meter.live_bytes == 1000 * 4
+        del k  # sin's graph is freed; tanh still holds y
+        assert meter.live_bytes == 1000 * 4
+        del y
+        assert meter.live_bytes == 0

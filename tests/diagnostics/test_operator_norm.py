@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from deeplimits.diagnostics import activation_lipschitz, operator_norm
-from deeplimits.errors import InvalidArgumentError, UnsupportedModelError
+from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnsupportedModelError
 
 
 @pytest.fixture(autouse=True)
@@ -148,3 +148,167 @@ def test_dropout_lipschitz_depends_on_mode():
 def test_unknown_activation_raises_naming_it():
     with pytest.raises(UnsupportedModelError, match="Softmax"):
         activation_lipschitz(nn.Softmax(dim=-1))
+
+
+# ----------------------------------------------------------------------------- closed forms
+def test_diagonal_weight_norm_is_its_largest_absolute_entry():
+    w = torch.diag(torch.tensor([3.0, -7.0, 2.0]))
+    for method in ("auto", "exact", "power"):
+        assert operator_norm(w, method=method) == pytest.approx(7.0, rel=1e-9), method
+    # a wide and a tall rank-one matrix u vᵀ: norm ||u|| ||v||
+    u, v = torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0, 2.0])
+    for m in (torch.outer(u, v), torch.outer(v, u)):
+        assert operator_norm(m) == pytest.approx(15.0, rel=1e-12)
+        assert operator_norm(m, method="power") == pytest.approx(15.0, rel=1e-9)
+
+
+def test_zero_weights_have_norm_zero():
+    assert operator_norm(torch.zeros(3, 4)) == 0.0
+    assert operator_norm(torch.zeros(3, 4), method="power") == 0.0
+    conv = nn.Conv2d(1, 1, 3, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+    assert operator_norm(conv, (1, 5, 5), method="power") == 0.0
+
+
+def test_identity_kernel_convolution_has_norm_one():
+    # a 1x1 kernel of value c is c times the identity on every input size
+    conv = nn.Conv1d(1, 1, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(-2.5)
+    for method in ("auto", "power"):
+        assert operator_norm(conv, (1, 9), method=method) == pytest.approx(2.5, rel=1e-9)
+
+
+def test_power_iteration_stops_at_max_iter_from_below():
+    torch.manual_seed(4)
+    w = torch.randn(30, 20)
+    exact = operator_norm(w, method="exact")
+    one = operator_norm(w, method="power", max_iter=1)
+    assert one < exact * (1 - 1e-3)  # one step from a random start is not converged
+    assert operator_norm(w, method="power", max_iter=5000, tol=1e-12) == pytest.approx(
+        exact, rel=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_iter": 0}, {"max_iter": 2.5}, {"tol": 0.0}, {"tol": "1e-9"}]
+)
+def test_bad_power_iteration_options_raise(kwargs):
+    with pytest.raises(InvalidArgumentError, match=r"max_iter|tol"):
+        operator_norm(torch.eye(2), **kwargs)
+
+
+def test_bad_layers_and_weights_raise():
+    with pytest.raises(InvalidTypeError, match="layer must be"):
+        operator_norm([[1.0, 0.0], [0.0, 1.0]])  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        operator_norm(torch.tensor([[1.0, float("nan")]]))
+    conv = nn.Conv1d(1, 1, 3)
+    with pytest.raises(InvalidArgumentError, match="exact"):
+        operator_norm(conv, (1, 8), method="exact")
+    with torch.no_grad():
+        conv.weight.fill_(float("inf"))
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        operator_norm(conv, (1, 8))
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        (nn.ReLU6(), 1.0),
+        (nn.Hardtanh(), 1.0),
+        (nn.Identity(), 1.0),
+        (nn.Flatten(), 1.0),
+        (nn.Unflatten(1, (2, 2)), 1.0),
+        (nn.Sigmoid(), 0.25),
+        (nn.LeakyReLU(-2.0), 2.0),
+        (nn.LeakyReLU(0.5), 1.0),
+        (nn.ELU(0.5), 1.0),
+        (nn.ELU(3.0), 3.0),
+        (nn.Dropout(0.0), 1.0),
+        (nn.Dropout(0.75), 4.0),
+        (nn.Dropout(1.0), math.inf),
+    ],
+)
+def test_activation_lipschitz_closed_forms(module, expected):
+    assert activation_lipschitz(module) == pytest.approx(expected, rel=1e-12)
+
+
+def test_gelu_constant_is_phi_and_density_at_root_two():
+    # d/dz [z Φ(z)] = Φ(z) + z φ(z), maximal at z = √2
+    z = math.sqrt(2)
+    phi = math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+    cdf = (1 + math.erf(z / math.sqrt(2))) / 2
+    assert activation_lipschitz(nn.GELU()) == pytest.approx(cdf + z * phi, rel=1e-12)
+
+
+def _exact_sup_derivative(fn) -> float:
+    """sup |fn'| of a smooth activation from the root of fn'' (brentq), in float64."""
+    from scipy.optimize import brentq
+
+    def derivative(z: float, order: int) -> float:
+        x = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+        (g,) = torch.autograd.grad(fn(x), x, create_graph=True)
+        if order == 1:
+            return float(g.detach())
+        (g2,) = torch.autograd.grad(g, x)
+        return float(g2)
+
+    zs = np.linspace(0.5, 5.0, 451)  # fn'' changes sign once on (0.5, 5) for SiLU and GELU
+    second = [derivative(float(z), 2) for z in zs]
+    i = next(k for k in range(len(zs) - 1) if second[k] > 0 >= second[k + 1])
+    root = brentq(lambda z: derivative(z, 2), zs[i], zs[i + 1], xtol=1e-14)
+    return derivative(root, 1)
+
+
+@pytest.mark.parametrize(
+    "module", [nn.SiLU(), nn.GELU(approximate="tanh")], ids=["silu", "gelu_tanh"]
+)
+def test_numerical_activation_constants_are_refined_to_machine_precision(module, monkeypatch):
+    # the constant is the true sup times the documented safety factor 1 + 1e-9; a grid step of
+    # 1e-4 alone would be ~1e-9 low. An empty cache makes this call compute it.
+    monkeypatch.setattr("deeplimits.diagnostics._operator_norm._CACHE", {})
+    expected = _exact_sup_derivative(module) * (1 + 1e-9)
+    assert activation_lipschitz(module) == pytest.approx(expected, rel=1e-12)
+
+
+def test_auto_method_is_exact_up_to_two_to_the_twenty_entries():
+    # max_iter=1 makes power iteration visibly inexact: an exact answer proves the dense path
+    gen = torch.Generator().manual_seed(8)
+    w = torch.randn(1024, 1024, generator=gen)  # exactly 2^20 entries
+    exact = float(np.linalg.svd(w.double().numpy(), compute_uv=False)[0])
+    assert operator_norm(w, max_iter=1) == pytest.approx(exact, rel=1e-10)
+    conv = nn.Conv1d(1, 1, 3, padding=1)  # 1024 inputs, 1024 outputs: 2^20 dense entries
+    dense = np.linalg.svd(_dense_conv_matrix(conv, (1, 1024)), compute_uv=False)[0]
+    assert operator_norm(conv, (1, 1024), max_iter=1) == pytest.approx(dense, rel=1e-10)
+    # one more output: power iteration, one step from a random start is below
+    assert operator_norm(conv, (1, 1025), max_iter=1) < dense * (1 - 1e-4)
+
+
+def test_power_method_on_a_small_convolution_iterates():
+    conv = nn.Conv2d(1, 2, 3, padding=1)
+    dense = np.linalg.svd(_dense_conv_matrix(conv, (1, 5, 5)), compute_uv=False)[0]
+    assert operator_norm(conv, (1, 5, 5), method="power", max_iter=1) < dense * (1 - 1e-4)
+
+
+def test_conv_input_shape_errors_name_the_layer_and_the_rule():
+    with pytest.raises(InvalidArgumentError, match=r"Conv1d needs input_shape \(C, L\)"):
+        operator_norm(nn.Conv1d(1, 1, 3))
+    with pytest.raises(InvalidArgumentError, match="Conv2d must be 3 positive ints"):
+        operator_norm(nn.Conv2d(2, 1, 3), (2, 0, 8))
+
+
+def test_power_iteration_of_a_one_by_one_weight_is_its_absolute_value():
+    # the unit start vector is ±1, so AᵀAv has norm exactly 1 here: not to be taken for zero
+    assert operator_norm(torch.ones(1, 1), method="power") == 1.0
+    assert operator_norm(torch.full((1, 1), -3.0), method="power") == pytest.approx(3.0)
+
+
+def test_power_iteration_leaves_the_global_random_state_alone():
+    conv = nn.Conv1d(1, 1, 3)  # (its initialisation draws from the global generator)
+    w = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    before = torch.get_rng_state()
+    operator_norm(w, method="power")
+    operator_norm(conv, (1, 2000))  # large: power iteration
+    assert torch.equal(torch.get_rng_state(), before)

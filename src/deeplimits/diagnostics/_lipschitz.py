@@ -57,7 +57,6 @@ SDP_MAX_WIDTH = 128
 class _Act:
     """An element-wise activation whose slope lies in [0, beta] (so it is beta-Lipschitz)."""
 
-    name: str
     beta: float
 
 
@@ -76,9 +75,9 @@ def _activation_slope(layer: nn.Module, index: int) -> _Act | None:
             )
         return None
     if isinstance(layer, (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.Softplus)):
-        return _Act(type(layer).__name__, 1.0)
+        return _Act(1.0)
     if isinstance(layer, nn.Sigmoid):
-        return _Act("Sigmoid", 0.25)
+        return _Act(0.25)
     if isinstance(layer, nn.LeakyReLU):
         a = float(layer.negative_slope)
         if a < 0:
@@ -86,13 +85,13 @@ def _activation_slope(layer: nn.Module, index: int) -> _Act | None:
                 f"{name} has negative_slope={a} < 0: its slope is not in [0, beta], which both "
                 "bounds assume"
             )
-        return _Act("LeakyReLU", max(1.0, a))
+        return _Act(max(1.0, a))
     if isinstance(layer, nn.ELU):
         if not 0 <= layer.alpha <= 1:
             raise UnsupportedModelError(
                 f"{name} has alpha={layer.alpha}; only 0 <= alpha <= 1 has slopes in [0, 1]"
             )
-        return _Act("ELU", 1.0)
+        return _Act(1.0)
     if isinstance(layer, (nn.Softmax, nn.LogSoftmax)):
         raise UnsupportedModelError(
             f"{name}: Lipschitz bounds here are for the logit map; remove the final "
@@ -170,8 +169,8 @@ def _canonical(items: list[torch.Tensor | _Act]) -> tuple[float, list[torch.Tens
     return factor, weights, betas
 
 
-def _eclipse_bound(items: list[torch.Tensor | _Act], *, fast: bool) -> tuple[float, list[str]]:
-    """ECLipsE (per-layer SDPs from eclipse-nn) or ECLipsE-Fast; returns (bound, solver per layer).
+def _eclipse_bound(items: list[torch.Tensor | _Act], *, fast: bool) -> float:
+    """ECLipsE (per-layer SDPs from eclipse-nn) or ECLipsE-Fast.
 
     Theory (Xu & Sivaranjani 2024, with slopes in [0, β_i], m_i = β_i / 2): for any diagonal
     Λ_i >= 0 such that X_i = Λ_i − m_i² Λ_i W_i X_{i−1}^{-1} W_i^T Λ_i is positive definite
@@ -184,10 +183,9 @@ def _eclipse_bound(items: list[torch.Tensor | _Act], *, fast: bool) -> tuple[flo
     """
     factor, weights, betas = _canonical(items)
     if len(weights) == 1:
-        return factor * _spectral_norm(weights[0]), ["exact"]
+        return factor * _spectral_norm(weights[0])
     from eclipse_nn.eclipsE import sdp  # the package's per-layer SDP (cvxpy + SCS)
 
-    solvers: list[str] = []
     x_prev = torch.eye(weights[0].shape[1], dtype=torch.float64)
     for i, beta in enumerate(betas):
         w, w_next = weights[i], weights[i + 1]
@@ -197,7 +195,7 @@ def _eclipse_bound(items: list[torch.Tensor | _Act], *, fast: bool) -> tuple[flo
         k = (k + k.T) / 2
         lam_max = float(torch.linalg.eigvalsh(k)[-1])
         if lam_max <= 0:  # W_i = 0: the network is constant
-            return 0.0, [*solvers, "zero"]
+            return 0.0
         lam_fast = torch.full((di,), 1.0 / (2.0 * lam_max), dtype=torch.float64)
         lam_sdp: torch.Tensor | None = None
         if not fast and di <= SDP_MAX_WIDTH:
@@ -224,7 +222,6 @@ def _eclipse_bound(items: list[torch.Tensor | _Act], *, fast: bool) -> tuple[flo
             ev = torch.linalg.eigvalsh(cand)
             if ev[0] > 1e-9 * max(float(ev[-1]), 1e-300):
                 x_i = cand
-                solvers.append("fast" if eta == 1.0 else ("sdp" if eta == 0 else f"sdp+{eta}"))
                 break
         if x_i is None:  # cannot happen in exact arithmetic (η = 1 gives X ⪰ Λ_b / 2)
             raise UnsupportedModelError(
@@ -237,7 +234,7 @@ def _eclipse_bound(items: list[torch.Tensor | _Act], *, fast: bool) -> tuple[flo
     c = torch.linalg.cholesky(x_prev)
     a = torch.linalg.solve_triangular(c, w_last.T, upper=False)  # (d, out) = C^{-1} W^T
     lip_sq = float(torch.linalg.eigvalsh(a @ a.T)[-1])
-    return factor * math.sqrt(max(lip_sq, 0.0)), solvers
+    return factor * math.sqrt(max(lip_sq, 0.0))
 
 
 def _eclipse_fast_package(items: list[torch.Tensor | _Act]) -> float:
@@ -290,8 +287,7 @@ def lipschitz_upper(model: nn.Module, method: str = "product") -> float:
         return _product_bound(items)
     if method == "eclipse-fast":
         return _eclipse_fast_package(items)
-    bound, _ = _eclipse_bound(items, fast=False)
-    return bound
+    return _eclipse_bound(items, fast=False)
 
 
 def _jacobian_norms(model: nn.Module, x: torch.Tensor, *, create_graph: bool) -> torch.Tensor:
@@ -314,18 +310,23 @@ def _jacobian_norms(model: nn.Module, x: torch.Tensor, *, create_graph: bool) ->
             rows.append(g.reshape(b, -1))  # (batch, D)
         jac = torch.stack(rows, dim=1)  # (batch, K, D)
         return torch.linalg.matrix_norm(jac, ord=2)  # (batch,)
-    # Power iteration with vector-Jacobian and Jacobian-vector products (no grad through it).
+    # Power iteration with vector-Jacobian and Jacobian-vector products (no grad through it),
+    # from a start drawn by a local generator (the global RNG is left alone).
     func = model
-    v = torch.randn_like(x)
+    gen = torch.Generator(device=x.device).manual_seed(0)
+    v = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
     v = v / v.reshape(b, -1).norm(dim=1).reshape(-1, *([1] * (x.dim() - 1)))
     xd = x.detach()
-    for _ in range(30):
-        _, jv = torch.func.jvp(func, (xd,), (v,))  # (batch, K)
-        _, vjp_fn = torch.func.vjp(func, xd)
-        (v,) = vjp_fn(jv)
-        n = v.reshape(b, -1).norm(dim=1).clamp_min(1e-30)
-        v = v / n.reshape(-1, *([1] * (x.dim() - 1)))
-    _, jv = torch.func.jvp(func, (x,), (v.detach(),))
+    with warnings.catch_warnings():
+        # torch's own notice when forward-mode AD first loads its decompositions (torch.jit)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
+        for _ in range(30):
+            _, jv = torch.func.jvp(func, (xd,), (v,))  # (batch, K)
+            _, vjp_fn = torch.func.vjp(func, xd)
+            (v,) = vjp_fn(jv)
+            n = v.reshape(b, -1).norm(dim=1).clamp_min(1e-30)
+            v = v / n.reshape(-1, *([1] * (x.dim() - 1)))
+        _, jv = torch.func.jvp(func, (x,), (v.detach(),))
     return jv.reshape(b, -1).norm(dim=1)
 
 

@@ -1,0 +1,424 @@
+"""Mutation testing of the numerical core, one source module at a time, with mutmut 3.
+
+Usage (from the repository root; ``make mutation`` does this with the ``mutation`` extra):
+
+    python tools/mutation.py                        # every entry of MAPPING that is ready
+    python tools/mutation.py diagnostics            # a group
+    python tools/mutation.py diagnostics/_regions.py ode/_stepper.py   # single modules
+    python tools/mutation.py --list                 # the mapping, and which entries are ready
+
+Each source module is mutated against *its own* test modules only (MAPPING below), in a scratch
+copy of ``src/``, ``tests/`` and ``pyproject.toml`` under ``.mutation/<module>/``, so runs of
+different modules do not share state and the working tree is never modified. A run writes
+``.mutation/<module>/survivors.txt`` (the diff of every surviving mutant) and prints a score
+table; ``.mutation/scores.json`` collects the scores of every module run so far.
+
+Score = detected / (detected + undetected), with detected = killed + timeout and undetected =
+survived + no tests; mutants listed in EQUIVALENT (they cannot change behaviour, with the reason
+why) are left out of both. docs/testing.md records the measured scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".mutation"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One source module (relative to src/deeplimits/) and the test modules that must kill it.
+
+    functions: restrict mutation to these top-level functions (e.g. an experiment's verdict
+        function); empty = the whole module.
+    pytest_args: extra pytest arguments for this entry (e.g. deselecting a slow test).
+    """
+
+    tests: tuple[str, ...]
+    functions: tuple[str, ...] = ()
+    pytest_args: tuple[str, ...] = ()
+
+
+# ----------------------------------------------------------------------------------------------
+# The mapping. Edit freely: a module renamed or split only needs its line here changed.
+# An entry with no tests is listed as "not ready" and skipped.
+MAPPING: dict[str, Entry] = {
+    # diagnostics: measured, scores in docs/testing.md
+    "diagnostics/_operator_norm.py": Entry(("tests/diagnostics/test_operator_norm.py",)),
+    "diagnostics/_lipschitz.py": Entry(("tests/diagnostics/test_lipschitz.py",)),
+    "diagnostics/_regions.py": Entry(("tests/diagnostics/test_regions.py",)),
+    "diagnostics/_robustness.py": Entry(("tests/diagnostics/test_robustness.py",)),
+    "diagnostics/_gradient_flow.py": Entry(
+        ("tests/diagnostics/test_gradient_flow.py",),
+        # the 40-seed signal-propagation test takes minutes per mutant; the others pin values
+        pytest_args=("-m", "not slow"),
+    ),
+    "diagnostics/_paths.py": Entry(
+        ("tests/diagnostics/test_paths.py", "tests/test_constructions.py")
+    ),
+    "diagnostics/_memory.py": Entry(("tests/diagnostics/test_memory.py",)),
+    # ode/: the engine is being restructured; module names here follow the tree at the time of
+    # writing. Not yet measured.
+    "ode/_tableaux.py": Entry(
+        ("tests/ode/test_ode_tableaux.py", "tests/ode/test_ode_convergence.py")
+    ),
+    "ode/_stepper.py": Entry(("tests/ode/test_ode_convergence.py", "tests/ode/test_ode_odeint.py")),
+    "ode/_controller.py": Entry(
+        ("tests/ode/test_ode_odeint.py", "tests/ode/test_ode_convergence.py")
+    ),
+    "ode/_interp.py": Entry(("tests/ode/test_ode_odeint.py",)),
+    "ode/_odeint.py": Entry(("tests/ode/test_ode_odeint.py", "tests/ode/test_ode_errors.py")),
+    "ode/_adjoint.py": Entry(("tests/ode/test_ode_gradients.py",)),
+    "ode/_reversible.py": Entry(("tests/ode/test_ode_gradients.py",)),
+    "ode/_checks.py": Entry(("tests/ode/test_ode_errors.py",)),
+    # experiments: only their verdict functions are numerical core. Fill in `functions` with the
+    # verdict functions' names once the experiments expose them (and the tests that pin them).
+    "experiments/paths.py": Entry((), functions=()),
+    "experiments/expressivity.py": Entry((), functions=()),
+    "experiments/gradients.py": Entry((), functions=()),
+    "experiments/continuity.py": Entry((), functions=()),
+    "experiments/odenet.py": Entry((), functions=()),
+}
+
+# Mutants left out of the score (mutmut name -> why), listed in docs/testing.md too. Two kinds:
+# "equivalent: ..." cannot change behaviour; "gpu-only: ..." change only a device argument, the
+# same on the CPU-only test machine (a CUDA run could tell). Names are per function and stable
+# while the function is unchanged; a name that is no longer generated is reported by a run.
+_GPU = "gpu-only: a device argument; identical on CPU"
+_MSG = "equivalent: only the wording of an error message or note (key words kept)"
+_STRICT = "equivalent: zip(strict=...) of sequences that have equal lengths by construction"
+_TIE = "equivalent: differs only on an exact tie (a measure-zero set of inputs)"
+
+
+def _names(module: str, *keys: str) -> list[str]:
+    return [f"deeplimits.diagnostics.{module}.{key}" for key in keys]
+
+
+EQUIVALENT: dict[str, str] = {
+    # _lipschitz
+    **dict.fromkeys(
+        _names(
+            "_lipschitz",
+            "x__parse__mutmut_6",
+            "x__parse__mutmut_8",
+            "x__jacobian_norms__mutmut_49",
+            "x__jacobian_norms__mutmut_54",
+            "x__jacobian_norms__mutmut_58",
+            "x_lipschitz_lower__mutmut_24",
+            "x_lipschitz_lower__mutmut_92",
+            "x_lipschitz_lower__mutmut_96",
+        ),
+        _GPU,
+    ),
+    **dict.fromkeys(_names("_lipschitz", "x__eclipse_bound__mutmut_138"), _TIE),
+    "deeplimits.diagnostics._lipschitz.x__canonical__mutmut_18": "equivalent: the slice then "
+    "also walks the activations after the last Linear, whose pending slope is never used",
+    "deeplimits.diagnostics._lipschitz.x__eclipse_bound__mutmut_103": "equivalent: x_i matters "
+    "only when no mixture is positive definite, which cannot happen (eta = 1 always is)",
+    **dict.fromkeys(
+        _names("_lipschitz", "x__eclipse_bound__mutmut_66", "x__eclipse_bound__mutmut_68"),
+        "equivalent: the 1e-10 regulariser of the SDP's data in float32 differs by 1e-18",
+    ),
+    **dict.fromkeys(
+        _names("_lipschitz", "x__eclipse_bound__mutmut_70", "x__eclipse_bound__mutmut_76"),
+        "equivalent: rescaling W_{i+1} in the SDP changes only its objective's scale, not the "
+        "multipliers, and the bound is recomputed from the multipliers",
+    ),
+    "deeplimits.diagnostics._lipschitz.x__eclipse_bound__mutmut_84": "equivalent: the filter "
+    "still matches SCS's warning through 'inaccurate'",
+    **dict.fromkeys(
+        _names("_lipschitz", "x__jacobian_norms__mutmut_22", "x__jacobian_norms__mutmut_26"),
+        "equivalent: retain_graph defaults to create_graph, which is True at every call",
+    ),
+    "deeplimits.diagnostics._lipschitz.x__jacobian_norms__mutmut_40": "equivalent: stacking "
+    "as (batch, D, K) gives the transposed Jacobian, whose spectral norm is the same",
+    **dict.fromkeys(
+        _names("_lipschitz", "x__jacobian_norms__mutmut_61", "x__jacobian_norms__mutmut_65"),
+        "equivalent: power iteration does not depend on the scale of its start vector",
+    ),
+    "deeplimits.diagnostics._lipschitz.x__spectral_norm__mutmut_6": "equivalent: the weights "
+    "are float64 already (_parse converts them)",
+    "deeplimits.diagnostics._lipschitz.x_lipschitz_upper__mutmut_15": "equivalent: fast=None "
+    "is falsy like False",
+    "deeplimits.diagnostics._lipschitz.x_lipschitz_lower__mutmut_124": "equivalent: the "
+    "proposal's norm is only compared (detached); its graph is never used",
+    "deeplimits.diagnostics._lipschitz.x_lipschitz_lower__mutmut_83": "equivalent: where the "
+    "gradient is 0, g / 1e-30 is 0 as well",
+    # _robustness
+    **dict.fromkeys(
+        _names(
+            "_robustness",
+            "x__deepfool_step__mutmut_72",
+            "x__deepfool_step__mutmut_74",
+            "x_flip_distance__mutmut_36",
+            "x_flip_distance__mutmut_39",
+            "x_flip_distance__mutmut_77",
+            "x_flip_distance__mutmut_80",
+            "x_flip_distance__mutmut_84",
+            "x_flip_distance__mutmut_87",
+        ),
+        _GPU,
+    ),
+    **dict.fromkeys(
+        _names("_robustness", "x__deepfool_step__mutmut_54", "x__deepfool_step__mutmut_55"),
+        "equivalent: keeping the graph for the last class too only holds memory longer",
+    ),
+    **dict.fromkeys(
+        _names(
+            "_robustness",
+            "x_flip_distance__mutmut_76",
+            "x_flip_distance__mutmut_79",
+            "x_flip_distance__mutmut_83",
+            "x_flip_distance__mutmut_86",
+        ),
+        "equivalent: lo or hi in float32 is promoted to the other's float64 at the first "
+        "bisection step (mid = (lo + hi) / 2 of 0 and 1 is exact)",
+    ),
+    "deeplimits.diagnostics._robustness.x_certified_radius__mutmut_34": "equivalent: topk's "
+    "default dim -1 is dim 1 of the (batch, K) logits",
+    "deeplimits.diagnostics._robustness.x__labels__mutmut_4": _TIE + " (a logit exactly 0)",
+}
+# ----------------------------------------------------------------------------------------------
+
+# Lines that only build an error message: `raise X(...)` and lines that start with a string literal
+# (the continuation lines of a message). The tests check a message's key words with
+# pytest.raises(match=...); mutmut's rewrites of message text ("XX...XX", upper case, type(None))
+# are not what this project hunts. The conditions that raise are mutated as usual.
+MESSAGE_LINES = (r"^\s*raise \w+\(", r"^\s*[rfRF]{0,2}\"", r"^\s*\+ *f?\"")
+
+DETECTED = ("killed", "timeout", "caught by type check")
+UNDETECTED = ("survived", "no tests")
+
+
+def _slug(module: str) -> str:
+    return module.removesuffix(".py").replace("/", ".")
+
+
+def _select(names: list[str]) -> list[str]:
+    if not names:
+        return [m for m, e in MAPPING.items() if e.tests]
+    out: list[str] = []
+    for name in names:
+        key = name.removeprefix("src/deeplimits/").rstrip("/")
+        group = [m for m in MAPPING if m.split("/")[0] == key]
+        if key in MAPPING:
+            out.append(key)
+        elif group:
+            out.extend(group)
+        else:
+            raise SystemExit(f"unknown module or group {name!r}; known: {', '.join(MAPPING)}")
+    return out
+
+
+def _mutmut() -> str:
+    exe = Path(sys.executable).with_name("mutmut")
+    if not exe.exists():
+        raise SystemExit(
+            "mutmut is not installed in this environment: pip install -e '.[mutation]'"
+        )
+    return str(exe)
+
+
+def _prepare(module: str, entry: Entry) -> Path:
+    """A fresh scratch project: src/, tests/ and a pyproject.toml with the [tool.mutmut] table."""
+    work = WORK / _slug(module)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    shutil.copytree(ROOT / "src", work / "src", ignore=ignore)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    pytest_args = [
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--hypothesis-seed=0",  # the same examples for every mutant
+        *entry.pytest_args,
+    ]
+    config = (
+        "\n\n[tool.mutmut]\n"
+        'source_paths = ["src"]\n'
+        f'only_mutate = ["src/deeplimits/{module}"]\n'
+        f"pytest_add_cli_args_test_selection = {json.dumps(list(entry.tests))}\n"
+        f"pytest_add_cli_args = {json.dumps(pytest_args)}\n"
+        # torch is not fork-safe once it has run: fork workers from a clean server process
+        'process_isolation = "forkserver"\n'
+        "use_git_change_detection = false\n"
+        f"do_not_mutate_patterns = {json.dumps(list(MESSAGE_LINES))}\n"
+    )
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    (work / "pyproject.toml").write_text(text + config, encoding="utf-8")
+    return work
+
+
+def _results(work: Path) -> dict[str, str]:
+    out = subprocess.run(
+        [_mutmut(), "results", "--all", "true"], cwd=work, capture_output=True, text=True
+    )
+    statuses: dict[str, str] = {}
+    for line in out.stdout.splitlines():
+        m = re.match(r"\s+(\S+): (.+)$", line)
+        if m:
+            statuses[m.group(1)] = m.group(2).strip()
+    return statuses
+
+
+def _score(module: str, statuses: dict[str, str]) -> dict[str, object]:
+    equivalent = sorted(k for k in statuses if k in EQUIVALENT)
+    gpu_only = [k for k in equivalent if EQUIVALENT[k].startswith("gpu-only")]
+    counted = {k: s for k, s in statuses.items() if k not in EQUIVALENT}
+    detected = sum(s in DETECTED for s in counted.values())
+    undetected = sum(s in UNDETECTED for s in counted.values())
+    other = sorted(f"{k}: {s}" for k, s in counted.items() if s not in DETECTED + UNDETECTED)
+    total = detected + undetected
+    return {
+        "module": module,
+        "mutants": len(statuses),
+        "detected": detected,
+        "undetected": undetected,
+        "equivalent": len(equivalent) - len(gpu_only),
+        "gpu_only": len(gpu_only),
+        "other": other,
+        "score": detected / total if total else None,
+        "survivors": sorted(k for k, s in counted.items() if s in UNDETECTED),
+    }
+
+
+def _commit() -> str:
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "src", "tests"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return out.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def _run_mutmut(module: str, work: Path, names: list[str], max_children: int) -> None:
+    env = dict(os.environ)
+    # One thread per worker: the machine is shared, and OpenMP pools do not survive a fork.
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)  # mutmut puts mutants/src first on sys.path itself
+    print(f"== {module}: mutating against {' '.join(MAPPING[module].tests)}", flush=True)
+    proc = subprocess.run(
+        [_mutmut(), "run", "--max-children", str(max_children), *names], cwd=work, env=env
+    )
+    if proc.returncode != 0:
+        print(f"mutmut exited with {proc.returncode} for {module}", file=sys.stderr)
+
+
+def _finish(module: str, work: Path, commit: str) -> dict[str, object]:
+    statuses = _results(work)
+    result = _score(module, statuses)
+    result.update(commit=commit, date=date.today().isoformat())
+    with (work / "survivors.txt").open("w", encoding="utf-8") as fh:
+        for name in result["survivors"]:  # type: ignore[union-attr]
+            show = subprocess.run(
+                [_mutmut(), "show", name], cwd=work, capture_output=True, text=True
+            )
+            fh.write(show.stdout + "\n")
+    stale = [k for k in EQUIVALENT if k.startswith(f"deeplimits.{_slug(module)}.")]
+    stale = [k for k in stale if k not in statuses]
+    if stale:
+        print(f"EQUIVALENT names no longer generated (update the table): {stale}")
+    return result
+
+
+def run_module(module: str, max_children: int) -> dict[str, object]:
+    entry = MAPPING[module]
+    commit = _commit()  # of the snapshot _prepare copies
+    work = _prepare(module, entry)
+    globs = [f"deeplimits.{_slug(module)}.x_{f}__mutmut_*" for f in entry.functions]
+    _run_mutmut(module, work, globs, max_children)
+    return _finish(module, work, commit)
+
+
+def recheck_module(module: str, max_children: int) -> dict[str, object]:
+    """Re-run the last run's survivors (and unchecked mutants) against the current tests.
+
+    The source must be unchanged since the full run (else the mutants are stale: run it again in
+    full). The test-to-function map is collected afresh, so new tests are used.
+    """
+    work = WORK / _slug(module)
+    source = f"src/deeplimits/{module}"
+    if not (work / "mutants").is_dir():
+        raise SystemExit(f"{module} has no previous run under {work}; run it in full first")
+    if (work / source).read_bytes() != (ROOT / source).read_bytes():
+        raise SystemExit(f"{source} changed since the full run; run it in full again")
+    commit = _commit()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for dst in (work / "tests", work / "mutants" / "tests"):
+        shutil.rmtree(dst)
+        shutil.copytree(ROOT / "tests", dst, ignore=ignore)
+    (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+    before = _results(work)
+    survivors = [k for k, s in before.items() if s in UNDETECTED or s == "not checked"]
+    if survivors:
+        _run_mutmut(module, work, survivors, max_children)
+    return _finish(module, work, commit)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "modules", nargs="*", help="modules (e.g. diagnostics/_lipschitz.py) or groups"
+    )
+    parser.add_argument("--list", action="store_true", help="print the mapping and exit")
+    parser.add_argument(
+        "--recheck",
+        action="store_true",
+        help="re-run only the last run's survivors against the current tests (source unchanged)",
+    )
+    parser.add_argument("--max-children", type=int, default=1, help="parallel mutant workers")
+    args = parser.parse_args()
+    if args.list:
+        for module, entry in MAPPING.items():
+            state = "ready" if entry.tests else "not ready (no tests mapped)"
+            only = f" functions={','.join(entry.functions)}" if entry.functions else ""
+            print(f"{module:34s} {state}{only}  {' '.join(entry.tests)}")
+        return 0
+    scores_path = WORK / "scores.json"
+    scores = json.loads(scores_path.read_text()) if scores_path.exists() else {}
+    rows = []
+    for module in _select(args.modules):
+        if not MAPPING[module].tests:
+            print(f"-- {module}: no tests mapped yet, skipped (edit MAPPING in tools/mutation.py)")
+            continue
+        if args.recheck:
+            result = recheck_module(module, args.max_children)
+        else:
+            result = run_module(module, args.max_children)
+        scores[module] = result
+        WORK.mkdir(exist_ok=True)
+        scores_path.write_text(json.dumps(scores, indent=2))
+        rows.append(result)
+    print("\n| module | mutants | detected | undetected | equivalent | GPU-only | score |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        score = "-" if r["score"] is None else f"{100 * r['score']:.1f} %"  # type: ignore[operator]
+        print(
+            f"| {r['module']} | {r['mutants']} | {r['detected']} | {r['undetected']} | "
+            f"{r['equivalent']} | {r['gpu_only']} | {score} |"
+        )
+        for name in r["survivors"]:  # type: ignore[union-attr]
+            print(f"    survived: {name}")
+        for other in r["other"]:  # type: ignore[union-attr]
+            print(f"    other: {other}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
