@@ -67,27 +67,74 @@ MAPPING: dict[str, Entry] = {
         ("tests/diagnostics/test_paths.py", "tests/test_constructions.py")
     ),
     "diagnostics/_memory.py": Entry(("tests/diagnostics/test_memory.py",)),
-    # ode/: the engine is being restructured; module names here follow the tree at the time of
-    # writing. Not yet measured.
+    # ode/: the numerical core of the engine (docs/design/ode.md), each module against the
+    # test modules of its concept and the outside oracles that pin the shared numbers.
     "ode/_tableaux.py": Entry(
         ("tests/ode/test_ode_tableaux.py", "tests/ode/test_ode_convergence.py")
     ),
-    "ode/_stepper.py": Entry(("tests/ode/test_ode_convergence.py", "tests/ode/test_ode_odeint.py")),
-    "ode/_controller.py": Entry(
-        ("tests/ode/test_ode_odeint.py", "tests/ode/test_ode_convergence.py")
+    "ode/_stepper.py": Entry(
+        ("tests/ode/test_ode_convergence.py", "tests/ode/test_ode_controller_oracles.py")
     ),
-    "ode/_interp.py": Entry(("tests/ode/test_ode_odeint.py",)),
-    "ode/_odeint.py": Entry(("tests/ode/test_ode_odeint.py", "tests/ode/test_ode_errors.py")),
-    "ode/_adjoint.py": Entry(("tests/ode/test_ode_gradients.py",)),
+    "ode/_controllers.py": Entry(
+        ("tests/ode/test_ode_controllers.py", "tests/ode/test_ode_controller_oracles.py")
+    ),
+    "ode/_norm.py": Entry(
+        ("tests/ode/test_ode_controller_oracles.py", "tests/ode/test_ode_adjoint_oracles.py",
+         "tests/ode/test_ode_device_loop.py"),
+        pytest_args=("-m", "not compiles"),
+    ),
+    "ode/_interp.py": Entry(("tests/ode/test_ode_odeint.py",), pytest_args=("-m", "not compiles")),
+    "ode/_host_loop.py": Entry(
+        ("tests/ode/test_ode_odeint.py", "tests/ode/test_ode_controller_oracles.py",
+         "tests/ode/test_ode_errors.py", "tests/ode/test_ode_controllers.py"),
+        pytest_args=("-m", "not compiles"),
+    ),
+    "ode/_fixed_loop.py": Entry(
+        ("tests/ode/test_ode_odeint.py", "tests/ode/test_ode_convergence.py",
+         "tests/ode/test_ode_errors.py"),
+        pytest_args=("-m", "not compiles"),
+    ),
+    "ode/_batched_step.py": Entry(
+        ("tests/ode/test_ode_device_loop.py", "tests/ode/test_ode_controller_oracles.py",
+         "tests/ode/test_ode_controllers.py"),
+        pytest_args=("-m", "not compiles"),
+    ),
+    "ode/_device_loop.py": Entry(
+        ("tests/ode/test_ode_device_loop.py", "tests/ode/test_ode_controllers.py"),
+        pytest_args=("-m", "not compiles"),
+    ),
+    "ode/_adjoint.py": Entry(
+        ("tests/ode/test_ode_gradients.py", "tests/ode/test_ode_adjoint_oracles.py")
+    ),
     "ode/_reversible.py": Entry(("tests/ode/test_ode_gradients.py",)),
-    "ode/_checks.py": Entry(("tests/ode/test_ode_errors.py",)),
-    # experiments: only their verdict functions are numerical core. Fill in `functions` with the
-    # verdict functions' names once the experiments expose them (and the tests that pin them).
-    "experiments/paths.py": Entry((), functions=()),
-    "experiments/expressivity.py": Entry((), functions=()),
-    "experiments/gradients.py": Entry((), functions=()),
-    "experiments/continuity.py": Entry((), functions=()),
-    "experiments/odenet.py": Entry((), functions=()),
+    "ode/_time_grad.py": Entry(("tests/ode/test_ode_gradients.py",)),
+    "ode/_checkpoint.py": Entry(("tests/ode/test_ode_checkpoint.py",)),
+    # experiments: only their verdict functions are numerical core.
+    "experiments/paths.py": Entry(
+        ("tests/experiments/test_paths_experiment.py",),
+        functions=("paths_checks", "paths_verdict"),
+        pytest_args=("-k", "verdict or checks"),
+    ),
+    "experiments/expressivity.py": Entry(
+        ("tests/experiments/test_expressivity_experiment.py",),
+        functions=("expressivity_checks", "expressivity_verdict", "_random_line_fit"),
+        pytest_args=("-k", "verdict or checks"),
+    ),
+    "experiments/gradients.py": Entry(
+        ("tests/experiments/test_gradients_experiment.py",),
+        functions=("gradients_checks", "gradients_verdict", "_bound_holds", "_record"),
+        pytest_args=("-k", "verdict or checks"),
+    ),
+    "experiments/continuity.py": Entry(
+        ("tests/experiments/test_continuity_experiment.py",),
+        functions=("continuity_checks", "continuity_verdict", "_summarise_steps"),
+        pytest_args=("-k", "verdict or checks"),
+    ),
+    "experiments/odenet.py": Entry(
+        ("tests/experiments/test_odenet_experiment.py",),
+        functions=("odenet_checks", "odenet_verdict"),
+        pytest_args=("-k", "verdict or checks"),
+    ),
 }
 
 # Mutants left out of the score (mutmut name -> why), listed in docs/testing.md too. Two kinds:
