@@ -6,9 +6,10 @@ Public surface:
   :func:`odeint_checkpoint`: backprop's gradients with a bounded number of stored states.
 - :class:`ODEBlock`: ``z0 -> z(t1)`` as an ``nn.Module`` with solve statistics.
 - Solvers as objects: :class:`Solver`, :class:`ExplicitRK` (any validated
-  :class:`ButcherTableau`), :class:`ReversibleHeun`; :data:`SOLVERS` by name (what
-  ``method="dopri5"`` looks up), :func:`get_solver`; :func:`rk_step`, the one generic explicit
-  Runge-Kutta step.
+  :class:`ButcherTableau`), :class:`ImplicitRK` (stiff problems: any validated ESDIRK
+  :class:`ImplicitTableau`; ``kvaerno3/4/5``, ``implicit_euler``), :class:`ReversibleHeun`;
+  :data:`SOLVERS` by name (what ``method="dopri5"`` looks up), :func:`get_solver`;
+  :func:`rk_step`, the one generic explicit Runge-Kutta step.
 - Step-size control: :class:`PIDController`, :class:`PIController`, :class:`IController` (the
   default is ``IController()``).
 - Options: :class:`FixedStepOptions`, :class:`AdaptiveOptions`, :class:`ReversibleHeunOptions`,
@@ -35,30 +36,39 @@ from deeplimits.ode._options import (
     AdaptiveOptions,
     AdjointOptions,
     FixedStepOptions,
+    ImplicitFixedOptions,
+    ImplicitOptions,
     ReversibleHeunOptions,
     SolveStats,
 )
 from deeplimits.ode._solvers import (
     ADAPTIVE_METHODS,
     FIXED_METHODS,
+    IMPLICIT_METHODS,
     METHODS,
     SOLVERS,
     ExplicitRK,
+    ImplicitRK,
     ReversibleHeun,
     Solver,
     get_solver,
 )
 from deeplimits.ode._stepper import rk_step
 from deeplimits.ode._tableaux import (
+    IMPLICIT_TABLEAUX,
     TABLEAUX,
     ButcherTableau,
+    ImplicitTableau,
     get_tableau,
     order_condition_residuals,
+    stability_function,
 )
 
 __all__ = [
     "ADAPTIVE_METHODS",
     "FIXED_METHODS",
+    "IMPLICIT_METHODS",
+    "IMPLICIT_TABLEAUX",
     "METHODS",
     "SOLVERS",
     "TABLEAUX",
@@ -72,6 +82,10 @@ __all__ = [
     "ExplicitRK",
     "FixedStepOptions",
     "IController",
+    "ImplicitFixedOptions",
+    "ImplicitOptions",
+    "ImplicitRK",
+    "ImplicitTableau",
     "ODEBlock",
     "ODEBlockStats",
     "PIController",
@@ -88,4 +102,5 @@ __all__ = [
     "odeint_checkpoint",
     "order_condition_residuals",
     "rk_step",
+    "stability_function",
 ]

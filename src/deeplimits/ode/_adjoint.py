@@ -25,7 +25,7 @@ from deeplimits.ode._options import (
     FixedStepOptions,
     SolveStats,
 )
-from deeplimits.ode._solvers import METHODS, ExplicitRK, ReversibleHeun, Solver, get_solver
+from deeplimits.ode._solvers import METHODS, ReversibleHeun, Solver, get_solver
 
 __all__ = ["odeint_adjoint"]
 
@@ -93,6 +93,18 @@ class _AdjointFn(torch.autograd.Function):
                              if g is None else g.reshape(-1))
             return torch.cat(parts)
 
+        def aug_jacobian(tt: float, s: Tensor) -> Tensor:
+            # For implicit backward solvers: the augmented Jacobian is block lower triangular
+            # with diagonal blocks (J, -J^T, 0); the chord iterations use those blocks only
+            # (the blocks below hold second derivatives of func; leaving them out keeps the
+            # converged solution exact and costs at most a few more iterations).
+            jac = torch.func.jacrev(lambda v: fb(tt, v))(s[:n])  # (N, N)
+            out = torch.zeros(s.numel(), s.numel(), dtype=s.dtype, device=s.device)
+            out[:n, :n] = jac
+            out[n : 2 * n, n : 2 * n] = -jac.T
+            return out
+
+        aug_dynamics.jacobian = aug_jacobian  # type: ignore[attr-defined]
         norm_dims = 2 * n if setup.seminorm else None
         a = grad_ys[-1]  # (N,)
         a_p = torch.zeros(sum(sizes), dtype=ys.dtype, device=ys.device)  # (P,)
@@ -210,8 +222,8 @@ def odeint_adjoint(
     if isinstance(solver, ReversibleHeun):
         # Its own exact backward (O(1) memory): the adjoint_* arguments do not apply.
         return solve(func, y0, t, solver, opts, exe, rtol, atol, stats, params)
-    if not isinstance(adj_solver, ExplicitRK):
-        valid = [n for n in METHODS if isinstance(get_solver(n), ExplicitRK)]
+    if adj_solver.own_loop:
+        valid = [n for n in METHODS if not get_solver(n).own_loop]
         raise UnknownNameError("adjoint method", adj_solver.name, valid)
     adj_opts, adj_exe, adj = _adjoint_options(solver, adj_solver, options, exe, adjoint_options)
     if exe.per_sample or adj_exe.per_sample:

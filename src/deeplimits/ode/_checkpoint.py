@@ -321,7 +321,9 @@ class _CheckpointFn(torch.autograd.Function):
         diff_idx = [i for i, p in enumerate(params) if p.requires_grad]
         records: list[StepRecord] = ctx.records
         f = _recompute_func(setup.f, setup.stats)
-        replay = _Replay(setup.solver, records, f, setup.ts, grad_ys,
+        # Bound as the forward's loop ran it (an implicit method's Newton tolerances).
+        solver = setup.solver.bind(setup.opts, setup.rtol, setup.atol, setup.stats)
+        replay = _Replay(solver, records, f, setup.ts, grad_ys,  # type: ignore[arg-type]
                          [params[i] for i in diff_idx])
         slots = _Slots(ys_ck, ks_ck, {p: k for k, p in enumerate(ctx.positions)})
         n = len(records)

@@ -6,7 +6,10 @@
 - fixed-step :class:`ExplicitRK` -> the fixed-step loop (eager, or with compiled chunks);
 - adaptive :class:`ExplicitRK` -> the host loop, or the device loop (per-sample steps,
   ``device_loop``, CUDA states, ``compile``), which runs eagerly, from captured graphs and/or
-  compiled (:class:`DevicePlan`).
+  compiled (:class:`DevicePlan`);
+- :class:`ImplicitRK` (same step interface) -> the fixed-step or the host loop (never the
+  device loop: a CUDA state runs on the host loop unless ``device_loop=True`` is asked for,
+  which is an error).
 
 Every rule between those choices is checked here (or, between execution options alone, in
 :class:`ExecutionOptions`), with an error that names the conflict.
@@ -39,7 +42,7 @@ from deeplimits.ode._options import (
     parse_options,
 )
 from deeplimits.ode._reversible import reversible_heun_solve
-from deeplimits.ode._solvers import ExplicitRK, ReversibleHeun, Solver
+from deeplimits.ode._solvers import ReversibleHeun, Solver
 from deeplimits.ode._time_grad import needs_time_grads, with_time_grads
 
 __all__ = [
@@ -98,7 +101,7 @@ def check_execution(solver: Solver, exe: ExecutionOptions, state: FlatState | No
     if exe.compile and not solver.compilable:
         raise InvalidArgumentError(
             f"options compile=True is not available for {solver.name}; use rk4 or an "
-            "adaptive method, or compile=False"
+            "explicit adaptive method (dopri5, tsit5, bosh3), or compile=False"
         )
     if not solver.adaptive and exe.adaptive_only_set():
         raise InvalidArgumentError(
@@ -113,11 +116,12 @@ def check_execution(solver: Solver, exe: ExecutionOptions, state: FlatState | No
         )
 
 
-def _uses_device_loop(exe: ExecutionOptions, y0: Tensor) -> bool:
+def _uses_device_loop(exe: ExecutionOptions, y0: Tensor, solver: Solver) -> bool:
     if exe.per_sample or exe.compile:
         return True
     if exe.device_loop is None:
-        return y0.device.type == "cuda"
+        # Automatic: CUDA states on the device loop when the solver can run there.
+        return y0.device.type == "cuda" and bool(getattr(solver, "batched", False))
     return exe.device_loop
 
 
@@ -171,10 +175,11 @@ def solve_flat(
     Raises:
         InvalidArgumentError: a solver the flat loops cannot run, or an execution conflict.
     """
-    if not isinstance(solver, ExplicitRK):
+    if solver.own_loop:
         raise InvalidArgumentError(
             f"internal error: {solver.name} has its own loop"  # pragma: no cover
         )
+    solver = solver.bind(opts, rtol, atol, stats)
     rows_t = bool(ts) and isinstance(ts[0], list)
     if not rows_t and len(ts) == 1:
         return [y0]
@@ -195,11 +200,12 @@ def solve_flat(
         return solve_fixed(f, y0, ts, solver, opts, stats, every, compiled,  # type: ignore[arg-type]
                            record)
     opts = cast(AdaptiveOptions, opts)  # split_options gave the adaptive solver its class
-    if _uses_device_loop(exe, y0):
-        if not solver.batched:
+    if _uses_device_loop(exe, y0, solver):
+        if not solver.batched:  # type: ignore[attr-defined]
             raise InvalidArgumentError(
-                f"the device loop needs an FSAL adaptive method with dense output, got "
-                f"{solver.name!r}; use dopri5, tsit5 or bosh3, or device_loop=False"
+                f"the device loop (device_loop=True, per_sample=True or compile=True) needs an "
+                f"explicit FSAL adaptive method with dense output, got {solver.name!r}; use "
+                "dopri5, tsit5 or bosh3, or device_loop=False"
             )
         if exe.per_sample and norm_dims is not None:
             raise InvalidArgumentError("per_sample=True cannot be combined with a seminorm")

@@ -20,7 +20,7 @@ from deeplimits.ode._options import (
     StepRecorder,
     grid_to_floats,
 )
-from deeplimits.ode._solvers import ExplicitRK
+from deeplimits.ode._solvers import ExplicitRK, StepSolver
 
 __all__ = ["build_grid", "solve_fixed"]
 
@@ -58,7 +58,7 @@ def solve_fixed(
     f: FlatFunc,
     y0: Tensor,
     ts: list[float],
-    solver: ExplicitRK,
+    solver: StepSolver,
     opts: FixedStepOptions,
     stats: SolveStats,
     check_every_step: bool,

@@ -16,7 +16,7 @@ from deeplimits.ode._func import FlatFunc, lean
 from deeplimits.ode._interp import emit_outputs
 from deeplimits.ode._norm import ErrorNorm, initial_step
 from deeplimits.ode._options import AdaptiveOptions, SolveStats, StepRecord, StepRecorder
-from deeplimits.ode._solvers import ExplicitRK
+from deeplimits.ode._solvers import StepSolver
 
 __all__ = ["solve_adaptive_host"]
 
@@ -28,7 +28,7 @@ def solve_adaptive_host(
     f: FlatFunc,
     y0: Tensor,
     ts: list[float],
-    solver: ExplicitRK,
+    solver: StepSolver,
     opts: AdaptiveOptions,
     rtol: float,
     atol: float,
@@ -157,7 +157,7 @@ def solve_adaptive_host(
     return outs
 
 
-def _left_limit_times(solver: ExplicitRK, t: float, h: float, stop: float) -> list[float]:
+def _left_limit_times(solver: StepSolver, t: float, h: float, stop: float) -> list[float]:
     """Stage times of a step from ``t`` by ``h`` that ends at the jump time ``stop``: the
     stages at the end (``c = 1``) one ulp before it."""
     left = math.nextafter(stop, t)

@@ -17,6 +17,8 @@ __all__ = [
     "AdaptiveOptions",
     "AdjointOptions",
     "FixedStepOptions",
+    "ImplicitFixedOptions",
+    "ImplicitOptions",
     "ReversibleHeunOptions",
     "SolveStats",
     "StepRecord",
@@ -120,6 +122,63 @@ class AdaptiveOptions:
         return self._controller
 
 
+def _check_newton(opts: ImplicitOptions | ImplicitFixedOptions) -> None:
+    if opts.batched_jacobian is not None and not isinstance(opts.batched_jacobian, bool):
+        raise InvalidTypeError(
+            f"options batched_jacobian={opts.batched_jacobian!r} must be True or False"
+        )
+    if opts.newton_max_iters is not None and not (
+        isinstance(opts.newton_max_iters, int) and opts.newton_max_iters >= 1
+    ):
+        raise InvalidArgumentError(
+            f"options newton_max_iters={opts.newton_max_iters!r} must be a positive int"
+        )
+    if opts.newton_kappa is not None and not (
+        isinstance(opts.newton_kappa, (int, float)) and 0 < opts.newton_kappa < 1
+    ):
+        raise InvalidArgumentError(
+            f"options newton_kappa={opts.newton_kappa!r} must be a number in (0, 1)"
+        )
+
+
+@dataclass(frozen=True)
+class ImplicitOptions(AdaptiveOptions):
+    """Options of the adaptive implicit methods (``kvaerno3``, ``kvaerno4``, ``kvaerno5``):
+    :class:`AdaptiveOptions` plus the Newton solve's (``None``: the solver object's setting).
+
+    Attributes:
+        batched_jacobian: ``True``: the state is ``(batch, d)`` and rows do not interact, so
+            the Jacobian is ``batch`` blocks ``(d, d)`` (``d`` reverse passes, batched LU);
+            ``False`` (default): the full ``(N, N)`` Jacobian of the flattened state.
+        newton_max_iters: most chord iterations per stage (default 10).
+        newton_kappa: the convergence tolerance, relative to the error norm's scale
+            ``atol + rtol |y|`` (default 1e-2).
+    """
+
+    batched_jacobian: bool | None = None
+    newton_max_iters: int | None = None
+    newton_kappa: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_newton(self)
+
+
+@dataclass(frozen=True)
+class ImplicitFixedOptions(FixedStepOptions):
+    """Options of the fixed-step implicit methods (``implicit_euler``): the grid of
+    :class:`FixedStepOptions` plus the Newton solve's, as in :class:`ImplicitOptions` (the
+    Newton tolerance's scale uses ``odeint``'s ``rtol`` and ``atol``)."""
+
+    batched_jacobian: bool | None = None
+    newton_max_iters: int | None = None
+    newton_kappa: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_newton(self)
+
+
 def _as_floats(name: str, value: object) -> tuple[float, ...]:
     if isinstance(value, Tensor):
         if value.ndim != 1:
@@ -172,6 +231,13 @@ class SolveStats:
     #: ``nfe_forward`` counts the batched calls actually made; ``accepted_steps`` and
     #: ``rejected_steps`` are the largest per-row counts.
     nfe_per_sample: Tensor | None = field(default=None, compare=False)
+    #: Implicit methods: Jacobians of ``func`` computed, LU factorisations of the iteration
+    #: matrix, chord (Newton) iterations, and stage solves that did not converge (each one
+    #: rejects its step).
+    jacobians: int = 0
+    lu_factorizations: int = 0
+    newton_iterations: int = 0
+    newton_failures: int = 0
     #: Whether the last forward adaptive solve replayed a CUDA graph (see ``AdaptiveOptions``).
     cuda_graph_used: bool = field(default=False, compare=False)
     #: Whether the last forward adaptive solve ran compiled code (``compile=True``).

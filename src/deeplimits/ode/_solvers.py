@@ -15,25 +15,36 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from torch import Tensor
 
-from deeplimits.errors import InvalidTypeError, UnknownNameError
+from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
 from deeplimits.ode._func import FlatFunc
 from deeplimits.ode._interp import DenseCache, dense_eval
-from deeplimits.ode._options import AdaptiveOptions, FixedStepOptions, ReversibleHeunOptions
+from deeplimits.ode._newton import NewtonSettings, esdirk_step
+from deeplimits.ode._options import (
+    AdaptiveOptions,
+    FixedStepOptions,
+    ImplicitFixedOptions,
+    ImplicitOptions,
+    ReversibleHeunOptions,
+    SolveStats,
+)
 from deeplimits.ode._stepper import rk_step
-from deeplimits.ode._tableaux import TABLEAUX, ButcherTableau
+from deeplimits.ode._tableaux import IMPLICIT_TABLEAUX, TABLEAUX, ButcherTableau, ImplicitTableau
 
 __all__ = [
     "ADAPTIVE_METHODS",
     "FIXED_METHODS",
+    "IMPLICIT_METHODS",
     "METHODS",
     "SOLVERS",
     "ExplicitRK",
+    "ImplicitRK",
     "ReversibleHeun",
     "Solver",
+    "StepSolver",
     "get_solver",
 ]
 
@@ -63,6 +74,14 @@ class Solver(ABC):
 
     #: Whether ``ExecutionOptions(compile=True)`` can run it.
     compilable: bool = True
+    #: Whether it brings its own loop (else the host, fixed-step and device loops run its
+    #: ``step``/``interpolate``).
+    own_loop: bool = False
+
+    def bind(self, opts: object, rtol: float, atol: float, stats: SolveStats) -> Solver:
+        """The solver as one solve runs it (its options, tolerances and statistics); the
+        dispatcher calls it before handing the solver to a loop. Default: itself."""
+        return self
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -135,12 +154,138 @@ class ExplicitRK(Solver):
         return dense_eval(cache, y0, ks, h, thetas)
 
 
+@dataclass(frozen=True, repr=False)
+class ImplicitRK(Solver):
+    """An ESDIRK (diagonally implicit, explicit first stage) Runge-Kutta method from a validated
+    :class:`ImplicitTableau`: stiff problems, L-stable tableaux (``kvaerno3/4/5``,
+    ``implicit_euler``). The step (:func:`deeplimits.ode._newton.esdirk_step`) has the
+    interface of :meth:`ExplicitRK.step`, so the host and fixed-step loops run it; the device
+    loop does not (:attr:`batched` is ``False``) and it is not compilable.
+
+    Stage equations by the chord method: one Jacobian (``torch.func.jacrev``) and one LU
+    factorisation per step, reused by every stage; gradients by the implicit function theorem
+    at the converged stages. ``func`` must work under ``torch.func`` transforms.
+
+    Attributes:
+        tableau: the method.
+        batched_jacobian: the state is ``(batch, d)`` with independent rows: per-sample
+            Jacobian blocks (see :class:`ImplicitOptions`, whose ``batched_jacobian`` overrides
+            this one for a solve).
+        newton_max_iters, newton_kappa: the chord iterations' limit and tolerance.
+    """
+
+    tableau: ImplicitTableau
+    batched_jacobian: bool = False
+    newton_max_iters: int = 10
+    newton_kappa: float = 1e-2
+    _settings: NewtonSettings = field(default=NewtonSettings(), compare=False)
+    _stats: SolveStats | None = field(default=None, compare=False)
+
+    compilable = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tableau, ImplicitTableau):
+            raise InvalidTypeError(
+                f"ImplicitRK needs an ImplicitTableau, got {type(self.tableau).__name__}"
+            )
+        if not isinstance(self.batched_jacobian, bool):
+            raise InvalidTypeError(
+                f"ImplicitRK batched_jacobian={self.batched_jacobian!r} must be True or False"
+            )
+        if not (isinstance(self.newton_max_iters, int) and self.newton_max_iters >= 1):
+            raise InvalidArgumentError(
+                f"ImplicitRK newton_max_iters={self.newton_max_iters!r} must be a positive int"
+            )
+        if not (isinstance(self.newton_kappa, (int, float)) and 0 < self.newton_kappa < 1):
+            raise InvalidArgumentError(
+                f"ImplicitRK newton_kappa={self.newton_kappa!r} must be a number in (0, 1)"
+            )
+
+    @property
+    def name(self) -> str:
+        return self.tableau.name
+
+    @property
+    def order(self) -> int:
+        return self.tableau.order
+
+    @property
+    def adaptive(self) -> bool:
+        return self.tableau.b_err is not None
+
+    @property
+    def options_type(self) -> type[ImplicitFixedOptions] | type[ImplicitOptions]:
+        return ImplicitOptions if self.adaptive else ImplicitFixedOptions
+
+    @property
+    def fsal(self) -> bool:
+        return self.tableau.fsal
+
+    @property
+    def error_order(self) -> int:
+        """Order of the error estimate (embedded order + 1): the controller's ``k``."""
+        return int(self.tableau.error_order or self.tableau.order) + 1
+
+    @property
+    def batched(self) -> bool:
+        """The device loop cannot run it (its Newton solves test convergence on the host)."""
+        return False
+
+    def bind(self, opts: object, rtol: float, atol: float, stats: SolveStats) -> ImplicitRK:
+        """A copy with the solve's Newton settings (options over the object's fields) and
+        statistics."""
+        def pick(name: str) -> object:
+            value = getattr(opts, name, None)
+            return getattr(self, name) if value is None else value
+
+        settings = NewtonSettings(
+            rtol=rtol, atol=atol, max_iters=pick("newton_max_iters"),  # type: ignore[arg-type]
+            kappa=pick("newton_kappa"), batched_jacobian=pick("batched_jacobian"),  # type: ignore[arg-type]
+        )
+        return replace(self, _settings=settings, _stats=stats)
+
+    def step(
+        self, f: FlatFunc, t: float | Tensor, y: Tensor, h: float | Tensor,
+        k1: Tensor | None = None, times: Sequence[float | Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor | None, list[Tensor]]:
+        """One step; ``(y1, error estimate, stages)`` (``ks[-1]`` is ``f(t + h, y1)`` for the
+        stiffly accurate tableaux: the next step's ``k1``). Unbound (called outside a solve):
+        ``rtol=1e-7, atol=1e-9`` and the object's Newton settings."""
+        stats = self._stats if self._stats is not None else SolveStats()
+        settings = self._settings
+        if self._stats is None:
+            settings = replace(
+                settings, max_iters=self.newton_max_iters, kappa=self.newton_kappa,
+                batched_jacobian=self.batched_jacobian,
+            )
+        return esdirk_step(self.tableau, f, t, y, h, k1, times, settings, stats)  # type: ignore[arg-type]
+
+    def dense_cache(self) -> DenseCache:
+        """Per-solve cache of the interpolant's coefficients (cubic Hermite)."""
+        return DenseCache(self.tableau)  # type: ignore[arg-type]
+
+    def interpolate(
+        self, cache: DenseCache, y0: Tensor, ks: Sequence[Tensor], h: float,
+        thetas: Sequence[float],
+    ) -> Tensor:
+        """States at ``t0 + theta*h`` of one step (cubic Hermite on ``y0, y1, k_0, k_last``)."""
+        return dense_eval(cache, y0, ks, h, thetas)
+
+    def __repr__(self) -> str:
+        return f"ImplicitRK({self.name!r})"
+
+
+#: A solver whose ``step``/``interpolate`` the host and fixed-step loops run.
+StepSolver = ExplicitRK | ImplicitRK
+
+
 class ReversibleHeun(Solver):
     """Reversible Heun (Kidger, Foster, Li & Lyons 2021): second order, fixed step,
     algebraically reversible, so its backward pass needs O(1) memory. Its loop is in
     :mod:`deeplimits.ode._reversible`."""
 
     compilable = False
+    own_loop = True
 
     @property
     def name(self) -> str:
@@ -168,6 +313,7 @@ class ReversibleHeun(Solver):
 #: Every method by name.
 SOLVERS: dict[str, Solver] = {
     **{name: ExplicitRK(tab) for name, tab in TABLEAUX.items()},
+    **{name: ImplicitRK(tab) for name, tab in IMPLICIT_TABLEAUX.items()},
     "reversible_heun": ReversibleHeun(),
 }
 #: Names of the fixed-step explicit RK methods, the adaptive ones, and all methods.
@@ -176,6 +322,10 @@ FIXED_METHODS: tuple[str, ...] = tuple(
 )
 ADAPTIVE_METHODS: tuple[str, ...] = tuple(n for n, s in SOLVERS.items() if s.adaptive)
 METHODS: tuple[str, ...] = tuple(SOLVERS)
+#: Names of the implicit (stiff) methods.
+IMPLICIT_METHODS: tuple[str, ...] = tuple(
+    n for n, s in SOLVERS.items() if isinstance(s, ImplicitRK)
+)
 
 
 def get_solver(method: str | Solver, what: str = "method") -> Solver:

@@ -25,7 +25,15 @@ import numpy as np
 
 from deeplimits.errors import InvalidArgumentError, UnknownNameError
 
-__all__ = ["TABLEAUX", "ButcherTableau", "get_tableau", "order_condition_residuals"]
+__all__ = [
+    "IMPLICIT_TABLEAUX",
+    "TABLEAUX",
+    "ButcherTableau",
+    "ImplicitTableau",
+    "get_tableau",
+    "order_condition_residuals",
+    "stability_function",
+]
 
 _Tree = tuple  # a rooted tree: the (sorted) tuple of its children's subtrees
 
@@ -428,9 +436,322 @@ TABLEAUX: dict[str, ButcherTableau] = {
 }
 
 
-def get_tableau(name: str) -> ButcherTableau:
-    """The tableau called ``name``; raises :class:`UnknownNameError` listing the valid names."""
-    try:
-        return TABLEAUX[name]
-    except KeyError:
-        raise UnknownNameError("tableau", name, sorted(TABLEAUX)) from None
+def stability_function(a: np.ndarray, b: np.ndarray, z: complex) -> complex:
+    """``R(z) = 1 + z b^T (I - z A)^{-1} 1``: one step of ``y' = lambda y`` multiplies ``y`` by
+    ``R(h lambda)``. A-stable: ``|R(z)| <= 1`` for ``Re z <= 0``; L-stable: also
+    ``R(z) -> 0`` as ``z -> -inf``."""
+    s = len(b)
+    return complex(1 + z * (b @ np.linalg.solve(np.eye(s) - z * a, np.ones(s))))
+
+
+@dataclass(frozen=True)
+class ImplicitTableau:
+    """An ESDIRK tableau (explicit first stage, singly diagonally implicit), frozen and validated.
+
+    Stage ``i >= 1`` solves ``Z_i = y + h sum_{j<i} a_ij k_j + h gamma f(t + c_i h, Z_i)`` for
+    ``Z_i`` (``k_i = f(t + c_i h, Z_i)``); stage 0 is ``k_0 = f(t, y)``. Checked on
+    construction: the shape (row ``a[i]`` has ``i + 1`` entries, the last one the diagonal;
+    ``a[0] == (0.0,)``; one diagonal ``gamma > 0`` for ``i >= 1``), consistency
+    ``c_i = sum_j a_ij``, ``sum(b) = 1``, the rooted-tree order conditions of ``b`` and of the
+    embedded ``b - b_err`` (the same check as :class:`ButcherTableau`, up to order 5), and with
+    ``l_stable``: ``|R(-1e8)| < 1e-6`` and ``R(-inf) = 0`` (computed exactly), and
+    ``|R(iy)| <= 1`` on a sample of the imaginary axis (A-stability).
+
+    Stiffly accurate tableaux (``b == a[-1]``, ``c[-1] == 1``) are first-same-as-last: the last
+    stage is ``f(t + h, y1)``, the next step's ``k_0``; their dense output is the cubic Hermite
+    interpolant on ``y0, y1, k_0, k_last``.
+
+    Attributes:
+        name, b, c, order, b_err, error_order, dense, dense_order: as :class:`ButcherTableau`.
+        a: lower-triangular rows including the diagonal: ``a[i]`` has ``i + 1`` entries.
+        l_stable: declared L-stable (checked).
+    """
+
+    name: str
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    c: tuple[float, ...]
+    order: int
+    b_err: tuple[float, ...] | None = None
+    error_order: int | None = None
+    l_stable: bool = False
+    dense: tuple[tuple[float, ...], ...] = ()
+    dense_order: int = 0
+    #: The diagonal ``gamma`` of stages 1..s-1.
+    gamma: float = field(init=False)
+    #: ``b == a[-1]`` and ``c[-1] == 1``: ``y1`` is the last stage's value, ``k_last`` is
+    #: ``f(t + h, y1)`` (first-same-as-last).
+    stiffly_accurate: bool = field(init=False)
+    #: Nonzero ``(j, a_ij)`` with ``j < i`` per stage; nonzero ``(j, b_j)`` / ``(j, e_j)``.
+    stage_terms: tuple[tuple[tuple[int, float], ...], ...] = field(init=False, repr=False)
+    b_terms: tuple[tuple[int, float], ...] = field(init=False, repr=False)
+    err_terms: tuple[tuple[int, float], ...] = field(init=False, repr=False)
+
+    @classmethod
+    def from_lists(
+        cls,
+        name: str,
+        a: list[list[float]],
+        b: list[float],
+        c: list[float],
+        order: int,
+        b_err: list[float] | None = None,
+        error_order: int | None = None,
+        l_stable: bool = False,
+        dense: list[list[float]] | None = None,
+        dense_order: int = 0,
+    ) -> ImplicitTableau:
+        """Build from plain lists (``dense=None``: the cubic Hermite interpolant)."""
+        bb = [float(x) for x in b]
+        if dense is None and len(a) == len(bb):
+            dense = _hermite_dense_fsal(bb)
+            dense_order = 3 if order >= 3 else order
+        return cls(
+            name=name,
+            a=tuple(tuple(float(x) for x in row) for row in a),
+            b=tuple(bb),
+            c=tuple(float(x) for x in c),
+            order=order,
+            b_err=None if b_err is None else tuple(float(x) for x in b_err),
+            error_order=error_order,
+            l_stable=l_stable,
+            dense=() if dense is None else tuple(tuple(float(x) for x in r) for r in dense),
+            dense_order=dense_order,
+        )
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.b)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.b_err is not None
+
+    @property
+    def fsal(self) -> bool:
+        return self.stiffly_accurate
+
+    def a_matrix(self) -> np.ndarray:
+        """The full ``(s, s)`` coefficient matrix (zeros above the diagonal)."""
+        s = self.num_stages
+        out = np.zeros((s, s))
+        for i, row in enumerate(self.a):
+            out[i, : len(row)] = row
+        return out
+
+    def stability(self, z: complex) -> complex:
+        """The stability function ``R(z)`` of the solution weights."""
+        return stability_function(self.a_matrix(), np.array(self.b), z)
+
+    def r_infinity(self) -> float:
+        """``lim R(z)`` as ``z -> -inf``, exactly (see :func:`_r_inf`)."""
+        return _r_inf(self.a_matrix(), np.array(self.b))
+
+    def __post_init__(self) -> None:
+        s = len(self.b)
+        fail = self._fail
+        if s < 2:
+            fail("an ESDIRK tableau needs at least 2 stages (the first one explicit)")
+        if len(self.c) != s or len(self.a) != s:
+            fail(f"len(a)={len(self.a)}, len(b)={s}, len(c)={len(self.c)} must all be equal")
+        for i, row in enumerate(self.a):
+            if len(row) != i + 1:
+                fail(
+                    f"row a[{i}] has {len(row)} entries; a diagonally implicit method needs "
+                    f"exactly {i + 1} (lower triangular including the diagonal)"
+                )
+            if abs(sum(row) - self.c[i]) > 1e-12:
+                fail(f"c[{i}]={self.c[i]!r} differs from sum(a[{i}])={sum(row)!r} (consistency)")
+        if self.a[0] != (0.0,):
+            fail(f"a[0]={self.a[0]!r} must be (0.0,): the first stage is explicit (ESDIRK)")
+        gamma = self.a[1][1]
+        if not gamma > 0:
+            fail(f"the diagonal a[1][1]={gamma!r} must be positive")
+        for i in range(2, s):
+            if self.a[i][i] != gamma:
+                fail(
+                    f"a[{i}][{i}]={self.a[i][i]!r} differs from a[1][1]={gamma!r}; a singly "
+                    "diagonally implicit method has one diagonal value"
+                )
+        if abs(sum(self.b) - 1.0) > 1e-12:
+            fail(f"sum(b)={sum(self.b)!r} must be 1")
+        if self.order < 1:
+            fail(f"order={self.order} must be >= 1")
+        a_full = self.a_matrix()
+        self._check_order(a_full, np.array(self.b), self.order, "b")
+        if self.b_err is not None:
+            if len(self.b_err) != s:
+                fail(f"b_err has {len(self.b_err)} entries, expected {s}")
+            if self.error_order is None:
+                fail("error_order is required when b_err is given")
+            if abs(sum(self.b_err)) > 1e-12:
+                fail(f"sum(b_err)={sum(self.b_err)!r} must be 0 (b and b_hat both sum to 1)")
+            b_hat = np.array(self.b) - np.array(self.b_err)
+            self._check_order(a_full, b_hat, int(self.error_order), "b - b_err")
+        stiff = abs(self.c[-1] - 1.0) < 1e-15 and all(
+            abs(x - y) < 1e-15 for x, y in zip(self.a[-1], self.b, strict=True)
+        )
+        if self.l_stable:
+            b = np.array(self.b)
+            r_big = abs(stability_function(a_full, b, -1e8))
+            r_inf = abs(_r_inf(a_full, b))
+            if r_big > 1e-6 or r_inf > 1e-9:
+                fail(
+                    f"declared L-stable, but |R(-1e8)|={r_big:.3e} and |R(-inf)|={r_inf:.3e} "
+                    "(both must vanish)"
+                )
+            worst = max(abs(stability_function(a_full, b, 1j * y))
+                        for y in np.logspace(-3, 6, 91))
+            if worst > 1.0 + 1e-12:
+                fail(f"declared L-stable, but |R(iy)| reaches {worst!r} > 1 (not A-stable)")
+        if self.dense:
+            for p, row in enumerate(self.dense):
+                if len(row) != s:
+                    fail(f"dense row {p} has {len(row)} entries, expected {s}")
+            if not stiff:
+                fail("dense output needs a stiffly accurate tableau (k_last = f(t+h, y1))")
+            at_one = np.sum(np.array(self.dense), axis=0)
+            if np.max(np.abs(at_one - np.array(self.b))) > 1e-12:
+                fail("dense output at theta=1 must equal the solution weights b")
+        object.__setattr__(self, "gamma", gamma)
+        object.__setattr__(self, "stiffly_accurate", stiff)
+        object.__setattr__(
+            self,
+            "stage_terms",
+            tuple(tuple((j, x) for j, x in enumerate(row[:-1]) if x != 0.0) for row in self.a),
+        )
+        object.__setattr__(self, "b_terms", tuple((j, x) for j, x in enumerate(self.b) if x != 0.0))
+        object.__setattr__(
+            self,
+            "err_terms",
+            () if self.b_err is None else tuple((j, x) for j, x in enumerate(self.b_err) if x != 0),
+        )
+
+    def _check_order(self, a_full: np.ndarray, weights: np.ndarray, order: int, what: str) -> None:
+        res = order_condition_residuals(a_full, weights, min(order, 5))
+        worst = max(abs(r) for r in res)
+        if worst > 1e-10:
+            self._fail(
+                f"weights {what} do not satisfy the order conditions for declared order {order} "
+                f"(largest residual {worst:.3e})"
+            )
+
+    def _fail(self, msg: str) -> None:
+        raise InvalidArgumentError(f"invalid implicit Butcher tableau {self.name!r}: {msg}")
+
+
+def _r_inf(a: np.ndarray, b: np.ndarray) -> float:
+    """``R(-inf)`` of an ESDIRK tableau, from the expansion of ``R(z)`` in ``1/z``.
+
+    With ``A = [[0, 0], [a~, A~]]`` (``A~`` invertible) and ``b = (b0, b~)``:
+    ``u = (I - zA)^{-1} 1 = (1, (I - zA~)^{-1} (1 + z a~))`` and, since
+    ``z (I - zA~)^{-1} = -A~^{-1} - A~^{-2}/z - ...``,
+    ``R(z) = 1 + z b0 + z b~.u~ = z (b0 - b~ A~^{-1} a~) + 1 - b~ A~^{-1} 1 - b~ A~^{-2} a~
+    + O(1/z)``. Returns ``inf`` when the ``z`` term does not cancel.
+    """
+    at, col = a[1:, 1:], a[1:, 0]
+    bt, b0 = b[1:], b[0]
+    inv_col = np.linalg.solve(at, col)
+    if abs(b0 - bt @ inv_col) > 1e-12:
+        return float("inf")
+    ones = np.ones(len(bt))
+    return float(1.0 - bt @ np.linalg.solve(at, ones) - bt @ np.linalg.solve(at, inv_col))
+
+
+def _esdirk(
+    name: str, gamma: float, rows: list[list[float]], order: int, embedded: bool = True
+) -> ImplicitTableau:
+    """A stiffly accurate ESDIRK tableau from its strictly-lower rows (stage 1..s-1): ``b`` is
+    the last row; the embedded solution (``embedded``) is the previous stage's value, so
+    ``b_err = a[-1] - a[-2]`` and the embedded order is ``order - 1``."""
+    a = [[0.0]] + [[*r, gamma] for r in rows]
+    s = len(a)
+    full = [[*r, *([0.0] * (s - len(r)))] for r in a]
+    b = full[-1]
+    return ImplicitTableau.from_lists(
+        name,
+        a=a,
+        b=b,
+        # Nodes that are 1 up to round-off are exactly 1 (the loops compare c == 1.0).
+        c=[1.0 if abs(sum(r) - 1.0) < 1e-13 else sum(r) for r in a],
+        order=order,
+        b_err=[x - y for x, y in zip(full[-1], full[-2], strict=True)] if embedded else None,
+        error_order=order - 1 if embedded else None,
+        l_stable=True,
+    )
+
+
+def _implicit_euler() -> ImplicitTableau:
+    # Backward Euler written as a 2-stage ESDIRK: k_0 = f(t, y) (only for the Hermite dense
+    # output; it is the previous step's last stage), Z_1 = y + h f(t + h, Z_1), y1 = Z_1.
+    # Fixed step (no embedded pair).
+    return _esdirk("implicit_euler", 1.0, [[0.0]], order=1, embedded=False)
+
+
+def _kvaerno3() -> ImplicitTableau:
+    # Kvaerno (2004), "Singly diagonally implicit Runge-Kutta methods with an explicit first
+    # stage", BIT 44: the 3(2) method, 4 stages. Coefficients in closed form in gamma (the
+    # order conditions hold for any gamma); gamma is the root of 6g^3 - 18g^2 + 9g - 1 in
+    # (0.4, 0.5) that makes R(-inf) = 0 (the paper prints 0.4358665215).
+    g = float(min(r.real for r in np.roots([6.0, -18.0, 9.0, -1.0]) if 0.4 < r.real < 0.5))
+    rows = [
+        [g],
+        [(-4 * g**2 + 6 * g - 1) / (4 * g), (-2 * g + 1) / (4 * g)],
+        [(6 * g - 1) / (12 * g), -1 / ((24 * g - 12) * g), (-6 * g**2 + 6 * g - 1) / (6 * g - 3)],
+    ]
+    return _esdirk("kvaerno3", g, rows, order=3)
+
+
+def _kvaerno4() -> ImplicitTableau:
+    # Kvaerno (2004): the 4(3) method, 5 stages, closed form in gamma (order conditions hold for
+    # any gamma). gamma: the root near the paper's 0.5728160625 of R(-inf) = 0, refined here
+    # (bisection on _r_inf, 1e-16) so the method is L-stable to round-off.
+    g = 0.572816062482135
+
+    def p(*coef: float) -> float:
+        return float(np.polyval(coef, g))
+
+    rows = [
+        [g],
+        [p(144, -180, 81, -15, 1) * g / p(12, -6, 1) ** 2,
+         p(-36, 39, -15, 2) * g / p(12, -6, 1) ** 2],
+        [p(-144, 396, -330, 117, -18, 1) / (12 * g**2 * p(12, -9, 2)),
+         p(72, -126, 69, -15, 1) / (12 * g**2 * p(3, -1)),
+         p(-6, 6, -1) * p(12, -6, 1) ** 2 / (12 * g**2 * p(12, -9, 2) * p(3, -1))],
+        [p(288, -312, 120, -18, 1) / (48 * g**2 * p(12, -9, 2)),
+         p(24, -12, 1) / (48 * g**2 * p(3, -1)),
+         -(p(12, -6, 1) ** 3) / (48 * g**2 * p(3, -1) * p(12, -9, 2) * p(6, -6, 1)),
+         p(-24, 36, -12, 1) / p(24, -24, 4)],
+    ]
+    return _esdirk("kvaerno4", g, rows, order=4)
+
+
+def _kvaerno5() -> ImplicitTableau:
+    # Kvaerno (2004): the 5(4) method, 7 stages, gamma = 0.26; coefficients to 17 digits (as
+    # printed in the paper and used by diffrax).
+    rows = [
+        [0.26],
+        [0.13, 0.84033320996790809],
+        [0.22371961478320505, 0.47675532319799699, -0.06470895363112615],
+        [0.16648564323248321, 0.10450018841591720, 0.03631482272098715, -0.13090704451073998],
+        [0.13855640231268224, 0.0, -0.04245337201752043, 0.02446657898003141,
+         0.61943039072480676],
+        [0.13659751177640291, 0.0, -0.05496908796538376, -0.04118626728321046,
+         0.62993304899016403, 0.06962479448202728],
+    ]
+    return _esdirk("kvaerno5", 0.26, rows, order=5)
+
+
+#: name -> tableau, for every implicit (ESDIRK) Runge-Kutta method ``odeint`` supports.
+IMPLICIT_TABLEAUX: dict[str, ImplicitTableau] = {
+    t.name: t for t in (_implicit_euler(), _kvaerno3(), _kvaerno4(), _kvaerno5())
+}
+
+
+def get_tableau(name: str) -> ButcherTableau | ImplicitTableau:
+    """The tableau called ``name`` (explicit or implicit); raises :class:`UnknownNameError`
+    listing the valid names."""
+    tab = TABLEAUX.get(name) or IMPLICIT_TABLEAUX.get(name)
+    if tab is None:
+        raise UnknownNameError("tableau", name, sorted([*TABLEAUX, *IMPLICIT_TABLEAUX]))
+    return tab

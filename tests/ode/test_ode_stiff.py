@@ -1,0 +1,399 @@
+"""Implicit (stiff) solvers: the ESDIRK tableaux, the Newton step, stiff reference problems and
+gradients through the stage solves.
+
+Reference values: Van der Pol (eps = 1e-6, i.e. mu = 1000 in rescaled time) and HIRES from the
+"Test Set for IVP Solvers" (Mazzia & Magherini, Univ. Bari, release 2.4; also Hairer & Wanner,
+*Solving ODEs II*, sec. IV.10), each also confirmed here against scipy's ``Radau`` at rtol
+1e-12 (see ``test_published_references_agree_with_scipy_radau``). Robertson at t = 1e5: no
+published value at that time was at hand, so the reference is scipy ``Radau`` at rtol 1e-12
+(computed in the test, slow) and a value from scipy ``Radau`` (rtol 1e-13) written down here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deeplimits.errors import InvalidArgumentError, InvalidTypeError, SolverError
+from deeplimits.ode import (
+    IMPLICIT_TABLEAUX,
+    ExecutionOptions,
+    ImplicitRK,
+    ImplicitTableau,
+    SolveStats,
+    get_solver,
+    odeint,
+    odeint_adjoint,
+    odeint_checkpoint,
+    order_condition_residuals,
+)
+
+ADAPTIVE = ["kvaerno3", "kvaerno4", "kvaerno5"]
+ALL = ["implicit_euler", *ADAPTIVE]
+F64 = torch.float64
+
+
+# ---------------------------------------------------------------------------------------------
+# Tableaux
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_tableau_order_conditions_hold_and_one_more_fails(name: str) -> None:
+    tab = IMPLICIT_TABLEAUX[name]
+    a, b = tab.a_matrix(), np.array(tab.b)
+    assert max(abs(r) for r in order_condition_residuals(a, b, tab.order)) < 1e-13
+    assert max(abs(r) for r in order_condition_residuals(a, b, tab.order + 1)) > 1e-3
+    if tab.b_err is not None:
+        assert tab.error_order == tab.order - 1
+        b_hat = b - np.array(tab.b_err)
+        assert max(abs(r) for r in order_condition_residuals(a, b_hat, tab.order - 1)) < 1e-13
+        assert max(abs(r) for r in order_condition_residuals(a, b_hat, tab.order)) > 1e-4
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_tableau_is_l_stable_and_stiffly_accurate(name: str) -> None:
+    tab = IMPLICIT_TABLEAUX[name]
+    assert tab.stiffly_accurate and tab.fsal and tab.l_stable
+    assert abs(tab.stability(-1e8)) < 1e-6
+    assert abs(tab.r_infinity()) < 1e-13
+    # A-stable: |R| <= 1 on the imaginary axis and in the left half plane.
+    for z in [1j * y for y in np.logspace(-2, 5, 50)] + [-x + 3j for x in np.logspace(-2, 5, 20)]:
+        assert abs(tab.stability(z)) <= 1 + 1e-12
+    assert tab.c[-1] == 1.0 and tab.a[0] == (0.0,)
+
+
+def _esdirk(**kw: object) -> ImplicitTableau:
+    # The trapezoidal rule as an ESDIRK: A-stable, not L-stable (R(-inf) = -1).
+    base: dict[str, object] = dict(
+        name="trap", a=[[0.0], [0.5, 0.5]], b=[0.5, 0.5], c=[0.0, 1.0], order=2
+    )
+    base.update(kw)
+    return ImplicitTableau.from_lists(**base)  # type: ignore[arg-type]
+
+
+def test_valid_custom_implicit_tableau_builds_and_l_stability_is_checked() -> None:
+    tab = _esdirk()
+    assert tab.gamma == 0.5 and abs(tab.r_infinity() + 1) < 1e-12
+    with pytest.raises(InvalidArgumentError, match=r"L-stable.*R\(-1e8\)"):
+        _esdirk(l_stable=True)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (dict(a=[[], [0.5, 0.5]]), r"row a\[0\] has 0 entries"),
+        (dict(a=[[0.5], [0.0, 1.0]], c=[0.5, 1.0], b=[0.0, 1.0], order=1), r"explicit"),
+        (dict(a=[[0.0], [0.5, 0.5], [0.2, 0.2, 0.6]], b=[0.2, 0.2, 0.6], c=[0.0, 1.0, 1.0],
+              order=1), r"a\[2\]\[2\]=0.6 differs"),
+        (dict(c=[0.0, 0.9]), r"c\[1\]"),
+        (dict(order=3), r"order conditions for declared order 3"),
+    ],
+)
+def test_bad_implicit_tableau_is_rejected(kw: dict[str, object], match: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=match):
+        _esdirk(**kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# The step: convergence order, L-stability
+
+
+def _logistic(t: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    tt = t if isinstance(t, torch.Tensor) else torch.tensor(t, dtype=y.dtype)
+    return torch.cos(tt) * y * (1 - y)
+
+
+def _logistic_exact(t: float, y0: float = 0.3) -> float:
+    return 1.0 / (1.0 + (1 - y0) / y0 * math.exp(-math.sin(t)))
+
+
+def _fixed_error(name: str, n: int, t_end: float = 2.0) -> float:
+    solver = get_solver(name).bind(None, 1e-14, 1e-14, SolveStats())  # Newton to round-off
+    y = torch.tensor([0.3], dtype=F64)
+    h = t_end / n
+    k1 = None
+    for i in range(n):
+        y, _, ks = solver.step(_logistic, i * h, y, h, k1)  # type: ignore[attr-defined]
+        k1 = ks[-1]
+    return abs(float(y) - _logistic_exact(t_end))
+
+
+@pytest.mark.parametrize(
+    ("name", "ns"),
+    [("implicit_euler", [40, 80, 160]), ("kvaerno3", [10, 20, 40]), ("kvaerno4", [8, 16, 32]),
+     ("kvaerno5", [10, 20, 40])],
+)
+def test_convergence_order_on_a_smooth_problem(name: str, ns: list[int]) -> None:
+    # Non-stiff and smooth, so the classical order shows (the stage order 2 of an ESDIRK only
+    # limits the order on stiff problems: order reduction, not tested here).
+    errs = [_fixed_error(name, n) for n in ns]
+    slope = float(np.polyfit(np.log([2.0 / n for n in ns]), np.log(errs), 1)[0])
+    assert abs(slope - IMPLICIT_TABLEAUX[name].order) < 0.2, (slope, errs)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_one_step_of_a_very_stiff_linear_problem_damps_to_zero(name: str) -> None:
+    lam = -1e8
+
+    def f(t: float, y: torch.Tensor) -> torch.Tensor:
+        return lam * y
+
+    solver = get_solver(name).bind(None, 1e-10, 1e-12, SolveStats())
+    y1, _, _ = solver.step(f, 0.0, torch.tensor([1.0], dtype=F64), 1.0)  # type: ignore[attr-defined]
+    assert abs(float(y1)) < 1e-6
+    # An explicit method's step would be multiplied by a polynomial in -1e8.
+
+
+def test_linear_problem_needs_one_chord_iteration_per_stage_plus_the_check() -> None:
+    a = torch.tensor([[-1000.0, 1.0], [0.0, -0.5]], dtype=F64)
+    stats = SolveStats()
+    y = odeint(lambda t, y: a @ y, torch.tensor([1.0, 1.0], dtype=F64),
+               torch.tensor([0.0, 1.0], dtype=F64), method="kvaerno5", rtol=1e-8, atol=1e-10,
+               stats=stats)
+    exact = torch.linalg.matrix_exp(a) @ torch.tensor([1.0, 1.0], dtype=F64)
+    assert torch.allclose(y[-1], exact, rtol=1e-6, atol=1e-9)
+    steps = stats.accepted_steps + stats.rejected_steps
+    assert stats.jacobians == stats.lu_factorizations == steps
+    # Exact Jacobian of a linear f: the second update is at round-off.
+    assert stats.newton_iterations <= 2 * 6 * steps and stats.newton_failures == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Stiff problems
+
+
+def _rober(t: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    y1, y2, y3 = y[..., 0], y[..., 1], y[..., 2]
+    return torch.stack(
+        [-0.04 * y1 + 1e4 * y2 * y3, 0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2**2, 3e7 * y2**2], -1
+    )
+
+
+def _rober_np(t: float, y: np.ndarray) -> np.ndarray:
+    return np.array([-0.04 * y[0] + 1e4 * y[1] * y[2],
+                     0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2, 3e7 * y[1] ** 2])
+
+
+def _vdpol(t: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # Hairer's VDPOL: eps = 1e-6 (mu = 1000 after rescaling time by mu).
+    return torch.stack([y[1], ((1 - y[0] ** 2) * y[1] - y[0]) / 1e-6])
+
+
+def _vdpol_np(t: float, y: np.ndarray) -> np.ndarray:
+    return np.array([y[1], ((1 - y[0] ** 2) * y[1] - y[0]) / 1e-6])
+
+
+#: Test Set for IVP Solvers, problem VDPOL (eps = 1e-6, y0 = (2, 0)), y at t = 2.
+VDPOL_REF = [1.706167732170483, -0.8928097010247975]
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_robertson_short_horizon_agrees_with_scipy_radau(name: str) -> None:
+    scipy_integrate = pytest.importorskip("scipy.integrate")
+    ref = scipy_integrate.solve_ivp(_rober_np, (0.0, 40.0), [1.0, 0.0, 0.0], method="Radau",
+                                    rtol=1e-12, atol=1e-16).y[:, -1]
+    stats = SolveStats()
+    y = odeint(_rober, torch.tensor([1.0, 0.0, 0.0], dtype=F64),
+               torch.tensor([0.0, 40.0], dtype=F64), method=name, rtol=1e-6, atol=1e-10,
+               stats=stats)[-1].numpy()
+    assert np.all(np.abs(y - ref) <= 1e-4 * np.abs(ref) + 1e-9), (y, ref)
+    assert stats.accepted_steps < 400  # an explicit method needs ~1e4 steps to 40
+
+
+@pytest.mark.slow
+def test_robertson_to_1e5_with_kvaerno5_at_rtol_1e_8() -> None:
+    scipy_integrate = pytest.importorskip("scipy.integrate")
+    ref = scipy_integrate.solve_ivp(_rober_np, (0.0, 1e5), [1.0, 0.0, 0.0], method="Radau",
+                                    rtol=1e-12, atol=1e-20).y[:, -1]
+    y = odeint(_rober, torch.tensor([1.0, 0.0, 0.0], dtype=F64),
+               torch.tensor([0.0, 1e5], dtype=F64), method="kvaerno5", rtol=1e-8,
+               atol=1e-14)[-1].numpy()
+    assert np.all(np.abs(y - ref) <= 1e-5 * np.abs(ref)), (y, ref)
+
+
+@pytest.mark.slow
+def test_van_der_pol_mu_1000_with_kvaerno5_at_rtol_1e_8() -> None:
+    y = odeint(_vdpol, torch.tensor([2.0, 0.0], dtype=F64), torch.tensor([0.0, 2.0], dtype=F64),
+               method="kvaerno5", rtol=1e-8, atol=1e-8)[-1].numpy()
+    assert np.all(np.abs(y - VDPOL_REF) <= 1e-5 * np.abs(VDPOL_REF)), y
+
+
+@pytest.mark.slow
+def test_published_references_agree_with_scipy_radau() -> None:
+    scipy_integrate = pytest.importorskip("scipy.integrate")
+    ref = scipy_integrate.solve_ivp(_vdpol_np, (0.0, 2.0), [2.0, 0.0], method="Radau",
+                                    rtol=1e-12, atol=1e-12).y[:, -1]
+    assert np.allclose(ref, VDPOL_REF, rtol=1e-7)
+
+
+def test_implicit_euler_fixed_step_is_stable_on_robertson() -> None:
+    y = odeint(_rober, torch.tensor([1.0, 0.0, 0.0], dtype=F64),
+               torch.tensor([0.0, 0.5, 1.0], dtype=F64), method="implicit_euler",
+               options={"step_size": 0.05})
+    assert torch.isfinite(y).all()
+    assert abs(float(y[-1].sum()) - 1.0) < 1e-10  # mass is conserved by every RK method
+    assert abs(float(y[-1, 0]) - 0.9664597) < 2e-3  # first order in h = 0.05
+
+
+def test_batched_jacobian_matches_the_full_one_on_a_batch_of_robertson_problems() -> None:
+    k = torch.tensor([[0.04], [0.02], [0.08], [0.04]], dtype=F64)
+
+    def f(t: float, y: torch.Tensor) -> torch.Tensor:
+        y1, y2, y3 = y[:, 0:1], y[:, 1:2], y[:, 2:3]
+        return torch.cat([-k * y1 + 1e4 * y2 * y3, k * y1 - 1e4 * y2 * y3 - 3e7 * y2**2,
+                          3e7 * y2**2], 1)
+
+    y0 = torch.tensor([[1.0, 0.0, 0.0]], dtype=F64).repeat(4, 1)
+    t = torch.tensor([0.0, 1.0, 10.0], dtype=F64)
+    outs = []
+    for batched in (False, True):
+        stats = SolveStats()
+        outs.append(odeint(f, y0, t, method="kvaerno4", rtol=1e-7, atol=1e-10, stats=stats,
+                           options={"batched_jacobian": batched}))
+    assert torch.allclose(outs[0], outs[1], rtol=1e-6, atol=1e-12)
+    single = odeint(_rober, y0[0], t, method="kvaerno4", rtol=1e-7, atol=1e-10)
+    assert torch.allclose(outs[1][:, 0], single, rtol=1e-5, atol=1e-10)
+
+
+def test_dense_output_between_steps_is_close_to_the_solution() -> None:
+    t = torch.linspace(0.0, 2.0, 9, dtype=F64)
+    y = odeint(_logistic, torch.tensor([0.3], dtype=F64), t, method="kvaerno5", rtol=1e-8,
+               atol=1e-10)
+    exact = torch.tensor([[_logistic_exact(float(s))] for s in t], dtype=F64)
+    assert torch.allclose(y, exact, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients
+
+
+class _Rober(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.k = nn.Parameter(torch.tensor([0.04, 1e4, 3e7], dtype=F64))
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        k1, k2, k3 = self.k
+        y1, y2, y3 = y[0], y[1], y[2]
+        return torch.stack([-k1 * y1 + k2 * y2 * y3, k1 * y1 - k2 * y2 * y3 - k3 * y2**2,
+                            k3 * y2**2])
+
+
+def _fd_grad(m: _Rober, loss: object, rel: float = 1e-5) -> list[float]:
+    out = []
+    with torch.no_grad():
+        for i in range(3):
+            e = torch.zeros(3, dtype=F64)
+            e[i] = rel * m.k[i]
+            m.k += e
+            lp = float(loss())  # type: ignore[operator]
+            m.k -= 2 * e
+            lm = float(loss())  # type: ignore[operator]
+            m.k += e
+            out.append((lp - lm) / (2 * float(e[i])))
+    return out
+
+
+def test_backprop_gradient_matches_finite_differences_on_robertson() -> None:
+    # d y1(t) / d (rate constants), t = 0.1: through the stage solves by the implicit
+    # function theorem (no graph through the Newton iterations).
+    m = _Rober()
+    y0 = torch.tensor([1.0, 0.0, 0.0], dtype=F64)
+    t = torch.tensor([0.0, 0.1], dtype=F64)
+
+    def loss() -> torch.Tensor:
+        return odeint(m, y0, t, method="kvaerno5", rtol=1e-10, atol=1e-14)[-1, 0]
+
+    loss().backward()
+    fd = _fd_grad(m, loss)
+    assert m.k.grad is not None
+    for g, r in zip(m.k.grad.tolist(), fd, strict=True):
+        assert abs(g - r) <= 1e-5 * abs(r), (m.k.grad, fd)
+
+
+def test_backprop_gradient_with_respect_to_y0_matches_the_matrix_exponential() -> None:
+    a = torch.tensor([[-500.0, 2.0], [1.0, -1.0]], dtype=F64)
+    y0 = torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
+    y = odeint(lambda t, y: a @ y, y0, torch.tensor([0.0, 0.5], dtype=F64), method="kvaerno5",
+               rtol=1e-8, atol=1e-12)
+    w = torch.tensor([0.3, -0.7], dtype=F64)
+    (y[-1] @ w).backward()
+    assert y0.grad is not None
+    exact = torch.linalg.matrix_exp(0.5 * a).T @ w
+    assert torch.allclose(y0.grad, exact, rtol=1e-6, atol=1e-10)
+
+
+def test_adjoint_gradient_matches_backprop_on_a_short_stiff_horizon() -> None:
+    # The generic adjoint re-solves the state backwards in time: on a stiff problem that is
+    # unstable over long horizons (the fast decaying mode grows backwards), so a short one.
+    m = _Rober()
+    y0 = torch.tensor([1.0, 0.0, 0.0], dtype=F64)
+    t = torch.tensor([0.0, 1e-3], dtype=F64)
+    grads = []
+    for fn in (odeint, odeint_adjoint):
+        m.zero_grad()
+        fn(m, y0, t, method="kvaerno5", rtol=1e-10, atol=1e-14)[-1, 0].backward()
+        assert m.k.grad is not None
+        grads.append(m.k.grad.clone())
+    assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=0.0), grads
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_device_loop_per_sample_and_compile_are_refused_with_a_clear_error() -> None:
+    y0 = torch.ones(2, 1, dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    for exe in (ExecutionOptions(device_loop=True), ExecutionOptions(per_sample=True)):
+        with pytest.raises(InvalidArgumentError, match=r"kvaerno5.*device_loop=False"):
+            odeint(lambda t, y: -y, y0, t, method="kvaerno5", execution=exe)
+    with pytest.raises(InvalidArgumentError, match=r"compile=True is not available"):
+        odeint(lambda t, y: -y, y0, t, method="kvaerno5", execution=ExecutionOptions(compile=True))
+
+
+@pytest.mark.parametrize(
+    ("options", "exc", "match"),
+    [
+        ({"batched_jacobian": 1}, InvalidTypeError, r"batched_jacobian=1"),
+        ({"newton_max_iters": 0}, InvalidArgumentError, r"newton_max_iters=0"),
+        ({"newton_kappa": 2.0}, InvalidArgumentError, r"newton_kappa=2.0"),
+    ],
+)
+def test_bad_newton_options_are_rejected(
+    options: dict[str, object], exc: type[Exception], match: str
+) -> None:
+    with pytest.raises(exc, match=match):
+        odeint(lambda t, y: -y, torch.ones(1), torch.tensor([0.0, 1.0]), method="kvaerno3",
+               options=options)
+
+
+def test_bad_solver_arguments_are_rejected() -> None:
+    with pytest.raises(InvalidTypeError, match=r"ImplicitTableau"):
+        ImplicitRK(IMPLICIT_TABLEAUX["kvaerno5"].name)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match=r"newton_kappa=0"):
+        ImplicitRK(IMPLICIT_TABLEAUX["kvaerno5"], newton_kappa=0)
+
+
+def test_fixed_step_newton_failure_raises_solver_error_naming_the_step() -> None:
+    # f(y) = y^2 from 1 has no real implicit-Euler stage solution for h > 1/4.
+    with pytest.raises(SolverError, match=r"did not converge.*t=0.0.*step_size"):
+        odeint(lambda t, y: y**2, torch.ones(1, dtype=F64), torch.tensor([0.0, 0.5], dtype=F64),
+               method="implicit_euler", options={"step_size": 0.5})
+
+
+def test_odeint_checkpoint_gives_the_backprop_gradient() -> None:
+    m = _Rober()
+    y0 = torch.tensor([1.0, 0.0, 0.0], dtype=F64)
+    t = torch.tensor([0.0, 0.05, 0.1], dtype=F64)
+    grads = []
+    for fn in (odeint, odeint_checkpoint):
+        m.zero_grad()
+        fn(m, y0, t, method="kvaerno4", rtol=1e-6, atol=1e-12)[1:, 0].sum().backward()
+        assert m.k.grad is not None
+        grads.append(m.k.grad.clone())
+    assert torch.allclose(grads[0], grads[1], rtol=1e-9, atol=0.0), grads
