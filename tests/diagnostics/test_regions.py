@@ -518,7 +518,7 @@ def test_empty_bounds_are_refused_by_name() -> None:
 
 def test_residual_body_widths_are_checked_inside_the_body() -> None:
     model = nn.Sequential(nn.Linear(1, 2), Residual(nn.Sequential(nn.Linear(3, 3))))
-    with pytest.raises(UnsupportedModelError, match=r"model\[1\]\.body\[0\].*expects 3 .* 2"):
+    with pytest.raises(UnsupportedModelError, match=r"model\[1\]\.branch\[0\].*expects 3 .* 2"):
         count_regions(model, line=(0.0, 1.0))
 
 
