@@ -277,6 +277,11 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: the mask differs only for a pre-activation exactly 0 at an interior "
         "point, i.e. a unit with zero weights, whose tangent is 0 anyway",
     ),
+    **dict.fromkeys(
+        _names("_regions", "x__push__mutmut_19", "x__push__mutmut_21"),
+        "equivalent: without the cast the bias keeps the model's dtype and is promoted to "
+        "float64 by the addition, with the same values",
+    ),
     "deeplimits.diagnostics._regions.x__push__mutmut_33": "equivalent: the same float32 slope "
     "in every region: equal maps stay bit-equal, different ones stay apart",
     **dict.fromkeys(
