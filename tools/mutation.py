@@ -350,6 +350,16 @@ EQUIVALENT: dict[str, str] = {
     "deeplimits.diagnostics._operator_norm.x_activation_lipschitz__mutmut_62": "equivalent: "
     "Dropout(p=0) in training mode gives 1 / (1 - 0) = 1, as in eval mode",
     "deeplimits.diagnostics._operator_norm.x__power_iteration__mutmut_30": _TIE,
+    **dict.fromkeys(
+        _names(
+            "_operator_norm",
+            "x__sup_derivative__mutmut_12",
+            "x__sup_derivative__mutmut_25",
+            "x__sup_derivative__mutmut_39",
+        ),
+        "equivalent: one grid point more moves the coarse argmax by at most one point; the "
+        "refinement finds the same maximum to rounding",
+    ),
     # _gradient_flow
     **dict.fromkeys(
         _names(
@@ -441,6 +451,18 @@ EQUIVALENT: dict[str, str] = {
         ),
         "equivalent: with color_system=None into a StringIO there is no colour, and the "
         "summary has no markup: terminal, highlight and markup flags change nothing",
+    ),
+    # _paths
+    "deeplimits.diagnostics._paths.x_count_paths__mutmut_16": "equivalent: the dense shortcut "
+    "only saves time; the general sum gives the same count",
+    **dict.fromkeys(
+        _names(
+            "_paths",
+            "x_count_paths__mutmut_26",
+            "x_count_paths__mutmut_29",
+            "x_count_paths__mutmut_30",
+        ),
+        _STRICT,
     ),
     # _memory
     **dict.fromkeys(
