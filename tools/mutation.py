@@ -234,6 +234,302 @@ EQUIVALENT: dict[str, str] = {
     "deeplimits.diagnostics._robustness.x_certified_radius__mutmut_34": "equivalent: topk's "
     "default dim -1 is dim 1 of the (batch, K) logits",
     "deeplimits.diagnostics._robustness.x__labels__mutmut_4": _TIE + " (a logit exactly 0)",
+    # _regions
+    **dict.fromkeys(
+        _names(
+            "_regions",
+            "x__convert__mutmut_21",
+            "x__convert__mutmut_23",
+            "x__convert__mutmut_30",
+            "x__convert__mutmut_32",
+            "x__point__mutmut_2",
+            "x__point__mutmut_4",
+            "x__push__mutmut_9",
+            "x__push__mutmut_11",
+            "x__push__mutmut_18",
+            "x__push__mutmut_20",
+        ),
+        _GPU,
+    ),
+    **dict.fromkeys(
+        _names("_regions", "x__point__mutmut_3", "x__point__mutmut_5"),
+        "equivalent: the tensor is converted to float64 by np.asarray right after",
+    ),
+    **dict.fromkeys(
+        _names("_regions", "x__point__mutmut_10", "x__point__mutmut_12"),
+        "equivalent: points of floats are float64 anyway; integer points are converted where "
+        "they are used",
+    ),
+    **dict.fromkeys(
+        _names("_regions", "x__convert__mutmut_55", "x__convert__mutmut_59"),
+        "equivalent: the residual width check decides the same in every case (the body's input "
+        "width equals dim whenever dim is known)",
+    ),
+    "deeplimits.diagnostics._regions.x__different__mutmut_10": "equivalent: numpy's reshape "
+    "infers a negative size (-2 as -1)",
+    **dict.fromkeys(
+        _names(
+            "_regions",
+            "x__directional_jacobians__mutmut_3",
+            "x__directional_jacobians__mutmut_5",
+            "x__directional_jacobians__mutmut_8",
+            "x__directional_jacobians__mutmut_10",
+            "x__directional_jacobians__mutmut_13",
+            "x__directional_jacobians__mutmut_15",
+        ),
+        "equivalent: origin, basis and coordinates are float64 numpy arrays already",
+    ),
+    "deeplimits.diagnostics._regions.x__directional_jacobians__mutmut_20": "equivalent: the "
+    "(k, d) tangents broadcast to (N, k, .) at the first activation mask",
+    **dict.fromkeys(
+        _names("_regions", "x__line_pieces__mutmut_23", "x__plane_groups__mutmut_21"),
+        "equivalent: max(initial=None) of a non-empty array is the same maximum",
+    ),
+    **dict.fromkeys(
+        _names(
+            "_regions",
+            "x__plane_groups__mutmut_46",
+            "x__plane_groups__mutmut_49",
+            "x__plane_groups__mutmut_50",
+        ),
+        _STRICT,
+    ),
+    **dict.fromkeys(
+        _names("_regions", "x__plane_partition__mutmut_101", "x__plane_partition__mutmut_103"),
+        "equivalent: vertex ids are Python ints, int64 either way",
+    ),
+    **dict.fromkeys(
+        _names("_regions", "x__plane_partition__mutmut_124", "x__plane_partition__mutmut_126"),
+        "equivalent: regioncam's vertices are float32; float64 adds no information",
+    ),
+    "deeplimits.diagnostics._regions.x__plane_partition__mutmut_109": "equivalent: regioncam "
+    "lists a boundary edge's face first, so the swap never happens",
+    "deeplimits.diagnostics._regions.x__plane_partition__mutmut_22": "equivalent: "
+    "compute_uv=None is falsy like False",
+    "deeplimits.diagnostics._regions.x__plane_partition__mutmut_26": "equivalent: two "
+    "singular values, so sv[1] is sv[-1]",
+    "deeplimits.diagnostics._regions.x__plane_partition__mutmut_28": _TIE,
+    **dict.fromkeys(
+        _names(
+            "_regions",
+            "x__line_partition__mutmut_16",
+            "x__line_partition__mutmut_25",
+            "x__plane_partition__mutmut_53",
+            "x__plane_partition__mutmut_60",
+        ),
+        _MSG,
+    ),
+    **dict.fromkeys(
+        _names("_regions", "x__push__mutmut_30", "x__push__mutmut_40"),
+        "equivalent: the mask differs only for a pre-activation exactly 0 at an interior "
+        "point, i.e. a unit with zero weights, whose tangent is 0 anyway",
+    ),
+    **dict.fromkeys(
+        _names("_regions", "x__push__mutmut_19", "x__push__mutmut_21"),
+        "equivalent: without the cast the bias keeps the model's dtype and is promoted to "
+        "float64 by the addition, with the same values",
+    ),
+    "deeplimits.diagnostics._regions.x__push__mutmut_33": "equivalent: the same float32 slope "
+    "in every region: equal maps stay bit-equal, different ones stay apart",
+    **dict.fromkeys(
+        _names("_regions", "x_count_regions__mutmut_20", "x_region_breakpoints__mutmut_16"),
+        "equivalent: there are always >= 2 breakpoints; with 2 the affine path answers the same",
+    ),
+    "deeplimits.diagnostics._regions.x_region_map__mutmut_63": "equivalent: matplotlib reads "
+    "colour names case-insensitively",
+    **dict.fromkeys(
+        _names("_regions", "x_region_map__mutmut_58", "x_region_map__mutmut_61"),
+        "equivalent: a PolyCollection has no edges by default",
+    ),
+    # _operator_norm
+    **dict.fromkeys(
+        _names(
+            "_operator_norm",
+            "x__conv_norm__mutmut_31",
+            "x__conv_norm__mutmut_43",
+            "x__conv_norm__mutmut_46",
+            "x__conv_norm__mutmut_66",
+            "x__conv_norm__mutmut_69",
+            "x__power_iteration__mutmut_4",
+        ),
+        _GPU,
+    ),
+    **dict.fromkeys(
+        _names(
+            "_operator_norm",
+            "x__matrix_norm__mutmut_16",
+            "x__matrix_norm__mutmut_17",
+            "x__matrix_norm__mutmut_18",
+            "x__matrix_norm__mutmut_19",
+        ),
+        "equivalent: λmax(W Wᵀ) = λmax(Wᵀ W); the side only changes the speed",
+    ),
+    **dict.fromkeys(
+        _names(
+            "_operator_norm",
+            "x__conv_norm__mutmut_82",
+            "x__conv_norm__mutmut_83",
+            "x__conv_norm__mutmut_84",
+        ),
+        "equivalent: max_iter, tol and seed are unused with method='exact'",
+    ),
+    **dict.fromkeys(
+        _names(
+            "_operator_norm",
+            "x_activation_lipschitz__mutmut_20",
+            "x_activation_lipschitz__mutmut_21",
+            "x_activation_lipschitz__mutmut_44",
+            "x_activation_lipschitz__mutmut_45",
+        ),
+        "equivalent: a cache key that never hits recomputes the same value",
+    ),
+    **dict.fromkeys(
+        _names(
+            "_operator_norm",
+            "x_activation_lipschitz__mutmut_40",
+            "x_activation_lipschitz__mutmut_41",
+            "x_activation_lipschitz__mutmut_57",
+            "x_activation_lipschitz__mutmut_58",
+        ),
+        "equivalent: the derivative's maximum (|z| < 3) lies inside [-10, 10] and the wider "
+        "interval alike",
+    ),
+    "deeplimits.diagnostics._operator_norm.x_activation_lipschitz__mutmut_62": "equivalent: "
+    "Dropout(p=0) in training mode gives 1 / (1 - 0) = 1, as in eval mode",
+    "deeplimits.diagnostics._operator_norm.x__power_iteration__mutmut_30": _TIE,
+    **dict.fromkeys(
+        _names(
+            "_operator_norm",
+            "x__sup_derivative__mutmut_12",
+            "x__sup_derivative__mutmut_25",
+            "x__sup_derivative__mutmut_39",
+        ),
+        "equivalent: one grid point more moves the coarse argmax by at most one point; the "
+        "refinement finds the same maximum to rounding",
+    ),
+    # _gradient_flow
+    **dict.fromkeys(
+        _names(
+            "_gradient_flow",
+            "x__jacobian_singular_values__mutmut_18",
+            "x__jacobian_singular_values__mutmut_21",
+            "x_gradient_flow__mutmut_62",
+        ),
+        _GPU,
+    ),
+    **dict.fromkeys(
+        _names(
+            "_gradient_flow",
+            "x__jacobian_singular_values__mutmut_17",
+            "x__jacobian_singular_values__mutmut_20",
+            "x_gradient_flow__mutmut_58",
+        ),
+        "equivalent: autograd casts a grad_outputs of another floating dtype to the output's",
+    ),
+    **dict.fromkeys(
+        _names(
+            "_gradient_flow",
+            "x__lipschitz__mutmut_12",
+            "x__lipschitz__mutmut_16",
+            "x__trace__mutmut_27",
+        ),
+        "equivalent: the residual branch is traced under no_grad, where no output requires "
+        "grad, so no gradient hook is registered either way",
+    ),
+    "deeplimits.diagnostics._gradient_flow.x__units__mutmut_13": "equivalent: a None prefix is "
+    "falsy like '': the same names",
+    **dict.fromkeys(
+        _names(
+            "_gradient_flow",
+            "x_gradient_flow__mutmut_90",
+            "x_gradient_flow__mutmut_93",
+            "x_gradient_flow__mutmut_95",
+            "x_gradient_flow__mutmut_108",
+            "x_gradient_flow__mutmut_112",
+            "x_gradient_flow__mutmut_113",
+        ),
+        _STRICT,
+    ),
+    "deeplimits.diagnostics._gradient_flow.x_gradient_flow__mutmut_115": "equivalent: "
+    "typing.cast does nothing at run time",
+    **dict.fromkeys(
+        _names("_gradient_flow", "x_gradient_flow__mutmut_152", "x_gradient_flow__mutmut_153"),
+        "equivalent: unreachable, the chain check guarantees that y depends on x",
+    ),
+    "deeplimits.diagnostics._gradient_flow.x_gradient_flow__mutmut_209": _MSG,
+    **dict.fromkeys(
+        _names("_gradient_flow", "x_gradient_flow__mutmut_217", "x_gradient_flow__mutmut_220"),
+        "equivalent: unreachable, the first layer's gradient is 0 whenever the last one's is",
+    ),
+    **dict.fromkeys(
+        _names(
+            "_gradient_flow",
+            "x_gradient_flow__mutmut_48",
+            "x_gradient_flow__mutmut_51",
+            "x_gradient_flow__mutmut_52",
+        ),
+        "equivalent: that call frees only the graph between the loss and y, which the "
+        "gradient to x and the parameters does not use",
+    ),
+    **dict.fromkeys(
+        _names(
+            "_gradient_flow",
+            "x_gradient_flow__mutmut_78",
+            "x_gradient_flow__mutmut_82",
+            "x_gradient_flow__mutmut_83",
+        ),
+        "equivalent: every parameter of a supported chain's layers is used",
+    ),
+    "deeplimits.diagnostics._gradient_flow.xǁGradientFlowReportǁplot__mutmut_12": "equivalent: "
+    "ax.plot's default x values are 0..n-1, which the layer indices are",
+    **dict.fromkeys(
+        _names(
+            "_gradient_flow",
+            "xǁGradientFlowReportǁrender__mutmut_6",
+            "xǁGradientFlowReportǁrender__mutmut_9",
+            "xǁGradientFlowReportǁrender__mutmut_10",
+            "xǁGradientFlowReportǁrender__mutmut_11",
+            "xǁGradientFlowReportǁrender__mutmut_14",
+            "xǁGradientFlowReportǁrender__mutmut_15",
+            "xǁGradientFlowReportǁrender__mutmut_17",
+            "xǁGradientFlowReportǁrender__mutmut_18",
+            "xǁGradientFlowReportǁrender__mutmut_19",
+            "xǁGradientFlowReportǁrender__mutmut_20",
+        ),
+        "equivalent: with color_system=None into a StringIO there is no colour, and the "
+        "summary has no markup: terminal, highlight and markup flags change nothing",
+    ),
+    # _paths
+    "deeplimits.diagnostics._paths.x_count_paths__mutmut_16": "equivalent: the dense shortcut "
+    "only saves time; the general sum gives the same count",
+    **dict.fromkeys(
+        _names(
+            "_paths",
+            "x_count_paths__mutmut_26",
+            "x_count_paths__mutmut_29",
+            "x_count_paths__mutmut_30",
+        ),
+        _STRICT,
+    ),
+    # _memory
+    **dict.fromkeys(
+        _names(
+            "_memory",
+            "x__key__mutmut_1",
+            "x_cuda_peak_bytes__mutmut_1",
+            "x_cuda_peak_bytes__mutmut_2",
+        ),
+        "gpu-only: all tensors on one device / a CUDA-only function",
+    ),
+    **dict.fromkeys(
+        _names(
+            "_memory",
+            *(f"xǁSavedTensorsMeterǁ__exit____mutmut_{i}" for i in range(1, 7)),
+        ),
+        "equivalent: saved_tensors_hooks.__exit__ ignores its arguments",
+    ),
+    "deeplimits.diagnostics._memory.xǁSavedTensorsMeterǁ__init____mutmut_10": "equivalent: "
+    "_hooks is set in __enter__ before any use",
 }
 # ----------------------------------------------------------------------------------------------
 
