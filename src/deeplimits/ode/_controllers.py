@@ -13,15 +13,15 @@ the PI controller, ``p = d = 0, i = 1`` the classic I controller). After a rejec
 part is used (``safety * r_n**(-1/k)``) and growth is capped at 1; a NaN/inf trial state
 shrinks by ``factor_min``.
 
-:meth:`PIDController.factor` is written once over operations that take Python floats (the host
-loop: one step, no tensors built) and tensors (the device loop: one value per row, ``(R, 1)``,
-no host syncs), so every loop takes the same decisions.
+:meth:`PIDController.factor` owns the formula (its exponents computed in one place) for Python
+floats (the host loop: one step, no tensors built) and tensors (the batched step: one value per
+row, ``(R, 1)``, no host syncs), so every loop takes the same decisions.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
@@ -35,26 +35,6 @@ _X = TypeVar("_X", float, Tensor)
 
 #: Smallest error ratio remembered for the next proposal (an exact step would make r = 0).
 RATIO_FLOOR = 1e-4
-
-
-def _pow(x: _X, e: float) -> _X:
-    if isinstance(x, Tensor):
-        return x.pow(e)
-    if x == 0.0:  # Python raises on 0.0 ** negative; the limit is what a tensor gives
-        return math.inf if e < 0 else (1.0 if e == 0 else 0.0)  # type: ignore[return-value]
-    return x**e  # type: ignore[return-value]
-
-
-def _clip(x: _X, lo: float, hi: float) -> _X:
-    if isinstance(x, Tensor):
-        return x.clamp(lo, hi)
-    return min(hi, max(lo, x))  # type: ignore[return-value]
-
-
-def _where(cond: bool | Tensor, a: _X, b: _X | float) -> _X:
-    if isinstance(cond, Tensor):
-        return torch.where(cond, a, b)  # type: ignore[arg-type,return-value]
-    return a if cond else b  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -99,6 +79,9 @@ class PIDController:
     dt_max: float | None = None
     step_ts: tuple[float, ...] = ()
     jump_ts: tuple[float, ...] = ()
+    _cache: dict[int, tuple[float, float, float, float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         for name in ("step_ts", "jump_ts"):
@@ -124,6 +107,8 @@ class PIDController:
     def forced_times(self, t0: float, t_end: float) -> list[tuple[float, bool]]:
         """``(time, is_jump)`` of the step and jump times strictly between ``t0`` and
         ``t_end``, in the direction of integration (a time in both counts as a jump)."""
+        if not self.step_ts and not self.jump_ts:
+            return []
         d = 1.0 if t_end > t0 else -1.0
         inside = {x: False for x in self.step_ts if d * (x - t0) > 0 and d * (t_end - x) > 0}
         inside.update({x: True for x in self.jump_ts if d * (x - t0) > 0 and d * (t_end - x) > 0})
@@ -140,6 +125,10 @@ class PIDController:
     ) -> _X:
         """Multiplier for the step size just tried.
 
+        One formula, evaluated on Python floats (the host loop: one step, no tensors built) or
+        on tensors (the batched step: one value per row, no host syncs); a test pins that both
+        give the same numbers.
+
         Args:
             ratio: scaled error of the step just tried (float, or ``(R, 1)`` tensor per row).
             prev, prev2: scaled errors of the last two accepted steps (1.0 at the start).
@@ -150,15 +139,39 @@ class PIDController:
         Returns:
             The factor, a float or a tensor like ``ratio``.
         """
-        k = float(error_order)
-        grow = self.safety * _pow(ratio, -(self.pcoeff + self.icoeff + self.dcoeff) / k)
-        if self.pcoeff or self.dcoeff:  # skipped for the I controller: no work for a factor 1
-            grow = grow * _pow(prev, (self.pcoeff + 2.0 * self.dcoeff) / k)  # type: ignore[operator]
-        if self.dcoeff:
-            grow = grow * _pow(prev2, -self.dcoeff / k)  # type: ignore[operator]
-        grow = _clip(grow, self.factor_min, self.factor_max)
-        shrink = _clip(self.safety * _pow(ratio, -1.0 / k), self.factor_min, 1.0)
-        return _where(finite, _where(accepted, grow, shrink), self.factor_min)
+        e_now, e_prev, e_prev2, e_rej = self._exponents(error_order)
+        if isinstance(ratio, Tensor):
+            grow = ratio.pow(e_now) * self.safety
+            if e_prev:  # skipped for the I controller: no work for a factor 1
+                grow = grow * prev.pow(e_prev)  # type: ignore[union-attr]
+            if e_prev2:
+                grow = grow * prev2.pow(e_prev2)  # type: ignore[union-attr]
+            shrink = (ratio.pow(e_rej) * self.safety).clamp(self.factor_min, 1.0)
+            grow = grow.clamp(self.factor_min, self.factor_max)
+            return torch.where(finite, torch.where(accepted, grow, shrink), self.factor_min)  # type: ignore[arg-type,return-value]
+        if not finite:
+            return self.factor_min  # type: ignore[return-value]
+        if ratio == 0.0:  # an exact step; Python raises on 0.0 ** negative, a tensor gives inf
+            return self.factor_max if accepted else 1.0  # type: ignore[return-value]
+        if not accepted:
+            return min(1.0, max(self.factor_min, ratio**e_rej * self.safety))  # type: ignore[return-value]
+        grow = ratio**e_now * self.safety
+        if e_prev:
+            grow = grow * prev**e_prev
+        if e_prev2:
+            grow = grow * prev2**e_prev2
+        return min(self.factor_max, max(self.factor_min, grow))  # type: ignore[return-value]
+
+    def _exponents(self, error_order: int) -> tuple[float, float, float, float]:
+        """The exponents of ``r_n``, ``r_{n-1}``, ``r_{n-2}`` after an accepted step and of
+        ``r_n`` after a rejection, for error order ``k``."""
+        cached = self._cache.get(error_order)
+        if cached is None:
+            k = float(error_order)
+            p, i, d = self.pcoeff, self.icoeff, self.dcoeff
+            cached = (-(p + i + d) / k, (p + 2.0 * d) / k, -d / k, -1.0 / k)
+            self._cache[error_order] = cached
+        return cached
 
     def clip(self, h_abs: _X) -> _X:
         """``|dt|`` limited to ``dt_max``."""

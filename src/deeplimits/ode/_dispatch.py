@@ -18,6 +18,7 @@ Every rule between those choices is checked here (or, between execution options 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -74,11 +75,8 @@ def split_options(
         )
     cls = solver.options_type
     if not isinstance(options, Mapping):
-        return parse_options(cls, options, solver.name), execution or ExecutionOptions()
-    numeric = [f.name for f in dataclasses.fields(cls) if f.init]
-    exec_keys = [
-        n for n in ExecutionOptions.field_names() if solver.adaptive or n not in ADAPTIVE_ONLY
-    ]
+        return parse_options(cls, options, solver.name), execution or _DEFAULT_EXECUTION
+    numeric, exec_keys = _keys(cls, solver.adaptive)
     for key in options:
         if key not in numeric and key not in exec_keys:
             raise UnknownNameError(f"{what} of method {solver.name!r}", key, numeric + exec_keys)
@@ -88,8 +86,19 @@ def split_options(
             f"execution options given twice: {sorted(ex)} in options and execution=; "
             "give them in one place"
         )
-    exe = ExecutionOptions(**ex) if ex else (execution or ExecutionOptions())
+    exe = ExecutionOptions(**ex) if ex else (execution or _DEFAULT_EXECUTION)
     return cls(**{k: v for k, v in options.items() if k in numeric}), exe
+
+
+_DEFAULT_EXECUTION = ExecutionOptions()
+
+
+@functools.cache
+def _keys(cls: type, adaptive: bool) -> tuple[list[str], list[str]]:
+    """The option keys of ``cls`` and the execution keys a solver of that kind accepts."""
+    numeric = [f.name for f in dataclasses.fields(cls) if f.init]
+    exec_keys = [n for n in ExecutionOptions.field_names() if adaptive or n not in ADAPTIVE_ONLY]
+    return numeric, exec_keys
 
 
 def check_execution(solver: Solver, exe: ExecutionOptions, state: FlatState | None) -> None:

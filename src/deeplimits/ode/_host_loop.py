@@ -72,7 +72,7 @@ def solve_adaptive_host(
     if opts.first_step is not None:
         h_abs = float(opts.first_step)
     else:
-        h_abs = float(initial_step(f, t, y, k1, d, err_order, norm, span))  # type: ignore[arg-type]
+        h_abs = float(initial_step(f, t, y, k1, d, err_order, norm, span))
     h_abs = ctrl.clip(h_abs)
     # Step control is not differentiated: skip the no_grad context when nothing records.
     no_grad = torch.no_grad if torch.is_grad_enabled() else contextlib.nullcontext

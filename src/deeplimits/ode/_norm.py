@@ -36,6 +36,7 @@ class ErrorNorm:
     ) -> None:
         self.rtol, self.atol, self.norm_dims, self.rows = rtol, atol, norm_dims, rows
         self.inv_sqrt_n = 1.0 / math.sqrt(max(row_numel if norm_dims is None else norm_dims, 1))
+        self._dim = 1 if rows else None
 
     def normed(self, y: Tensor) -> Tensor:
         """The entries of ``y`` that enter the norm."""
@@ -44,21 +45,21 @@ class ErrorNorm:
         return y[:, : self.norm_dims] if self.rows else y.reshape(-1)[: self.norm_dims]
 
     def rms(self, x: Tensor) -> Tensor:
-        """RMS of ``x`` (already scaled), per row or over everything."""
-        if self.rows:
-            return torch.linalg.vector_norm(x, dim=1, keepdim=True) * self.inv_sqrt_n  # (R, 1)
-        return torch.linalg.vector_norm(x) * self.inv_sqrt_n  # ()
+        """RMS of ``x`` (already scaled), per row ``(R, 1)`` or over everything ``()``."""
+        return torch.linalg.vector_norm(x, dim=self._dim, keepdim=self.rows) * self.inv_sqrt_n
 
     def scale(self, y: Tensor) -> Tensor:
         """``atol + rtol * |y|`` over the normed entries (call under ``no_grad``)."""
-        return self.normed(y).abs().mul_(self.rtol).add_(self.atol)
+        yn = y if self.norm_dims is None else self.normed(y)
+        return yn.abs().mul_(self.rtol).add_(self.atol)
 
     def ratio(self, err: Tensor, s0: Tensor, s1: Tensor, y1: Tensor) -> Tensor:
         """The scaled error of a step from a state with scale ``s0`` to ``y1`` (scale ``s1``);
         NaN where ``y1`` holds NaN/inf. Call under ``no_grad`` when the stages carry a graph."""
-        q = self.normed(err) / torch.maximum(s0, s1)
         if self.norm_dims is None:
-            return self.rms(q.addcmul_(y1, _zero(y1)))  # + 0 * y1: NaN wherever y1 is NaN/inf
+            q = (err / torch.maximum(s0, s1)).addcmul_(y1, _zero(y1))  # + 0*y1: NaN if y1 is
+            return torch.linalg.vector_norm(q, dim=self._dim, keepdim=self.rows) * self.inv_sqrt_n
+        q = self.normed(err) / torch.maximum(s0, s1)
         guard = y1.sum(dim=1, keepdim=True) if self.rows else y1.sum()
         return self.rms(q) + guard * 0.0
 
@@ -83,11 +84,14 @@ def initial_step(
     error_order: int,
     norm: ErrorNorm,
     span: float | Tensor,
-) -> Tensor:
+) -> float | Tensor:
     """Starting ``|dt|`` by Hairer, Norsett & Wanner (1993), sec. II.4 (one extra evaluation).
 
-    Tensor ops only (no host syncs; the same code runs eagerly and inside a captured start).
-    Not differentiated (like torchdiffeq): runs under ``no_grad``.
+    One rule, evaluated two ways (the test that pins it to scipy's ``select_initial_step`` runs
+    on every loop): for one state (``norm.rows`` False, the host loop) the three norms come to
+    the host as floats (two syncs, the fewest kernels); for rows (the batched loops) everything
+    is a tensor op (no syncs: it runs inside captured graphs and compiled code). Not
+    differentiated (like torchdiffeq): runs under ``no_grad``.
 
     Args:
         f: the right-hand side ``f(t, y)``.
@@ -96,24 +100,33 @@ def initial_step(
         error_order: order of the error estimate (embedded order + 1; dopri5: 5), the
             exponent's ``p + 1``, as in Hairer's DOPRI5 code, scipy and torchdiffeq.
         norm: the error norm (its ``rows`` decides the layout).
-        span: ``|t_end - t0|`` (float or ``(R, 1)``): the step never exceeds it.
+        span: ``|t_end - t0|`` (float, or ``(R, 1)`` with rows): the step never exceeds it.
 
     Returns:
-        ``()`` tensor, or ``(R, 1)`` with rows.
+        A float, or ``(R, 1)`` tensor with rows.
     """
     with torch.no_grad():
         s = norm.scale(y0)
-        yn, fn = norm.normed(y0), norm.normed(f0)
-        d0, d1 = norm.rms(yn / s), norm.rms(fn / s)
-        h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
-        h0 = h0.clamp(max=span) if not isinstance(span, Tensor) else torch.minimum(h0, span)
-        y1 = torch.addcmul(y0, h0 * direction, f0)
-        f1 = f(t0 + direction * h0, y1)  # type: ignore[operator]
-        d2 = norm.rms((norm.normed(f1) - fn) / s) / h0
-        dm = torch.maximum(d1, d2)
+        fn = norm.normed(f0)
+        d0t, d1t = norm.rms(norm.normed(y0) / s), norm.rms(fn / s)
+        if not norm.rows:
+            d0, d1 = torch.stack([d0t, d1t]).tolist()
+            h0 = min(1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1, float(span))
+            f1 = f(t0 + direction * h0, torch.add(y0, f0, alpha=direction * h0))  # type: ignore[operator]
+            d2 = float(norm.rms((norm.normed(f1) - fn) / s)) / h0
+            if not math.isfinite(d2):
+                return h0
+            dm = max(d1, d2)
+            h1 = max(1e-6, h0 * 1e-3) if dm <= 1e-15 else (0.01 / dm) ** (1.0 / error_order)
+            return min(100 * h0, h1, float(span))
+        h0 = torch.where((d0t < 1e-5) | (d1t < 1e-5), 1e-6, 0.01 * d0t / d1t)
+        h0 = torch.minimum(h0, span) if isinstance(span, Tensor) else h0.clamp(max=span)
+        f1 = f(t0 + direction * h0, torch.addcmul(y0, h0 * direction, f0))  # type: ignore[operator]
+        d2t = norm.rms((norm.normed(f1) - fn) / s) / h0
+        dm = torch.maximum(d1t, d2t)
         h1 = torch.where(
             dm <= 1e-15, (h0 * 1e-3).clamp(min=1e-6), (0.01 / dm).pow(1.0 / error_order)
         )
         h = torch.minimum(100 * h0, h1)
-        h = h.clamp(max=span) if not isinstance(span, Tensor) else torch.minimum(h, span)
-        return torch.where(torch.isfinite(d2), h, h0)
+        h = torch.minimum(h, span) if isinstance(span, Tensor) else h.clamp(max=span)
+        return torch.where(torch.isfinite(d2t), h, h0)
