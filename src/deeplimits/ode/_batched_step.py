@@ -124,7 +124,8 @@ def attempt(lp: BatchedLoop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
             prev2 = torch.where(acc, prev, prev2)
         prev = torch.where(acc, ratio.clamp(min=RATIO_FLOOR), prev)
         habs = torch.where(active, hnew, habs)
-        done = done | (acc & last & (stop == t_end))
+        ends = last if lp.stops is None else last & (stop == t_end)  # the step reaches t_end
+        done = done | (acc & ends)
         bad = torch.where(active, torch.where(finite, 0, bad + 1), bad)
         nacc = nacc + acc.long()
         nrej = nrej + rej.long()
