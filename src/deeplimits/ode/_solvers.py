@@ -87,8 +87,50 @@ class Solver(ABC):
         return f"{type(self).__name__}({self.name!r})"
 
 
+class _TableauSolver(Solver):
+    """What a Runge-Kutta solver reads off its tableau (``self.tableau``): name, order,
+    adaptivity, FSAL, the error order, and dense output from the tableau's interpolant
+    (``dense``: one row per power of theta; for non-FSAL tableaux ``ks`` gets ``f(t1, y1)``
+    appended)."""
+
+    tableau: ButcherTableau | ImplicitTableau
+
+    @property
+    def name(self) -> str:
+        return self.tableau.name
+
+    @property
+    def order(self) -> int:
+        return self.tableau.order
+
+    @property
+    def adaptive(self) -> bool:
+        return self.tableau.b_err is not None
+
+    @property
+    def fsal(self) -> bool:
+        return self.tableau.fsal
+
+    @property
+    def error_order(self) -> int:
+        """Order of the error estimate (embedded order + 1): the controller's ``k``."""
+        return int(self.tableau.error_order or self.tableau.order) + 1
+
+    def dense_cache(self) -> DenseCache:
+        """Per-solve cache of the interpolant's coefficients."""
+        return DenseCache(self.tableau)  # type: ignore[arg-type]
+
+    def interpolate(
+        self, cache: DenseCache, y0: Tensor, ks: Sequence[Tensor], h: float,
+        thetas: Sequence[float],
+    ) -> Tensor:
+        """States at ``t0 + theta*h`` of one step (``ks``: its stages, plus ``f(t1, y1)`` for
+        non-FSAL tableaux); ``(len(thetas), *y0.shape)``."""
+        return dense_eval(cache, y0, ks, h, thetas)
+
+
 @dataclass(frozen=True, repr=False)
-class ExplicitRK(Solver):
+class ExplicitRK(_TableauSolver):
     """An explicit Runge-Kutta method from a validated :class:`ButcherTableau`.
 
     Adaptive when the tableau has error weights (``b_err``); dense output from the tableau's
@@ -104,30 +146,11 @@ class ExplicitRK(Solver):
                 f"ExplicitRK needs a ButcherTableau, got {type(self.tableau).__name__}"
             )
 
-    @property
-    def name(self) -> str:
-        return self.tableau.name
-
-    @property
-    def order(self) -> int:
-        return self.tableau.order
-
-    @property
-    def adaptive(self) -> bool:
-        return self.tableau.b_err is not None
 
     @property
     def options_type(self) -> type[FixedStepOptions] | type[AdaptiveOptions]:
         return AdaptiveOptions if self.adaptive else FixedStepOptions
 
-    @property
-    def fsal(self) -> bool:
-        return self.tableau.fsal
-
-    @property
-    def error_order(self) -> int:
-        """Order of the error estimate (embedded order + 1): the controller's ``k``."""
-        return int(self.tableau.error_order or self.tableau.order) + 1
 
     @property
     def batched(self) -> bool:
@@ -141,21 +164,10 @@ class ExplicitRK(Solver):
         """One step; see :func:`deeplimits.ode.rk_step` (``(y1, error estimate, stages)``)."""
         return rk_step(self.tableau, f, t, y, h, k1, times)
 
-    def dense_cache(self) -> DenseCache:
-        """Per-solve cache of the interpolant's coefficients."""
-        return DenseCache(self.tableau)
-
-    def interpolate(
-        self, cache: DenseCache, y0: Tensor, ks: Sequence[Tensor], h: float,
-        thetas: Sequence[float],
-    ) -> Tensor:
-        """States at ``t0 + theta*h`` of one step (``ks``: its stages, plus ``f(t1, y1)`` for
-        non-FSAL tableaux); ``(len(thetas), *y0.shape)``."""
-        return dense_eval(cache, y0, ks, h, thetas)
 
 
 @dataclass(frozen=True, repr=False)
-class ImplicitRK(Solver):
+class ImplicitRK(_TableauSolver):
     """An ESDIRK (diagonally implicit, explicit first stage) Runge-Kutta method from a validated
     :class:`ImplicitTableau`: stiff problems, L-stable tableaux (``kvaerno3/4/5``,
     ``implicit_euler``). The step (:func:`deeplimits.ode._newton.esdirk_step`) has the
@@ -201,30 +213,11 @@ class ImplicitRK(Solver):
                 f"ImplicitRK newton_kappa={self.newton_kappa!r} must be a number in (0, 1)"
             )
 
-    @property
-    def name(self) -> str:
-        return self.tableau.name
-
-    @property
-    def order(self) -> int:
-        return self.tableau.order
-
-    @property
-    def adaptive(self) -> bool:
-        return self.tableau.b_err is not None
 
     @property
     def options_type(self) -> type[ImplicitFixedOptions] | type[ImplicitOptions]:
         return ImplicitOptions if self.adaptive else ImplicitFixedOptions
 
-    @property
-    def fsal(self) -> bool:
-        return self.tableau.fsal
-
-    @property
-    def error_order(self) -> int:
-        """Order of the error estimate (embedded order + 1): the controller's ``k``."""
-        return int(self.tableau.error_order or self.tableau.order) + 1
 
     @property
     def batched(self) -> bool:
@@ -260,16 +253,6 @@ class ImplicitRK(Solver):
             )
         return esdirk_step(self.tableau, f, t, y, h, k1, times, settings, stats)  # type: ignore[arg-type]
 
-    def dense_cache(self) -> DenseCache:
-        """Per-solve cache of the interpolant's coefficients (cubic Hermite)."""
-        return DenseCache(self.tableau)  # type: ignore[arg-type]
-
-    def interpolate(
-        self, cache: DenseCache, y0: Tensor, ks: Sequence[Tensor], h: float,
-        thetas: Sequence[float],
-    ) -> Tensor:
-        """States at ``t0 + theta*h`` of one step (cubic Hermite on ``y0, y1, k_0, k_last``)."""
-        return dense_eval(cache, y0, ks, h, thetas)
 
     def __repr__(self) -> str:
         return f"ImplicitRK({self.name!r})"
