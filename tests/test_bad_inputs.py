@@ -112,7 +112,7 @@ CATALOGUE: tuple[Case, ...] = (
          InvalidArgumentError, r"2-D t \(per_sample=True\) are not supported; detach t"),
     Case("ode-unknown-method", "ode", "method='rk45'",
          lambda: odeint(_decay, Y0, T, method="rk45"),
-         UnknownNameError, r"'rk45'.*euler, midpoint, rk4, bosh3, dopri5, tsit5"),
+         UnknownNameError, r"'rk45'.*euler, midpoint, heun2, heun3, rk4, .*dopri5, tsit5.*did you mean 'rk4'"),
     Case("ode-unknown-option", "ode", "options={'stepsize': 0.1} (typo)",
          lambda: odeint(_decay, Y0, T, options={"stepsize": 0.1}),
          UnknownNameError, r"'stepsize'.*first_step, max_num_steps"),

@@ -68,6 +68,10 @@ def _fixed_step_error(method: str, n: int, weights: str = "b") -> float:
 STEPS = {
     "euler": [80, 160, 320, 640],
     "midpoint": [20, 40, 80, 160],
+    "heun2": [20, 40, 80, 160],
+    "heun3": [20, 40, 80, 160],
+    "adaptive_heun": [20, 40, 80, 160],
+    "fehlberg2": [20, 40, 80, 160],
     "rk4": [20, 40, 80, 160],
     "bosh3": [40, 80, 160, 320],
     "dopri5": [20, 40, 80, 160],

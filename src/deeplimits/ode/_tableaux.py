@@ -430,9 +430,54 @@ def _tsit5() -> ButcherTableau:
     )
 
 
+def _heun2() -> ButcherTableau:
+    # Heun's (trapezoidal) second-order method, torchdiffeq's "heun2".
+    b = [0.5, 0.5]
+    return ButcherTableau.from_lists(
+        "heun2", a=[[], [1.0]], b=b, c=[0.0, 1.0], order=2, dense=_hermite_dense(b),
+        dense_order=2,
+    )
+
+
+def _heun3() -> ButcherTableau:
+    # Heun's third-order method, torchdiffeq's "heun3".
+    b = [1 / 4, 0.0, 3 / 4]
+    return ButcherTableau.from_lists(
+        "heun3", a=[[], [1 / 3], [0.0, 2 / 3]], b=b, c=[0.0, 1 / 3, 2 / 3], order=3,
+        dense=_hermite_dense(b), dense_order=3,
+    )
+
+
+def _adaptive_heun() -> ButcherTableau:
+    # Heun 2 with Euler's step through the second stage as the embedded order-1 method
+    # (torchdiffeq's "adaptive_heun"; not FSAL).
+    b, b_hat = [0.5, 0.5], [0.0, 1.0]
+    return ButcherTableau.from_lists(
+        "adaptive_heun", a=[[], [1.0]], b=b, c=[0.0, 1.0], order=2,
+        b_err=[x - y for x, y in zip(b, b_hat, strict=True)], error_order=1,
+        dense=_hermite_dense(b), dense_order=2,
+    )
+
+
+def _fehlberg2() -> ButcherTableau:
+    # Fehlberg's RK1(2) pair (1969; NASA TR R-315), torchdiffeq's "fehlberg2": order 2, the
+    # embedded order 1; the last stage is at c = 1 but not the solution, so not FSAL.
+    b = [1 / 512, 255 / 256, 1 / 512]
+    b_hat = [1 / 256, 255 / 256, 0.0]
+    return ButcherTableau.from_lists(
+        "fehlberg2", a=[[], [1 / 2], [1 / 256, 255 / 256]], b=b, c=[0.0, 1 / 2, 1.0], order=2,
+        b_err=[x - y for x, y in zip(b, b_hat, strict=True)], error_order=1,
+        dense=_hermite_dense(b), dense_order=2,
+    )
+
+
 #: name -> tableau, for every explicit Runge-Kutta method ``odeint`` supports.
 TABLEAUX: dict[str, ButcherTableau] = {
-    t.name: t for t in (_euler(), _midpoint(), _rk4(), _bosh3(), _dopri5(), _tsit5())
+    t.name: t
+    for t in (
+        _euler(), _midpoint(), _heun2(), _heun3(), _rk4(), _adaptive_heun(), _fehlberg2(),
+        _bosh3(), _dopri5(), _tsit5(),
+    )
 }
 
 

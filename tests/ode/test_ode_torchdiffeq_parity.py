@@ -1,0 +1,57 @@
+"""Differential tests: the same call to torchdiffeq 0.2.5 and to deeplimits gives the same answer.
+
+torchdiffeq is a test oracle here (the ``test`` extra), never the engine. Fixed-step methods on
+the same grid take the same steps, so their outputs at grid times agree to round-off; adaptive
+methods control the step differently in details (first step, acceptance), so they are compared
+against each other and against the exact solution at the tolerance's scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchdiffeq
+
+from deeplimits.ode import SolveStats, odeint
+
+F64 = torch.float64
+
+
+def _forced_oscillator(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.stack([y[1], -y[0] + 0.1 * torch.cos(t)])
+
+
+def _exact(t: torch.Tensor) -> torch.Tensor:
+    """y'' + y = 0.1 cos t, y(0) = 1, y'(0) = 0: y = cos t + 0.05 t sin t."""
+    return torch.stack([torch.cos(t) + 0.05 * t * torch.sin(t),
+                        -torch.sin(t) + 0.05 * (torch.sin(t) + t * torch.cos(t))], dim=-1)
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "heun2", "heun3", "rk4"])
+def test_fixed_step_methods_take_torchdiffeqs_steps(method: str) -> None:
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    t = torch.linspace(0.0, 3.0, 7, dtype=F64)  # every output time on the 0.01 grid
+    ours = odeint(_forced_oscillator, y0, t, method=method, options={"step_size": 0.01})
+    theirs = torchdiffeq.odeint(_forced_oscillator, y0, t, method=method,
+                                options={"step_size": 0.01})
+    assert float((ours - theirs).abs().max()) <= 1e-12
+
+
+@pytest.mark.parametrize(
+    ("method", "tol"), [("adaptive_heun", 1e-4), ("fehlberg2", 1e-3), ("bosh3", 1e-4),
+                        ("dopri5", 1e-5)],
+)
+def test_adaptive_methods_agree_with_torchdiffeq_and_the_exact_solution(
+    method: str, tol: float
+) -> None:
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    t = torch.linspace(0.0, 3.0, 7, dtype=F64)
+    stats = SolveStats()
+    ours = odeint(_forced_oscillator, y0, t, method=method, rtol=1e-6, atol=1e-8, stats=stats)
+    theirs = torchdiffeq.odeint(_forced_oscillator, y0, t, method=method, rtol=1e-6, atol=1e-8)
+    exact = _exact(t)
+    assert float((ours - exact).abs().max()) <= tol
+    assert float((ours - theirs).abs().max()) <= tol
+    assert stats.accepted_steps > 3 and not math.isnan(float(ours.sum()))
