@@ -59,12 +59,12 @@ def test_factor_is_the_same_for_floats_and_tensors(ctrl: PIDController) -> None:
             assert ctrl.factor_min <= want <= ctrl.factor_max
 
 
-def test_dt_max_clips_and_min_step_is_dt_min_or_eight_ulps() -> None:
+def test_dt_max_clips_and_the_smallest_step_is_dt_min_or_eight_ulps() -> None:
     c = PIDController(dt_min=1e-3, dt_max=0.5)
     assert c.clip(2.0) == 0.5 and float(c.clip(torch.tensor(2.0))) == 0.5
     assert c.clip(0.1) == 0.1
-    assert c.min_step(0.0) == 1e-3
-    assert PIDController().min_step(1e6) == pytest.approx(8 * 2.220446049250313e-16 * 1e6)
+    assert c.smallest_step(0.0) == 1e-3
+    assert PIDController().smallest_step(1e6) == pytest.approx(8 * 2.220446049250313e-16 * 1e6)
 
 
 def _ramp(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

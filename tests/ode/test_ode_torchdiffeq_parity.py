@@ -55,3 +55,29 @@ def test_adaptive_methods_agree_with_torchdiffeq_and_the_exact_solution(
     assert float((ours - exact).abs().max()) <= tol
     assert float((ours - theirs).abs().max()) <= tol
     assert stats.accepted_steps > 3 and not math.isnan(float(ours.sum()))
+
+
+def _stiffish(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return -50.0 * (y - torch.cos(t))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"min_step": 0.05}, {"max_step": 0.01}, {"safety": 0.5, "ifactor": 2.0, "dfactor": 0.5},
+     {"max_step": math.inf}],
+    ids=["min_step", "max_step", "safety-factors", "max_step-inf"],
+)
+@pytest.mark.parametrize("device_loop", [False, True], ids=["host", "device"])
+def test_torchdiffeqs_step_size_options_give_its_answer(
+    options: dict[str, float], device_loop: bool
+) -> None:
+    y0 = torch.tensor([0.0], dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    stats = SolveStats()
+    ours = odeint(_stiffish, y0, t, rtol=1e-8, atol=1e-10, stats=stats,
+                  options={**options, "device_loop": device_loop})
+    theirs = torchdiffeq.odeint(_stiffish, y0, t, rtol=1e-8, atol=1e-10, options=options)
+    assert float((ours - theirs).abs().max()) <= 1e-8
+    if "min_step" in options:
+        # every step is min_step (the error test never shrinks below it): 1 / 0.05 = 20 steps
+        assert stats.accepted_steps == 20 and stats.rejected_steps == 0

@@ -102,7 +102,7 @@ def attempt(lp: BatchedLoop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         s1 = norm.scale(Y1)
         ratio = norm.ratio(err, s0, s1, Y1)  # (R, 1)
         finite = torch.isfinite(ratio)
-        ok = finite & (ratio <= 1.0)
+        ok = finite & ctrl.accept(ratio <= 1.0, h.abs())  # NaN/inf: never accepted
         acc = ok & active
         rej = active & ~ok
         factor = ctrl.factor(ratio, prev, prev2, ok, finite, lp.solver.error_order)
@@ -130,7 +130,7 @@ def attempt(lp: BatchedLoop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         nacc = nacc + acc.long()
         nrej = nrej + rej.long()
         still = ~done
-        under = still & (habs < ctrl.min_step(t))
+        under = still & (habs < ctrl.smallest_step(t))
         uf = uf | (under & (bad == 0))
         nf = nf | (under & (bad > 0)) | (still & (bad > MAX_BAD_IN_A_ROW))
     return (t, habs, Y, K1, prev, prev2, s0, done, bad, nacc, nrej, uf, nf, outs, ts, t_end)

@@ -32,6 +32,7 @@ from deeplimits.errors import InvalidArgumentError
 __all__ = ["DEFAULT_CONTROLLER", "IController", "PIController", "PIDController"]
 
 _X = TypeVar("_X", float, Tensor)
+_B = TypeVar("_B", bool, Tensor)
 
 #: Smallest error ratio remembered for the next proposal (an exact step would make r = 0).
 RATIO_FLOOR = 1e-4
@@ -56,6 +57,9 @@ class PIDController:
         dt_min: smallest allowed ``|dt|``; a smaller proposal raises
             ``StepSizeUnderflowError``.
         dt_max: largest allowed ``|dt|`` (``None``: unbounded); proposals are clipped to it.
+        min_step: torchdiffeq's ``min_step``: proposals are raised to it, and a step of at most
+            this size is accepted whatever its error (a solve that would need smaller steps
+            goes on with a larger error instead of failing; ``dt_min`` fails). Default 0.
         step_ts: times a step must end at exactly (torchdiffeq's ``step_t``): where the
             dynamics change fast, or an output must not be interpolated. Times outside the
             solve's span are ignored.
@@ -77,6 +81,7 @@ class PIDController:
     factor_max: float = 10.0
     dt_min: float = 0.0
     dt_max: float | None = None
+    min_step: float = 0.0
     step_ts: tuple[float, ...] = ()
     jump_ts: tuple[float, ...] = ()
     _cache: dict[int, tuple[float, float, float, float]] = field(
@@ -97,6 +102,12 @@ class PIDController:
             raise InvalidArgumentError(
                 f"controller needs 0 < factor_min < 1 < factor_max, got "
                 f"factor_min={self.factor_min}, factor_max={self.factor_max}"
+            )
+        if not (isinstance(self.min_step, (int, float)) and 0 <= self.min_step < math.inf) or (
+            self.dt_max is not None and self.min_step > self.dt_max
+        ):
+            raise InvalidArgumentError(
+                f"controller min_step={self.min_step!r} must be a number in [0, dt_max]"
             )
         if self.dt_min < 0 or (self.dt_max is not None and self.dt_max <= self.dt_min):
             raise InvalidArgumentError(
@@ -174,14 +185,25 @@ class PIDController:
         return cached
 
     def clip(self, h_abs: _X) -> _X:
-        """``|dt|`` limited to ``dt_max``."""
-        if self.dt_max is None:
+        """``|dt|`` limited to ``[min_step, dt_max]``."""
+        if self.dt_max is None and not self.min_step:
             return h_abs
         if isinstance(h_abs, Tensor):
-            return h_abs.clamp(max=self.dt_max)
-        return min(h_abs, self.dt_max)  # type: ignore[return-value]
+            return h_abs.clamp(min=self.min_step or None, max=self.dt_max)
+        if self.dt_max is not None:
+            h_abs = min(h_abs, self.dt_max)  # type: ignore[assignment]
+        return max(h_abs, self.min_step)  # type: ignore[return-value]
 
-    def min_step(self, t: _X) -> _X:
+    def accept(self, ok: _B, h_abs: float | Tensor) -> _B:
+        """Whether a step of size ``h_abs`` whose error test gave ``ok`` (finite and
+        ``ratio <= 1``) is accepted: also a step of at most ``min_step``."""
+        if not self.min_step:
+            return ok
+        if isinstance(ok, Tensor):
+            return ok | (h_abs <= self.min_step)  # type: ignore[return-value,operator]
+        return ok or h_abs <= self.min_step  # type: ignore[return-value,operator]
+
+    def smallest_step(self, t: _X) -> _X:
         """The smallest usable ``|dt|`` at time ``t``: ``dt_min``, or 8 ulps of ``max(1, |t|)``
         (a smaller step would not move ``t``)."""
         if isinstance(t, Tensor):

@@ -111,7 +111,8 @@ def solve_adaptive_host(
                     f"the ODE state became NaN or inf after t={t!r} (tried dt down to {h!r}); "
                     "the solution may blow up there, or func returns NaN/inf"
                 )
-        accepted = finite and ratio <= 1.0
+        # A NaN/inf trial is never accepted, not even at the controller's min_step.
+        accepted = finite and ctrl.accept(ratio <= 1.0, abs(h))
         factor = ctrl.factor(ratio, prev, prev2, accepted, finite, err_order)
         if accepted:
             t1 = stop if last else t + h
@@ -149,7 +150,7 @@ def solve_adaptive_host(
         else:
             stats.rejected_steps += 1
         h_abs = ctrl.clip(abs(h) * factor)
-        if j < n and h_abs < ctrl.min_step(t):
+        if j < n and h_abs < ctrl.smallest_step(t):
             if bad_in_a_row:
                 # Shrinking the step could not get past a NaN/inf: the state or func breaks here.
                 raise blow_up_error(t, h_abs)

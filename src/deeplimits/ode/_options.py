@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, TypeVar
@@ -81,6 +82,9 @@ class AdaptiveOptions:
             ``IController()``, the integral controller.
         step_t, jump_t: torchdiffeq's names for the controller's ``step_ts`` and ``jump_ts``
             (times a step must end at; times where ``func`` jumps), added to the controller's.
+        min_step, max_step, safety, ifactor, dfactor: torchdiffeq's names for the
+            controller's ``min_step``, ``dt_max``, ``safety``, ``factor_max`` and
+            ``factor_min``; given, they replace the controller's.
     """
 
     first_step: float | None = None
@@ -88,6 +92,11 @@ class AdaptiveOptions:
     controller: PIDController | None = None
     step_t: Tensor | Sequence[float] | None = None
     jump_t: Tensor | Sequence[float] | None = None
+    min_step: float | None = None
+    max_step: float | None = None
+    safety: float | None = None
+    ifactor: float | None = None
+    dfactor: float | None = None
     _controller: PIDController = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -114,6 +123,15 @@ class AdaptiveOptions:
                 if value is not None
             }
             ctrl = dataclasses.replace(ctrl, **extra)
+        renamed = {
+            ours: getattr(self, theirs)
+            for theirs, ours in _TORCHDIFFEQ_NAMES.items()
+            if getattr(self, theirs) is not None
+        }
+        if renamed:
+            if renamed.get("dt_max") == math.inf:
+                renamed["dt_max"] = None  # torchdiffeq's default max_step
+            ctrl = dataclasses.replace(ctrl, **renamed)
         object.__setattr__(self, "_controller", ctrl)
 
     @property
@@ -177,6 +195,13 @@ class ImplicitFixedOptions(FixedStepOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_newton(self)
+
+
+#: torchdiffeq's adaptive options -> the controller's fields.
+_TORCHDIFFEQ_NAMES = {
+    "min_step": "min_step", "max_step": "dt_max", "safety": "safety", "ifactor": "factor_max",
+    "dfactor": "factor_min",
+}
 
 
 def _as_floats(name: str, value: object) -> tuple[float, ...]:
