@@ -81,3 +81,42 @@ def test_torchdiffeqs_step_size_options_give_its_answer(
     if "min_step" in options:
         # every step is min_step (the error test never shrinks below it): 1 / 0.05 = 20 steps
         assert stats.accepted_steps == 20 and stats.rejected_steps == 0
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+def test_linear_interp_gives_torchdiffeqs_outputs_between_grid_points(method: str) -> None:
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    t = torch.tensor([0.0, 0.123, 0.5, 0.777, 1.0], dtype=F64)  # between the 0.1 grid points
+    calls = {"n": 0}
+
+    def f(tt: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return _forced_oscillator(tt, y)
+
+    ours = odeint(f, y0, t, method=method, options={"step_size": 0.1, "interp": "linear"})
+    n_ours, calls["n"] = calls["n"], 0
+    theirs = torchdiffeq.odeint(f, y0, t, method=method, options={"step_size": 0.1})
+    assert float((ours - theirs).abs().max()) <= 1e-12
+    assert n_ours == calls["n"]  # no extra evaluation for the interpolant, as torchdiffeq
+    if method == "rk4":  # where the steps are accurate, the cubic interpolant is much better
+        cubic = odeint(f, y0, t, method=method, options={"step_size": 0.1})
+        err_cubic = float((cubic - _exact(t))[[1, 3]].abs().max())
+        assert err_cubic < 0.01 * float((ours - _exact(t))[[1, 3]].abs().max())
+
+
+def test_grid_constructor_gets_func_y0_t_and_sets_the_steps() -> None:
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    t = torch.linspace(0.0, 1.0, 3, dtype=F64)
+    seen = []
+
+    def grid(func, y, tt):  # type: ignore[no-untyped-def]
+        seen.append((func is _forced_oscillator, torch.equal(y, y0), torch.equal(tt, t)))
+        return torch.linspace(float(tt[0]), float(tt[-1]), 41, dtype=F64) ** 2
+
+    stats = SolveStats()
+    ours = odeint(_forced_oscillator, y0, t, method="rk4", stats=stats,
+                  options={"grid_constructor": grid, "interp": "linear"})
+    theirs = torchdiffeq.odeint(_forced_oscillator, y0, t, method="rk4",
+                                options={"grid_constructor": grid})
+    assert seen[0] == (True, True, True) and stats.accepted_steps == 40
+    assert float((ours - theirs).abs().max()) <= 1e-12

@@ -263,6 +263,10 @@ def solve(
     time gradients are attached around it as around the plain solve.
     """
     state, ts = prepare(y0, t, solver, exe)
+    if isinstance(opts, FixedStepOptions) and opts.grid_constructor is not None:
+        # torchdiffeq's hook: the grid from (func, y0, t), then stepped on like options grid.
+        opts = dataclasses.replace(opts, grid=opts.grid_constructor(func, y0, t),
+                                   grid_constructor=None)
     if t.dtype != state.dtype:
         t = t.to(state.dtype)  # differentiable: gradients reach t in its own dtype
     time_grads = needs_time_grads(t)

@@ -135,7 +135,7 @@ def solve_fixed(
         extra = False
         if d * (ts[j] - t1) < 0:
             # Interior output times need f(t1, y1); it is reused as the next step's k1.
-            if not fsal:
+            if solver.needs_end_stage:
                 k1 = f(t1, y1)
                 ks = [*ks, k1]
                 extra = True

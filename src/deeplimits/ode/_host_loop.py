@@ -123,7 +123,7 @@ def solve_adaptive_host(
             j0 = j
             extra = False
             if d * (ts[j] - t1) <= 0:  # an output time lies in (t, t1]
-                if not fsal and d * (ts[j] - t1) < 0:
+                if solver.needs_end_stage and d * (ts[j] - t1) < 0:
                     # A non-FSAL interpolant needs f(t1, y1); it is the next step's k1 too.
                     ks = [*ks, f(t1, y1)]
                     extra = True

@@ -15,16 +15,20 @@ __all__ = ["DenseCache", "dense_eval", "emit_outputs"]
 
 
 class DenseCache:
-    """The tableau's dense coefficients as a tensor, built once per (dtype, device) and solve."""
+    """The interpolant's coefficients as a tensor, built once per (dtype, device) and solve:
+    the tableau's ``dense`` rows, or ``rows`` given (e.g. ``[b]``: linear interpolation)."""
 
-    def __init__(self, tableau: ButcherTableau) -> None:
+    def __init__(
+        self, tableau: ButcherTableau, rows: Sequence[Sequence[float]] | None = None
+    ) -> None:
         self.tableau = tableau
+        self.rows = tableau.dense if rows is None else rows
         self._coef: Tensor | None = None
 
     def coef(self, like: Tensor) -> Tensor:
         c = self._coef
         if c is None or c.dtype != like.dtype or c.device != like.device:
-            c = torch.tensor(self.tableau.dense, dtype=like.dtype, device=like.device)  # (P, S')
+            c = torch.tensor(self.rows, dtype=like.dtype, device=like.device)  # (P, S')
             self._coef = c
         return c
 

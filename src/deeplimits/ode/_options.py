@@ -37,16 +37,34 @@ class FixedStepOptions:
         grid: explicit 1-D time grid to step on (same direction as ``t``); points outside the
             span are ignored, the endpoints ``t[0]`` and ``t[-1]`` are always steps.
         If neither is given the solver steps on ``t`` itself (torchdiffeq's behaviour).
-        Output times between grid points are interpolated with a cubic Hermite polynomial.
+        grid_constructor: torchdiffeq's ``grid_constructor(func, y0, t) -> grid`` (a 1-D
+            tensor), called once per solve; the grid is then used as ``grid``.
+        interp: output times between grid points: ``"cubic"`` (default; cubic Hermite through
+            the two states and their derivatives, one extra evaluation per step that holds an
+            output time) or ``"linear"`` (torchdiffeq's default; no extra evaluation).
         How the steps run (``compile``, the NaN check) is :class:`ExecutionOptions`.
     """
 
     step_size: float | None = None
     grid: Tensor | Sequence[float] | None = None
+    grid_constructor: Callable[..., Tensor] | None = None
+    interp: Literal["cubic", "linear"] = "cubic"
 
     def __post_init__(self) -> None:
-        if self.step_size is not None and self.grid is not None:
-            raise InvalidArgumentError("give either options step_size or grid, not both")
+        given = [
+            n for n in ("step_size", "grid", "grid_constructor") if getattr(self, n) is not None
+        ]
+        if len(given) > 1:
+            raise InvalidArgumentError(
+                f"give only one of options step_size or grid or grid_constructor, got {given}"
+            )
+        if self.grid_constructor is not None and not callable(self.grid_constructor):
+            raise InvalidTypeError(
+                f"options grid_constructor={self.grid_constructor!r} must be callable "
+                "(func, y0, t) -> 1-D tensor of times"
+            )
+        if self.interp not in ("cubic", "linear"):
+            raise UnknownNameError("options interp", self.interp, ["cubic", "linear"])
         if self.step_size is not None and not (
             isinstance(self.step_size, (int, float)) and self.step_size > 0
         ):

@@ -116,9 +116,20 @@ class _TableauSolver(Solver):
         """Order of the error estimate (embedded order + 1): the controller's ``k``."""
         return int(self.tableau.error_order or self.tableau.order) + 1
 
+    #: Linear interpolation between steps (``interp="linear"``; set by ``bind``).
+    linear_interp: bool = False
+
+    @property
+    def needs_end_stage(self) -> bool:
+        """Whether dense output needs ``f(t1, y1)`` appended to a step's stages (non-FSAL
+        tableaux with the Hermite or the tableau's interpolant)."""
+        return not self.tableau.fsal and not self.linear_interp
+
     def dense_cache(self) -> DenseCache:
-        """Per-solve cache of the interpolant's coefficients."""
-        return DenseCache(self.tableau)  # type: ignore[arg-type]
+        """Per-solve cache of the interpolant's coefficients (``linear_interp``: the linear
+        interpolant ``y0 + theta h sum(b k)``)."""
+        rows = [list(self.tableau.b)] if self.linear_interp else None
+        return DenseCache(self.tableau, rows)  # type: ignore[arg-type]
 
     def interpolate(
         self, cache: DenseCache, y0: Tensor, ks: Sequence[Tensor], h: float,
@@ -139,6 +150,7 @@ class ExplicitRK(_TableauSolver):
     """
 
     tableau: ButcherTableau
+    linear_interp: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.tableau, ButcherTableau):
@@ -156,6 +168,11 @@ class ExplicitRK(_TableauSolver):
     def batched(self) -> bool:
         """Whether the device loop can run it (FSAL, error estimate and dense output)."""
         return self.tableau.fsal and self.adaptive and bool(self.tableau.dense)
+
+    def bind(self, opts: object, rtol: float, atol: float, stats: SolveStats) -> ExplicitRK:
+        """Itself, or with ``linear_interp`` for ``interp="linear"`` options."""
+        linear = getattr(opts, "interp", "cubic") == "linear"
+        return self if linear == self.linear_interp else replace(self, linear_interp=linear)
 
     def step(
         self, f: FlatFunc, t: float | Tensor, y: Tensor, h: float | Tensor,
