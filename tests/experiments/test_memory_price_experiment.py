@@ -182,3 +182,20 @@ def test_quick_preset_reproduces_the_price_of_o1_memory():
     diff = {r[0]: r[2] for r in digits.rows}
     assert diff["checkpoint c=2"] < 1e-12 and diff["reversible Heun"] < 1e-12
     assert set(result.figures) == {"price"}
+
+
+def test_figure_draws_zero_huge_and_non_finite_errors_without_warnings():
+    import matplotlib.pyplot as plt
+
+    from deeplimits.experiments.memory_price import _figure
+
+    stiff = {"direct": {"peak_bytes": 1000, "error": 0.0},
+             "adjoint": {"peak_bytes": 100, "error": 1e300},
+             "reversible Heun": {"peak_bytes": 120, "error": float("inf")}}
+    digits = [{"method": "direct", "peak_bytes": 5000, "rel_diff": 0.0},
+              {"method": "adjoint", "peak_bytes": 500, "rel_diff": 3e-7}]
+    fig = _figure(stiff, digits)
+    fig.canvas.draw()  # warnings are errors: an overflowing log axis would fail here
+    ys = [line.get_ydata()[0] for line in fig.axes[0].get_lines()]
+    assert ys == [1e-17, 1e30, 1e30]
+    plt.close(fig)

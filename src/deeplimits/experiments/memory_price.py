@@ -490,7 +490,8 @@ class MemoryPriceExperiment(Experiment[MemoryPriceConfig]):
             "and exactness there are paid for with stability on stiff dynamics.",
             f"Times: the median of {config.repeat} unmetered forward + backward run(s) on a "
             "possibly loaded machine; reported, not judged. Errors of exactly 0 (a method "
-            f"against itself) are drawn at {_FLOOR:g} in the figure. Digits: the reference of "
+            f"against itself) are drawn at {_FLOOR:g} in the figure, errors above {_CEIL:g} "
+            f"or not finite at {_CEIL:g}. Digits: the reference of "
             "reversible Heun is backprop through the same reversible Heun steps "
             "(reversible_backward=False); of the others, direct backprop through dopri5 at "
             "the same tolerances.",
@@ -594,6 +595,7 @@ def memory_price_verdict(
 
 
 _FLOOR = 1e-17  # errors of exactly 0 drawn here on the log axis
+_CEIL = 1e30  # larger or non-finite errors drawn here (matplotlib's log axis overflows near 1e300)
 
 
 def _figure(stiff: Mapping[str, Mapping[str, Any]], digits: Sequence[Mapping[str, Any]]
@@ -610,7 +612,7 @@ def _figure(stiff: Mapping[str, Mapping[str, Any]], digits: Sequence[Mapping[str
     )
     for ax, points, title, ylabel in panels:
         for name, b, e in points:
-            e = e if math.isfinite(e) else 1e300
+            e = min(e, _CEIL) if math.isfinite(e) else _CEIL
             marker, color = style[name]
             ax.loglog([b], [max(e, _FLOOR)], marker, color=color, ms=8, label=name)
         ax.set(xlabel="peak bytes held for backward", ylabel=ylabel, title=title)
