@@ -43,6 +43,7 @@ _MODULES: tuple[str, ...] = (
     "deeplimits.experiments.paths",
     "deeplimits.experiments.continuity",
     "deeplimits.experiments.odenet",
+    "deeplimits.experiments.memory_price",
     "deeplimits.experiments.gradients",
     "deeplimits.experiments.expressivity",
 )
