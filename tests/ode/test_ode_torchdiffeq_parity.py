@@ -8,6 +8,7 @@ against each other and against the exact solution at the tolerance's scale.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -120,3 +121,76 @@ def test_grid_constructor_gets_func_y0_t_and_sets_the_steps() -> None:
                                 options={"grid_constructor": grid})
     assert seen[0] == (True, True, True) and stats.accepted_steps == 40
     assert float((ours - theirs).abs().max()) <= 1e-12
+
+
+class _Recorder(torch.nn.Module):
+    """Forced oscillator with torchdiffeq's step callbacks, recording their arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[str, float, float]] = []
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return _forced_oscillator(t, y)
+
+    def callback_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        self.log.append(("step", float(t0), float(dt)))
+
+    def callback_accept_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        self.log.append(("accept", float(t0), float(dt)))
+
+    def callback_reject_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        self.log.append(("reject", float(t0), float(dt)))
+
+    def callback_step_adjoint(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        self.log.append(("step_adjoint", float(t0), float(dt)))
+
+
+def test_fixed_step_callbacks_see_torchdiffeqs_steps() -> None:
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    t = torch.linspace(0.0, 1.0, 3, dtype=F64)
+    ours, theirs = _Recorder(), _Recorder()
+    # accept/reject are not called by fixed-step methods (torchdiffeq warns the same way)
+    with pytest.warns(UserWarning, match="does not call callbacks"):
+        odeint(ours, y0, t, method="rk4", options={"step_size": 0.25})
+    with pytest.warns(UserWarning, match="does not support callbacks"):
+        torchdiffeq.odeint(theirs, y0, t, method="rk4", options={"step_size": 0.25})
+    assert ours.log == theirs.log and len(ours.log) == 4
+
+
+def test_adaptive_callbacks_follow_every_attempt_and_decision() -> None:
+    f = _Recorder()
+    stats = SolveStats()
+    odeint(f, torch.tensor([1.0, 0.0], dtype=F64), torch.tensor([0.0, 5.0], dtype=F64),
+           rtol=1e-9, atol=1e-11, stats=stats, options={"first_step": 1.0})
+    kinds = [k for k, _, _ in f.log]
+    assert kinds.count("step") == stats.accepted_steps + stats.rejected_steps
+    assert kinds.count("accept") == stats.accepted_steps
+    assert kinds.count("reject") == stats.rejected_steps >= 1  # the 1.0 first step is rejected
+    for (k0, t0, h0), (k1, t1, h1) in zip(f.log, f.log[1:], strict=False):
+        if k0 == "step":  # each attempt is followed by its decision, same t0 and dt
+            assert k1 in ("accept", "reject") and (t1, h1) == (t0, h0)
+    accepted = [(t0, h) for k, t0, h in f.log if k == "accept"]
+    for (ta, ha), (tb, _) in itertools.pairwise(accepted):
+        assert tb == pytest.approx(ta + ha, abs=1e-15)  # accepted steps tile [0, 5]
+
+
+def test_adjoint_callbacks_are_called_in_the_backward_solve() -> None:
+    from deeplimits.ode import odeint_adjoint
+
+    f = _Recorder()
+    y0 = torch.tensor([1.0, 0.0], dtype=F64, requires_grad=True)
+    stats = SolveStats()
+    ys = odeint_adjoint(f, y0, torch.tensor([0.0, 2.0], dtype=F64), stats=stats,
+                        adjoint_params=())
+    n_forward = len(f.log)
+    ys[-1].sum().backward()
+    backward = [k for k, _, _ in f.log[n_forward:]]
+    assert backward == ["step_adjoint"] * (stats.backward_accepted_steps
+                                           + stats.backward_rejected_steps)
+
+
+def test_callbacks_the_device_loop_cannot_call_are_warned_about() -> None:
+    with pytest.warns(UserWarning, match="not called by the device loop"):
+        odeint(_Recorder(), torch.ones(2, 2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+               options={"device_loop": True})

@@ -18,7 +18,7 @@ from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNam
 from deeplimits.ode._checks import check_tolerances
 from deeplimits.ode._dispatch import Options, prepare, solve, solve_flat, split_options
 from deeplimits.ode._execution import ExecutionOptions
-from deeplimits.ode._func import FlatFuncWrapper
+from deeplimits.ode._func import Callbacks, FlatFuncWrapper
 from deeplimits.ode._options import (
     AdaptiveOptions,
     AdjointOptions,
@@ -105,6 +105,8 @@ class _AdjointFn(torch.autograd.Function):
             return out
 
         aug_dynamics.jacobian = aug_jacobian  # type: ignore[attr-defined]
+        # torchdiffeq's adjoint callbacks (callback_step_adjoint, ...), on the augmented state.
+        aug_dynamics.callbacks = Callbacks.of(fb.func, None, suffix="_adjoint")  # type: ignore[attr-defined]
         norm_dims = 2 * n if setup.seminorm else None
         a = grad_ys[-1]  # (N,)
         a_p = torch.zeros(sum(sizes), dtype=ys.dtype, device=ys.device)  # (P,)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -32,7 +33,7 @@ from deeplimits.ode._compiled import compile_reason, fixed_compiled
 from deeplimits.ode._device_loop import EAGER, DevicePlan, solve_adaptive_device
 from deeplimits.ode._execution import ADAPTIVE_ONLY, ExecutionOptions
 from deeplimits.ode._fixed_loop import solve_fixed
-from deeplimits.ode._func import FlatFunc, FlatFuncWrapper, FlatState
+from deeplimits.ode._func import Callbacks, FlatFunc, FlatFuncWrapper, FlatState
 from deeplimits.ode._host_loop import solve_adaptive_host
 from deeplimits.ode._options import (
     AdaptiveOptions,
@@ -192,6 +193,7 @@ def solve_flat(
     rows_t = bool(ts) and isinstance(ts[0], list)
     if not rows_t and len(ts) == 1:
         return [y0]
+    cbs = getattr(f, "callbacks", None)
     if backward and exe.compile:
         # The adjoint's backward dynamics call autograd: never compiled; the loop is then
         # chosen as without the option (the host loop on CPU).
@@ -203,6 +205,8 @@ def solve_flat(
             if reason is not None or not isinstance(f, FlatFuncWrapper):
                 raise InvalidArgumentError(f"options compile=True, but {reason}")
             compiled = fixed_compiled(f, solver, y0)
+        if cbs is not None:
+            _warn_callbacks(cbs, solver, "compiled steps" if compiled is not None else None)
         every = exe.finite_check == "every_step" or (
             exe.finite_check == "auto" and y0.device.type == "cpu"
         )
@@ -219,10 +223,29 @@ def solve_flat(
         if exe.per_sample and norm_dims is not None:
             raise InvalidArgumentError("per_sample=True cannot be combined with a seminorm")
         plan = _device_plan(f, y0, exe, backward)
+        if cbs is not None:
+            _warn_callbacks(cbs, solver, "the device loop (per_sample, device_loop, compile)")
         return solve_adaptive_device(f, y0, ts, solver, opts, exe, rtol, atol, stats,
                                      norm_dims, backward, plan)
     return solve_adaptive_host(f, y0, ts, solver, opts, rtol, atol, stats,  # type: ignore[arg-type]
                                norm_dims, backward, record)
+
+
+def _warn_callbacks(cbs: Callbacks, solver: Solver, loop: str | None) -> None:
+    """Warn (as torchdiffeq does) about callbacks this solve will not call."""
+    names = sorted(cbs.found)
+    if loop is not None:
+        warnings.warn(
+            f"func's callbacks {names} are not called by {loop}; use the host loop "
+            "(device_loop=False, compile=False) to have them called",
+            UserWarning, stacklevel=4,
+        )
+    elif not solver.adaptive and (unused := [n for n in names if n != "callback_step"]):
+        warnings.warn(
+            f"method {solver.name!r} (fixed step) does not call callbacks {unused} (only "
+            "callback_step), as torchdiffeq's fixed-step methods",
+            UserWarning, stacklevel=4,
+        )
 
 
 def prepare(
@@ -281,6 +304,8 @@ def solve(
         f_t.checked = True
         y_start, finish = with_time_grads(f_t, ts, y_start, t)  # type: ignore[arg-type]
     if isinstance(solver, ReversibleHeun):
+        if (cbs := Callbacks.of(func, None)) is not None:
+            _warn_callbacks(cbs, solver, "reversible_heun")
         ys = reversible_heun_solve(func, y_start, ts, state,  # type: ignore[arg-type]
                                    cast(ReversibleHeunOptions, opts), stats, params)
         outs = list(ys.unbind(0))

@@ -11,7 +11,7 @@ from torch import Tensor
 from deeplimits.errors import InvalidArgumentError
 from deeplimits.ode._checks import check_finite, step_nonfinite_error
 from deeplimits.ode._compiled import FIXED_CHUNK, FixedCompiled
-from deeplimits.ode._func import FlatFunc, FlatFuncWrapper, lean
+from deeplimits.ode._func import Callbacks, FlatFunc, FlatFuncWrapper, lean
 from deeplimits.ode._interp import emit_outputs
 from deeplimits.ode._options import (
     FixedStepOptions,
@@ -99,6 +99,7 @@ def solve_fixed(
     # The first stage of the first step, here: the wrapper checks func's output on it, and the
     # remaining evaluations go through its lean call.
     k1: Tensor | None = f(grid[0], y0)
+    cbs: Callbacks | None = getattr(f, "callbacks", None)
     counter = f
     f = lean(f)
     i = -1
@@ -117,6 +118,8 @@ def solve_fixed(
                 continue
         t, t1 = grid[i], grid[i + 1]
         h = t1 - t
+        if cbs is not None:
+            cbs.step(t, y, h)
         y1, _, ks = solver.step(f, t, y, h, k1)
         stats.accepted_steps += 1
         if check_every_step:

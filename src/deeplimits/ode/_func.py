@@ -18,7 +18,7 @@ from torch import Tensor
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError, NonFiniteStateError
 from deeplimits.ode._options import SolveStats
 
-__all__ = ["FlatFunc", "FlatFuncWrapper", "FlatState", "lean"]
+__all__ = ["CALLBACK_NAMES", "Callbacks", "FlatFunc", "FlatFuncWrapper", "FlatState", "lean"]
 
 #: The solver-internal right-hand side: ``f(t, y)`` with ``t`` a Python float or a tensor.
 FlatFunc = Callable[[float | Tensor, Tensor], Tensor]
@@ -80,6 +80,53 @@ class FlatState:
         )
 
 
+#: torchdiffeq's step callbacks, looked up on ``func`` (with ``_adjoint`` appended for the
+#: adjoint's backward solve): each is called as ``callback(t0, y0, dt)``.
+CALLBACK_NAMES = ("callback_step", "callback_accept_step", "callback_reject_step")
+
+
+class Callbacks:
+    """The step callbacks a ``func`` defines, called by the host and fixed-step loops.
+
+    ``step(t0, y0, dt)`` before each attempted step, ``accept``/``reject`` after its decision
+    (adaptive methods only), with ``t0`` a 0-d tensor, ``y0`` the state at the start of the step
+    in ``y0``'s structure (a tuple for tuple states) and ``dt`` the signed step size (0-d).
+    """
+
+    def __init__(
+        self, found: dict[str, Callable[..., Any]], state: FlatState | None
+    ) -> None:
+        self.found = found
+        self.state = state
+        self._step = found.get("callback_step")
+        self._accept = found.get("callback_accept_step")
+        self._reject = found.get("callback_reject_step")
+
+    @classmethod
+    def of(cls, func: Any, state: FlatState | None, suffix: str = "") -> Callbacks | None:
+        """The callbacks ``func`` defines (names with ``suffix``), or ``None``."""
+        found = {
+            name: cb for name in CALLBACK_NAMES
+            if callable(cb := getattr(func, name + suffix, None))
+        }
+        return cls(found, state) if found else None
+
+    def _args(self, t: float | Tensor, y: Tensor, h: float | Tensor) -> tuple[Any, Any, Any]:
+        like = y
+        tt = t if isinstance(t, Tensor) else torch.scalar_tensor(t, dtype=like.dtype)
+        hh = h if isinstance(h, Tensor) else torch.scalar_tensor(h, dtype=like.dtype)
+        return tt, (self.state.unflatten(y) if self.state is not None else y), hh
+
+    def step(self, t: float | Tensor, y: Tensor, h: float | Tensor) -> None:
+        if self._step is not None:
+            self._step(*self._args(t, y, h))
+
+    def decided(self, accepted: bool, t: float | Tensor, y: Tensor, h: float | Tensor) -> None:
+        cb = self._accept if accepted else self._reject
+        if cb is not None:
+            cb(*self._args(t, y, h))
+
+
 class FlatFuncWrapper:
     """Calls the user's ``func(t, y)`` on a flat state, counts calls, checks the first output.
 
@@ -102,6 +149,8 @@ class FlatFuncWrapper:
         self.stats = stats if stats is not None else SolveStats()
         self.backward = backward
         self.checked = False
+        #: torchdiffeq-style step callbacks of ``func`` (the forward solve's), or ``None``.
+        self.callbacks = None if backward else Callbacks.of(func, state)
 
     def __call__(self, t: float | Tensor, y: Tensor) -> Tensor:
         """``func`` on the solver's state ``y`` (flat ``(N,)`` or the state's own shape);

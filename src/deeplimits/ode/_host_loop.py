@@ -12,7 +12,7 @@ from torch import Tensor
 from deeplimits.errors import NonFiniteStateError
 from deeplimits.ode._checks import blow_up_error, max_steps_error, underflow_error
 from deeplimits.ode._controllers import RATIO_FLOOR
-from deeplimits.ode._func import FlatFunc, lean
+from deeplimits.ode._func import Callbacks, FlatFunc, lean
 from deeplimits.ode._interp import emit_outputs
 from deeplimits.ode._norm import ErrorNorm, initial_step
 from deeplimits.ode._options import AdaptiveOptions, SolveStats, StepRecord, StepRecorder
@@ -65,6 +65,7 @@ def solve_adaptive_host(
     t = ts[0]
     y = y0
     k1: Tensor | None = f(t, y)
+    cbs: Callbacks | None = getattr(f, "callbacks", None)
     f = lean(f)
     norm = ErrorNorm(rtol, atol, norm_dims, y0.numel(), rows=False)
     with torch.no_grad():
@@ -96,6 +97,8 @@ def solve_adaptive_host(
         h = (stop - t) if last else d * h_abs
         # At a jump the stages at the jump time see its left limit (one ulp before it).
         times = _left_limit_times(solver, t, h, stop) if last and jump else None
+        if cbs is not None:
+            cbs.step(t, y, h)
         y1, err, ks = solver.step(f, t, y, h, k1, times)
         with no_grad():
             s1 = norm.scale(y1)
@@ -114,6 +117,8 @@ def solve_adaptive_host(
         # A NaN/inf trial is never accepted, not even at the controller's min_step.
         accepted = finite and ctrl.accept(ratio <= 1.0, abs(h))
         factor = ctrl.factor(ratio, prev, prev2, accepted, finite, err_order)
+        if cbs is not None:
+            cbs.decided(accepted, t, y, h)
         if accepted:
             t1 = stop if last else t + h
             if backward:
