@@ -18,7 +18,6 @@ Every rule between those choices is checked here (or, between execution options 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
@@ -94,12 +93,22 @@ def split_options(
 _DEFAULT_EXECUTION = ExecutionOptions()
 
 
-@functools.cache
+_KEYS: dict[tuple[type, bool], tuple[list[str], list[str]]] = {}
+
+
 def _keys(cls: type, adaptive: bool) -> tuple[list[str], list[str]]:
-    """The option keys of ``cls`` and the execution keys a solver of that kind accepts."""
-    numeric = [f.name for f in dataclasses.fields(cls) if f.init]
-    exec_keys = [n for n in ExecutionOptions.field_names() if adaptive or n not in ADAPTIVE_ONLY]
-    return numeric, exec_keys
+    """The option keys of ``cls`` and the execution keys a solver of that kind accepts.
+
+    Memoised in a plain dict, not ``functools.cache``: torch.compile of a model that calls
+    ``odeint`` traces through here, and dynamo warns on lru_cache-wrapped functions."""
+    hit = _KEYS.get((cls, adaptive))
+    if hit is None:
+        numeric = [f.name for f in dataclasses.fields(cls) if f.init]
+        exec_keys = [
+            n for n in ExecutionOptions.field_names() if adaptive or n not in ADAPTIVE_ONLY
+        ]
+        hit = _KEYS[(cls, adaptive)] = (numeric, exec_keys)
+    return hit
 
 
 def check_execution(solver: Solver, exe: ExecutionOptions, state: FlatState | None) -> None:
