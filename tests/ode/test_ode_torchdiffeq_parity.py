@@ -194,3 +194,58 @@ def test_callbacks_the_device_loop_cannot_call_are_warned_about() -> None:
     with pytest.warns(UserWarning, match="not called by the device loop"):
         odeint(_Recorder(), torch.ones(2, 2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
                options={"device_loop": True})
+
+
+# torchdiffeq passes min_step to every scipy method; scipy warns for all but LSODA.
+@pytest.mark.filterwarnings("ignore:The following arguments have no effect:UserWarning")
+@pytest.mark.parametrize("solver", ["LSODA", "Radau", "BDF", "RK45"])
+def test_scipy_solver_gives_scipys_values_and_torchdiffeqs(solver: str) -> None:
+    from scipy.integrate import solve_ivp
+
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    t = torch.linspace(0.0, 3.0, 5, dtype=F64)
+    stats = SolveStats()
+    ours = odeint(_forced_oscillator, y0, t, method="scipy_solver", rtol=1e-8, atol=1e-10,
+                  options={"solver": solver}, stats=stats)
+    ref = solve_ivp(lambda s, y: _forced_oscillator(torch.tensor(s, dtype=F64),
+                                                    torch.from_numpy(y)).numpy(),
+                    (0.0, 3.0), y0.numpy(), method=solver, t_eval=t.numpy(), rtol=1e-8,
+                    atol=1e-10)
+    assert float((ours - torch.from_numpy(ref.y.T)).abs().max()) <= 1e-12
+    theirs = torchdiffeq.odeint(_forced_oscillator, y0, t, method="scipy_solver", rtol=1e-8,
+                                atol=1e-10, options={"solver": solver})
+    assert float((ours - theirs).abs().max()) <= 1e-7  # LSODA differs from torchdiffeq's 8e-9
+    assert float((ours - _exact(t)).abs().max()) <= 1e-5 and stats.nfe_forward > 10
+
+
+def test_scipy_solver_integrates_backwards_in_time_and_keeps_dtype() -> None:
+    y0 = _exact(torch.tensor([3.0], dtype=F64))[0].float()
+    t = torch.linspace(3.0, 0.0, 4)
+    ys = odeint(_forced_oscillator, y0, t, method="scipy_solver", rtol=1e-9, atol=1e-11,
+                options={"solver": "DOP853"})
+    assert ys.dtype == torch.float32
+    assert float((ys.double() - _exact(t.double())).abs().max()) <= 1e-5
+
+
+def test_scipy_solver_gradients_come_from_the_adjoint_and_odeint_refuses_them() -> None:
+    from deeplimits.errors import InvalidArgumentError
+    from deeplimits.ode import odeint_adjoint
+
+    class Spring(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.k = torch.nn.Parameter(torch.tensor(1.0, dtype=F64))
+
+        def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return torch.stack([y[1], -self.k * y[0]])
+
+    t = torch.linspace(0.0, 3.0, 4, dtype=F64)
+    grads = []
+    for method, solve in (("scipy_solver", odeint_adjoint), ("dopri5", odeint)):
+        f = Spring()
+        y0 = torch.tensor([1.0, 0.0], dtype=F64, requires_grad=True)
+        solve(f, y0, t, method=method, rtol=1e-10, atol=1e-12)[-1, 0].backward()
+        grads.append(torch.cat([y0.grad, f.k.grad.reshape(1)]))
+    assert float((grads[0] - grads[1]).abs().max()) <= 1e-6
+    with pytest.raises(InvalidArgumentError, match="no gradients through odeint"):
+        odeint(Spring(), torch.ones(2, dtype=F64), t, method="scipy_solver")

@@ -38,12 +38,14 @@ from deeplimits.ode._options import (
     AdaptiveOptions,
     FixedStepOptions,
     ReversibleHeunOptions,
+    ScipyOptions,
     SolveStats,
     StepRecorder,
     parse_options,
 )
 from deeplimits.ode._reversible import reversible_heun_solve
-from deeplimits.ode._solvers import ReversibleHeun, Solver
+from deeplimits.ode._scipy import solve_scipy
+from deeplimits.ode._solvers import ReversibleHeun, ScipySolver, Solver
 from deeplimits.ode._time_grad import needs_time_grads, with_time_grads
 
 __all__ = [
@@ -199,6 +201,10 @@ def solve_flat(
             f"internal error: {solver.name} has its own loop"  # pragma: no cover
         )
     solver = solver.bind(opts, rtol, atol, stats)
+    if isinstance(solver, ScipySolver):
+        _check_no_autograd_through_scipy(f, y0)
+        return solve_scipy(f, y0, ts, cast(ScipyOptions, opts), rtol, atol, stats,  # type: ignore[arg-type]
+                           backward)
     rows_t = bool(ts) and isinstance(ts[0], list)
     if not rows_t and len(ts) == 1:
         return [y0]
@@ -238,6 +244,21 @@ def solve_flat(
                                      norm_dims, backward, plan)
     return solve_adaptive_host(f, y0, ts, solver, opts, rtol, atol, stats,  # type: ignore[arg-type]
                                norm_dims, backward, record)
+
+
+def _check_no_autograd_through_scipy(f: FlatFunc, y0: Tensor) -> None:
+    """scipy's solve cannot be differentiated: refuse rather than return no gradient.
+
+    Raises:
+        InvalidArgumentError: autograd records and ``y0`` or ``func``'s parameters need grad.
+    """
+    module = f.func if isinstance(f, FlatFuncWrapper) else None
+    params = module.parameters() if isinstance(module, torch.nn.Module) else ()
+    if torch.is_grad_enabled() and (y0.requires_grad or any(p.requires_grad for p in params)):
+        raise InvalidArgumentError(
+            "method 'scipy_solver' computes no gradients through odeint (scipy's solve is not "
+            "differentiable); use odeint_adjoint, or torch.no_grad() for values only"
+        )
 
 
 def _warn_callbacks(cbs: Callbacks, solver: Solver, loop: str | None) -> None:

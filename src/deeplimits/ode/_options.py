@@ -15,12 +15,14 @@ from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNam
 from deeplimits.ode._controllers import DEFAULT_CONTROLLER, PIDController
 
 __all__ = [
+    "SCIPY_SOLVERS",
     "AdaptiveOptions",
     "AdjointOptions",
     "FixedStepOptions",
     "ImplicitFixedOptions",
     "ImplicitOptions",
     "ReversibleHeunOptions",
+    "ScipyOptions",
     "SolveStats",
     "StepRecord",
     "StepRecorder",
@@ -230,6 +232,34 @@ def _as_floats(name: str, value: object) -> tuple[float, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise InvalidTypeError(f"{name} must be a 1-D tensor or a sequence of times")
     return tuple(float(x) for x in value)
+
+
+#: scipy.integrate.solve_ivp's methods that ``method="scipy_solver"`` accepts.
+SCIPY_SOLVERS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
+
+
+@dataclass(frozen=True)
+class ScipyOptions:
+    """Options of ``method="scipy_solver"`` (torchdiffeq's names): scipy's
+    ``solve_ivp`` on the flattened state in float64 on the CPU.
+
+    Attributes:
+        solver: scipy's method, one of :data:`SCIPY_SOLVERS` (default ``"LSODA"``, as
+            torchdiffeq).
+        min_step, max_step: passed to ``solve_ivp`` (``min_step`` only matters to LSODA).
+    """
+
+    solver: str = "LSODA"
+    min_step: float = 0.0
+    max_step: float = math.inf
+
+    def __post_init__(self) -> None:
+        if self.solver not in SCIPY_SOLVERS:
+            raise UnknownNameError("scipy solver", self.solver, SCIPY_SOLVERS)
+        for name in ("min_step", "max_step"):
+            val = getattr(self, name)
+            if not isinstance(val, (int, float)) or not val >= 0:
+                raise InvalidArgumentError(f"options {name}={val!r} must be a number >= 0")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from deeplimits.ode._options import (
     ImplicitFixedOptions,
     ImplicitOptions,
     ReversibleHeunOptions,
+    ScipyOptions,
     SolveStats,
 )
 from deeplimits.ode._stepper import rk_step
@@ -43,6 +44,7 @@ __all__ = [
     "ExplicitRK",
     "ImplicitRK",
     "ReversibleHeun",
+    "ScipySolver",
     "Solver",
     "StepSolver",
     "get_solver",
@@ -310,11 +312,46 @@ class ReversibleHeun(Solver):
         return hash("reversible_heun")
 
 
+class ScipySolver(Solver):
+    """``method="scipy_solver"`` (torchdiffeq's): scipy's ``solve_ivp`` with the method named by
+    ``ScipyOptions.solver`` (LSODA, Radau, BDF, ...), on the flattened state in float64 on the
+    CPU, results cast back. A black box for the engine: no device loop, no compile, no
+    gradients through ``odeint`` (``odeint_adjoint`` computes them, its backward solve also by
+    scipy unless ``adjoint_method`` says otherwise). Its loop: :mod:`deeplimits.ode._scipy`."""
+
+    compilable = False
+
+    @property
+    def name(self) -> str:
+        return "scipy_solver"
+
+    @property
+    def order(self) -> int:
+        return 0  # scipy's method decides (RK45: 5, LSODA/BDF: variable)
+
+    @property
+    def adaptive(self) -> bool:
+        # scipy adapts its steps itself; for the engine it takes no step control or device
+        # loop options, so it is listed with the methods that take none.
+        return False
+
+    @property
+    def options_type(self) -> type[ScipyOptions]:  # type: ignore[override]
+        return ScipyOptions
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ScipySolver)
+
+    def __hash__(self) -> int:
+        return hash("scipy_solver")
+
+
 #: Every method by name.
 SOLVERS: dict[str, Solver] = {
     **{name: ExplicitRK(tab) for name, tab in TABLEAUX.items()},
     **{name: ImplicitRK(tab) for name, tab in IMPLICIT_TABLEAUX.items()},
     "reversible_heun": ReversibleHeun(),
+    "scipy_solver": ScipySolver(),
 }
 #: Names of the fixed-step explicit RK methods, the adaptive ones, and all methods.
 FIXED_METHODS: tuple[str, ...] = tuple(
