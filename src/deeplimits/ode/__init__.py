@@ -39,6 +39,7 @@ from deeplimits.ode._options import (
     ImplicitFixedOptions,
     ImplicitOptions,
     ReversibleHeunOptions,
+    ScipyOptions,
     SolveStats,
 )
 from deeplimits.ode._solvers import (
@@ -50,6 +51,7 @@ from deeplimits.ode._solvers import (
     ExplicitRK,
     ImplicitRK,
     ReversibleHeun,
+    ScipySolver,
     Solver,
     get_solver,
 )
@@ -92,6 +94,8 @@ __all__ = [
     "PIDController",
     "ReversibleHeun",
     "ReversibleHeunOptions",
+    "ScipyOptions",
+    "ScipySolver",
     "SolveStats",
     "Solver",
     "clear_graph_cache",
