@@ -134,7 +134,7 @@ def test_unknown_option_lists_the_valid_options() -> None:
     with pytest.raises(UnknownNameError, match="first_step") as info:
         odeint(_decay, _y0(), _t(), options={"step_size": 0.1})
     assert set(info.value.valid) == {
-        "first_step", "max_num_steps", "controller", "step_t", "jump_t", "min_step",
+        "first_step", "max_num_steps", "controller", "step_t", "jump_t", "norm", "min_step",
         "max_step", "safety", "ifactor", "dfactor", "device_loop", "sync_every", "cuda_graph",
         "per_sample", "compile", "capture", "finite_check",
     }

@@ -249,3 +249,38 @@ def test_scipy_solver_gradients_come_from_the_adjoint_and_odeint_refuses_them() 
     assert float((grads[0] - grads[1]).abs().max()) <= 1e-6
     with pytest.raises(InvalidArgumentError, match="no gradients through odeint"):
         odeint(Spring(), torch.ones(2, dtype=F64), t, method="scipy_solver")
+
+
+def _max_norm(x: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    parts = x if isinstance(x, tuple) else (x,)
+    return torch.stack([p.abs().max() for p in parts]).max()
+
+
+def test_a_norm_function_controls_the_steps_as_in_torchdiffeq() -> None:
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    t = torch.linspace(0.0, 3.0, 4, dtype=F64)
+    rms, maxed = SolveStats(), SolveStats()
+    odeint(_forced_oscillator, y0, t, rtol=1e-7, atol=1e-9, stats=rms)
+    ours = odeint(_forced_oscillator, y0, t, rtol=1e-7, atol=1e-9, stats=maxed,
+                  options={"norm": _max_norm})
+    theirs = torchdiffeq.odeint(_forced_oscillator, y0, t, rtol=1e-7, atol=1e-9,
+                                options={"norm": _max_norm})
+    assert maxed.nfe_forward > rms.nfe_forward  # the max norm is stricter than the RMS
+    assert float((ours - theirs).abs().max()) <= 1e-6
+    assert float((ours - _exact(t)).abs().max()) <= 1e-6
+
+
+def test_a_norm_function_gets_a_tuple_state_in_its_structure() -> None:
+    seen: list[type] = []
+
+    def norm(x: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        seen.append(type(x))
+        return _max_norm(x)
+
+    def f(t: torch.Tensor, y: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return y[1], -y[0]
+
+    y0 = (torch.ones(1, dtype=F64), torch.zeros(1, dtype=F64))
+    ys = odeint(f, y0, torch.tensor([0.0, 1.0], dtype=F64), options={"norm": norm})
+    assert seen and set(seen) == {tuple}
+    assert abs(float(ys[0][-1, 0]) - math.cos(1.0)) <= 1e-6

@@ -7,6 +7,7 @@ structure as torchdiffeq's ``OdeintAdjointMethod``. Seminorm: Kidger, Chen & Lyo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -146,6 +147,9 @@ def _adjoint_options(
         adj = adjoint_options or AdjointOptions()
         if adj_solver == solver:
             fwd, _ = split_options(solver, options, None)
+            if getattr(fwd, "norm", None) is not None:
+                # The forward's norm takes y0's structure; the backward state is [z, a, a_p].
+                fwd = dataclasses.replace(fwd, norm=None)  # type: ignore[type-var]
             return fwd, exe, adj
         return adj_solver.options_type(), exe, adj
     if isinstance(adjoint_options, Mapping):

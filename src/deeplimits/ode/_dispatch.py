@@ -237,6 +237,11 @@ def solve_flat(
             )
         if exe.per_sample and norm_dims is not None:
             raise InvalidArgumentError("per_sample=True cannot be combined with a seminorm")
+        if opts.norm is not None:
+            raise InvalidArgumentError(
+                "options norm (a function) is used by the host loop only; drop device_loop, "
+                "per_sample and compile, or the norm"
+            )
         plan = _device_plan(f, y0, exe, backward)
         if cbs is not None:
             _warn_callbacks(cbs, solver, "the device loop (per_sample, device_loop, compile)")

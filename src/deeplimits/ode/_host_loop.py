@@ -12,7 +12,7 @@ from torch import Tensor
 from deeplimits.errors import NonFiniteStateError
 from deeplimits.ode._checks import blow_up_error, max_steps_error, underflow_error
 from deeplimits.ode._controllers import RATIO_FLOOR
-from deeplimits.ode._func import Callbacks, FlatFunc, lean
+from deeplimits.ode._func import Callbacks, FlatFunc, FlatFuncWrapper, lean
 from deeplimits.ode._interp import emit_outputs
 from deeplimits.ode._norm import ErrorNorm, initial_step
 from deeplimits.ode._options import AdaptiveOptions, SolveStats, StepRecord, StepRecorder
@@ -67,7 +67,9 @@ def solve_adaptive_host(
     k1: Tensor | None = f(t, y)
     cbs: Callbacks | None = getattr(f, "callbacks", None)
     f = lean(f)
-    norm = ErrorNorm(rtol, atol, norm_dims, y0.numel(), rows=False)
+    state = f.state if isinstance(f, FlatFuncWrapper) else None
+    norm = ErrorNorm(rtol, atol, norm_dims, y0.numel(), rows=False, fn=opts.norm,
+                     to_user=state.unflatten if state is not None else None)
     with torch.no_grad():
         s0 = norm.scale(y0)
     if opts.first_step is not None:

@@ -8,6 +8,8 @@ per-sample and device loops).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,11 +34,16 @@ class ErrorNorm:
     """
 
     def __init__(
-        self, rtol: float, atol: float, norm_dims: int | None, row_numel: int, rows: bool
+        self, rtol: float, atol: float, norm_dims: int | None, row_numel: int, rows: bool,
+        fn: Callable[[Any], Tensor] | None = None,
+        to_user: Callable[[Tensor], Any] | None = None,
     ) -> None:
         self.rtol, self.atol, self.norm_dims, self.rows = rtol, atol, norm_dims, rows
         self.inv_sqrt_n = 1.0 / math.sqrt(max(row_numel if norm_dims is None else norm_dims, 1))
         self._dim = 1 if rows else None
+        #: A user norm (torchdiffeq's ``options["norm"]``) of the scaled error in the state's
+        #: own structure (``to_user``), instead of the RMS; one state only (not rows).
+        self.fn, self.to_user = fn, to_user
 
     def normed(self, y: Tensor) -> Tensor:
         """The entries of ``y`` that enter the norm."""
@@ -45,7 +52,10 @@ class ErrorNorm:
         return y[:, : self.norm_dims] if self.rows else y.reshape(-1)[: self.norm_dims]
 
     def rms(self, x: Tensor) -> Tensor:
-        """RMS of ``x`` (already scaled), per row ``(R, 1)`` or over everything ``()``."""
+        """RMS of ``x`` (already scaled), per row ``(R, 1)`` or over everything ``()`` (or the
+        user's norm of it)."""
+        if self.fn is not None:
+            return torch.as_tensor(self.fn(self.to_user(x) if self.to_user else x)).reshape(())
         return torch.linalg.vector_norm(x, dim=self._dim, keepdim=self.rows) * self.inv_sqrt_n
 
     def scale(self, y: Tensor) -> Tensor:
@@ -56,7 +66,7 @@ class ErrorNorm:
     def ratio(self, err: Tensor, s0: Tensor, s1: Tensor, y1: Tensor) -> Tensor:
         """The scaled error of a step from a state with scale ``s0`` to ``y1`` (scale ``s1``);
         NaN where ``y1`` holds NaN/inf. Call under ``no_grad`` when the stages carry a graph."""
-        if self.norm_dims is None:
+        if self.norm_dims is None and self.fn is None:
             q = (err / torch.maximum(s0, s1)).addcmul_(y1, _zero(y1))  # + 0*y1: NaN if y1 is
             return torch.linalg.vector_norm(q, dim=self._dim, keepdim=self.rows) * self.inv_sqrt_n
         q = self.normed(err) / torch.maximum(s0, s1)

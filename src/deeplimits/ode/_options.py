@@ -102,6 +102,9 @@ class AdaptiveOptions:
             ``IController()``, the integral controller.
         step_t, jump_t: torchdiffeq's names for the controller's ``step_ts`` and ``jump_ts``
             (times a step must end at; times where ``func`` jumps), added to the controller's.
+        norm: torchdiffeq's ``norm``: a function of the scaled error (in ``y0``'s structure:
+            a tuple for a tuple state) to a scalar, used instead of the RMS norm for the step
+            control and the starting step (host loop only; default: the RMS norm).
         min_step, max_step, safety, ifactor, dfactor: torchdiffeq's names for the
             controller's ``min_step``, ``dt_max``, ``safety``, ``factor_max`` and
             ``factor_min``; given, they replace the controller's.
@@ -112,6 +115,7 @@ class AdaptiveOptions:
     controller: PIDController | None = None
     step_t: Tensor | Sequence[float] | None = None
     jump_t: Tensor | Sequence[float] | None = None
+    norm: Callable[[Any], Tensor] | None = None
     min_step: float | None = None
     max_step: float | None = None
     safety: float | None = None
@@ -134,6 +138,10 @@ class AdaptiveOptions:
             raise InvalidTypeError(
                 f"options controller must be a PIDController, PIController or IController, got "
                 f"{type(self.controller).__name__}"
+            )
+        if self.norm is not None and not callable(self.norm):
+            raise InvalidTypeError(
+                f"options norm={self.norm!r} must be a function of the scaled error to a scalar"
             )
         ctrl = self.controller if self.controller is not None else DEFAULT_CONTROLLER
         if self.step_t is not None or self.jump_t is not None:
