@@ -284,3 +284,24 @@ def test_a_norm_function_gets_a_tuple_state_in_its_structure() -> None:
     ys = odeint(f, y0, torch.tensor([0.0, 1.0], dtype=F64), options={"norm": norm})
     assert seen and set(seen) == {tuple}
     assert abs(float(ys[0][-1, 0]) - math.cos(1.0)) <= 1e-6
+
+
+def test_tuple_tolerances_weigh_each_tensor_of_a_tuple_state_as_torchdiffeq() -> None:
+    def f(t: torch.Tensor, y: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return y[1], -y[0]
+
+    y0 = (torch.ones(1, dtype=F64), torch.zeros(1, dtype=F64))
+    t = torch.tensor([0.0, 2.0], dtype=F64)
+    loose, tight = SolveStats(), SolveStats()
+    odeint(f, y0, t, rtol=(1e-3, 1e-3), atol=(1e-5, 1e-5), stats=loose)
+    ours = odeint(f, y0, t, rtol=(1e-3, 1e-10), atol=(1e-5, 1e-12), stats=tight)
+    assert tight.nfe_forward > loose.nfe_forward  # the tight second tensor sets the steps
+    theirs = torchdiffeq.odeint(f, y0, t, rtol=(1e-3, 1e-10), atol=(1e-5, 1e-12))
+    for a, b in zip(ours, theirs, strict=True):
+        assert float((a - b).abs().max()) <= 1e-6
+    from deeplimits.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="has 3 entries but y0 has 2 tensors"):
+        odeint(f, y0, t, rtol=(1e-3, 1e-3, 1e-3))
+    with pytest.raises(InvalidArgumentError, match="need a tuple y0"):
+        odeint(lambda s, y: -y, torch.ones(2, dtype=F64), t, rtol=(1e-3,))

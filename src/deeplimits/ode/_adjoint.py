@@ -205,7 +205,7 @@ def odeint_adjoint(
     ``method="reversible_heun"`` uses its exact reversible backward (adjoint_* ignored).
     """
     solver = get_solver(method)
-    check_tolerances(rtol, atol)
+    check_tolerances(rtol, atol, allow_tuples=False)
     if adjoint_params is None:
         if not isinstance(func, nn.Module):
             raise InvalidTypeError(
@@ -222,6 +222,11 @@ def odeint_adjoint(
     )
     adj_rtol = rtol if adjoint_rtol is None else adjoint_rtol
     adj_atol = atol if adjoint_atol is None else adjoint_atol
+    if isinstance(adj_rtol, tuple) or isinstance(adj_atol, tuple):
+        raise InvalidArgumentError(
+            "tuple rtol/atol are for the forward state only; give adjoint_rtol and "
+            "adjoint_atol as floats (the backward state is [y, a, a_params])"
+        )
     check_tolerances(adj_rtol, adj_atol, prefix="adjoint_")
     stats = stats if stats is not None else SolveStats()
     opts, exe = split_options(solver, options, execution)

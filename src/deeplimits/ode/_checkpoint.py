@@ -440,7 +440,7 @@ def odeint_checkpoint(
     :func:`odeint` (the exact solution's ``f`` at the output times).
     """
     solver = get_solver(method)
-    check_tolerances(rtol, atol)
+    check_tolerances(rtol, atol, allow_tuples=False)
     c = _check_checkpoints(checkpoints)
     if params is None:
         if not isinstance(func, nn.Module):

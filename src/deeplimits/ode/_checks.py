@@ -29,18 +29,60 @@ __all__ = [
     "max_steps_error",
     "step_nonfinite_error",
     "t_to_floats",
+    "tolerance_vectors",
     "underflow_error",
 ]
 
 
-def check_tolerances(rtol: float, atol: float, prefix: str = "") -> None:
+def check_tolerances(
+    rtol: float | tuple[float, ...], atol: float | tuple[float, ...], prefix: str = "",
+    allow_tuples: bool = True,
+) -> None:
+    """Tolerances are floats >= 0, not both 0; or (``allow_tuples``, torchdiffeq's form for a
+    tuple state) tuples of such, one per tensor of the state (the length is checked against
+    the state by :func:`tolerance_vectors`)."""
     for name, val in ((f"{prefix}rtol", rtol), (f"{prefix}atol", atol)):
-        if isinstance(val, Tensor) or not isinstance(val, (int, float)):
-            raise InvalidTypeError(f"{name} must be a float, got {type(val).__name__}")
-        if not val >= 0:  # also catches NaN
-            raise InvalidArgumentError(f"{name}={val!r} must be >= 0")
-    if rtol == 0 and atol == 0:
+        vals = val if isinstance(val, tuple) and allow_tuples else (val,)
+        for v in vals:
+            if isinstance(v, Tensor) or not isinstance(v, (int, float)):
+                kind = "a float or a tuple of floats (one per tensor of a tuple y0)" if (
+                    allow_tuples) else "a float"
+                raise InvalidTypeError(f"{name} must be {kind}, got {val!r}")
+            if not v >= 0:  # also catches NaN
+                raise InvalidArgumentError(f"{name}={val!r} must be >= 0")
+    if not isinstance(rtol, tuple) and not isinstance(atol, tuple) and rtol == 0 and atol == 0:
         raise InvalidArgumentError(f"{prefix}rtol and {prefix}atol must not both be 0")
+
+
+def tolerance_vectors(
+    rtol: float | tuple[float, ...], atol: float | tuple[float, ...], sizes: list[int],
+    dtype: torch.dtype, device: torch.device,
+) -> tuple[float | Tensor, float | Tensor]:
+    """Tuple tolerances as per-entry vectors ``(N,)`` of the flat state (floats stay floats).
+
+    Raises:
+        InvalidArgumentError: a tuple whose length is not the number of tensors of ``y0``, or
+            an entry where both tolerances are 0.
+    """
+    if not isinstance(rtol, tuple) and not isinstance(atol, tuple):
+        return rtol, atol
+    out = []
+    for name, val in (("rtol", rtol), ("atol", atol)):
+        vals = val if isinstance(val, tuple) else (val,) * len(sizes)
+        if len(vals) != len(sizes):
+            raise InvalidArgumentError(
+                f"{name}={val!r} has {len(vals)} entries but y0 has {len(sizes)} tensors; give "
+                "one tolerance per tensor of the tuple y0, or one float"
+            )
+        out.append(vals)
+    for i, (r, a) in enumerate(zip(*out, strict=True)):
+        if r == 0 and a == 0:
+            raise InvalidArgumentError(f"rtol and atol of y0[{i}] must not both be 0")
+    return tuple(  # type: ignore[return-value]
+        torch.cat([torch.full((n,), float(v), dtype=dtype, device=device)
+                   for n, v in zip(sizes, vals, strict=True)])
+        for vals in out
+    )
 
 
 def check_t(t: Any, dtype: torch.dtype, device: torch.device) -> list[float]:

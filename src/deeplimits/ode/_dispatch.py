@@ -27,7 +27,7 @@ from torch import Tensor
 
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
 from deeplimits.ode._capture import CudaGraphCapture
-from deeplimits.ode._checks import check_t, check_t_rows
+from deeplimits.ode._checks import check_t, check_t_rows, tolerance_vectors
 from deeplimits.ode._compiled import compile_reason, fixed_compiled
 from deeplimits.ode._device_loop import EAGER, DevicePlan, solve_adaptive_device
 from deeplimits.ode._execution import ADAPTIVE_ONLY, ExecutionOptions
@@ -338,6 +338,12 @@ def solve(
         f_t = FlatFuncWrapper(func, state, stats, backward=True)
         f_t.checked = True
         y_start, finish = with_time_grads(f_t, ts, y_start, t)  # type: ignore[arg-type]
+    if isinstance(rtol, tuple) or isinstance(atol, tuple):
+        if not state.is_tuple:
+            raise InvalidArgumentError(
+                f"tuple tolerances (rtol={rtol!r}, atol={atol!r}) need a tuple y0; give floats"
+            )
+        rtol, atol = tolerance_vectors(rtol, atol, state.sizes, state.dtype, state.device)  # type: ignore[assignment]
     if isinstance(solver, ReversibleHeun):
         if (cbs := Callbacks.of(func, None)) is not None:
             _warn_callbacks(cbs, solver, "reversible_heun")

@@ -21,8 +21,8 @@ def odeint(
     y0: Tensor | tuple[Tensor, ...],
     t: Tensor,
     *,
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    rtol: float | tuple[float, ...] = 1e-7,
+    atol: float | tuple[float, ...] = 1e-9,
     method: str | Solver = "dopri5",
     options: Options = None,
     execution: ExecutionOptions | None = None,
@@ -41,7 +41,8 @@ def odeint(
             and device).
         t: 1-D, strictly increasing or strictly decreasing, same dtype/device as ``y0``;
             with ``per_sample=True`` also ``(batch, T)``: one row of times per row of ``y0``.
-        rtol, atol: tolerances of the adaptive methods (RMS norm, ``atol + rtol*|y|``).
+        rtol, atol: tolerances of the adaptive methods (RMS norm, ``atol + rtol*|y|``); for a
+            tuple ``y0`` also tuples, one per tensor (torchdiffeq's form).
         method: a name (``euler``, ``midpoint``, ``rk4``: fixed step; ``bosh3``, ``dopri5``,
             ``tsit5``: adaptive; ``reversible_heun``: fixed step, reversible) or a
             :class:`Solver` object (e.g. ``ExplicitRK(my_tableau)``).
