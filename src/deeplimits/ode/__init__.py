@@ -3,6 +3,7 @@
 Public surface:
 
 - :func:`odeint` / :func:`odeint_adjoint`: torchdiffeq-compatible solves;
+  :func:`odeint_event`: solve until an event function crosses zero (its time differentiable).
   :func:`odeint_checkpoint`: backprop's gradients with a bounded number of stored states.
 - :class:`ODEBlock`: ``z0 -> z(t1)`` as an ``nn.Module`` with solve statistics.
 - Solvers as objects: :class:`Solver`, :class:`ExplicitRK` (any validated
@@ -30,6 +31,7 @@ from deeplimits.ode._cache import clear_graph_cache
 from deeplimits.ode._capture import CaptureBackend, CudaGraphCapture, EagerCapture
 from deeplimits.ode._checkpoint import odeint_checkpoint
 from deeplimits.ode._controllers import IController, PIController, PIDController
+from deeplimits.ode._event import odeint_event
 from deeplimits.ode._execution import ExecutionOptions
 from deeplimits.ode._odeint import odeint
 from deeplimits.ode._options import (
@@ -104,6 +106,7 @@ __all__ = [
     "odeint",
     "odeint_adjoint",
     "odeint_checkpoint",
+    "odeint_event",
     "order_condition_residuals",
     "rk_step",
     "stability_function",
