@@ -89,3 +89,22 @@ def test_event_errors_name_the_problem() -> None:
     with pytest.raises(SolverError, match="did not cross zero"):
         odeint_event(lambda t, y: torch.zeros_like(y), y0, 0.0, event_fn=lambda t, y: y[0],
                      options={"max_num_steps": 50})
+
+
+@pytest.mark.parametrize("solve", ["odeint", "odeint_adjoint"])
+def test_event_mode_of_odeint_returns_the_event_and_the_solution(solve: str) -> None:
+    from deeplimits.ode import odeint
+
+    h = torch.tensor(10.0, dtype=F64, requires_grad=True)
+    g = torch.tensor(9.81, dtype=F64)
+    y0 = torch.stack([h, torch.zeros((), dtype=F64)])
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    fn = odeint if solve == "odeint" else odeint_adjoint
+    kw = {} if solve == "odeint" else {"adjoint_params": ()}
+    t_hit, sol = fn(_fall(g), y0, t, event_fn=_ground, rtol=1e-10, atol=1e-12, **kw)
+    assert float(t_hit.detach()) == pytest.approx(math.sqrt(2 * 10.0 / 9.81), rel=1e-9)
+    assert sol.shape == (2, 2)
+    (dh,) = torch.autograd.grad(t_hit, (h,))
+    assert float(dh) == pytest.approx(1 / math.sqrt(2 * 10.0 * 9.81), rel=1e-5)
+    with pytest.raises(InvalidArgumentError, match="two times"):
+        fn(_fall(g), y0, torch.tensor([0.0, 1.0, 2.0], dtype=F64), event_fn=_ground, **kw)

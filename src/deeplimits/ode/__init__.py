@@ -31,9 +31,8 @@ from deeplimits.ode._cache import clear_graph_cache
 from deeplimits.ode._capture import CaptureBackend, CudaGraphCapture, EagerCapture
 from deeplimits.ode._checkpoint import odeint_checkpoint
 from deeplimits.ode._controllers import IController, PIController, PIDController
-from deeplimits.ode._event import odeint_event
 from deeplimits.ode._execution import ExecutionOptions
-from deeplimits.ode._odeint import odeint
+from deeplimits.ode._odeint import odeint, odeint_event
 from deeplimits.ode._options import (
     AdaptiveOptions,
     AdjointOptions,

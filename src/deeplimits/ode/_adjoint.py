@@ -20,6 +20,7 @@ from deeplimits.ode._checks import check_tolerances
 from deeplimits.ode._dispatch import Options, prepare, solve, solve_flat, split_options
 from deeplimits.ode._execution import ExecutionOptions
 from deeplimits.ode._func import Callbacks, FlatFuncWrapper
+from deeplimits.ode._odeint import event_mode
 from deeplimits.ode._options import (
     AdaptiveOptions,
     AdjointOptions,
@@ -180,7 +181,8 @@ def odeint_adjoint(
     adjoint_method: str | Solver | None = None,
     adjoint_options: Mapping[str, Any] | AdjointOptions | None = None,
     stats: SolveStats | None = None,
-) -> Tensor | tuple[Tensor, ...]:
+    event_fn: Callable[[Tensor, Any], Tensor] | None = None,
+) -> Tensor | tuple[Tensor, ...] | tuple[Tensor, Any]:
     """Like :func:`odeint`, with gradients from the adjoint ODE (memory O(1) in the steps).
 
     The forward solve runs without autograd; the backward pass integrates the augmented state
@@ -190,7 +192,8 @@ def odeint_adjoint(
 
     Args:
         func: right-hand side; an ``nn.Module`` unless ``adjoint_params`` is given.
-        y0, t, rtol, atol, method, options, execution, stats: as in :func:`odeint`.
+        y0, t, rtol, atol, method, options, execution, stats, event_fn: as in
+            :func:`odeint`.
         adjoint_params: tensors to differentiate (default ``tuple(func.parameters())``).
         adjoint_rtol, adjoint_atol, adjoint_method: for the backward solve (default: forward's).
         adjoint_options: dict with the backward method's options and ``"norm"``
@@ -204,6 +207,14 @@ def odeint_adjoint(
     not of the discrete forward solve. Double backward is not supported.
     ``method="reversible_heun"`` uses its exact reversible backward (adjoint_* ignored).
     """
+    if event_fn is not None:  # torchdiffeq's event mode: (event_t, solution)
+        return event_mode(odeint_adjoint, func, y0, t, event_fn, {
+            "rtol": rtol, "atol": atol, "method": method, "options": options,
+            "execution": execution, "adjoint_params": adjoint_params,
+            "adjoint_rtol": adjoint_rtol, "adjoint_atol": adjoint_atol,
+            "adjoint_method": adjoint_method, "adjoint_options": adjoint_options,
+            "stats": stats,
+        })
     solver = get_solver(method)
     check_tolerances(rtol, atol, allow_tuples=False)
     if adjoint_params is None:

@@ -1,6 +1,6 @@
-"""``odeint_event``: integrate until ``event_fn(t, y)`` crosses zero (torchdiffeq's API).
+"""Events: integrate until ``event_fn(t, y)`` crosses zero (the work of ``odeint_event``).
 
-The crossing is found on the accepted steps of the host or fixed-step loop (``event_fn`` at
+The crossing is found on the accepted steps of the host loop (``event_fn`` at
 each step's end; a sign change brackets the root) and located by bisection on the step's own
 interpolant. Its gradient follows from the implicit function theorem: with ``g(T, y(T)) = 0``,
 ``dT = -(dg/dy dy|_T + dg/dtheta_g) / (dg/dt + dg/dy . f)``, attached as a zero-valued
@@ -21,11 +21,10 @@ from deeplimits.errors import InvalidArgumentError, MaxStepsExceededError, Solve
 from deeplimits.ode._dispatch import prepare, solve_flat, split_options
 from deeplimits.ode._execution import ExecutionOptions
 from deeplimits.ode._func import FlatFuncWrapper
-from deeplimits.ode._odeint import odeint
 from deeplimits.ode._options import SolveStats, StepRecord
 from deeplimits.ode._solvers import ExplicitRK, get_solver
 
-__all__ = ["odeint_event"]
+__all__ = ["solve_until_event"]
 
 #: How far the search integrates at most (a crossing must come before).
 _HORIZON = 1e12
@@ -55,37 +54,22 @@ def _scalar_event(event_fn: Callable[..., Any], state: Any) -> Callable[[Any, Te
     return g
 
 
-def odeint_event(
+def solve_until_event(
     func: Callable[..., Any],
     y0: Tensor | tuple[Tensor, ...],
     t0: Tensor | float,
-    *,
     event_fn: Callable[[Tensor, Any], Tensor],
-    reverse_time: bool = False,
-    odeint_interface: Callable[..., Any] = odeint,
-    **kwargs: Any,
+    reverse_time: bool,
+    odeint_interface: Callable[..., Any],
+    kwargs: dict[str, Any],
 ) -> tuple[Tensor, Tensor | tuple[Tensor, ...]]:
-    """Solve from ``t0`` until ``event_fn(t, y)`` first crosses zero (after ``t0``).
-
-    Args:
-        func, y0: as in :func:`odeint`.
-        t0: the start time (0-d tensor or float).
-        event_fn: ``event_fn(t, y) -> 0-d tensor``; the event is its first sign change after
-            ``t0`` (a start on the surface, ``event_fn(t0, y0) = 0``, finds the next crossing).
-        reverse_time: integrate backwards from ``t0``.
-        odeint_interface: the solve that gives the returned solution and its gradients
-            (:func:`odeint`, :func:`odeint_adjoint`, :func:`odeint_checkpoint`).
-        kwargs: ``rtol``, ``atol``, ``method``, ``options`` (and the interface's own) for both
-            the search and the solution.
-
-    Returns:
-        ``(event_t, solution)``: the event time (0-d, differentiable by the implicit function
-        theorem) and the states at ``[t0, event_t]`` (``(2, *y0.shape)``, or a tuple).
+    """The work of :func:`deeplimits.ode.odeint_event` (which documents the arguments): the
+    search, the implicit-function gradient and the solution by ``odeint_interface``.
 
     Raises:
         SolverError: no crossing within ``max_num_steps`` steps.
-        InvalidArgumentError: ``event_fn`` returns more than one value; a method without its
-            own steps (``scipy_solver``, ``reversible_heun``).
+        InvalidArgumentError: ``event_fn`` returns more than one value; a method that is not
+            explicit and adaptive.
     """
     t0_t = t0 if isinstance(t0, Tensor) else torch.tensor(float(t0))
     like = y0[0] if isinstance(y0, tuple) else y0

@@ -7,13 +7,15 @@ from typing import Any
 
 from torch import Tensor
 
+from deeplimits.errors import InvalidArgumentError
 from deeplimits.ode._checks import check_tolerances
 from deeplimits.ode._dispatch import Options, solve, split_options
+from deeplimits.ode._event import solve_until_event
 from deeplimits.ode._execution import ExecutionOptions
 from deeplimits.ode._options import SolveStats
 from deeplimits.ode._solvers import Solver, get_solver
 
-__all__ = ["odeint"]
+__all__ = ["odeint", "odeint_event"]
 
 
 def odeint(
@@ -27,7 +29,8 @@ def odeint(
     options: Options = None,
     execution: ExecutionOptions | None = None,
     stats: SolveStats | None = None,
-) -> Tensor | tuple[Tensor, ...]:
+    event_fn: Callable[[Tensor, Any], Tensor] | None = None,
+) -> Tensor | tuple[Tensor, ...] | tuple[Tensor, Any]:
     """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return ``y`` at every ``t``.
 
     A drop-in for ``torchdiffeq.odeint``; gradients flow by backprop through the solver's
@@ -52,6 +55,9 @@ def odeint(
         execution: how the solve runs (:class:`ExecutionOptions`: host or device loop, CUDA
             graphs, ``compile``, per-sample steps); default: chosen by the state's device.
         stats: a :class:`SolveStats` to fill with evaluation and step counts.
+        event_fn: torchdiffeq's event mode: ``t`` has two times (the start, and any time in
+            the direction to integrate) and the result is ``(event_t, solution)`` as
+            :func:`odeint_event` returns it.
 
     Returns:
         ``(len(t), *y0.shape)`` tensor, or a tuple of such for tuple ``y0`` (2-D ``t``:
@@ -72,8 +78,72 @@ def odeint(
     Output times between steps come from the method's interpolant (dopri5: Shampine's 4th
     order; tsit5: Tsitouras's 4th order; bosh3 and fixed-step methods: cubic Hermite).
     """
+    if event_fn is not None:
+        return event_mode(odeint, func, y0, t, event_fn, {
+            "rtol": rtol, "atol": atol, "method": method, "options": options,
+            "execution": execution, "stats": stats,
+        })
     solver = get_solver(method)
     check_tolerances(rtol, atol)
     opts, exe = split_options(solver, options, execution)
     stats = stats if stats is not None else SolveStats()
     return solve(func, y0, t, solver, opts, exe, rtol, atol, stats)
+
+
+def odeint_event(
+    func: Callable[..., Any],
+    y0: Tensor | tuple[Tensor, ...],
+    t0: Tensor | float,
+    *,
+    event_fn: Callable[[Tensor, Any], Tensor],
+    reverse_time: bool = False,
+    odeint_interface: Callable[..., Any] = odeint,
+    **kwargs: Any,
+) -> tuple[Tensor, Tensor | tuple[Tensor, ...]]:
+    """Solve from ``t0`` until ``event_fn(t, y)`` first crosses zero (torchdiffeq's API).
+
+    The crossing is searched on the accepted steps of an explicit adaptive method (the host
+    loop) and located by bisection on the step's interpolant; the event time's gradient comes
+    from the implicit function theorem (``g(T, y(T)) = 0``), so it reaches ``y0``, ``func``'s
+    parameters, ``t0`` and the parameters ``event_fn`` closes over.
+
+    Args:
+        func, y0: as in :func:`odeint`.
+        t0: the start time (0-d tensor or float).
+        event_fn: ``event_fn(t, y) -> 0-d tensor``; the event is its first sign change after
+            ``t0`` (a start on the surface, ``event_fn(t0, y0) = 0``, finds the next crossing).
+        reverse_time: integrate backwards from ``t0``.
+        odeint_interface: the solve that gives the returned solution and its gradients
+            (:func:`odeint`, :func:`odeint_adjoint`, :func:`odeint_checkpoint`).
+        kwargs: ``rtol``, ``atol``, ``method``, ``options`` (and the interface's own) for both
+            the search and the solution.
+
+    Returns:
+        ``(event_t, solution)``: the event time (0-d) and the states at ``[t0, event_t]``
+        (``(2, *y0.shape)``, or a tuple of such).
+
+    Raises:
+        SolverError: no crossing within ``max_num_steps`` steps.
+        InvalidArgumentError: ``event_fn`` returns more than one value, or the method is not
+            explicit and adaptive.
+    """
+    return solve_until_event(func, y0, t0, event_fn, reverse_time, odeint_interface, kwargs)
+
+
+def event_mode(
+    interface: Callable[..., Any], func: Callable[..., Any], y0: Any, t: Tensor,
+    event_fn: Callable[[Tensor, Any], Tensor], kwargs: dict[str, Any],
+) -> tuple[Tensor, Any]:
+    """``interface(..., event_fn=...)`` as torchdiffeq: ``t = [t0, t1]`` gives the start and
+    the direction; returns :func:`odeint_event`'s ``(event_t, solution)``.
+
+    Raises:
+        InvalidArgumentError: ``t`` does not hold exactly two times.
+    """
+    if not isinstance(t, Tensor) or t.ndim != 1 or t.numel() != 2:
+        raise InvalidArgumentError(
+            f"with event_fn, t must hold two times [t0, t1] (t1 only sets the direction), got "
+            f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}"
+        )
+    kw = {k: v for k, v in kwargs.items() if v is not None}
+    return solve_until_event(func, y0, t[0], event_fn, bool(t[1] < t[0]), interface, kw)
