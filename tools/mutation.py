@@ -79,11 +79,14 @@ MAPPING: dict[str, Entry] = {
         ("tests/ode/test_ode_controllers.py", "tests/ode/test_ode_controller_oracles.py")
     ),
     "ode/_norm.py": Entry(
-        ("tests/ode/test_ode_controller_oracles.py", "tests/ode/test_ode_adjoint_oracles.py",
-         "tests/ode/test_ode_device_loop.py"),
+        ("tests/ode/test_ode_norm.py", "tests/ode/test_ode_controller_oracles.py",
+         "tests/ode/test_ode_adjoint_oracles.py", "tests/ode/test_ode_device_loop.py"),
         pytest_args=("-m", "not compiles"),
     ),
-    "ode/_interp.py": Entry(("tests/ode/test_ode_odeint.py",), pytest_args=("-m", "not compiles")),
+    "ode/_interp.py": Entry(
+        ("tests/ode/test_ode_interp.py", "tests/ode/test_ode_odeint.py"),
+        pytest_args=("-m", "not compiles"),
+    ),
     "ode/_host_loop.py": Entry(
         ("tests/ode/test_ode_odeint.py", "tests/ode/test_ode_controller_oracles.py",
          "tests/ode/test_ode_errors.py", "tests/ode/test_ode_controllers.py"),
@@ -147,8 +150,12 @@ _STRICT = "equivalent: zip(strict=...) of sequences that have equal lengths by c
 _TIE = "equivalent: differs only on an exact tie (a measure-zero set of inputs)"
 
 
-def _names(module: str, *keys: str) -> list[str]:
-    return [f"deeplimits.diagnostics.{module}.{key}" for key in keys]
+def _names(module: str, *keys: str, package: str = "diagnostics") -> list[str]:
+    return [f"deeplimits.{package}.{module}.{key}" for key in keys]
+
+
+def _ode(module: str, *keys: str) -> list[str]:
+    return _names(module, *keys, package="ode")
 
 
 EQUIVALENT: dict[str, str] = {
