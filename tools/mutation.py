@@ -537,6 +537,21 @@ EQUIVALENT: dict[str, str] = {
     ),
     "deeplimits.diagnostics._memory.xǁSavedTensorsMeterǁ__init____mutmut_10": "equivalent: "
     "_hooks is set in __enter__ before any use",
+    # experiments' verdict functions
+    **dict.fromkeys(
+        _names(
+            "expressivity", "x__random_line_fit__mutmut_3", "x__random_line_fit__mutmut_5",
+            package="experiments",
+        ),
+        "equivalent: integer neuron counts are promoted to float64 by np.log and the division "
+        "that are their only uses",
+    ),
+    "deeplimits.experiments.continuity.x_continuity_checks__mutmut_14": "equivalent: with no "
+    "fit with a transition the minimum of δ·L is NaN, so the next condition is False anyway",
+    "deeplimits.experiments.continuity.x_continuity_checks__mutmut_15": "equivalent: with one "
+    "fit with a transition δ_last is that δ or NaN, never below δ_first: False anyway",
+    "deeplimits.experiments.continuity.x_continuity_checks__mutmut_17": "equivalent: jump is the "
+    "constant 1.0 (0.8 * 1 = 0.8 / 1)",
 }
 # ----------------------------------------------------------------------------------------------
 
