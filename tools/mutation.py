@@ -73,7 +73,8 @@ MAPPING: dict[str, Entry] = {
         ("tests/ode/test_ode_tableaux.py", "tests/ode/test_ode_convergence.py")
     ),
     "ode/_stepper.py": Entry(
-        ("tests/ode/test_ode_convergence.py", "tests/ode/test_ode_controller_oracles.py")
+        ("tests/ode/test_ode_stepper.py", "tests/ode/test_ode_convergence.py",
+         "tests/ode/test_ode_controller_oracles.py")
     ),
     "ode/_controllers.py": Entry(
         ("tests/ode/test_ode_controllers.py", "tests/ode/test_ode_controller_oracles.py")

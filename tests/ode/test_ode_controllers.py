@@ -136,3 +136,40 @@ def test_bad_forced_times_are_rejected_with_the_name() -> None:
         PIDController(step_ts=["a"])  # type: ignore[list-item]
     with pytest.raises(InvalidArgumentError, match="dcoeff"):
         PIDController(dcoeff=-1.0)
+
+
+def test_forced_times_are_those_strictly_inside_in_the_direction_of_integration() -> None:
+    c = PIDController(step_ts=[0.5, -1.0, 2.0, 0.25, 3.0], jump_ts=[2.0, 0.75, 1.0])
+    # forward over (0, 2): the ends 2.0 (and 3.0, -1.0 outside) are left out; 2.0 is both
+    assert c.forced_times(0.0, 2.0) == [(0.25, False), (0.5, False), (0.75, True), (1.0, True)]
+    assert c.forced_times(0.25, 1.0) == [(0.5, False), (0.75, True)]
+    # backward over (2.5, -0.5): decreasing times; 2.0 is a step and a jump time: a jump
+    assert c.forced_times(2.5, -0.5) == [
+        (2.0, True), (1.0, True), (0.75, True), (0.5, False), (0.25, False)
+    ]
+    assert c.forced_times(1.0, 0.25) == [(0.75, True), (0.5, False)]
+    assert c.forced_times(3.0, 5.0) == [] and c.forced_times(5.0, 3.0) == []
+    # the stored times are sorted floats
+    assert c.step_ts == (-1.0, 0.25, 0.5, 2.0, 3.0) and c.jump_ts == (0.75, 1.0, 2.0)
+    assert PIDController(jump_ts=torch.tensor([0.5, 0.25])).jump_ts == (0.25, 0.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"icoeff": 0.0}, {"pcoeff": -1e-9}, {"dcoeff": -1e-9},
+        {"safety": 0.0}, {"safety": 1.0 + 1e-9},
+        {"factor_min": 0.0}, {"factor_min": 1.0}, {"factor_max": 1.0},
+        {"dt_min": -1e-9}, {"dt_min": 0.5, "dt_max": 0.5},
+    ],
+)
+def test_controller_bounds_are_enforced(kwargs: dict) -> None:
+    with pytest.raises(InvalidArgumentError, match="controller"):
+        PIDController(**kwargs)
+
+
+def test_controller_bounds_are_inclusive_where_documented() -> None:
+    # safety in (0, 1]; pcoeff, dcoeff >= 0; 0 <= dt_min < dt_max
+    c = PIDController(safety=1.0, pcoeff=0.0, dcoeff=0.0, dt_min=0.0, dt_max=1e-9,
+                      factor_min=1e-9, factor_max=1.0 + 1e-9)
+    assert c.safety == 1.0 and c.dt_max == 1e-9
