@@ -94,7 +94,7 @@ MAPPING: dict[str, Entry] = {
         pytest_args=("-m", "not compiles"),
     ),
     "ode/_fixed_loop.py": Entry(
-        ("tests/ode/test_ode_odeint.py", "tests/ode/test_ode_convergence.py",
+        ("tests/ode/test_ode_fixed_loop.py", "tests/ode/test_ode_odeint.py", "tests/ode/test_ode_convergence.py",
          "tests/ode/test_ode_errors.py"),
         pytest_args=("-m", "not compiles"),
     ),

@@ -18,6 +18,7 @@ from deeplimits.ode import (
     SolveStats,
     odeint,
 )
+from deeplimits.ode._controllers import _pow
 
 F64 = torch.float64
 LOOPS = {
@@ -173,3 +174,23 @@ def test_controller_bounds_are_inclusive_where_documented() -> None:
     c = PIDController(safety=1.0, pcoeff=0.0, dcoeff=0.0, dt_min=0.0, dt_max=1e-9,
                       factor_min=1e-9, factor_max=1.0 + 1e-9)
     assert c.safety == 1.0 and c.dt_max == 1e-9
+
+
+@pytest.mark.parametrize("e", [-1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
+def test_zero_to_a_power_is_the_tensor_limit(e: float) -> None:
+    """0.0 ** e on floats (Python raises for e < 0) is what torch gives: inf, 1, 0."""
+    want = float(torch.tensor(0.0, dtype=F64).pow(e))
+    assert want == (math.inf if e < 0 else 1.0 if e == 0 else 0.0)
+    assert _pow(0.0, e) == want
+    assert float(_pow(torch.tensor(0.0, dtype=F64), e)) == want
+
+
+def test_min_step_below_time_one_is_eight_ulps_of_one() -> None:
+    eps8 = 8 * 2.220446049250313e-16
+    c = PIDController()
+    assert c.min_step(0.5) == eps8 and c.min_step(-0.5) == eps8
+    assert c.min_step(-4.0) == 4 * eps8
+    got = c.min_step(torch.tensor([[0.5], [-4.0], [0.0]], dtype=F64))
+    assert got[:, 0].tolist() == [eps8, 4 * eps8, eps8]
+    big = PIDController(dt_min=1e-3).min_step(torch.tensor([[0.5], [1e20]], dtype=F64))
+    assert big[:, 0].tolist() == [1e-3, eps8 * 1e20]
