@@ -113,7 +113,9 @@ MAPPING: dict[str, Entry] = {
     "ode/_reversible.py": Entry(
         ("tests/ode/test_ode_reversible.py", "tests/ode/test_ode_gradients.py")
     ),
-    "ode/_time_grad.py": Entry(("tests/ode/test_ode_gradients.py",)),
+    "ode/_time_grad.py": Entry(
+        ("tests/ode/test_ode_time_grad.py", "tests/ode/test_ode_gradients.py")
+    ),
     "ode/_checkpoint.py": Entry(("tests/ode/test_ode_checkpoint.py",)),
     # experiments: only their verdict functions are numerical core.
     "experiments/paths.py": Entry(
