@@ -94,8 +94,8 @@ MAPPING: dict[str, Entry] = {
         pytest_args=("-m", "not compiles"),
     ),
     "ode/_fixed_loop.py": Entry(
-        ("tests/ode/test_ode_fixed_loop.py", "tests/ode/test_ode_odeint.py", "tests/ode/test_ode_convergence.py",
-         "tests/ode/test_ode_errors.py"),
+        ("tests/ode/test_ode_fixed_loop.py", "tests/ode/test_ode_odeint.py",
+         "tests/ode/test_ode_convergence.py", "tests/ode/test_ode_errors.py"),
         pytest_args=("-m", "not compiles"),
     ),
     "ode/_batched_step.py": Entry(
@@ -542,6 +542,25 @@ EQUIVALENT: dict[str, str] = {
     ),
     "deeplimits.diagnostics._memory.xǁSavedTensorsMeterǁ__init____mutmut_10": "equivalent: "
     "_hooks is set in __enter__ before any use",
+    # ode/_controllers
+    **dict.fromkeys(_ode("_controllers", "x__times__mutmut_4", "x__times__mutmut_6"), _GPU),
+    **dict.fromkeys(
+        _ode("_controllers", "x__times__mutmut_5", "x__times__mutmut_7"),
+        "equivalent: tolist() of a float32 or integer tensor gives the same numbers, which "
+        "float() converts to Python floats anyway",
+    ),
+    **dict.fromkeys(
+        _ode(
+            "_controllers",
+            "xǁPIDControllerǁforced_times__mutmut_4",
+            "xǁPIDControllerǁforced_times__mutmut_7",
+        ),
+        "equivalent: the direction d only signs comparisons with 0 and the sort key; 2.0 or "
+        "-2.0 give the same signs and order",
+    ),
+    "deeplimits.ode._controllers.xǁPIDControllerǁfactor__mutmut_54": "equivalent: the shrink "
+    "branch is taken only for ratio > 1 (every loop passes accepted = finite and ratio <= 1), "
+    "where safety * ratio**(-1/k) < 1: a cap of 2 never acts either",
     # experiments' verdict functions
     **dict.fromkeys(
         _names(
