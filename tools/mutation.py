@@ -70,7 +70,9 @@ MAPPING: dict[str, Entry] = {
     # ode/: the numerical core of the engine (docs/design/ode.md), each module against the
     # test modules of its concept and the outside oracles that pin the shared numbers.
     "ode/_tableaux.py": Entry(
-        ("tests/ode/test_ode_tableaux.py", "tests/ode/test_ode_convergence.py")
+        ("tests/ode/test_ode_tableaux.py", "tests/ode/test_ode_convergence.py",
+         "tests/ode/test_ode_stiff.py"),  # the implicit (ESDIRK) tableaux are pinned there
+        pytest_args=("-m", "not compiles and not slow"),
     ),
     "ode/_stepper.py": Entry(
         ("tests/ode/test_ode_stepper.py", "tests/ode/test_ode_convergence.py",
@@ -117,6 +119,9 @@ MAPPING: dict[str, Entry] = {
         ("tests/ode/test_ode_time_grad.py", "tests/ode/test_ode_gradients.py")
     ),
     "ode/_checkpoint.py": Entry(("tests/ode/test_ode_checkpoint.py",)),
+    "ode/_newton.py": Entry(
+        ("tests/ode/test_ode_stiff.py",), pytest_args=("-m", "not compiles and not slow")
+    ),
     # experiments: only their verdict functions are numerical core.
     "experiments/paths.py": Entry(
         ("tests/experiments/test_paths_experiment.py",),
