@@ -1,0 +1,86 @@
+"""The host adaptive loop (``_host_loop``), on problems whose every step can be counted by hand.
+
+On ``y' = 1`` dopri5 is exact (error estimate 0), so the I controller grows each accepted step
+by ``factor_max = 10``: from ``first_step = 0.1`` over ``[0, 1]`` the steps are 0.1, then one
+shortened to end at 1 (2 steps, 1 + 2 * 6 evaluations: dopri5 has 7 stages, the first reused).
+A right-hand side that is NaN after the start makes every trial state NaN: each try shrinks the
+step by ``factor_min = 0.2``, and the 11th bad try in a row gives up.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from deeplimits.errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
+from deeplimits.ode import IController, SolveStats, odeint
+
+F64 = torch.float64
+
+
+def _one(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.ones_like(y)
+
+
+def _solve(f, ts, stats=None, **options):  # type: ignore[no-untyped-def]
+    return odeint(f, torch.zeros(2, dtype=F64), torch.tensor(ts, dtype=F64), method="dopri5",
+                  options={"device_loop": False, **options}, stats=stats)
+
+
+@pytest.mark.parametrize("ts", [[0.0, 1.0], [1.0, 0.0]])
+def test_exact_steps_grow_by_factor_max_and_end_at_the_last_time(ts: list[float]) -> None:
+    stats = SolveStats()
+    ys = _solve(_one, ts, stats, first_step=0.1)
+    assert (stats.accepted_steps, stats.rejected_steps, stats.nfe_forward) == (2, 0, 13)
+    assert ys[-1].tolist() == pytest.approx([ts[1] - ts[0]] * 2, abs=1e-14)
+    # max_num_steps counts attempts: 2 are enough, 1 is not
+    _solve(_one, ts, first_step=0.1, max_num_steps=2)
+    t1 = 0.1 if ts[1] > ts[0] else 0.9
+    with pytest.raises(MaxStepsExceededError, match=rf"max_num_steps=1 reached at t={t1}"):
+        _solve(_one, ts, first_step=0.1, max_num_steps=1)
+
+
+def test_dt_max_caps_every_step_and_outputs_cost_nothing_extra() -> None:
+    stats = SolveStats()
+    ts = [0.0, 0.05, 0.1, 0.25, 0.7, 1.0]
+    ys = _solve(_one, ts, stats, first_step=0.1,
+                controller=IController(dt_max=0.3))
+    # steps 0.1, 0.3, 0.3, then 0.3 shortened to end at 1.0
+    assert (stats.accepted_steps, stats.nfe_forward) == (4, 1 + 4 * 6)
+    assert ys[:, 0].tolist() == pytest.approx(ts, abs=1e-14)
+
+
+def _nan_after_start(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.ones_like(y) if float(t) == 0.0 else torch.full_like(y, math.nan)
+
+
+def test_nan_trial_states_give_up_after_the_eleventh_try() -> None:
+    stats = SolveStats()
+    with pytest.raises(NonFiniteStateError, match=r"became NaN or inf after t=0\.0 \(tried dt"):
+        _solve(_nan_after_start, [0.0, 1.0], stats, first_step=0.01)
+    # 11 tries of 6 evaluations; the 11th raises before it is counted as rejected
+    assert (stats.accepted_steps, stats.rejected_steps) == (0, 10)
+    assert stats.nfe_forward == 1 + 11 * 6
+
+
+def test_nan_trial_states_below_dt_min_are_a_blow_up() -> None:
+    # tries 0.01 and 0.002; the next, 0.0004, is below dt_min = 1e-3
+    stats = SolveStats()
+    msg = r"just after t=0\.0 \(steps shrank to dt=0\.0004"
+    with pytest.raises(NonFiniteStateError, match=msg):
+        _solve(_nan_after_start, [0.0, 1.0], stats, first_step=0.01,
+               controller=IController(dt_min=1e-3))
+    assert (stats.rejected_steps, stats.nfe_forward) == (2, 1 + 2 * 6)
+
+
+def test_a_step_below_dt_min_is_an_underflow() -> None:
+    def stiff(t, y):  # type: ignore[no-untyped-def]
+        return -1e4 * y + 1e4 * torch.cos(t)
+
+    with pytest.raises(StepSizeUnderflowError, match=r"step size underflow at t=0\.0"):
+        odeint(stiff, torch.zeros(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+               method="dopri5", rtol=1e-8, atol=1e-10,
+               options={"device_loop": False, "first_step": 0.5,
+                        "controller": IController(dt_min=0.05)})
