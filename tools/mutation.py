@@ -566,6 +566,29 @@ EQUIVALENT: dict[str, str] = {
     "deeplimits.ode._controllers.xǁPIDControllerǁfactor__mutmut_54": "equivalent: the shrink "
     "branch is taken only for ratio > 1 (every loop passes accepted = finite and ratio <= 1), "
     "where safety * ratio**(-1/k) < 1: a cap of 2 never acts either",
+    # ode/_norm
+    **dict.fromkeys(
+        _ode("_norm", "x__zero__mutmut_1", "x__zero__mutmut_2", "x__zero__mutmut_3"),
+        "equivalent: the cache of the 0-d zero only saves an allocation; a zero of another "
+        "dtype (0-d) does not change the promoted result",
+    ),
+    "deeplimits.ode._norm.x__zero__mutmut_7": "equivalent: a float32 0-d zero does not change "
+    "the dtype of the in-place addcmul_ and 0 * NaN/inf is NaN in any dtype",
+    **dict.fromkeys(
+        _ode(
+            "_norm",
+            "x_initial_step__mutmut_19",
+            "x_initial_step__mutmut_21",
+            "x_initial_step__mutmut_69",
+        ),
+        _TIE,
+    ),
+    **dict.fromkeys(
+        _ode("_norm", "x_initial_step__mutmut_29", "x_initial_step__mutmut_89"),
+        "equivalent: clamp(max=tensor) is the elementwise minimum, as torch.minimum",
+    ),
+    "deeplimits.ode._norm.x_initial_step__mutmut_43": "equivalent: direction is +1.0 or -1.0, "
+    "so h0 / direction = h0 * direction",
     # experiments' verdict functions
     **dict.fromkeys(
         _names(

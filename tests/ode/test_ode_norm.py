@@ -129,6 +129,10 @@ PROBLEMS = {
     "zero_state": (lambda t, y: np.array([1.0 + y[0], 2.0]), 0.0, [0.0, 0.0], 1.0, 5, 1e-6, 1e-9),
     # f0 tiny: d1 < 1e-5 (y0 = 1, scale ~1e-6: f0 = 1e-12 gives d1 = 1e-6)
     "slow_start": (lambda t, y: np.array([1e-12 + t]), 0.0, [1.0], 2.0, 5, 1e-6, 1e-9),
+    # y0 below atol: 1e-5 < d0 < 1 (the probe h0 = 1e-6 all the same)
+    "small_state": (_lotka, 0.0, [5e-9, 3e-9], 10.0, 5, 1e-6, 1e-8),
+    # f0 small against the scale: 1e-5 < d1 < 1, and f constant: d2 = 0, dm = d1 = 0.1
+    "slow_constant": (lambda t, y: np.array([1e-4]), 0.0, [1.0], 1e3, 5, 1e-3, 1e-6),
     # a short span clips both h0 and the result
     "short_span": (_lotka, 0.0, [1.0, 1.0], 1e-3, 5, 1e-3, 1e-6),
     "tiny_span": (lambda t, y: np.array([1.0 + 0 * y[0]]), 0.0, [0.0], 1e-7, 5, 1e-6, 1e-9),
