@@ -91,8 +91,9 @@ MAPPING: dict[str, Entry] = {
         pytest_args=("-m", "not compiles"),
     ),
     "ode/_host_loop.py": Entry(
-        ("tests/ode/test_ode_host_loop.py", "tests/ode/test_ode_odeint.py", "tests/ode/test_ode_controller_oracles.py",
-         "tests/ode/test_ode_errors.py", "tests/ode/test_ode_controllers.py"),
+        ("tests/ode/test_ode_host_loop.py", "tests/ode/test_ode_odeint.py",
+         "tests/ode/test_ode_controller_oracles.py", "tests/ode/test_ode_errors.py",
+         "tests/ode/test_ode_controllers.py"),
         pytest_args=("-m", "not compiles"),
     ),
     "ode/_fixed_loop.py": Entry(
