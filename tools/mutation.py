@@ -573,8 +573,14 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: the cache of the 0-d zero only saves an allocation; a zero of another "
         "dtype (0-d) does not change the promoted result",
     ),
-    "deeplimits.ode._norm.x__zero__mutmut_7": "equivalent: a float32 0-d zero does not change "
-    "the dtype of the in-place addcmul_ and 0 * NaN/inf is NaN in any dtype",
+    **dict.fromkeys(
+        _ode("_norm", "x__zero__mutmut_7", "x__zero__mutmut_10"),
+        "equivalent: a float32 0-d zero does not change the dtype of the in-place addcmul_, "
+        "and 0 * NaN/inf is NaN in any dtype",
+    ),
+    **dict.fromkeys(_ode("_norm", "x__zero__mutmut_8", "x__zero__mutmut_11"), _GPU),
+    "deeplimits.ode._norm.xǁErrorNormǁratio__mutmut_24": "equivalent: guard * 0.0 is +-0 or "
+    "NaN; subtracting it gives the same ratio (NaN stays NaN)",
     **dict.fromkeys(
         _ode(
             "_norm",
