@@ -564,6 +564,8 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: the direction d only signs comparisons with 0 and the sort key; 2.0 or "
         "-2.0 give the same signs and order",
     ),
+    "deeplimits.ode._controllers.xǁPIDControllerǁforced_times__mutmut_5": "equivalent: for "
+    "t_end == t0 no time lies strictly between them in either direction",
     "deeplimits.ode._controllers.xǁPIDControllerǁfactor__mutmut_54": "equivalent: the shrink "
     "branch is taken only for ratio > 1 (every loop passes accepted = finite and ratio <= 1), "
     "where safety * ratio**(-1/k) < 1: a cap of 2 never acts either",
