@@ -111,7 +111,8 @@ MAPPING: dict[str, Entry] = {
         pytest_args=("-m", "not compiles"),
     ),
     "ode/_adjoint.py": Entry(
-        ("tests/ode/test_ode_gradients.py", "tests/ode/test_ode_adjoint_oracles.py")
+        ("tests/ode/test_ode_adjoint.py", "tests/ode/test_ode_gradients.py",
+         "tests/ode/test_ode_adjoint_oracles.py")
     ),
     "ode/_reversible.py": Entry(
         ("tests/ode/test_ode_reversible.py", "tests/ode/test_ode_gradients.py")
