@@ -701,6 +701,10 @@ def _results(work: Path) -> dict[str, str]:
 
 
 def _score(module: str, statuses: dict[str, str]) -> dict[str, object]:
+    functions = MAPPING[module].functions
+    if functions:  # mutants of other functions are generated but never run: not counted
+        prefixes = tuple(f"deeplimits.{_slug(module)}.x_{f}__mutmut_" for f in functions)
+        statuses = {k: s for k, s in statuses.items() if k.startswith(prefixes)}
     equivalent = sorted(k for k in statuses if k in EQUIVALENT)
     gpu_only = [k for k in equivalent if EQUIVALENT[k].startswith("gpu-only")]
     counted = {k: s for k, s in statuses.items() if k not in EQUIVALENT}
@@ -793,6 +797,10 @@ def recheck_module(module: str, max_children: int) -> dict[str, object]:
     (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     before = _results(work)
     survivors = [k for k, s in before.items() if s in UNDETECTED or s == "not checked"]
+    entry = MAPPING[module]
+    if entry.functions:  # only the mutants of the restricted functions were run in full
+        prefixes = tuple(f"deeplimits.{_slug(module)}.x_{f}__mutmut_" for f in entry.functions)
+        survivors = [k for k in survivors if k.startswith(prefixes)]
     if survivors:
         _run_mutmut(module, work, survivors, max_children)
     return _finish(module, work, commit)
