@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from deeplimits.errors import InvalidArgumentError, UnknownNameError
-from deeplimits.ode import TABLEAUX, ButcherTableau, get_tableau, order_condition_residuals
+from deeplimits.ode import (
+    TABLEAUX,
+    ButcherTableau,
+    _tableaux,
+    get_tableau,
+    order_condition_residuals,
+)
+from deeplimits.ode._tableaux import IMPLICIT_TABLEAUX
 
 
 @pytest.mark.parametrize("name", sorted(TABLEAUX))
@@ -90,3 +97,48 @@ def test_unknown_tableau_name_lists_valid_names() -> None:
     with pytest.raises(UnknownNameError, match="dopri5") as info:
         get_tableau("dopri8")
     assert "tsit5" in info.value.valid
+
+
+# Published coefficients: (b, c[, b_hat]) of each explicit method; gamma of each ESDIRK.
+_PUBLISHED = {
+    "euler": ([1.0], [0.0], None),
+    "midpoint": ([0.0, 1.0], [0.0, 0.5], None),
+    "rk4": ([1 / 8, 3 / 8, 3 / 8, 1 / 8], [0.0, 1 / 3, 2 / 3, 1.0], None),  # Kutta's 3/8 rule
+    # Bogacki & Shampine (1989)
+    "bosh3": ([2 / 9, 1 / 3, 4 / 9, 0.0], [0.0, 0.5, 0.75, 1.0], [7 / 24, 1 / 4, 1 / 3, 1 / 8]),
+    # Dormand & Prince (1980)
+    "dopri5": (
+        [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0],
+        [0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0],
+        [5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40],
+    ),
+    # Tsitouras (2011): the nodes
+    "tsit5": (None, [0.0, 0.161, 0.327, 0.9, 0.9800255409045097, 1.0, 1.0], None),
+}
+# Kvaerno (2004): gamma of each method (the paper prints 0.4358665215, 0.5728160625, 0.26)
+_GAMMA = {"implicit_euler": 1.0, "kvaerno3": 0.4358665215, "kvaerno4": 0.5728160625,
+          "kvaerno5": 0.26}
+
+
+@pytest.mark.parametrize("name", list(_PUBLISHED))
+def test_each_explicit_builder_gives_the_published_coefficients(name: str) -> None:
+    """Each builder called afresh (its construction runs the order, FSAL and interpolant
+    checks) gives the published weights and nodes, and the same tableau as ``TABLEAUX``."""
+    tab = getattr(_tableaux, f"_{name}")()
+    b, c, b_hat = _PUBLISHED[name]
+    if b is not None:
+        np.testing.assert_allclose(tab.b, b, rtol=1e-15, atol=1e-16)
+    np.testing.assert_allclose(tab.c, c, rtol=1e-15, atol=0)
+    if b_hat is not None:
+        np.testing.assert_allclose(np.array(tab.b) - np.array(tab.b_err), b_hat, atol=1e-16)
+    assert tab == TABLEAUX[name]
+    assert tab.fsal == (name in ("bosh3", "dopri5", "tsit5"))
+
+
+@pytest.mark.parametrize("name", list(_GAMMA))
+def test_each_implicit_builder_gives_the_published_gamma(name: str) -> None:
+    tab = getattr(_tableaux, f"_{name}")()
+    assert tab.gamma == pytest.approx(_GAMMA[name], abs=1e-10)
+    assert all(row[len(row) - 1] == tab.gamma for row in tab.a[1:])  # one diagonal
+    assert tab.c[-1] == 1.0 and tab.r_infinity() == pytest.approx(0.0, abs=1e-12)
+    assert tab == IMPLICIT_TABLEAUX[name]
