@@ -599,6 +599,26 @@ EQUIVALENT: dict[str, str] = {
     ),
     "deeplimits.ode._norm.x_initial_step__mutmut_43": "equivalent: direction is +1.0 or -1.0, "
     "so h0 / direction = h0 * direction",
+    # ode/_stepper
+    **dict.fromkeys(
+        _ode(
+            "_stepper",
+            "x__weighted_sum__mutmut_1",
+            "x__weighted_sum__mutmut_2",
+            "x__weighted_sum__mutmut_8",
+        ),
+        "equivalent: the in-place mul_ and the out-of-place product give the same values and "
+        "gradients (the sum is a fresh tensor); the branch only saves an allocation",
+    ),
+    "deeplimits.ode._stepper.x_rk_step__mutmut_11": "equivalent: yi's start value is read only "
+    "for a tableau with one stage that is FSAL, which cannot exist",
+    "deeplimits.ode._stepper.x_rk_step__mutmut_44": "equivalent: an FSAL tableau's last stage "
+    "is built from b_terms with the same operations, so combine() recomputes yi bit for bit",
+    **dict.fromkeys(
+        _ode("_stepper", "x_rk_step__mutmut_65", "x_rk_step__mutmut_66"),
+        "equivalent: without the FSAL shortcut the last stage's input is built from its row, "
+        "which equals b (checked on construction), and y_new again from b: the same values",
+    ),
     # experiments' verdict functions
     **dict.fromkeys(
         _names(

@@ -116,3 +116,24 @@ def test_combine_by_hand() -> None:
     # the inputs are not modified in place
     assert torch.equal(ks[0], torch.tensor([1.0, 0.0], dtype=F64))
     assert torch.equal(y, torch.tensor([1.0, 2.0], dtype=F64))
+
+
+@pytest.mark.parametrize("method", list(ORDER))
+def test_given_stage_times_are_the_ones_evaluated(method: str) -> None:
+    """Stage times shifted by ``delta`` (as a caller that knows better, e.g. a left limit,
+    passes them): the step integrates ``f(t) = (k+1) t^k`` over ``[t0 + delta, t0 + delta +
+    h]`` exactly, whatever ``t`` says."""
+    k = ORDER[method] - 1
+    tab = TABLEAUX[method]
+    f = _power(k)
+    t0, h, delta = 0.3, 0.5, 0.2
+    y0 = torch.zeros(1, dtype=F64)
+    want = (t0 + delta + h) ** (k + 1) - (t0 + delta) ** (k + 1)
+    times = [t0 + delta + c * h for c in tab.c]
+    y1, _, _ = rk_step(tab, f, t0, y0, h, f(t0 + delta, y0), times)
+    assert float(y1) == pytest.approx(want, rel=1e-13)
+    T0, H = torch.full((2, 1), t0, dtype=F64), torch.full((2, 1), h, dtype=F64)
+    Y1, _, _ = rk_step(tab, f, T0, torch.zeros(2, 1, dtype=F64), H,
+                       f(T0 + delta, torch.zeros(2, 1, dtype=F64)),
+                       [T0 + delta + c * H for c in tab.c])
+    torch.testing.assert_close(Y1, torch.full((2, 1), want, dtype=F64), rtol=1e-13, atol=0)
