@@ -619,6 +619,25 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: without the FSAL shortcut the last stage's input is built from its row, "
         "which equals b (checked on construction), and y_new again from b: the same values",
     ),
+    # ode/_interp
+    **dict.fromkeys(
+        _ode(
+            "_interp",
+            "xǁDenseCacheǁcoef__mutmut_10",
+            "xǁDenseCacheǁcoef__mutmut_13",
+            "x_dense_eval__mutmut_17",
+            "x_dense_eval__mutmut_20",
+            "x_dense_eval__mutmut_26",
+            "x_dense_eval__mutmut_30",
+        ),
+        _GPU,
+    ),
+    **dict.fromkeys(
+        _ode("_interp", "x_dense_eval__mutmut_25", "x_dense_eval__mutmut_29"),
+        "equivalent: integer exponents 1..P; theta ** exponent is promoted to theta's dtype",
+    ),
+    "deeplimits.ode._interp.x_dense_eval__mutmut_44": "equivalent: addmm broadcasts a (N,) "
+    "input over the (m, N) product as it does a (1, N) one",
     # experiments' verdict functions
     **dict.fromkeys(
         _names(
