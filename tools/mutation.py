@@ -638,6 +638,29 @@ EQUIVALENT: dict[str, str] = {
     ),
     "deeplimits.ode._interp.x_dense_eval__mutmut_44": "equivalent: addmm broadcasts a (N,) "
     "input over the (m, N) product as it does a (1, N) one",
+    # ode/_fixed_loop
+    **dict.fromkeys(
+        _ode(
+            "_fixed_loop",
+            "x__compiled_run__mutmut_8",
+            "x__compiled_run__mutmut_11",
+            "x__compiled_run__mutmut_24",
+            "x__compiled_run__mutmut_27",
+        ),
+        _GPU,
+    ),
+    "deeplimits.ode._fixed_loop.x__uniform_run__mutmut_24": _TIE,
+    "deeplimits.ode._fixed_loop.x__uniform_run__mutmut_31": "equivalent: skipping an output "
+    "time that a step ends at exactly returns one step later with k - i, the same count",
+    **dict.fromkeys(
+        _ode(
+            "_fixed_loop",
+            "x__check_pending__mutmut_6",
+            "x__check_pending__mutmut_9",
+            "x__check_pending__mutmut_10",
+        ),
+        _STRICT,
+    ),
     # experiments' verdict functions
     **dict.fromkeys(
         _names(

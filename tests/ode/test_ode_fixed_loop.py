@@ -61,11 +61,14 @@ def test_uniform_run_counts_equal_steps_up_to_an_output_time() -> None:
     # equal within 1e-12 * max(1, |h|) counts as equal
     near = [0.0, 1e6, 2e6 + 1e-7, 3e6]
     assert _uniform_run(near, 0, None, 1.0) == 3
+    # below |h| = 1 the tolerance is 1e-12 itself: 1.5e-12 apart is another step size
+    assert _uniform_run([0.0, 0.5, 1.0 + 1.5e-12, 1.5 + 1.5e-12], 0, None, 1.0) == 1
+    assert _uniform_run([0.0, 0.5, 1.0 + 0.5e-12, 1.5 + 0.5e-12], 0, None, 1.0) == 3
 
 
-def _stand_in() -> tuple[FixedCompiled, list[int]]:
+def _stand_in(t_bad: float = 1.3) -> tuple[FixedCompiled, list[int]]:
     """chunk/single: Euler steps of y' = -y in Python, flagging each state's finiteness; y
-    becomes inf at the 13th step to test the failure's step."""
+    becomes inf at ``t_bad`` to test the failure's step."""
     calls: list[int] = []
 
     def steps(n: int):  # type: ignore[no-untyped-def]
@@ -74,7 +77,7 @@ def _stand_in() -> tuple[FixedCompiled, list[int]]:
             ok = []
             for k in range(n):
                 y = y + h * (-y)
-                if abs(float(t0 + (k + 1) * h) - 1.3) < 1e-9:
+                if abs(float(t0 + (k + 1) * h) - t_bad) < 1e-9:
                     y = y * math.inf
                 ok.append(bool(torch.isfinite(y).all()))
             return y, torch.tensor(ok)
@@ -103,12 +106,28 @@ def test_compiled_runs_go_in_chunks_and_count_evaluations() -> None:
     assert stats.nfe_forward == 1 + 23
 
 
-def test_compiled_run_names_the_first_bad_step() -> None:
-    comp, _ = _stand_in()
+@pytest.mark.parametrize("t_bad", [1.3, 0.5])  # a single step; the 4th step of a chunk
+def test_compiled_run_names_the_first_bad_step(t_bad: float) -> None:
+    comp, _ = _stand_in(t_bad)
     f = FlatFuncWrapper(lambda t, y: -y, FlatState(torch.ones(1, dtype=F64)), None)
-    with pytest.raises(NonFiniteStateError, match=r"at t=1\.3.*dt=0\.1"):
+    with pytest.raises(NonFiniteStateError, match=rf"at t={t_bad}.*dt=0\.1"):
         solve_fixed(f, torch.ones(1, dtype=F64), [0.0, 2.0], get_solver("euler"),
                     FixedStepOptions(step_size=0.1), SolveStats(), True, compiled=comp)
+
+
+@pytest.mark.parametrize(("method", "stages"), [("euler", 1), ("midpoint", 2)])
+def test_a_run_of_exactly_one_chunk_is_one_chunk(method: str, stages: int) -> None:
+    """0 to 0.6875 in steps of 0.0625: the first step eagerly, then exactly 10 = FIXED_CHUNK
+    steps: one chunk; each compiled step counts the method's stages."""
+    comp, calls = _stand_in()
+    stats = SolveStats()
+    y0 = torch.ones(1, dtype=F64)
+    f = FlatFuncWrapper(lambda t, y: -y, FlatState(y0), stats)
+    solve_fixed(f, y0, [0.0, 0.6875], get_solver(method), FixedStepOptions(step_size=0.0625),
+                stats, True, compiled=comp)
+    assert calls == [FIXED_CHUNK]
+    assert stats.accepted_steps == 11
+    assert stats.nfe_forward == stages + 10 * stages  # the eager step, then the chunk
 
 
 def _blows_up_after(t_bad: float):  # type: ignore[no-untyped-def]
