@@ -650,6 +650,23 @@ EQUIVALENT: dict[str, str] = {
         _GPU,
     ),
     "deeplimits.ode._fixed_loop.x__uniform_run__mutmut_24": _TIE,
+    **dict.fromkeys(
+        _ode(
+            "_fixed_loop",
+            "x_solve_fixed__mutmut_14",
+            "x_solve_fixed__mutmut_15",
+            "x_solve_fixed__mutmut_17",
+            "x_solve_fixed__mutmut_20",
+        ),
+        "equivalent: the direction d only signs comparisons; ts is strictly monotonic with at "
+        "least two times here (checked by the dispatcher), so ts[1] gives the same sign and "
+        "ts[-1] == ts[0] cannot happen",
+    ),
+    **dict.fromkeys(
+        _ode("_fixed_loop", "x_solve_fixed__mutmut_57", "x_solve_fixed__mutmut_58"),
+        "equivalent: unreachable, j < n holds while steps remain (the last output time is the "
+        "grid's end)",
+    ),
     "deeplimits.ode._fixed_loop.x__uniform_run__mutmut_31": "equivalent: skipping an output "
     "time that a step ends at exactly returns one step later with k - i, the same count",
     **dict.fromkeys(

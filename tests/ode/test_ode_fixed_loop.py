@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from deeplimits.errors import InvalidArgumentError, NonFiniteStateError
-from deeplimits.ode import FixedStepOptions, SolveStats, get_solver
+from deeplimits.ode import ButcherTableau, ExplicitRK, FixedStepOptions, SolveStats, get_solver
 from deeplimits.ode._compiled import FIXED_CHUNK, FixedCompiled
 from deeplimits.ode._fixed_loop import _uniform_run, build_grid, solve_fixed
 from deeplimits.ode._func import FlatFuncWrapper, FlatState
@@ -87,7 +87,8 @@ def _stand_in(t_bad: float = 1.3) -> tuple[FixedCompiled, list[int]]:
     return FixedCompiled(lambda: None, steps(FIXED_CHUNK), steps(1)), calls  # type: ignore[arg-type]
 
 
-def test_compiled_runs_go_in_chunks_and_count_evaluations() -> None:
+@pytest.mark.parametrize("every", [True, False])
+def test_compiled_runs_go_in_chunks_and_count_evaluations(every: bool) -> None:
     comp, calls = _stand_in()
     stats = SolveStats()
     y0 = torch.ones(1, dtype=F64)
@@ -95,9 +96,10 @@ def test_compiled_runs_go_in_chunks_and_count_evaluations() -> None:
     h = 0.0625  # exact in binary: the grid hits the output times exactly
     ts = [0.0, 0.75, 1.5]  # 24 steps: outputs after steps 12 and 24
     out = solve_fixed(f, y0, ts, get_solver("euler"), FixedStepOptions(step_size=h), stats,
-                      True, compiled=comp)
-    # the first step eagerly (its first stage is known), 11 to 0.75: a chunk of 10 and one
-    # single step; then 12: a chunk and two single steps
+                      every, compiled=comp)
+    # the first step eagerly (its first stage is known; with every=False its check is queued
+    # and read before the run), 11 to 0.75: a chunk of 10 and one single step; then 12: a
+    # chunk and two single steps
     assert calls == [FIXED_CHUNK, 1, FIXED_CHUNK, 1, 1]
     assert stats.accepted_steps == 24
     assert [float(o) for o in out] == pytest.approx([1.0, (1 - h) ** 12, (1 - h) ** 24],
@@ -168,3 +170,21 @@ def test_outputs_between_grid_points_are_the_hermite_cubic() -> None:
     out = solve_fixed(f, torch.full((1,), 1.5**3, dtype=F64), back, get_solver("rk4"),
                       FixedStepOptions(step_size=0.5), SolveStats(), False)
     assert [float(o) for o in out] == pytest.approx([t**3 for t in back], rel=1e-13, abs=1e-14)
+
+
+def test_an_fsal_fixed_step_method_reuses_its_last_stage() -> None:
+    """Heun's method written with an FSAL third stage (a = [[], [1], [1/2, 1/2]], b = (1/2,
+    1/2, 0)): on y' = -y each step multiplies by 1 - h + h^2/2 (its stability polynomial), and
+    costs 2 evaluations after the first (the third stage is the next step's first)."""
+    solver = ExplicitRK(ButcherTableau.from_lists(
+        "heun_fsal", a=[[], [1.0], [0.5, 0.5]], b=[0.5, 0.5, 0.0], c=[0.0, 1.0, 1.0], order=2,
+        fsal=True))
+    assert solver.fsal
+    stats = SolveStats()
+    y0 = torch.ones(1, dtype=F64)
+    f = FlatFuncWrapper(lambda t, y: -y, FlatState(y0), stats)
+    h = 0.125
+    out = solve_fixed(f, y0, [0.0, 0.5, 1.0], solver, FixedStepOptions(step_size=h), stats, True)
+    r = 1 - h + h**2 / 2
+    assert [float(o) for o in out] == pytest.approx([1.0, r**4, r**8], rel=1e-14)
+    assert (stats.accepted_steps, stats.nfe_forward) == (8, 1 + 8 * 2)
