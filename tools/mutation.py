@@ -650,6 +650,10 @@ EQUIVALENT: dict[str, str] = {
         _GPU,
     ),
     "deeplimits.ode._fixed_loop.x__uniform_run__mutmut_24": _TIE,
+    "deeplimits.ode._fixed_loop.x_build_grid__mutmut_9": "equivalent: t[-1] == t[0] cannot "
+    "happen, output times are strictly monotonic (checked by the dispatcher)",
+    "deeplimits.ode._fixed_loop.x_solve_fixed__mutmut_193": "equivalent: _no_dense is never "
+    "called (no output time lies strictly inside such a step); None is not called either",
     **dict.fromkeys(
         _ode(
             "_fixed_loop",
@@ -663,7 +667,13 @@ EQUIVALENT: dict[str, str] = {
         "ts[-1] == ts[0] cannot happen",
     ),
     **dict.fromkeys(
-        _ode("_fixed_loop", "x_solve_fixed__mutmut_57", "x_solve_fixed__mutmut_58"),
+        _ode(
+            "_fixed_loop",
+            "x_solve_fixed__mutmut_57",
+            "x_solve_fixed__mutmut_58",
+            "x_solve_fixed__mutmut_81",
+            "x_solve_fixed__mutmut_82",
+        ),
         "equivalent: unreachable, j < n holds while steps remain (the last output time is the "
         "grid's end)",
     ),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from deeplimits.ode import ButcherTableau, ExplicitRK, FixedStepOptions, SolveSt
 from deeplimits.ode._compiled import FIXED_CHUNK, FixedCompiled
 from deeplimits.ode._fixed_loop import _uniform_run, build_grid, solve_fixed
 from deeplimits.ode._func import FlatFuncWrapper, FlatState
+from deeplimits.ode._options import StepRecord
 
 F64 = torch.float64
 
@@ -43,6 +45,11 @@ def test_grid_option_keeps_the_points_strictly_inside_in_order() -> None:
         build_grid([0.0, 1.0], FixedStepOptions(grid=[0.0, 0.5, 0.5, 1.0]))
     with pytest.raises(InvalidArgumentError, match="strictly increasing or decreasing"):
         build_grid([0.0, 1.0], FixedStepOptions(grid=[0.0, 0.5, 0.2]))
+    for bad in ([0.5, 0.5], [1.0, 0.5, 0.5, 0.0]):  # two points; not strictly decreasing
+        with pytest.raises(InvalidArgumentError, match="strictly increasing or decreasing"):
+            build_grid([0.0, 1.0], FixedStepOptions(grid=bad))
+    # a span that does not start at 0: |t1 - t0| / h steps
+    assert build_grid([0.5, 1.0], FixedStepOptions(step_size=0.25)) == [0.5, 0.75, 1.0]
     # no option: the output times themselves
     assert build_grid([0.0, 0.3, 1.0], FixedStepOptions()) == [0.0, 0.3, 1.0]
 
@@ -148,9 +155,17 @@ def test_queued_checks_name_the_first_bad_step(every: bool, n_steps: int) -> Non
     t_bad = 0.35 if n_steps == 40 else 1.0 + h / 2 if n_steps == 5 else 1.9
     f = _blows_up_after(t_bad)
     first_bad = (math.floor(t_bad / h + 1e-9) + 1) * h
-    with pytest.raises(NonFiniteStateError, match=f"at t={first_bad:.6g}"):
-        solve_fixed(f, torch.zeros(1, dtype=F64), [0.0, 2.0], get_solver("euler"),
-                    FixedStepOptions(step_size=h), SolveStats(), every)
+    stats = SolveStats()
+    counted = FlatFuncWrapper(f, FlatState(torch.zeros(1, dtype=F64)), stats)
+    with pytest.raises(NonFiniteStateError) as info:
+        solve_fixed(counted, torch.zeros(1, dtype=F64), [0.0, 2.0], get_solver("euler"),
+                    FixedStepOptions(step_size=h), stats, every)
+    m = re.search(r"at t=(\S+) \(step dt=([^)]+)\)", str(info.value))
+    assert m is not None
+    assert float(m.group(1)) == pytest.approx(first_bad, rel=1e-12)
+    assert float(m.group(2)) == pytest.approx(h, rel=1e-12)  # t1 - t of the bad step
+    if n_steps == 40:  # the 8th step is the first bad one; queued flags are read every 16
+        assert stats.nfe_forward == (8 if every else 16)
 
 
 def test_outputs_between_grid_points_are_the_hermite_cubic() -> None:
@@ -188,3 +203,31 @@ def test_an_fsal_fixed_step_method_reuses_its_last_stage() -> None:
     r = 1 - h + h**2 / 2
     assert [float(o) for o in out] == pytest.approx([1.0, r**4, r**8], rel=1e-14)
     assert (stats.accepted_steps, stats.nfe_forward) == (8, 1 + 8 * 2)
+
+
+def test_each_step_is_recorded_as_taken_and_backward_steps_count_apart() -> None:
+    """Euler, h = 0.25, outputs 0.3, 0.5 and 1.0: the second step has an output inside, so the
+    loop appends f(t1, y1) (extra), which the third step then reuses (chained)."""
+    records = []
+
+    def record(rec, y1, ks):  # type: ignore[no-untyped-def]
+        records.append((rec, float(y1[0]), len(ks)))
+
+    stats = SolveStats()
+    y0 = torch.ones(1, dtype=F64)
+    f = FlatFuncWrapper(lambda t, y: -y, FlatState(y0), stats)
+    solve_fixed(f, y0, [0.0, 0.3, 0.5, 1.0], get_solver("euler"),
+                FixedStepOptions(step_size=0.25), stats, True, record=record, backward=True)
+    want = [
+        # t, h, t1, times, k1 (a fresh first stage at t), chained, extra, j
+        (StepRecord(0.0, 0.25, 0.25, None, 0.0, False, False, 1), 0.75, 1),
+        (StepRecord(0.25, 0.25, 0.5, None, None, False, True, 1), 0.75**2, 2),
+        (StepRecord(0.5, 0.25, 0.75, None, None, True, False, 3), 0.75**3, 1),
+        (StepRecord(0.75, 0.25, 1.0, None, None, False, False, 3), 0.75**4, 1),
+    ]
+    assert records == want
+    # an adjoint's backward solve counts its steps apart
+    assert (stats.accepted_steps, stats.backward_accepted_steps) == (0, 4)
+    # f at 0 (the start), 0.25, then f(0.5, y1) appended (extra, reused by the third step),
+    # then 0.75
+    assert stats.nfe_forward == 4
