@@ -91,9 +91,9 @@ MAPPING: dict[str, Entry] = {
         pytest_args=("-m", "not compiles"),
     ),
     "ode/_host_loop.py": Entry(
-        ("tests/ode/test_ode_host_loop.py", "tests/ode/test_ode_odeint.py",
-         "tests/ode/test_ode_controller_oracles.py", "tests/ode/test_ode_errors.py",
-         "tests/ode/test_ode_controllers.py"),
+        # test_ode_odeint.py (accuracy against DOP853 at rtol 1e-12) left out: ~9 s a mutant
+        ("tests/ode/test_ode_host_loop.py", "tests/ode/test_ode_controller_oracles.py",
+         "tests/ode/test_ode_errors.py", "tests/ode/test_ode_controllers.py"),
         pytest_args=("-m", "not compiles"),
     ),
     "ode/_fixed_loop.py": Entry(
