@@ -688,6 +688,36 @@ EQUIVALENT: dict[str, str] = {
         ),
         _STRICT,
     ),
+    # ode/_tableaux
+    **dict.fromkeys(
+        _ode(
+            "_tableaux",
+            "x__bosh3__mutmut_71",
+            "x__bosh3__mutmut_74",
+            "x__bosh3__mutmut_75",
+            "x__dopri5__mutmut_222",
+            "x__dopri5__mutmut_225",
+            "x__dopri5__mutmut_226",
+        ),
+        _STRICT,
+    ),
+    **dict.fromkeys(
+        _ode("_tableaux", "x__tsit5__mutmut_116", "x__tsit5__mutmut_120"),
+        "equivalent: the interpolant's polynomials have degree 4; a sixth zero coefficient, "
+        "or a slice past the end of five, gives the same four powers",
+    ),
+    "deeplimits.ode._tableaux.x__implicit_euler__mutmut_5": "equivalent: embedded=None is "
+    "falsy like False",
+    **dict.fromkeys(
+        _ode(
+            "_tableaux",
+            "x__kvaerno3__mutmut_12",
+            "x__kvaerno3__mutmut_13",
+            "x__kvaerno3__mutmut_14",
+        ),
+        "equivalent: the cubic's roots are 0.159, 0.436 and 2.405: none at 0.4 or 0.5 or in "
+        "(0.5, 1.5), so the same root is picked",
+    ),
     # experiments' verdict functions
     **dict.fromkeys(
         _names(

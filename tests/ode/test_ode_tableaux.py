@@ -142,3 +142,8 @@ def test_each_implicit_builder_gives_the_published_gamma(name: str) -> None:
     assert all(row[len(row) - 1] == tab.gamma for row in tab.a[1:])  # one diagonal
     assert tab.c[-1] == 1.0 and tab.r_infinity() == pytest.approx(0.0, abs=1e-12)
     assert tab == IMPLICIT_TABLEAUX[name]
+
+
+def test_get_tableau_finds_explicit_and_implicit_tableaux() -> None:
+    assert get_tableau("dopri5") is TABLEAUX["dopri5"]
+    assert get_tableau("kvaerno4") is IMPLICIT_TABLEAUX["kvaerno4"]
