@@ -147,3 +147,48 @@ def test_each_implicit_builder_gives_the_published_gamma(name: str) -> None:
 def test_get_tableau_finds_explicit_and_implicit_tableaux() -> None:
     assert get_tableau("dopri5") is TABLEAUX["dopri5"]
     assert get_tableau("kvaerno4") is IMPLICIT_TABLEAUX["kvaerno4"]
+
+
+_HEUN = dict(name="heun", a=[[], [1.0]], b=[0.5, 0.5], c=[0.0, 1.0], order=2)
+_HEUN_FSAL = dict(name="heun_fsal", a=[[], [1.0], [0.5, 0.5]], b=[0.5, 0.5, 0.0],
+                  c=[0.0, 1.0, 1.0], order=2, fsal=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"a": [], "b": [], "c": []}, "b must not be empty"),
+        ({"c": [0.0]}, r"len\(a\)=2, len\(b\)=2, len\(c\)=1 must all be equal"),
+        ({"a": [[]]}, r"len\(a\)=1, len\(b\)=2, len\(c\)=2 must all be equal"),
+        ({"order": 0}, "order=0 must be >= 1"),
+        ({"order": 3}, "weights b do not satisfy the order conditions for declared order 3"),
+        ({"b_err": [0.5]}, "b_err has 1 entries, expected 2"),
+        ({"b_err": [-0.5, 0.5]}, "error_order is required when b_err is given"),
+        ({"b_err": [0.25, 0.25], "error_order": 1}, r"sum\(b_err\)=0.5 must be 0"),
+        ({"b_err": [0.5, 0.5], "error_order": 1}, r"sum\(b_err\)=1.0 must be 0"),
+        ({"b_err": [-0.5, 0.5], "error_order": 2},
+         "weights b - b_err do not satisfy the order conditions for declared order 2"),
+        ({"dense": [[1.0]]}, "dense row 0 has 1 entries, expected 3"),
+        # theta = 1 sums the rows: (1, 0, 1) depends on f(t+h, y1)
+        ({"dense": [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]},
+         r"dense output at theta=1 must not depend on f\(t\+h, y1\)"),
+        ({"dense": [[1.0, 0.0, 0.0]]}, "dense output at theta=1 must equal the solution weights b"),
+    ],
+)
+def test_each_invalid_tableau_is_refused_naming_the_rule(kwargs: dict, message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        ButcherTableau.from_lists(**(_HEUN | kwargs))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"c": [0.0, 1.0, 1.0 - 1e-13]},  # c[-1] != 1 exactly (consistent to 1e-12)
+        {"b": [0.5, 0.4, 0.1], "order": 1},  # b[-1] != 0
+        {"a": [[], [1.0], [0.6, 0.4]]},  # a[-1] != b[:-1]
+    ],
+)
+def test_each_fsal_condition_is_checked(kwargs: dict) -> None:
+    assert ButcherTableau.from_lists(**_HEUN_FSAL).fsal  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match=r"fsal=True needs c\[-1\] == 1, b\[-1\] == 0"):
+        ButcherTableau.from_lists(**(_HEUN_FSAL | kwargs))  # type: ignore[arg-type]
