@@ -15,7 +15,7 @@ from deeplimits.ode import (
     get_tableau,
     order_condition_residuals,
 )
-from deeplimits.ode._tableaux import IMPLICIT_TABLEAUX
+from deeplimits.ode._tableaux import IMPLICIT_TABLEAUX, ImplicitTableau
 
 
 @pytest.mark.parametrize("name", sorted(TABLEAUX))
@@ -192,3 +192,60 @@ def test_each_fsal_condition_is_checked(kwargs: dict) -> None:
     assert ButcherTableau.from_lists(**_HEUN_FSAL).fsal  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match=r"fsal=True needs c\[-1\] == 1, b\[-1\] == 0"):
         ButcherTableau.from_lists(**(_HEUN_FSAL | kwargs))  # type: ignore[arg-type]
+
+
+# The trapezoidal rule as a 2-stage ESDIRK (stiffly accurate, A-stable, R(-inf) = -1).
+_TRAP = dict(name="trap", a=[[0.0], [0.5, 0.5]], b=[0.5, 0.5], c=[0.0, 1.0], order=2)
+_NOT_STIFF = dict(name="ns", a=[[0.0], [0.25, 0.25], [0.25, 0.5, 0.25]], b=[1 / 6, 2 / 3, 1 / 6],
+                  c=[0.0, 0.5, 1.0], order=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"a": [[0.0]], "b": [1.0], "c": [0.0], "order": 1}, "needs at least 2 stages"),
+        ({"c": [0.0]}, r"len\(a\)=2, len\(b\)=2, len\(c\)=1 must all be equal"),
+        ({"a": [[0.0], [0.5, 0.5], [0.3, 0.3, 0.4]]}, r"len\(a\)=3, len\(b\)=2, len\(c\)=2"),
+        ({"a": [[0.0], [1.0]]}, r"row a\[1\] has 1 entries; a diagonally implicit method needs "
+                                "exactly 2"),
+        ({"c": [0.0, 0.9]}, r"c\[1\]=0.9 differs from sum\(a\[1\]\)=1.0"),
+        ({"a": [[0.1], [0.5, 0.5]], "c": [0.1, 1.0]}, r"a\[0\]=\(0.1,\) must be \(0.0,\)"),
+        ({"a": [[0.0], [1.0, 0.0]]}, r"the diagonal a\[1\]\[1\]=0.0 must be positive"),
+        ({"a": [[0.0], [1.5, -0.5]]}, r"the diagonal a\[1\]\[1\]=-0.5 must be positive"),
+        ({"a": [[0.0], [0.25, 0.25], [0.3, 0.3, 0.4]], "b": [0.3, 0.3, 0.4],
+          "c": [0.0, 0.5, 1.0]}, r"a\[2\]\[2\]=0.4 differs from a\[1\]\[1\]=0.25"),
+        ({"b": [0.5, 0.6]}, r"sum\(b\)=1.1 must be 1"),
+        ({"order": 0}, "order=0 must be >= 1"),
+        ({"order": 3}, "weights b do not satisfy the order conditions for declared order 3"),
+        ({"b_err": [0.5]}, "b_err has 1 entries, expected 2"),
+        ({"b_err": [0.5, -0.5]}, "error_order is required when b_err is given"),
+        ({"b_err": [0.25, 0.25], "error_order": 1}, r"sum\(b_err\)=0.5 must be 0"),
+        ({"b_err": [0.5, 0.5], "error_order": 1}, r"sum\(b_err\)=1.0 must be 0"),
+        ({"b_err": [0.5, -0.5], "error_order": 2},
+         "weights b - b_err do not satisfy the order conditions for declared order 2"),
+        ({"l_stable": True}, r"declared L-stable, but \|R\(-1e8\)\|=1.000e\+00"),
+        ({"dense": [[1.0]]}, "dense row 0 has 1 entries, expected 2"),
+        ({"dense": [[1.0, 0.0]]}, "dense output at theta=1 must equal the solution weights b"),
+        # c[-1] one part in 1e13 below 1: consistent, but not stiffly accurate
+        ({"a": [[0.0], [0.5, 0.5 - 1e-13]], "b": [0.5 + 1e-13, 0.5 - 1e-13],
+          "c": [0.0, 1.0 - 1e-13]}, "dense output needs a stiffly accurate tableau"),
+    ],
+)
+def test_each_invalid_implicit_tableau_is_refused_naming_the_rule(kwargs: dict, message: str
+                                                                   ) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        ImplicitTableau.from_lists(**(_TRAP | kwargs))  # type: ignore[arg-type]
+
+
+def test_implicit_tableau_data_by_hand() -> None:
+    trap = ImplicitTableau.from_lists(**_TRAP)  # type: ignore[arg-type]
+    assert trap.gamma == 0.5 and trap.stiffly_accurate and trap.fsal and not trap.adaptive
+    assert trap.r_infinity() == pytest.approx(-1.0, abs=1e-12)  # (1 + z/2) / (1 - z/2)
+    assert trap.stability(-2.0) == pytest.approx(0.0, abs=1e-15)
+    assert trap.stage_terms == ((), ((0, 0.5),)) and trap.b_terms == ((0, 0.5), (1, 0.5))
+    # the cubic Hermite interpolant by default: at theta = 1 it is b
+    assert np.sum(np.array(trap.dense), axis=0) == pytest.approx([0.5, 0.5])
+    with pytest.raises(InvalidArgumentError, match="stiffly accurate"):
+        ImplicitTableau.from_lists(**_NOT_STIFF)  # type: ignore[arg-type]
+    ns = ImplicitTableau.from_lists(**_NOT_STIFF, dense=[])  # type: ignore[arg-type]
+    assert not ns.stiffly_accurate and ns.gamma == 0.25
