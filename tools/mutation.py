@@ -711,6 +711,60 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         _ode(
             "_tableaux",
+            "x__hermite_dense__mutmut_20",
+            "x__hermite_dense__mutmut_23",
+            "x__hermite_dense__mutmut_24",
+            "x__hermite_dense__mutmut_35",
+            "x__hermite_dense__mutmut_38",
+            "x__hermite_dense__mutmut_39",
+            "x__esdirk__mutmut_44",
+            "x__esdirk__mutmut_47",
+            "x__esdirk__mutmut_52",
+        ),
+        _STRICT,
+    ),
+    **dict.fromkeys(
+        _ode(
+            "_tableaux",
+            "xǁButcherTableauǁ_check_order__mutmut_17",
+            "xǁImplicitTableauǁ_check_order__mutmut_16",
+            "x__r_inf__mutmut_16",
+            "x__esdirk__mutmut_36",
+        ),
+        _TIE,
+    ),
+    **dict.fromkeys(
+        _ode(
+            "_tableaux",
+            "x__partitions__mutmut_3",
+            "x__partitions__mutmut_23",
+            "x__partitions__mutmut_25",
+        ),
+        "equivalent: without the cap on the largest part the partitions come in every order; "
+        "_trees sorts each tree's children into a set, so the same trees result",
+    ),
+    "deeplimits.ode._tableaux.x__stage_weights__mutmut_3": "equivalent: a is square",
+    **dict.fromkeys(
+        _ode(
+            "_tableaux",
+            "xǁButcherTableauǁfrom_lists__mutmut_2",
+            "xǁImplicitTableauǁfrom_lists__mutmut_2",
+        ),
+        "equivalent: dense_order is documentation only (no code reads it); the default is "
+        "used only without an interpolant",
+    ),
+    **dict.fromkeys(
+        _ode(
+            "_tableaux",
+            "xǁImplicitTableauǁfrom_lists__mutmut_14",
+            "xǁImplicitTableauǁfrom_lists__mutmut_15",
+        ),
+        "equivalent: for order 3 both branches give 3",
+    ),
+    "deeplimits.ode._tableaux.x__r_inf__mutmut_20": "equivalent: float('INF') is inf",
+    **dict.fromkeys(
+        _ode(
+            "_tableaux",
             "x__kvaerno3__mutmut_12",
             "x__kvaerno3__mutmut_13",
             "x__kvaerno3__mutmut_14",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -249,3 +250,40 @@ def test_implicit_tableau_data_by_hand() -> None:
         ImplicitTableau.from_lists(**_NOT_STIFF)  # type: ignore[arg-type]
     ns = ImplicitTableau.from_lists(**_NOT_STIFF, dense=[])  # type: ignore[arg-type]
     assert not ns.stiffly_accurate and ns.gamma == 0.25
+
+
+def test_order_conditions_are_one_per_rooted_tree_with_butchers_densities() -> None:
+    """Rooted trees with 1..5 nodes: 1, 1, 2, 4, 9 (17 up to order 5), densities gamma(t):
+    1; 2; 3, 6; 4, 8, 12, 24; 5, 10, 15, 20, 20, 30, 40, 60, 120 (Butcher). For explicit Euler
+    (a = 0, b = 1) every elementary weight beyond the first is 0, so the residuals are
+    -1/gamma(t) (and 0 for the single node)."""
+    res = order_condition_residuals(np.zeros((1, 1)), np.array([1.0]), 5)
+    assert len(res) == 17
+    densities = [[1], [2], [3, 6], [4, 8, 12, 24], [5, 10, 15, 20, 20, 30, 40, 60, 120]]
+    start = 0
+    for order, gammas in enumerate(densities, 1):
+        got = sorted(-r for r in res[start : start + len(gammas)])
+        want = sorted([0.0] if order == 1 else [1 / g for g in gammas])
+        assert got == pytest.approx(want, abs=1e-15), order
+        start += len(gammas)
+
+
+def test_declared_orders_above_five_are_not_checked() -> None:
+    """Only the 17 conditions up to order 5 are checked: dopri5's data claiming order 6
+    builds (documented; an order-6 check would refuse it)."""
+    tab = TABLEAUX["dopri5"]
+    six = ButcherTableau.from_lists("dopri6?", a=[list(r) for r in tab.a], b=list(tab.b),
+                                    c=list(tab.c), order=6)
+    assert six.order == 6
+    with pytest.raises(InvalidArgumentError, match="order conditions"):
+        ButcherTableau.from_lists("dopri5", a=[list(r) for r in tab.a], b=list(tab.b),
+                                  c=list(tab.c), order=5, b_err=list(tab.b_err),
+                                  error_order=6)
+
+
+def test_r_infinity_is_infinite_without_stiff_decay() -> None:
+    """The not stiffly accurate 3-stage ESDIRK above: b0 - b~ A~^{-1} a~ = 1/6 - 1/2 != 0, so
+    R(z) grows like z."""
+    ns = ImplicitTableau.from_lists(**_NOT_STIFF, dense=[])  # type: ignore[arg-type]
+    assert ns.r_infinity() == math.inf
+    assert abs(ns.stability(-1e8)) > 1e6
