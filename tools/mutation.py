@@ -650,6 +650,16 @@ EQUIVALENT: dict[str, str] = {
         _GPU,
     ),
     "deeplimits.ode._fixed_loop.x__uniform_run__mutmut_24": _TIE,
+    **dict.fromkeys(
+        _ode(
+            "_fixed_loop",
+            "x_solve_fixed__mutmut_135",
+            "x_solve_fixed__mutmut_136",
+            "x_solve_fixed__mutmut_140",
+        ),
+        "equivalent: a step with no output time in (t, t1] takes the other branch to the same "
+        "record and no output (emit_outputs emits nothing); j < n holds while steps remain",
+    ),
     "deeplimits.ode._fixed_loop.x_build_grid__mutmut_9": "equivalent: t[-1] == t[0] cannot "
     "happen, output times are strictly monotonic (checked by the dispatcher)",
     "deeplimits.ode._fixed_loop.x_solve_fixed__mutmut_193": "equivalent: _no_dense is never "

@@ -231,3 +231,21 @@ def test_each_step_is_recorded_as_taken_and_backward_steps_count_apart() -> None
     # f at 0 (the start), 0.25, then f(0.5, y1) appended (extra, reused by the third step),
     # then 0.75
     assert stats.nfe_forward == 4
+
+
+def test_fsal_steps_are_recorded_chained_and_a_first_step_with_an_output_is_fresh() -> None:
+    """The FSAL Heun above, h = 0.25, outputs 0.1 (inside the first step) and 0.5: the first
+    step's first stage is the fresh f(0, y0), the second reuses the first step's last stage."""
+    solver = ExplicitRK(ButcherTableau.from_lists(
+        "heun_fsal", a=[[], [1.0], [0.5, 0.5]], b=[0.5, 0.5, 0.0], c=[0.0, 1.0, 1.0], order=2,
+        fsal=True, dense=[[0.5, 0.5, 0.0]]))  # linear interpolation
+    records = []
+    stats = SolveStats()
+    y0 = torch.ones(1, dtype=F64)
+    f = FlatFuncWrapper(lambda t, y: -y, FlatState(y0), stats)
+    solve_fixed(f, y0, [0.0, 0.1, 0.5], solver, FixedStepOptions(step_size=0.25), stats, True,
+                record=lambda rec, y1, ks: records.append(rec))
+    assert records == [
+        StepRecord(0.0, 0.25, 0.25, None, 0.0, False, False, 1),
+        StepRecord(0.25, 0.25, 0.5, None, None, True, False, 2),
+    ]
