@@ -782,6 +782,11 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: the cubic's roots are 0.159, 0.436 and 2.405: none at 0.4 or 0.5 or in "
         "(0.5, 1.5), so the same root is picked",
     ),
+    # ode/_host_loop
+    "deeplimits.ode._host_loop.x_solve_adaptive_host__mutmut_11": "equivalent: t_end == t[0] "
+    "cannot happen, output times are strictly monotonic (checked by the dispatcher)",
+    "deeplimits.ode._host_loop.x_solve_adaptive_host__mutmut_35": "equivalent: rows=None is "
+    "falsy like False",
     # experiments' verdict functions
     **dict.fromkeys(
         _names(

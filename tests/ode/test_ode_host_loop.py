@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from deeplimits.errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
-from deeplimits.ode import IController, SolveStats, odeint
+from deeplimits.ode import AdaptiveOptions, IController, SolveStats, get_solver, odeint
+from deeplimits.ode._host_loop import solve_adaptive_host
 
 F64 = torch.float64
 
@@ -84,3 +85,51 @@ def test_a_step_below_dt_min_is_an_underflow() -> None:
                method="dopri5", rtol=1e-8, atol=1e-10,
                options={"device_loop": False, "first_step": 0.5,
                         "controller": IController(dt_min=0.05)})
+
+
+def test_the_starting_step_probe_stays_inside_the_span() -> None:
+    """From t = 1 to 1.001 with no first_step: Hairer's probe h0 = 0.01 d0 / d1 = 0.01 is
+    clipped to the span |1.001 - 1|, so f is never called beyond the last time."""
+    calls: list[float] = []
+
+    def f(t, y):  # type: ignore[no-untyped-def]
+        calls.append(float(t))
+        return torch.ones_like(y)
+
+    odeint(f, torch.ones(1, dtype=F64), torch.tensor([1.0, 1.001], dtype=F64), method="dopri5",
+           options={"device_loop": False})
+    assert max(calls) <= 1.001
+
+
+def test_a_jump_steps_stage_times_before_it_are_unchanged() -> None:
+    """y' = t before the jump at 0.5, 0 after it: dopri5 integrates t exactly, so y(0.5) =
+    0.125 only if the last step's stages before the jump keep their times t + c h (only the
+    stages at the jump see its left limit)."""
+    def f(t, y):  # type: ignore[no-untyped-def]
+        return torch.full_like(y, float(t)) if float(t) < 0.5 else torch.zeros_like(y)
+
+    ys = odeint(f, torch.zeros(1, dtype=F64), torch.tensor([0.0, 0.5, 1.0], dtype=F64),
+                method="dopri5", options={"device_loop": False, "first_step": 0.3,
+                                          "controller": IController(jump_ts=(0.5,))})
+    assert ys[:, 0].tolist() == pytest.approx([0.0, 0.125, 0.125], rel=1e-12, abs=1e-15)
+
+
+def test_the_seminorm_and_the_default_direction_of_counting() -> None:
+    """Called directly: y' = (1, 1000 t^4). dopri5 is exact for the first entry (error 0) but
+    not for the second; with the norm over the first entry only (the adjoint's seminorm) the
+    steps grow by factor_max as for y' = 1: 0.1, then to the end (2 steps). Steps count as
+    forward steps unless backward=True."""
+    def f(t, y):  # type: ignore[no-untyped-def]
+        return torch.stack([torch.ones_like(y[0]), 1000.0 * torch.as_tensor(t) ** 4])
+
+    opts = AdaptiveOptions(first_step=0.1)
+    semi = SolveStats()
+    y0 = torch.zeros(2, dtype=F64)
+    out = solve_adaptive_host(f, y0, [0.0, 1.0], get_solver("dopri5"), opts, 1e-6, 1e-9, semi,
+                              norm_dims=1)
+    assert (semi.accepted_steps, semi.backward_accepted_steps) == (2, 0)
+    assert float(out[-1][0]) == pytest.approx(1.0, rel=1e-14)
+    full = SolveStats()
+    solve_adaptive_host(f, y0, [0.0, 1.0], get_solver("dopri5"), opts, 1e-6, 1e-9, full,
+                        backward=True)
+    assert full.accepted_steps == 0 and full.backward_accepted_steps > 2
