@@ -787,6 +787,15 @@ EQUIVALENT: dict[str, str] = {
     "cannot happen, output times are strictly monotonic (checked by the dispatcher)",
     "deeplimits.ode._host_loop.x_solve_adaptive_host__mutmut_35": "equivalent: rows=None is "
     "falsy like False",
+    **dict.fromkeys(
+        _ode(
+            "_host_loop",
+            "x_solve_adaptive_host__mutmut_68",
+            "x_solve_adaptive_host__mutmut_69",
+        ),
+        "equivalent: the scale and ratio are read as floats (detached) either way; no_grad "
+        "only spares recording them when autograd is on",
+    ),
     # experiments' verdict functions
     **dict.fromkeys(
         _names(

@@ -133,3 +133,22 @@ def test_the_seminorm_and_the_default_direction_of_counting() -> None:
     solve_adaptive_host(f, y0, [0.0, 1.0], get_solver("dopri5"), opts, 1e-6, 1e-9, full,
                         backward=True)
     assert full.accepted_steps == 0 and full.backward_accepted_steps > 2
+
+
+def test_the_last_step_ends_at_the_last_time_itself_and_is_recorded() -> None:
+    """y' = 1 from 0 to 1, first_step 0.1 (2 steps): the FSAL stage of the last step is f at
+    t = 1.0 exactly (not one ulp before it: the end is no jump), and the records name the
+    fresh first stage f(0, y0) of the first step and the chained one of the second."""
+    calls: list[float] = []
+
+    def f(t, y):  # type: ignore[no-untyped-def]
+        calls.append(float(t))
+        return torch.ones_like(y)
+
+    records = []
+    solve_adaptive_host(f, torch.zeros(1, dtype=F64), [0.0, 1.0], get_solver("dopri5"),
+                        AdaptiveOptions(first_step=0.1), 1e-6, 1e-9, SolveStats(),
+                        record=lambda rec, y1, ks: records.append(rec))
+    assert calls[-1] == 1.0 and math.nextafter(1.0, 0.0) not in calls
+    assert [(r.t, r.t1, r.k1, r.chained, r.j) for r in records] == [
+        (0.0, 0.1, 0.0, False, 1), (0.1, 1.0, None, True, 1)]
