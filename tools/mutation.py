@@ -785,6 +785,10 @@ EQUIVALENT: dict[str, str] = {
     # ode/_host_loop
     "deeplimits.ode._host_loop.x_solve_adaptive_host__mutmut_11": "equivalent: t_end == t[0] "
     "cannot happen, output times are strictly monotonic (checked by the dispatcher)",
+    "deeplimits.ode._host_loop.x_solve_adaptive_host__mutmut_158": _TIE,
+    "deeplimits.ode._host_loop.x_solve_adaptive_host__mutmut_189": "equivalent: an output up "
+    "to 1 beyond t1 taken for inside: no extra evaluation (it is beyond t1) and emit_outputs "
+    "emits nothing",
     "deeplimits.ode._host_loop.x_solve_adaptive_host__mutmut_35": "equivalent: rows=None is "
     "falsy like False",
     **dict.fromkeys(

@@ -15,8 +15,17 @@ import pytest
 import torch
 
 from deeplimits.errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
-from deeplimits.ode import AdaptiveOptions, IController, SolveStats, get_solver, odeint
+from deeplimits.ode import (
+    AdaptiveOptions,
+    ButcherTableau,
+    ExplicitRK,
+    IController,
+    SolveStats,
+    get_solver,
+    odeint,
+)
 from deeplimits.ode._host_loop import solve_adaptive_host
+from deeplimits.ode._options import StepRecord
 
 F64 = torch.float64
 
@@ -129,6 +138,10 @@ def test_the_seminorm_and_the_default_direction_of_counting() -> None:
                               norm_dims=1)
     assert (semi.accepted_steps, semi.backward_accepted_steps) == (2, 0)
     assert float(out[-1][0]) == pytest.approx(1.0, rel=1e-14)
+    back = SolveStats()
+    solve_adaptive_host(f, y0, [0.0, 1.0], get_solver("dopri5"), opts, 1e-6, 1e-9, back,
+                        norm_dims=1, backward=True)
+    assert (back.accepted_steps, back.backward_accepted_steps) == (0, 2)
     full = SolveStats()
     solve_adaptive_host(f, y0, [0.0, 1.0], get_solver("dopri5"), opts, 1e-6, 1e-9, full,
                         backward=True)
@@ -152,3 +165,48 @@ def test_the_last_step_ends_at_the_last_time_itself_and_is_recorded() -> None:
     assert calls[-1] == 1.0 and math.nextafter(1.0, 0.0) not in calls
     assert [(r.t, r.t1, r.k1, r.chained, r.j) for r in records] == [
         (0.0, 0.1, 0.0, False, 1), (0.1, 1.0, None, True, 1)]
+
+
+def _heun_euler() -> ExplicitRK:
+    """Heun's method with Euler embedded (not FSAL) and its cubic Hermite interpolant."""
+    b = [0.5, 0.5]
+    dense = [[1.0, 0.0, 0.0], [1.5 - 2.0, 1.5, -1.0], [-1.0 + 1.0, -1.0, 1.0]]
+    return ExplicitRK(ButcherTableau.from_lists(
+        "heun_euler", a=[[], [1.0]], b=b, c=[0.0, 1.0], order=2, b_err=[-0.5, 0.5],
+        error_order=1, dense=dense, dense_order=3))
+
+
+@pytest.mark.parametrize("d", [1.0, -1.0])
+def test_a_non_fsal_method_evaluates_f_at_the_step_end_only_for_an_output_inside(d: float
+                                                                               ) -> None:
+    """y' = 1 (Heun and Euler exact: steps grow by 10): step 1 from 0 to 0.1 has the output
+    0.05 inside, so the loop appends f(0.1, y1) (for the interpolant), which step 2 reuses as
+    its first stage; step 2 ends at the output 1.0 itself: no extra evaluation. 4 evaluations:
+    f(0), step 1's second stage, f(0.1), step 2's second stage."""
+    calls: list[float] = []
+
+    def f(t, y):  # type: ignore[no-untyped-def]
+        calls.append(float(t))
+        return torch.ones_like(y)
+
+    records = []
+    stats = SolveStats()
+    ts = [0.0, 0.05 * d, 1.0 * d]
+    outs = solve_adaptive_host(
+        f, torch.zeros(1, dtype=F64), ts, _heun_euler(), AdaptiveOptions(first_step=0.1),
+        1e-6, 1e-9, stats, record=lambda rec, y1, ks: records.append((rec, float(y1), len(ks))))
+    assert [float(o) for o in outs] == pytest.approx(ts, abs=1e-15)
+    assert calls == pytest.approx([0.0, 0.1 * d, 0.1 * d, 1.0 * d])  # 4 evaluations
+    assert records == [
+        (StepRecord(0.0, 0.1 * d, 0.1 * d, None, 0.0, False, True, 1), 0.1 * d, 3),
+        (StepRecord(0.1 * d, 0.9 * d, 1.0 * d, None, None, True, False, 2), 1.0 * d, 2),
+    ]
+
+
+def test_a_step_landing_exactly_on_a_step_time_moves_on_to_the_next_stop() -> None:
+    """y' = 1, first step 0.1, dt_max 0.4, a step time at 0.5: 0.1 + 0.4 == 0.5 exactly ends
+    at the step time; the next steps go 0.9, 1.0 (4 steps, no zero-length step)."""
+    stats = SolveStats()
+    _solve(_one, [0.0, 1.0], stats, first_step=0.1,
+           controller=IController(dt_max=0.4, step_ts=(0.5,)))
+    assert (stats.accepted_steps, stats.rejected_steps) == (4, 0)
