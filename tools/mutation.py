@@ -775,6 +775,65 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         _ode(
             "_tableaux",
+            "xǁButcherTableauǁ__post_init____mutmut_100",
+            "xǁButcherTableauǁ__post_init____mutmut_125",
+            "xǁButcherTableauǁ__post_init____mutmut_134",
+            "xǁButcherTableauǁ__post_init____mutmut_49",
+            "xǁButcherTableauǁ__post_init____mutmut_6",
+            "xǁImplicitTableauǁ__post_init____mutmut_6",
+            "xǁImplicitTableauǁ__post_init____mutmut_7",
+            "xǁImplicitTableauǁ__post_init____mutmut_170",
+            "xǁImplicitTableauǁ__post_init____mutmut_186",
+            "xǁImplicitTableauǁ__post_init____mutmut_70",
+        ),
+        _MSG,
+    ),
+    **dict.fromkeys(
+        _ode(
+            "_tableaux",
+            "xǁButcherTableauǁ__post_init____mutmut_122",
+            "xǁButcherTableauǁ__post_init____mutmut_131",
+            "xǁButcherTableauǁ__post_init____mutmut_17",
+            "xǁButcherTableauǁ__post_init____mutmut_25",
+            "xǁButcherTableauǁ__post_init____mutmut_53",
+            "xǁButcherTableauǁ__post_init____mutmut_86",
+            "xǁImplicitTableauǁ__post_init____mutmut_100",
+            "xǁImplicitTableauǁ__post_init____mutmut_105",
+            "xǁImplicitTableauǁ__post_init____mutmut_135",
+            "xǁImplicitTableauǁ__post_init____mutmut_137",
+            "xǁImplicitTableauǁ__post_init____mutmut_160",
+            "xǁImplicitTableauǁ__post_init____mutmut_183",
+            "xǁImplicitTableauǁ__post_init____mutmut_20",
+            "xǁImplicitTableauǁ__post_init____mutmut_46",
+            "xǁImplicitTableauǁ__post_init____mutmut_74",
+        ),
+        _TIE,
+    ),
+    **dict.fromkeys(
+        _ode(
+            "_tableaux",
+            "xǁButcherTableauǁ__post_init____mutmut_90",
+            "xǁButcherTableauǁ__post_init____mutmut_93",
+            "xǁButcherTableauǁ__post_init____mutmut_98",
+            "xǁImplicitTableauǁ__post_init____mutmut_109",
+            "xǁImplicitTableauǁ__post_init____mutmut_112",
+            "xǁImplicitTableauǁ__post_init____mutmut_115",
+        ),
+        _STRICT,
+    ),
+    **dict.fromkeys(
+        _ode("_tableaux", "xǁButcherTableauǁ__post_init____mutmut_170", "xǁButcherTableauǁ__post_init____mutmut_174"),
+        "equivalent: without the FSAL shortcut the last host stage uses its own row, which "
+        "equals b (checked just above): the same terms",
+    ),
+    **dict.fromkeys(
+        _ode("_tableaux", "xǁButcherTableauǁ__post_init____mutmut_58", "xǁImplicitTableauǁ__post_init____mutmut_79"),
+        "equivalent: b + b_err = 2b - b_hat, whose residuals are -(those of b_hat) once b's "
+        "vanish (b is checked first, to a higher order): the same check",
+    ),
+    **dict.fromkeys(
+        _ode(
+            "_tableaux",
             "x__kvaerno3__mutmut_12",
             "x__kvaerno3__mutmut_13",
             "x__kvaerno3__mutmut_14",
