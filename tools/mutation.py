@@ -822,12 +822,20 @@ EQUIVALENT: dict[str, str] = {
         _STRICT,
     ),
     **dict.fromkeys(
-        _ode("_tableaux", "xǁButcherTableauǁ__post_init____mutmut_170", "xǁButcherTableauǁ__post_init____mutmut_174"),
+        _ode(
+            "_tableaux",
+            "xǁButcherTableauǁ__post_init____mutmut_170",
+            "xǁButcherTableauǁ__post_init____mutmut_174",
+        ),
         "equivalent: without the FSAL shortcut the last host stage uses its own row, which "
         "equals b (checked just above): the same terms",
     ),
     **dict.fromkeys(
-        _ode("_tableaux", "xǁButcherTableauǁ__post_init____mutmut_58", "xǁImplicitTableauǁ__post_init____mutmut_79"),
+        _ode(
+            "_tableaux",
+            "xǁButcherTableauǁ__post_init____mutmut_58",
+            "xǁImplicitTableauǁ__post_init____mutmut_79",
+        ),
         "equivalent: b + b_err = 2b - b_hat, whose residuals are -(those of b_hat) once b's "
         "vanish (b is checked first, to a higher order): the same check",
     ),
