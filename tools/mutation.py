@@ -852,7 +852,17 @@ EQUIVALENT: dict[str, str] = {
     # ode/_host_loop
     "deeplimits.ode._host_loop.x_solve_adaptive_host__mutmut_11": "equivalent: t_end == t[0] "
     "cannot happen, output times are strictly monotonic (checked by the dispatcher)",
-    "deeplimits.ode._host_loop.x_solve_adaptive_host__mutmut_158": _TIE,
+    **dict.fromkeys(
+        _ode("_host_loop", "x_solve_adaptive_host__mutmut_158",
+             "x_solve_adaptive_host__mutmut_303"),
+        _TIE,
+    ),
+    **dict.fromkeys(
+        _ode("_host_loop", "x_solve_adaptive_host__mutmut_269",
+             "x_solve_adaptive_host__mutmut_271"),
+        "equivalent: the last stop is t_end, where the loop ends (its output is the last); "
+        "advancing past it is never read",
+    ),
     "deeplimits.ode._host_loop.x_solve_adaptive_host__mutmut_189": "equivalent: an output up "
     "to 1 beyond t1 taken for inside: no extra evaluation (it is beyond t1) and emit_outputs "
     "emits nothing",
