@@ -877,6 +877,24 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: the scale and ratio are read as floats (detached) either way; no_grad "
         "only spares recording them when autograd is on",
     ),
+    # ode/_time_grad
+    **dict.fromkeys(
+        _ode(
+            "_time_grad",
+            "xǁ_StartTimeǁbackward__mutmut_7",
+            "xǁ_StartTimeǁbackward__mutmut_10",
+            "xǁ_OutputTimesǁbackward__mutmut_7",
+            "xǁ_OutputTimesǁbackward__mutmut_10",
+        ),
+        _GPU,
+    ),
+    **dict.fromkeys(
+        _ode("_time_grad", "xǁ_StartTimeǁbackward__mutmut_2", "xǁ_OutputTimesǁbackward__mutmut_2"),
+        "equivalent: unreachable, these functions are applied only when t requires grad, so "
+        "needs_input_grad[3] is True and gt is always set",
+    ),
+    "deeplimits.ode._time_grad.x_needs_time_grads__mutmut_1": "equivalent: the identity "
+    "functions are also applied when t does not require grad; they then return None for t",
     # experiments' verdict functions
     **dict.fromkeys(
         _names(

@@ -35,7 +35,7 @@ def test_time_gradients_are_those_of_the_exact_solution(method: str, times: list
     want = [LAM * sum(wi * yi for wi, yi in zip(w[i].tolist(), exact[i], strict=True))
             for i in range(len(times))]
     want[0] = -sum(want[1:])
-    assert gt.tolist() == pytest.approx(want, rel=1e-7, abs=1e-9)
+    assert gt.tolist() == pytest.approx(want, rel=1e-9, abs=1e-12)
 
 
 def test_no_time_gradient_is_built_when_t_does_not_ask_for_one() -> None:
