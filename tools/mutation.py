@@ -895,6 +895,19 @@ EQUIVALENT: dict[str, str] = {
     ),
     "deeplimits.ode._time_grad.x_needs_time_grads__mutmut_1": "equivalent: the identity "
     "functions are also applied when t does not require grad; they then return None for t",
+    # ode/_reversible
+    **dict.fromkeys(
+        _ode(
+            "_reversible",
+            "xǁ_ReversibleHeunFnǁbackward__mutmut_28",
+            "xǁ_ReversibleHeunFnǁbackward__mutmut_31",
+            "xǁ_ReversibleHeunFnǁbackward__mutmut_33",
+            "xǁ_ReversibleHeunFnǁbackward__mutmut_160",
+            "xǁ_ReversibleHeunFnǁbackward__mutmut_163",
+            "xǁ_ReversibleHeunFnǁbackward__mutmut_164",
+        ),
+        _STRICT,
+    ),
     # experiments' verdict functions
     **dict.fromkeys(
         _names(

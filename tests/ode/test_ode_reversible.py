@@ -12,10 +12,14 @@ The O(1)-memory backward (which rebuilds the states by the algebraic inverse) mu
 
 from __future__ import annotations
 
+import math
+import re
+
 import pytest
 import torch
 from torch import nn
 
+from deeplimits.errors import NonFiniteStateError
 from deeplimits.ode import FixedStepOptions, SolveStats, odeint
 from deeplimits.ode._reversible import _merge_grid
 
@@ -108,3 +112,39 @@ def test_a_single_time_returns_the_initial_state() -> None:
     ys = odeint(_Linear(1.0), y0, torch.tensor([0.5], dtype=F64), method="reversible_heun",
                 options={"step_size": 0.1})
     assert ys.shape == (1, 2) and torch.equal(ys[0], y0)
+
+
+def test_a_field_that_does_not_depend_on_y_gets_its_gradients() -> None:
+    """y' = theta: y(T) = y0 + theta T exactly (every step is exact), so dL/dtheta = T and
+    dL/dy0 = 1, although f's vector-Jacobian product in y is None (not used)."""
+    class Drift(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.theta = nn.Parameter(torch.tensor(0.7, dtype=F64))
+
+        def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.theta.expand_as(y)
+
+    f = Drift()
+    y0 = torch.tensor([1.0], dtype=F64, requires_grad=True)
+    ys = odeint(f, y0, torch.tensor([0.0, 1.5], dtype=F64), method="reversible_heun",
+                options={"step_size": 0.25})
+    assert float(ys[-1, 0].detach()) == pytest.approx(1.0 + 0.7 * 1.5, rel=1e-14)
+    g_y0, g_theta = torch.autograd.grad(ys[-1, 0], (y0, f.theta))
+    assert float(g_y0) == pytest.approx(1.0, rel=1e-14)
+    assert float(g_theta) == pytest.approx(1.5, rel=1e-14)
+
+
+def test_a_blow_up_names_the_step() -> None:
+    """f is inf from t = 0.35 on: the state after the step ending at 0.4 is the first bad one
+    (its vf1 = f(0.4, yh1))."""
+    def f(t, y):  # type: ignore[no-untyped-def]
+        return torch.full_like(y, math.inf) if float(t) >= 0.35 else torch.ones_like(y)
+
+    with pytest.raises(NonFiniteStateError) as info:
+        odeint(f, torch.zeros(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+               method="reversible_heun", options={"step_size": 0.1})
+    m = re.search(r"at t=(\S+) \(step dt=([^)]+)\)", str(info.value))
+    assert m is not None
+    assert float(m.group(1)) == pytest.approx(0.4, rel=1e-12)
+    assert float(m.group(2)) == pytest.approx(0.1, rel=1e-12)
