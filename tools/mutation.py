@@ -899,6 +899,24 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         _ode(
             "_reversible",
+            "x__merge_grid__mutmut_4",
+            "x__merge_grid__mutmut_5",
+            "x__merge_grid__mutmut_7",
+            "x__merge_grid__mutmut_10",
+        ),
+        "equivalent: the direction d only signs the sort key; ts is strictly monotonic with "
+        "at least two times here, so ts[1] gives the same sign and ts[-1] == ts[0] cannot happen",
+    ),
+    "deeplimits.ode._reversible.x__merge_grid__mutmut_32": _TIE,
+    **dict.fromkeys(
+        _ode("_reversible", "x_reversible_heun_solve__mutmut_48",
+             "x_reversible_heun_solve__mutmut_49"),
+        "equivalent: the backward wrapper's first-output check passes (same func and shapes "
+        "as the forward's); skipping it only saves that check",
+    ),
+    **dict.fromkeys(
+        _ode(
+            "_reversible",
             "xǁ_ReversibleHeunFnǁbackward__mutmut_28",
             "xǁ_ReversibleHeunFnǁbackward__mutmut_31",
             "xǁ_ReversibleHeunFnǁbackward__mutmut_33",

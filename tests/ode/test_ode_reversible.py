@@ -102,6 +102,11 @@ def test_output_times_off_the_step_grid_are_stepped_to() -> None:
     assert grid == [0.0, 5e4 + 1e-7, 1e5]
     grid, _ = _merge_grid([0.0, 0.5 + 1e-9, 1.0], FixedStepOptions(step_size=0.5))
     assert grid == [0.0, 0.5, 0.5 + 1e-9, 1.0]
+    # below |t| = 1 the tolerance is 1e-10 itself: 7e-11 apart merge, 1.5e-10 apart do not
+    grid, _ = _merge_grid([0.0, 0.25 + 7e-11, 0.5], FixedStepOptions(step_size=0.25))
+    assert grid == [0.0, 0.25 + 7e-11, 0.5]
+    grid, _ = _merge_grid([0.0, 0.25 + 1.5e-10, 0.5], FixedStepOptions(step_size=0.25))
+    assert grid == [0.0, 0.25, 0.25 + 1.5e-10, 0.5]
     # an explicit grid
     grid, out_of = _merge_grid([0.0, 1.0], FixedStepOptions(grid=[0.0, 0.3, 1.0]))
     assert grid == [0.0, 0.3, 1.0] and out_of == [0, None, 1]
