@@ -154,3 +154,26 @@ def test_verdict_is_not_reproduced_naming_the_check_that_fails(overrides, failed
 )
 def test_verdict_holds_on_the_boundary_of_each_inclusive_threshold(overrides) -> None:
     assert continuity_verdict(**_measured(**overrides)).status == "reproduced"
+
+
+def test_checks_read_the_most_steps_and_the_first_transition_in_record_order() -> None:
+    """Three checkpoints: the last (1000 steps), not the second (500), is compared. The first
+    fit (4, 100) has no transition, so δ_first is the second record's 0.1; δ_last = 0.07 < 0.1
+    shrinks, although it exceeds the third record's 0.05."""
+    table = [
+        (4, 100, 0.6, 0.2, math.nan, 10.0),
+        (4, 500, 0.6, 0.15, 0.1, 10.0),
+        (4, 1000, 0.6, 0.1, 0.05, 20.0),
+        (64, 100, 0.6, 0.12, 0.05, 20.0),
+        (64, 500, 0.6, 0.11, 0.09, 20.0),
+        (64, 1000, 0.6, 0.05, 0.07, 100.0),
+    ]
+    keys = ("width", "steps", "sup_error", "l2_error", "delta", "lipschitz_measured")
+    fits = [dict(zip(keys, row, strict=True)) for row in table]
+    checks = continuity_checks(**_measured(fits=fits))
+    assert all(checks.values()), checks
+    text = " ".join(checks)
+    assert "to 0.0500 (width 64, 1000 steps)" in text and "δ shrinks to 7.00e-02" in text
+    # δ_last = 0.1 equals δ_first (the second record): not shrinking
+    fits[-1]["delta"] = 0.1
+    assert sum(not ok for ok in continuity_checks(**_measured(fits=fits)).values()) == 1

@@ -147,3 +147,12 @@ def test_expressivity_verdict_is_not_reproduced_naming_the_failed_check(argument
 )
 def test_expressivity_verdict_holds_on_the_inclusive_boundaries(rand) -> None:
     assert _verdict(rand=rand).status == "reproduced"
+
+
+def test_expressivity_checks_refuse_depths_that_do_not_match_the_rows() -> None:
+    """rand_rows are one per depth in random_depths order: a length mismatch is an error, not a
+    silent comparison of the wrong rows."""
+    with pytest.raises(ValueError, match="zip"):
+        expressivity_checks(_FITS, _SAW, _RAND, random_depths=(1, 2), random_width=16)
+    with pytest.raises(ValueError, match="zip"):
+        expressivity_checks(_FITS, _SAW, _RAND, random_depths=(1, 2, 4, 8), random_width=16)

@@ -18,6 +18,7 @@ from deeplimits.ode import (
     SolveStats,
     odeint,
 )
+from deeplimits.ode._controllers import _pow
 
 F64 = torch.float64
 LOOPS = {
@@ -136,3 +137,60 @@ def test_bad_forced_times_are_rejected_with_the_name() -> None:
         PIDController(step_ts=["a"])  # type: ignore[list-item]
     with pytest.raises(InvalidArgumentError, match="dcoeff"):
         PIDController(dcoeff=-1.0)
+
+
+def test_forced_times_are_those_strictly_inside_in_the_direction_of_integration() -> None:
+    c = PIDController(step_ts=[0.5, -1.0, 2.0, 0.25, 3.0], jump_ts=[2.0, 0.75, 1.0])
+    # forward over (0, 2): the ends 2.0 (and 3.0, -1.0 outside) are left out; 2.0 is both
+    assert c.forced_times(0.0, 2.0) == [(0.25, False), (0.5, False), (0.75, True), (1.0, True)]
+    assert c.forced_times(0.25, 1.0) == [(0.5, False), (0.75, True)]
+    # backward over (2.5, -0.5): decreasing times; 2.0 is a step and a jump time: a jump
+    assert c.forced_times(2.5, -0.5) == [
+        (2.0, True), (1.0, True), (0.75, True), (0.5, False), (0.25, False)
+    ]
+    assert c.forced_times(1.0, 0.25) == [(0.75, True), (0.5, False)]
+    assert c.forced_times(3.0, 5.0) == [] and c.forced_times(5.0, 3.0) == []
+    # the stored times are sorted floats
+    assert c.step_ts == (-1.0, 0.25, 0.5, 2.0, 3.0) and c.jump_ts == (0.75, 1.0, 2.0)
+    assert PIDController(jump_ts=torch.tensor([0.5, 0.25])).jump_ts == (0.25, 0.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"icoeff": 0.0}, {"pcoeff": -1e-9}, {"dcoeff": -1e-9},
+        {"safety": 0.0}, {"safety": 1.0 + 1e-9},
+        {"factor_min": 0.0}, {"factor_min": 1.0}, {"factor_max": 1.0},
+        {"dt_min": -1e-9}, {"dt_min": 0.5, "dt_max": 0.5},
+    ],
+)
+def test_controller_bounds_are_enforced(kwargs: dict) -> None:
+    with pytest.raises(InvalidArgumentError, match="controller"):
+        PIDController(**kwargs)
+
+
+def test_controller_bounds_are_inclusive_where_documented() -> None:
+    # safety in (0, 1]; pcoeff, dcoeff >= 0; 0 <= dt_min < dt_max
+    c = PIDController(safety=1.0, pcoeff=0.0, dcoeff=0.0, dt_min=0.0, dt_max=1e-9,
+                      factor_min=1e-9, factor_max=1.0 + 1e-9)
+    assert c.safety == 1.0 and c.dt_max == 1e-9
+
+
+@pytest.mark.parametrize("e", [-1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
+def test_zero_to_a_power_is_the_tensor_limit(e: float) -> None:
+    """0.0 ** e on floats (Python raises for e < 0) is what torch gives: inf, 1, 0."""
+    want = float(torch.tensor(0.0, dtype=F64).pow(e))
+    assert want == (math.inf if e < 0 else 1.0 if e == 0 else 0.0)
+    assert _pow(0.0, e) == want
+    assert float(_pow(torch.tensor(0.0, dtype=F64), e)) == want
+
+
+def test_min_step_below_time_one_is_eight_ulps_of_one() -> None:
+    eps8 = 8 * 2.220446049250313e-16
+    c = PIDController()
+    assert c.min_step(0.5) == eps8 and c.min_step(-0.5) == eps8
+    assert c.min_step(-4.0) == 4 * eps8
+    got = c.min_step(torch.tensor([[0.5], [-4.0], [0.0]], dtype=F64))
+    assert got[:, 0].tolist() == [eps8, 4 * eps8, eps8]
+    big = PIDController(dt_min=1e-3).min_step(torch.tensor([[0.5], [1e20]], dtype=F64))
+    assert big[:, 0].tolist() == [1e-3, eps8 * 1e20]

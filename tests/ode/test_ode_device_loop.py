@@ -548,3 +548,22 @@ def test_nan_on_cuda_reports_the_time(method: str) -> None:
     with pytest.raises(NonFiniteStateError, match=r"t=0\.[4-6]"):
         odeint(f, torch.ones(3, dtype=F64, device="cuda"),
                torch.tensor([0.0, 1.0], dtype=F64, device="cuda"), method=method, options=opts)
+
+
+@pytest.mark.parametrize("loop", [{"device_loop": True}, {"per_sample": True},
+                                  {"device_loop": False}])
+def test_a_step_that_rounds_onto_the_last_time_ends_there_on_every_loop(loop: dict) -> None:
+    """y' = 1 (dopri5 exact, so each step grows to dt_max = 0.3): steps 0.1, 0.3, 0.3, 0.3.
+    In floats 0.1 + 0.3 + 0.3 = 0.7 and 1.0 - 0.7 = 0.30000000000000004 > 0.3, but
+    0.7 + 0.3 rounds to 1.0: the fourth step ends at 1.0, as on the host loop, instead of
+    leaving a zero-length fifth step (which cost 6 more evaluations and an extra accepted
+    step on the device loops before the fix)."""
+    stats = SolveStats()
+    ys = odeint(lambda t, y: torch.ones_like(y), torch.zeros(2, 1, dtype=F64),
+                torch.tensor([0.0, 1.0], dtype=F64), method="dopri5",
+                options={**loop, "first_step": 0.1, "controller": IController(dt_max=0.3)},
+                stats=stats)
+    assert (stats.accepted_steps, stats.rejected_steps) == (4, 0)
+    if loop.get("device_loop") is False:
+        assert stats.nfe_forward == 1 + 4 * 6
+    assert ys[-1].flatten().tolist() == pytest.approx([1.0, 1.0], abs=1e-15)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
 
 from deeplimits.errors import InvalidArgumentError, UnknownNameError
-from deeplimits.ode import TABLEAUX, ButcherTableau, get_tableau, order_condition_residuals
+from deeplimits.ode import (
+    TABLEAUX,
+    ButcherTableau,
+    _tableaux,
+    get_tableau,
+    order_condition_residuals,
+)
+from deeplimits.ode._tableaux import IMPLICIT_TABLEAUX, ImplicitTableau
 
 
 @pytest.mark.parametrize("name", sorted(TABLEAUX))
@@ -90,3 +98,192 @@ def test_unknown_tableau_name_lists_valid_names() -> None:
     with pytest.raises(UnknownNameError, match="dopri5") as info:
         get_tableau("dopri8")
     assert "tsit5" in info.value.valid
+
+
+# Published coefficients: (b, c[, b_hat]) of each explicit method; gamma of each ESDIRK.
+_PUBLISHED = {
+    "euler": ([1.0], [0.0], None),
+    "midpoint": ([0.0, 1.0], [0.0, 0.5], None),
+    "rk4": ([1 / 8, 3 / 8, 3 / 8, 1 / 8], [0.0, 1 / 3, 2 / 3, 1.0], None),  # Kutta's 3/8 rule
+    # Bogacki & Shampine (1989)
+    "bosh3": ([2 / 9, 1 / 3, 4 / 9, 0.0], [0.0, 0.5, 0.75, 1.0], [7 / 24, 1 / 4, 1 / 3, 1 / 8]),
+    # Dormand & Prince (1980)
+    "dopri5": (
+        [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0],
+        [0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0],
+        [5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40],
+    ),
+    # Tsitouras (2011): the nodes
+    "tsit5": (None, [0.0, 0.161, 0.327, 0.9, 0.9800255409045097, 1.0, 1.0], None),
+}
+# Kvaerno (2004): gamma of each method (the paper prints 0.4358665215, 0.5728160625, 0.26)
+_GAMMA = {"implicit_euler": 1.0, "kvaerno3": 0.4358665215, "kvaerno4": 0.5728160625,
+          "kvaerno5": 0.26}
+
+
+@pytest.mark.parametrize("name", list(_PUBLISHED))
+def test_each_explicit_builder_gives_the_published_coefficients(name: str) -> None:
+    """Each builder called afresh (its construction runs the order, FSAL and interpolant
+    checks) gives the published weights and nodes, and the same tableau as ``TABLEAUX``."""
+    tab = getattr(_tableaux, f"_{name}")()
+    b, c, b_hat = _PUBLISHED[name]
+    if b is not None:
+        np.testing.assert_allclose(tab.b, b, rtol=1e-15, atol=1e-16)
+    np.testing.assert_allclose(tab.c, c, rtol=1e-15, atol=0)
+    if b_hat is not None:
+        np.testing.assert_allclose(np.array(tab.b) - np.array(tab.b_err), b_hat, atol=1e-16)
+    assert tab == TABLEAUX[name]
+    assert tab.fsal == (name in ("bosh3", "dopri5", "tsit5"))
+
+
+@pytest.mark.parametrize("name", list(_GAMMA))
+def test_each_implicit_builder_gives_the_published_gamma(name: str) -> None:
+    tab = getattr(_tableaux, f"_{name}")()
+    assert tab.gamma == pytest.approx(_GAMMA[name], abs=1e-10)
+    assert all(row[len(row) - 1] == tab.gamma for row in tab.a[1:])  # one diagonal
+    assert tab.c[-1] == 1.0 and tab.r_infinity() == pytest.approx(0.0, abs=1e-12)
+    assert tab == IMPLICIT_TABLEAUX[name]
+
+
+def test_get_tableau_finds_explicit_and_implicit_tableaux() -> None:
+    assert get_tableau("dopri5") is TABLEAUX["dopri5"]
+    assert get_tableau("kvaerno4") is IMPLICIT_TABLEAUX["kvaerno4"]
+
+
+_HEUN = dict(name="heun", a=[[], [1.0]], b=[0.5, 0.5], c=[0.0, 1.0], order=2)
+_HEUN_FSAL = dict(name="heun_fsal", a=[[], [1.0], [0.5, 0.5]], b=[0.5, 0.5, 0.0],
+                  c=[0.0, 1.0, 1.0], order=2, fsal=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"a": [], "b": [], "c": []}, "b must not be empty"),
+        ({"c": [0.0]}, r"len\(a\)=2, len\(b\)=2, len\(c\)=1 must all be equal"),
+        ({"a": [[]]}, r"len\(a\)=1, len\(b\)=2, len\(c\)=2 must all be equal"),
+        ({"order": 0}, "order=0 must be >= 1"),
+        ({"order": 3}, "weights b do not satisfy the order conditions for declared order 3"),
+        ({"b_err": [0.5]}, "b_err has 1 entries, expected 2"),
+        ({"b_err": [-0.5, 0.5]}, "error_order is required when b_err is given"),
+        ({"b_err": [0.25, 0.25], "error_order": 1}, r"sum\(b_err\)=0.5 must be 0"),
+        ({"b_err": [0.5, 0.5], "error_order": 1}, r"sum\(b_err\)=1.0 must be 0"),
+        ({"b_err": [-0.5, 0.5], "error_order": 2},
+         "weights b - b_err do not satisfy the order conditions for declared order 2"),
+        ({"dense": [[1.0]]}, "dense row 0 has 1 entries, expected 3"),
+        # theta = 1 sums the rows: (1, 0, 1) depends on f(t+h, y1)
+        ({"dense": [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]},
+         r"dense output at theta=1 must not depend on f\(t\+h, y1\)"),
+        ({"dense": [[1.0, 0.0, 0.0]]}, "dense output at theta=1 must equal the solution weights b"),
+    ],
+)
+def test_each_invalid_tableau_is_refused_naming_the_rule(kwargs: dict, message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        ButcherTableau.from_lists(**(_HEUN | kwargs))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"c": [0.0, 1.0, 1.0 - 1e-13]},  # c[-1] != 1 exactly (consistent to 1e-12)
+        {"b": [0.5, 0.4, 0.1], "order": 1},  # b[-1] != 0
+        {"a": [[], [1.0], [0.6, 0.4]]},  # a[-1] != b[:-1]
+    ],
+)
+def test_each_fsal_condition_is_checked(kwargs: dict) -> None:
+    assert ButcherTableau.from_lists(**_HEUN_FSAL).fsal  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match=r"fsal=True needs c\[-1\] == 1, b\[-1\] == 0"):
+        ButcherTableau.from_lists(**(_HEUN_FSAL | kwargs))  # type: ignore[arg-type]
+
+
+# The trapezoidal rule as a 2-stage ESDIRK (stiffly accurate, A-stable, R(-inf) = -1).
+_TRAP = dict(name="trap", a=[[0.0], [0.5, 0.5]], b=[0.5, 0.5], c=[0.0, 1.0], order=2)
+_NOT_STIFF = dict(name="ns", a=[[0.0], [0.25, 0.25], [0.25, 0.5, 0.25]], b=[1 / 6, 2 / 3, 1 / 6],
+                  c=[0.0, 0.5, 1.0], order=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"a": [[0.0]], "b": [1.0], "c": [0.0], "order": 1}, "needs at least 2 stages"),
+        ({"c": [0.0]}, r"len\(a\)=2, len\(b\)=2, len\(c\)=1 must all be equal"),
+        ({"a": [[0.0], [0.5, 0.5], [0.3, 0.3, 0.4]]}, r"len\(a\)=3, len\(b\)=2, len\(c\)=2"),
+        ({"a": [[0.0], [1.0]]}, r"row a\[1\] has 1 entries; a diagonally implicit method needs "
+                                "exactly 2"),
+        ({"c": [0.0, 0.9]}, r"c\[1\]=0.9 differs from sum\(a\[1\]\)=1.0"),
+        ({"a": [[0.1], [0.5, 0.5]], "c": [0.1, 1.0]}, r"a\[0\]=\(0.1,\) must be \(0.0,\)"),
+        ({"a": [[0.0], [1.0, 0.0]]}, r"the diagonal a\[1\]\[1\]=0.0 must be positive"),
+        ({"a": [[0.0], [1.5, -0.5]]}, r"the diagonal a\[1\]\[1\]=-0.5 must be positive"),
+        ({"a": [[0.0], [0.25, 0.25], [0.3, 0.3, 0.4]], "b": [0.3, 0.3, 0.4],
+          "c": [0.0, 0.5, 1.0]}, r"a\[2\]\[2\]=0.4 differs from a\[1\]\[1\]=0.25"),
+        ({"b": [0.5, 0.6]}, r"sum\(b\)=1.1 must be 1"),
+        ({"order": 0}, "order=0 must be >= 1"),
+        ({"order": 3}, "weights b do not satisfy the order conditions for declared order 3"),
+        ({"b_err": [0.5]}, "b_err has 1 entries, expected 2"),
+        ({"b_err": [0.5, -0.5]}, "error_order is required when b_err is given"),
+        ({"b_err": [0.25, 0.25], "error_order": 1}, r"sum\(b_err\)=0.5 must be 0"),
+        ({"b_err": [0.5, 0.5], "error_order": 1}, r"sum\(b_err\)=1.0 must be 0"),
+        ({"b_err": [0.5, -0.5], "error_order": 2},
+         "weights b - b_err do not satisfy the order conditions for declared order 2"),
+        ({"l_stable": True}, r"declared L-stable, but \|R\(-1e8\)\|=1.000e\+00"),
+        ({"dense": [[1.0]]}, "dense row 0 has 1 entries, expected 2"),
+        ({"dense": [[1.0, 0.0]]}, "dense output at theta=1 must equal the solution weights b"),
+        # c[-1] one part in 1e13 below 1: consistent, but not stiffly accurate
+        ({"a": [[0.0], [0.5, 0.5 - 1e-13]], "b": [0.5 + 1e-13, 0.5 - 1e-13],
+          "c": [0.0, 1.0 - 1e-13]}, "dense output needs a stiffly accurate tableau"),
+    ],
+)
+def test_each_invalid_implicit_tableau_is_refused_naming_the_rule(kwargs: dict, message: str
+                                                                   ) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        ImplicitTableau.from_lists(**(_TRAP | kwargs))  # type: ignore[arg-type]
+
+
+def test_implicit_tableau_data_by_hand() -> None:
+    trap = ImplicitTableau.from_lists(**_TRAP)  # type: ignore[arg-type]
+    assert trap.gamma == 0.5 and trap.stiffly_accurate and trap.fsal and not trap.adaptive
+    assert trap.r_infinity() == pytest.approx(-1.0, abs=1e-12)  # (1 + z/2) / (1 - z/2)
+    assert trap.stability(-2.0) == pytest.approx(0.0, abs=1e-15)
+    assert trap.stage_terms == ((), ((0, 0.5),)) and trap.b_terms == ((0, 0.5), (1, 0.5))
+    # the cubic Hermite interpolant by default: at theta = 1 it is b
+    assert np.sum(np.array(trap.dense), axis=0) == pytest.approx([0.5, 0.5])
+    with pytest.raises(InvalidArgumentError, match="stiffly accurate"):
+        ImplicitTableau.from_lists(**_NOT_STIFF)  # type: ignore[arg-type]
+    ns = ImplicitTableau.from_lists(**_NOT_STIFF, dense=[])  # type: ignore[arg-type]
+    assert not ns.stiffly_accurate and ns.gamma == 0.25
+
+
+def test_order_conditions_are_one_per_rooted_tree_with_butchers_densities() -> None:
+    """Rooted trees with 1..5 nodes: 1, 1, 2, 4, 9 (17 up to order 5), densities gamma(t):
+    1; 2; 3, 6; 4, 8, 12, 24; 5, 10, 15, 20, 20, 30, 40, 60, 120 (Butcher). For explicit Euler
+    (a = 0, b = 1) every elementary weight beyond the first is 0, so the residuals are
+    -1/gamma(t) (and 0 for the single node)."""
+    res = order_condition_residuals(np.zeros((1, 1)), np.array([1.0]), 5)
+    assert len(res) == 17
+    densities = [[1], [2], [3, 6], [4, 8, 12, 24], [5, 10, 15, 20, 20, 30, 40, 60, 120]]
+    start = 0
+    for order, gammas in enumerate(densities, 1):
+        got = sorted(-r for r in res[start : start + len(gammas)])
+        want = sorted([0.0] if order == 1 else [1 / g for g in gammas])
+        assert got == pytest.approx(want, abs=1e-15), order
+        start += len(gammas)
+
+
+def test_declared_orders_above_five_are_not_checked() -> None:
+    """Only the 17 conditions up to order 5 are checked: dopri5's data claiming order 6
+    builds (documented; an order-6 check would refuse it)."""
+    tab = TABLEAUX["dopri5"]
+    six = ButcherTableau.from_lists("dopri6?", a=[list(r) for r in tab.a], b=list(tab.b),
+                                    c=list(tab.c), order=6)
+    assert six.order == 6
+    with pytest.raises(InvalidArgumentError, match="order conditions"):
+        ButcherTableau.from_lists("dopri5", a=[list(r) for r in tab.a], b=list(tab.b),
+                                  c=list(tab.c), order=5, b_err=list(tab.b_err),
+                                  error_order=6)
+
+
+def test_r_infinity_is_infinite_without_stiff_decay() -> None:
+    """The not stiffly accurate 3-stage ESDIRK above: b0 - b~ A~^{-1} a~ = 1/6 - 1/2 != 0, so
+    R(z) grows like z."""
+    ns = ImplicitTableau.from_lists(**_NOT_STIFF, dense=[])  # type: ignore[arg-type]
+    assert ns.r_infinity() == math.inf
+    assert abs(ns.stability(-1e8)) > 1e6

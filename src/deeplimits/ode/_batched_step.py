@@ -87,7 +87,10 @@ def attempt(lp: BatchedLoop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     active = ~done  # (R, 1)
     stop, jump = _next_stop(lp, t, t_end)  # (R, 1): where this row's step must end
     remaining = (stop - t) * d  # (R, 1), >= 0
-    last = habs >= remaining  # the step ends at the stop
+    # The step ends at the stop when t + dt reaches it: the host loop's test, rounding
+    # included (``habs >= remaining`` misses a t + dt that rounds onto the stop, which then
+    # costs a zero-length step).
+    last = (t + d * habs - stop) * d >= 0
     h = torch.where(last, remaining, habs) * d  # (R, 1) signed
     tst = torch.addcmul(t, h, lp.c_row)  # (R, S): every stage time in one kernel
     if jump is not None:

@@ -226,7 +226,7 @@ def solve_flat(
             exe.finite_check == "auto" and y0.device.type == "cpu"
         )
         return solve_fixed(f, y0, ts, solver, opts, stats, every, compiled,  # type: ignore[arg-type]
-                           record)
+                           record, backward)
     opts = cast(AdaptiveOptions, opts)  # split_options gave the adaptive solver its class
     if _uses_device_loop(exe, y0, solver):
         if not solver.batched:  # type: ignore[attr-defined]

@@ -64,6 +64,7 @@ def solve_fixed(
     check_every_step: bool,
     compiled: FixedCompiled | None = None,
     record: StepRecorder | None = None,
+    backward: bool = False,
 ) -> list[Tensor]:
     """Fixed-step solve on :func:`build_grid`; outputs between grid points by the solver's
     interpolant (cubic Hermite for the fixed-step tableaux).
@@ -79,6 +80,7 @@ def solve_fixed(
             time inside them go through its chunks.
         record: called with a :class:`StepRecord`, the new state and the stages after each
             step (``odeint_checkpoint`` replays the steps from these; not with ``compiled``).
+        backward: count steps as the adjoint's backward solve (never compiled).
 
     Returns:
         The state at each of ``ts``.
@@ -121,7 +123,10 @@ def solve_fixed(
         if cbs is not None:
             cbs.step(t, y, h)
         y1, _, ks = solver.step(f, t, y, h, k1)
-        stats.accepted_steps += 1
+        if backward:
+            stats.backward_accepted_steps += 1
+        else:
+            stats.accepted_steps += 1
         if check_every_step:
             check_finite(y1, t1, h)
         else:
