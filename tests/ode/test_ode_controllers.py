@@ -18,7 +18,6 @@ from deeplimits.ode import (
     SolveStats,
     odeint,
 )
-from deeplimits.ode._controllers import _pow
 
 F64 = torch.float64
 LOOPS = {
@@ -176,21 +175,26 @@ def test_controller_bounds_are_inclusive_where_documented() -> None:
     assert c.safety == 1.0 and c.dt_max == 1e-9
 
 
-@pytest.mark.parametrize("e", [-1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
-def test_zero_to_a_power_is_the_tensor_limit(e: float) -> None:
-    """0.0 ** e on floats (Python raises for e < 0) is what torch gives: inf, 1, 0."""
-    want = float(torch.tensor(0.0, dtype=F64).pow(e))
-    assert want == (math.inf if e < 0 else 1.0 if e == 0 else 0.0)
-    assert _pow(0.0, e) == want
-    assert float(_pow(torch.tensor(0.0, dtype=F64), e)) == want
+@pytest.mark.parametrize(
+    "ctrl", [IController(), PIController(), PIDController(0.1, 0.3, 0.05), PIController(0.0, 0.5)]
+)
+def test_an_exact_step_grows_by_the_tensor_limit_on_floats_too(ctrl: PIDController) -> None:
+    """ratio 0 (Python raises on 0.0 ** negative) gives what torch's pow gives: inf, clipped
+    to factor_max when accepted."""
+    for prev in (1.0, 1e-4, 0.5):
+        want = float(ctrl.factor(torch.tensor([[0.0]], dtype=F64),
+                                 torch.tensor([[prev]], dtype=F64),
+                                 torch.tensor([[prev]], dtype=F64), torch.tensor([[True]]),
+                                 torch.tensor([[True]]), 5))
+        assert ctrl.factor(0.0, prev, prev, True, True, 5) == want == ctrl.factor_max
 
 
-def test_min_step_below_time_one_is_eight_ulps_of_one() -> None:
+def test_smallest_step_below_time_one_is_eight_ulps_of_one() -> None:
     eps8 = 8 * 2.220446049250313e-16
     c = PIDController()
-    assert c.min_step(0.5) == eps8 and c.min_step(-0.5) == eps8
-    assert c.min_step(-4.0) == 4 * eps8
-    got = c.min_step(torch.tensor([[0.5], [-4.0], [0.0]], dtype=F64))
+    assert c.smallest_step(0.5) == eps8 and c.smallest_step(-0.5) == eps8
+    assert c.smallest_step(-4.0) == 4 * eps8
+    got = c.smallest_step(torch.tensor([[0.5], [-4.0], [0.0]], dtype=F64))
     assert got[:, 0].tolist() == [eps8, 4 * eps8, eps8]
-    big = PIDController(dt_min=1e-3).min_step(torch.tensor([[0.5], [1e20]], dtype=F64))
+    big = PIDController(dt_min=1e-3).smallest_step(torch.tensor([[0.5], [1e20]], dtype=F64))
     assert big[:, 0].tolist() == [1e-3, eps8 * 1e20]
