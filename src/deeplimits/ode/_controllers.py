@@ -29,7 +29,7 @@ from torch import Tensor
 
 from deeplimits.errors import InvalidArgumentError
 
-__all__ = ["DEFAULT_CONTROLLER", "IController", "PIController", "PIDController"]
+__all__ = ["DEFAULT_CONTROLLER", "IController", "PIController", "PIDController", "as_times"]
 
 _X = TypeVar("_X", float, Tensor)
 _B = TypeVar("_B", bool, Tensor)
@@ -90,7 +90,7 @@ class PIDController:
 
     def __post_init__(self) -> None:
         for name in ("step_ts", "jump_ts"):
-            object.__setattr__(self, name, _times(name, getattr(self, name)))
+            object.__setattr__(self, name, as_times(f"controller {name}", getattr(self, name)))
         if self.icoeff <= 0 or self.pcoeff < 0 or self.dcoeff < 0:
             raise InvalidArgumentError(
                 f"controller needs icoeff > 0 and pcoeff, dcoeff >= 0, got icoeff={self.icoeff}, "
@@ -214,22 +214,23 @@ class PIDController:
 _EPS8 = 8 * 2.220446049250313e-16
 
 
-def _times(name: str, value: object) -> tuple[float, ...]:
-    """``value`` (a sequence or 1-D tensor of finite numbers) as a sorted tuple of floats."""
+def as_times(name: str, value: object) -> tuple[float, ...]:
+    """``value`` (a sequence or 1-D tensor of finite numbers) as a sorted tuple of floats;
+    ``name`` (e.g. ``"controller step_ts"``) words the error."""
     if isinstance(value, Tensor):
         if value.ndim != 1:
             raise InvalidArgumentError(
-                f"controller {name} must be 1-D, got shape {tuple(value.shape)}"
+                f"{name} must be 1-D, got shape {tuple(value.shape)}"
             )
         value = value.detach().to("cpu", torch.float64).tolist()
     try:
         out = tuple(sorted(float(x) for x in value))  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         raise InvalidArgumentError(
-            f"controller {name}={value!r} must be a sequence of numbers (or a 1-D tensor)"
+            f"{name}={value!r} must be a sequence of numbers (or a 1-D tensor)"
         ) from None
     if not all(math.isfinite(x) for x in out):
-        raise InvalidArgumentError(f"controller {name}={out!r} must be finite times")
+        raise InvalidArgumentError(f"{name}={out!r} must be finite times")
     return out
 
 

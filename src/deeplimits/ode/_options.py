@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
-from deeplimits.ode._controllers import DEFAULT_CONTROLLER, PIDController
+from deeplimits.ode._controllers import DEFAULT_CONTROLLER, PIDController, as_times
 
 __all__ = [
     "SCIPY_SOLVERS",
@@ -146,7 +146,7 @@ class AdaptiveOptions:
         ctrl = self.controller if self.controller is not None else DEFAULT_CONTROLLER
         if self.step_t is not None or self.jump_t is not None:
             extra = {
-                name + "s": getattr(ctrl, name + "s") + _as_floats(f"options {name}", value)
+                name + "s": getattr(ctrl, name + "s") + as_times(f"options {name}", value)
                 for name, value in (("step_t", self.step_t), ("jump_t", self.jump_t))
                 if value is not None
             }
@@ -230,16 +230,6 @@ _TORCHDIFFEQ_NAMES = {
     "min_step": "min_step", "max_step": "dt_max", "safety": "safety", "ifactor": "factor_max",
     "dfactor": "factor_min",
 }
-
-
-def _as_floats(name: str, value: object) -> tuple[float, ...]:
-    if isinstance(value, Tensor):
-        if value.ndim != 1:
-            raise InvalidArgumentError(f"{name} must be 1-D, got shape {tuple(value.shape)}")
-        return tuple(value.detach().to("cpu", torch.float64).tolist())
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise InvalidTypeError(f"{name} must be a 1-D tensor or a sequence of times")
-    return tuple(float(x) for x in value)
 
 
 #: scipy.integrate.solve_ivp's methods that ``method="scipy_solver"`` accepts.
