@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from deeplimits.ode._capture import Runner, Starter
+from deeplimits.ode._checks import MAX_BAD_IN_A_ROW
 from deeplimits.ode._controllers import RATIO_FLOOR, PIDController
 from deeplimits.ode._norm import ErrorNorm, initial_step
 from deeplimits.ode._solvers import ExplicitRK
@@ -46,8 +47,6 @@ __all__ = [
     "starter",
 ]
 
-#: Attempts in a row with a NaN/inf trial state before a row is declared blown up.
-MAX_BAD_IN_A_ROW = 10
 
 
 @dataclass

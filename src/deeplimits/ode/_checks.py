@@ -21,6 +21,7 @@ from deeplimits.errors import (
 )
 
 __all__ = [
+    "MAX_BAD_IN_A_ROW",
     "blow_up_error",
     "check_finite",
     "check_t",
@@ -179,6 +180,9 @@ def step_nonfinite_error(t: float, dt: float) -> NonFiniteStateError:
 
 
 # The failures of the adaptive loops (host and device), worded once.
+
+#: NaN/inf trial states in a row before an adaptive solve is declared blown up (every loop).
+MAX_BAD_IN_A_ROW = 10
 
 
 def max_steps_error(max_num_steps: int, t: float, t_end: str) -> MaxStepsExceededError:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from deeplimits.errors import NonFiniteStateError
-from deeplimits.ode._checks import blow_up_error, max_steps_error, underflow_error
+from deeplimits.ode._checks import MAX_BAD_IN_A_ROW, blow_up_error, max_steps_error, underflow_error
 from deeplimits.ode._controllers import RATIO_FLOOR
 from deeplimits.ode._func import Callbacks, FlatFunc, FlatFuncWrapper, lean
 from deeplimits.ode._interp import emit_outputs
@@ -20,8 +20,6 @@ from deeplimits.ode._solvers import StepSolver
 
 __all__ = ["solve_adaptive_host"]
 
-#: Trial states in a row that may be NaN/inf before the solve is declared blown up.
-MAX_BAD_IN_A_ROW = 10
 
 
 def solve_adaptive_host(
