@@ -264,3 +264,31 @@ def test_single_output_time_and_reversible_heun() -> None:
     _, got, _ = _grads(odeint_checkpoint, f, y0, t, **kw)  # its own O(1) backward
     for g_c, g in zip(got, ref, strict=True):
         assert _rel(g_c, g) < 1e-9
+
+
+def test_tuple_tolerances_give_odeints_steps_and_gradients() -> None:
+    def func(t: torch.Tensor, y: tuple[torch.Tensor, torch.Tensor]) -> Any:
+        return y[1], -torch.sin(y[0]) * w
+
+    w = torch.tensor(1.3, dtype=F64, requires_grad=True)
+    t = torch.linspace(0.0, 3.0, 4, dtype=F64)
+    out = {}
+    for name, solve, tol in (
+        ("odeint", odeint, {"rtol": (1e-3, 1e-9), "atol": (1e-5, 1e-11)}),
+        ("checkpoint", odeint_checkpoint, {"rtol": (1e-3, 1e-9), "atol": (1e-5, 1e-11)}),
+        ("loose", odeint_checkpoint, {"rtol": (1e-3, 1e-3), "atol": (1e-5, 1e-5)}),
+    ):
+        y0 = (torch.tensor([1.0], dtype=F64, requires_grad=True),
+              torch.tensor([0.2], dtype=F64, requires_grad=True))
+        stats = SolveStats()
+        kw = {} if solve is odeint else {"params": (w,), "checkpoints": 3}
+        x, v = solve(func, y0, t, stats=stats, **tol, **kw)  # type: ignore[operator]
+        (x.sum() + v[-1].square().sum()).backward()
+        out[name] = (torch.cat([y0[0].grad, y0[1].grad, w.grad.reshape(1)]),
+                     stats.accepted_steps)
+        w.grad = None
+    assert out["checkpoint"][1] == out["odeint"][1] > out["loose"][1]
+    assert float((out["checkpoint"][0] - out["odeint"][0]).abs().max()) <= 1e-12
+    with pytest.raises(InvalidArgumentError, match="has 3 entries but y0 has 2 tensors"):
+        odeint_checkpoint(func, (torch.ones(1, dtype=F64), torch.ones(1, dtype=F64)), t,
+                          rtol=(1e-3,) * 3, params=(w,))

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import pytest
 import torch
 import torchdiffeq
 
+from deeplimits.errors import InvalidArgumentError
 from deeplimits.ode import SolveStats, odeint
 
 F64 = torch.float64
@@ -305,3 +307,128 @@ def test_tuple_tolerances_weigh_each_tensor_of_a_tuple_state_as_torchdiffeq() ->
         odeint(f, y0, t, rtol=(1e-3, 1e-3, 1e-3))
     with pytest.raises(InvalidArgumentError, match="need a tuple y0"):
         odeint(lambda s, y: -y, torch.ones(2, dtype=F64), t, rtol=(1e-3,))
+
+
+class _DampedSprings(torch.nn.Module):
+    """Two damped springs as a tuple state ``(x, v)`` (or stacked ``(2, 2)``), with a parameter
+    that does not enter the dynamics (torchdiffeq still gives it a channel in the adjoint)."""
+
+    def __init__(self, stacked: bool = False) -> None:
+        super().__init__()
+        self.k = torch.nn.Parameter(torch.tensor([0.7, 1.3], dtype=F64))
+        self.unused = torch.nn.Parameter(torch.ones(3, dtype=F64))
+        self.stacked = stacked
+
+    def forward(self, t: torch.Tensor, y: Any) -> Any:
+        x, v = (y[0], y[1]) if self.stacked else y
+        dx, dv = v, -self.k * x - 0.1 * v * torch.cos(t)
+        return torch.stack([dx, dv]) if self.stacked else (dx, dv)
+
+
+def _springs_y0(stacked: bool) -> Any:
+    x0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+    v0 = torch.tensor([0.0, -0.3], dtype=F64, requires_grad=True)
+    return (torch.stack([x0, v0]) if stacked else (x0, v0)), (x0, v0)
+
+
+def _springs_grads(solve: Any, stacked: bool, **kw: Any) -> tuple[torch.Tensor, Any]:
+    """Gradients (x0, v0, k) of a loss on every output, and the module (for .unused)."""
+    f = _DampedSprings(stacked)
+    y0, leaves = _springs_y0(stacked)
+    t = torch.linspace(0.0, 2.0, 3, dtype=F64)
+    ys = solve(f, y0, t, **kw)
+    x, v = (ys[:, 0], ys[:, 1]) if stacked else ys
+    (x[-1].sum() + v[1:].square().sum()).backward()
+    return torch.cat([leaves[0].grad, leaves[1].grad, f.k.grad]), f
+
+
+@pytest.mark.parametrize("stacked", [False, True], ids=["tuple", "tensor"])
+def test_an_adjoint_norm_function_gets_torchdiffeqs_tuple_and_gives_its_gradients(
+    stacked: bool,
+) -> None:
+    from deeplimits.ode import odeint_adjoint
+
+    seen: dict[str, set[tuple[tuple[int, ...], ...]]] = {"ours": set(), "theirs": set()}
+
+    def max_norm(key: str, scale: float) -> Any:
+        def norm(parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            seen[key].add(tuple(tuple(p.shape) for p in parts))
+            return scale * _max_norm(parts)
+
+        return norm
+
+    kw: dict[str, Any] = {"rtol": 1e-7, "atol": 1e-9}
+    ours, f = _springs_grads(odeint_adjoint, stacked, adjoint_options={
+        "norm": max_norm("ours", 1.0)}, **kw)
+    theirs, _ = _springs_grads(torchdiffeq.odeint_adjoint, stacked, adjoint_options={
+        "norm": max_norm("theirs", 1.0)}, **kw)
+    # torchdiffeq's layout: (t, y, adj_y, *params) with a tuple state spread out
+    parts = ((), (2, 2), (2, 2)) if stacked else ((), (2,), (2,), (2,), (2,))
+    assert seen["ours"] == seen["theirs"] == {(*parts, (2,), (3,))}
+    assert float((ours - theirs).abs().max()) <= 1e-6
+    assert torch.equal(f.unused.grad, torch.zeros(3, dtype=F64))
+    # the function sets the backward steps: a norm 100x smaller takes fewer steps
+    strict, lax = SolveStats(), SolveStats()
+    _springs_grads(odeint_adjoint, stacked, adjoint_options={"norm": max_norm("ours", 1.0)},
+                   stats=strict, **kw)
+    loose, _ = _springs_grads(odeint_adjoint, stacked, stats=lax,
+                              adjoint_options={"norm": max_norm("ours", 0.01)}, **kw)
+    assert lax.nfe_backward < strict.nfe_backward
+    assert float((loose - theirs).abs().max()) > float((ours - theirs).abs().max())
+
+
+@pytest.mark.parametrize("adjoint_norm", [None, "seminorm"])
+def test_a_forward_norm_function_builds_torchdiffeqs_backward_norm(adjoint_norm: Any) -> None:
+    from deeplimits.ode import odeint_adjoint
+
+    calls = {"ours": 0, "theirs": 0}
+
+    def counted(key: str) -> Any:
+        def norm(x: Any) -> torch.Tensor:
+            calls[key] += 1
+            return _max_norm(x)
+
+        return norm
+
+    adj = {} if adjoint_norm is None else {"adjoint_options": {"norm": adjoint_norm}}
+    kw: dict[str, Any] = {"rtol": 1e-7, "atol": 1e-9, **adj}
+    plain = SolveStats()
+    _springs_grads(odeint_adjoint, False, stats=plain, **kw)
+    stats = SolveStats()
+    ours, _ = _springs_grads(odeint_adjoint, False, stats=stats,
+                             options={"norm": counted("ours")}, **kw)
+    n_forward = stats.accepted_steps + stats.rejected_steps
+    theirs, _ = _springs_grads(torchdiffeq.odeint_adjoint, False,
+                               options={"norm": counted("theirs")}, **kw)
+    assert float((ours - theirs).abs().max()) <= 1e-6
+    # the forward norm is called in the backward too (twice per attempt: y and adj_y) ...
+    assert calls["ours"] > n_forward + 2 * stats.backward_accepted_steps
+    # ... and its max norm is stricter than the RMS of the plain adjoint
+    assert stats.nfe_backward > plain.nfe_backward
+
+
+def test_tuple_tolerances_in_odeint_adjoint_weigh_each_tensor_as_torchdiffeq() -> None:
+    from deeplimits.ode import odeint_adjoint
+
+    tight = {"rtol": (1e-3, 1e-10), "atol": (1e-5, 1e-12)}
+    loose = {"rtol": (1e-3, 1e-3), "atol": (1e-5, 1e-5)}
+    s_tight, s_loose = SolveStats(), SolveStats()
+    # torchdiffeq's backward state is (t, y, adj_y, *params): its tuple tolerances cannot be
+    # reused there, so it needs float adjoint tolerances
+    adj = {"adjoint_rtol": 1e-10, "adjoint_atol": 1e-12}
+    ours, _ = _springs_grads(odeint_adjoint, False, stats=s_tight, **tight, **adj)
+    _springs_grads(odeint_adjoint, False, stats=s_loose, **loose, **adj)
+    theirs, _ = _springs_grads(torchdiffeq.odeint_adjoint, False, **tight, **adj)
+    assert s_tight.nfe_forward > s_loose.nfe_forward  # the tight second tensor sets the steps
+    assert float((ours - theirs).abs().max()) <= 1e-6
+    # here (a difference) the backward may inherit them: the state's and the adjoint's tensors
+    # keep their own tolerance, the parameters' channel the smallest
+    inherit, b_loose = SolveStats(), SolveStats()
+    inherited, _ = _springs_grads(odeint_adjoint, False, stats=inherit, **tight)
+    _springs_grads(odeint_adjoint, False, stats=b_loose, **loose)
+    assert inherit.nfe_backward > b_loose.nfe_backward
+    assert float((inherited - theirs).abs().max()) <= 1e-6
+    with pytest.raises(InvalidArgumentError, match=r"adjoint_rtol=.* has 3 entries"):
+        _springs_grads(odeint_adjoint, False, adjoint_rtol=(1e-3,) * 3, adjoint_atol=1e-6)
+    with pytest.raises(InvalidArgumentError, match="need a tuple y0"):
+        _springs_grads(odeint_adjoint, True, rtol=(1e-3, 1e-3))

@@ -10,16 +10,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
-from deeplimits.ode._checks import check_tolerances
+from deeplimits.ode._checks import check_tolerances, tolerance_vectors
 from deeplimits.ode._dispatch import Options, prepare, solve, solve_flat, split_options
 from deeplimits.ode._execution import ExecutionOptions
-from deeplimits.ode._func import Callbacks, FlatFuncWrapper
+from deeplimits.ode._func import Callbacks, FlatFuncWrapper, FlatState
 from deeplimits.ode._odeint import event_mode
 from deeplimits.ode._options import (
     AdaptiveOptions,
@@ -42,13 +42,13 @@ class _Setup:
     solver: Solver
     opts: FixedStepOptions | AdaptiveOptions
     exe: ExecutionOptions
-    rtol: float
-    atol: float
+    rtol: float | Tensor
+    atol: float | Tensor
     adj_solver: Solver
     adj_opts: FixedStepOptions | AdaptiveOptions
     adj_exe: ExecutionOptions
-    adj_rtol: float
-    adj_atol: float
+    adj_rtol: float | Tensor
+    adj_atol: float | Tensor
     seminorm: bool
     stats: SolveStats
 
@@ -136,6 +136,49 @@ class _AdjointFn(torch.autograd.Function):
         return (None, a, time_vjps, *grads)
 
 
+def _backward_norm(
+    adj: AdjointOptions, fwd_norm: Callable[[Any], Tensor] | None, state: FlatState,
+    params: Sequence[Tensor],
+) -> Callable[[Tensor], Tensor] | None:
+    """The backward solve's norm function as torchdiffeq builds it (``handle_adjoint_norm_``),
+    on the flat scaled error ``[y, a, a_params]`` (``(2 N + P,)``), or ``None`` (our RMS).
+
+    - ``adjoint_options={"norm": fn}``: ``fn((t, y, adj_y, *adj_params))`` (a tuple state's
+      tensors spread: ``(t, *y, *adj_y, *adj_params)``); ``t`` is a 0-d zero (no time channel).
+    - a forward ``options["norm"]`` and no adjoint function: the maximum of the forward norm of
+      ``y`` and of ``adj_y`` and (not with ``"seminorm"``) the RMS of each parameter's channel.
+    """
+    user = adj.norm if callable(adj.norm) else None
+    if user is None and fwd_norm is None:
+        return None
+    n = state.numel
+    sizes = [p.numel() for p in params]
+
+    def split(x: Tensor) -> tuple[Any, Any, list[Tensor]]:
+        z, a = state.unflatten(x[:n]), state.unflatten(x[n : 2 * n])
+        ps = [v.view_as(p) for v, p in zip(x[2 * n :].split(sizes), params, strict=True)]
+        return z, a, ps
+
+    if user is not None:
+        def user_norm(x: Tensor) -> Tensor:
+            z, a, ps = split(x)
+            zs, as_ = (z, a) if state.is_tuple else ((z,), (a,))
+            return user((torch.zeros((), dtype=x.dtype, device=x.device), *zs, *as_, *ps))
+
+        return user_norm
+    fwd = cast(Callable[[Any], Tensor], fwd_norm)
+    seminorm = adj.norm == "seminorm"
+
+    def mixed_norm(x: Tensor) -> Tensor:
+        z, a, ps = split(x)
+        parts = [torch.as_tensor(fwd(z)), torch.as_tensor(fwd(a))]
+        if not seminorm:
+            parts += [p.pow(2).mean().sqrt() for p in ps]
+        return torch.stack([q.reshape(()).to(x.dtype) for q in parts]).max()
+
+    return mixed_norm
+
+
 def _adjoint_options(
     solver: Solver, adj_solver: Solver, options: Any, exe: ExecutionOptions,
     adjoint_options: Any,
@@ -170,14 +213,14 @@ def odeint_adjoint(
     y0: Tensor | tuple[Tensor, ...],
     t: Tensor,
     *,
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    rtol: float | tuple[float, ...] = 1e-7,
+    atol: float | tuple[float, ...] = 1e-9,
     method: str | Solver = "dopri5",
     options: Options = None,
     execution: ExecutionOptions | None = None,
     adjoint_params: Sequence[Tensor] | None = None,
-    adjoint_rtol: float | None = None,
-    adjoint_atol: float | None = None,
+    adjoint_rtol: float | tuple[float, ...] | None = None,
+    adjoint_atol: float | tuple[float, ...] | None = None,
     adjoint_method: str | Solver | None = None,
     adjoint_options: Mapping[str, Any] | AdjointOptions | None = None,
     stats: SolveStats | None = None,
@@ -196,9 +239,14 @@ def odeint_adjoint(
             :func:`odeint`.
         adjoint_params: tensors to differentiate (default ``tuple(func.parameters())``).
         adjoint_rtol, adjoint_atol, adjoint_method: for the backward solve (default: forward's).
+            Tuple tolerances (a tuple ``y0``, one per tensor) weigh each tensor of the state
+            and of its adjoint; the parameters' channel gets the smallest of them.
         adjoint_options: dict with the backward method's options and ``"norm"``
-            (``"rms"`` or ``"seminorm"``), or :class:`AdjointOptions`. Default: the forward
-            options when the method is the same.
+            (``"rms"``, ``"seminorm"`` or a function, see :class:`AdjointOptions`), or
+            :class:`AdjointOptions`. Default: the forward options when the method is the
+            same. With a forward ``options["norm"]`` function and no adjoint norm function
+            the backward norm is torchdiffeq's: the maximum of the forward norm of the state,
+            of its adjoint and (not with ``"seminorm"``) the RMS of each parameter's channel.
 
     Returns:
         As :func:`odeint`.
@@ -216,7 +264,7 @@ def odeint_adjoint(
             "stats": stats,
         })
     solver = get_solver(method)
-    check_tolerances(rtol, atol, allow_tuples=False)
+    check_tolerances(rtol, atol)
     if adjoint_params is None:
         if not isinstance(func, nn.Module):
             raise InvalidTypeError(
@@ -233,11 +281,6 @@ def odeint_adjoint(
     )
     adj_rtol = rtol if adjoint_rtol is None else adjoint_rtol
     adj_atol = atol if adjoint_atol is None else adjoint_atol
-    if isinstance(adj_rtol, tuple) or isinstance(adj_atol, tuple):
-        raise InvalidArgumentError(
-            "tuple rtol/atol are for the forward state only; give adjoint_rtol and "
-            "adjoint_atol as floats (the backward state is [y, a, a_params])"
-        )
     check_tolerances(adj_rtol, adj_atol, prefix="adjoint_")
     stats = stats if stats is not None else SolveStats()
     opts, exe = split_options(solver, options, execution)
@@ -256,13 +299,24 @@ def odeint_adjoint(
             "per_sample=False"
         )
     state, ts = prepare(y0, t, solver, exe)
+    diff_params = [p for p in params if p.requires_grad]
+    vec = {"dtype": state.dtype, "device": state.device, "tuple_state": state.is_tuple}
+    rtol_v, atol_v = tolerance_vectors(rtol, atol, state.sizes, **vec)  # type: ignore[arg-type]
+    adj_rtol_v, adj_atol_v = tolerance_vectors(
+        adj_rtol, adj_atol, state.sizes, **vec, prefix="adjoint_",  # type: ignore[arg-type]
+        adjoint_params=sum(p.numel() for p in diff_params),
+    )
+    bnorm = _backward_norm(adj, getattr(opts, "norm", None), state, diff_params)
+    if bnorm is not None and isinstance(adj_opts, AdaptiveOptions):
+        adj_opts = dataclasses.replace(adj_opts, norm=bnorm)
     f_fwd = FlatFuncWrapper(func, state, stats)
     f_bwd = FlatFuncWrapper(func, state, stats, backward=True)
     f_bwd.checked = True  # same func and shapes as the forward pass
     setup = _Setup(
-        f_fwd=f_fwd, f_bwd=f_bwd, ts=ts, solver=solver, opts=opts, exe=exe, rtol=rtol,  # type: ignore[arg-type]
-        atol=atol, adj_solver=adj_solver, adj_opts=adj_opts, adj_exe=adj_exe, adj_rtol=adj_rtol,
-        adj_atol=adj_atol, seminorm=adj.norm == "seminorm", stats=stats,
+        f_fwd=f_fwd, f_bwd=f_bwd, ts=ts, solver=solver, opts=opts, exe=exe, rtol=rtol_v,  # type: ignore[arg-type]
+        atol=atol_v, adj_solver=adj_solver, adj_opts=adj_opts, adj_exe=adj_exe,
+        adj_rtol=adj_rtol_v, adj_atol=adj_atol_v,
+        seminorm=adj.norm == "seminorm" and bnorm is None, stats=stats,
     )
     t_in = t if t.dtype == state.dtype else t.to(state.dtype)  # differentiable cast
     ys = _AdjointFn.apply(setup, state.flatten(y0), t_in, *params)  # (T, N)

@@ -274,8 +274,8 @@ class _Setup:
     solver: ExplicitRK
     opts: FixedStepOptions | AdaptiveOptions
     exe: ExecutionOptions
-    rtol: float
-    atol: float
+    rtol: float | Tensor
+    atol: float | Tensor
     checkpoints: int
     stats: SolveStats
 
@@ -389,8 +389,8 @@ def odeint_checkpoint(
     y0: Tensor | tuple[Tensor, ...],
     t: Tensor,
     *,
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    rtol: float | tuple[float, ...] = 1e-7,
+    atol: float | tuple[float, ...] = 1e-9,
     method: str | Solver = "dopri5",
     options: Options = None,
     execution: ExecutionOptions | None = None,
@@ -440,7 +440,7 @@ def odeint_checkpoint(
     :func:`odeint` (the exact solution's ``f`` at the output times).
     """
     solver = get_solver(method)
-    check_tolerances(rtol, atol, allow_tuples=False)
+    check_tolerances(rtol, atol)
     c = _check_checkpoints(checkpoints)
     if params is None:
         if not isinstance(func, nn.Module):
@@ -463,7 +463,8 @@ def odeint_checkpoint(
         # The host loop on every device (a CUDA state would otherwise pick the device loop).
         exe = dataclasses.replace(exe, device_loop=False)
 
-    def flat_solve(f: FlatFuncWrapper, y_start: Tensor, ts: list[float]) -> list[Tensor]:
+    def flat_solve(f: FlatFuncWrapper, y_start: Tensor, ts: list[float], rtol: float | Tensor,
+                   atol: float | Tensor) -> list[Tensor]:
         if c is not None:
             slots = c
         elif isinstance(opts, AdaptiveOptions):

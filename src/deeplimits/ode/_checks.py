@@ -57,18 +57,29 @@ def check_tolerances(
 
 def tolerance_vectors(
     rtol: float | tuple[float, ...], atol: float | tuple[float, ...], sizes: list[int],
-    dtype: torch.dtype, device: torch.device,
+    dtype: torch.dtype, device: torch.device, tuple_state: bool = True, prefix: str = "",
+    adjoint_params: int | None = None,
 ) -> tuple[float | Tensor, float | Tensor]:
     """Tuple tolerances as per-entry vectors ``(N,)`` of the flat state (floats stay floats).
 
+    ``adjoint_params`` (the adjoint's backward state ``[y, a, a_params]``, ``a_params`` of that
+    many entries): the vectors are ``(2 N + adjoint_params,)``, the per-tensor tolerances for
+    ``y`` and again for ``a``, and the strictest (smallest) of them for ``a_params``.
+
     Raises:
-        InvalidArgumentError: a tuple whose length is not the number of tensors of ``y0``, or
-            an entry where both tolerances are 0.
+        InvalidArgumentError: tuples for a state that is not a tuple (``tuple_state`` False), a
+            tuple whose length is not the number of tensors of ``y0``, or an entry where both
+            tolerances are 0.
     """
     if not isinstance(rtol, tuple) and not isinstance(atol, tuple):
         return rtol, atol
+    if not tuple_state:
+        raise InvalidArgumentError(
+            f"tuple tolerances ({prefix}rtol={rtol!r}, {prefix}atol={atol!r}) need a tuple y0; "
+            "give floats"
+        )
     out = []
-    for name, val in (("rtol", rtol), ("atol", atol)):
+    for name, val in ((f"{prefix}rtol", rtol), (f"{prefix}atol", atol)):
         vals = val if isinstance(val, tuple) else (val,) * len(sizes)
         if len(vals) != len(sizes):
             raise InvalidArgumentError(
@@ -78,7 +89,12 @@ def tolerance_vectors(
         out.append(vals)
     for i, (r, a) in enumerate(zip(*out, strict=True)):
         if r == 0 and a == 0:
-            raise InvalidArgumentError(f"rtol and atol of y0[{i}] must not both be 0")
+            raise InvalidArgumentError(
+                f"{prefix}rtol and {prefix}atol of y0[{i}] must not both be 0"
+            )
+    if adjoint_params is not None:
+        sizes = [*sizes, *sizes, adjoint_params]
+        out = [(*vals, *vals, min(vals)) for vals in out]
     return tuple(  # type: ignore[return-value]
         torch.cat([torch.full((n,), float(v), dtype=dtype, device=device)
                    for n, v in zip(sizes, vals, strict=True)])

@@ -54,8 +54,11 @@ __all__ = [
 
 Options = Mapping[str, Any] | FixedStepOptions | AdaptiveOptions | None
 NumericOptions = FixedStepOptions | AdaptiveOptions
-#: A replacement for :func:`solve_flat` in :func:`solve`: ``(f, y0, ts) -> outputs``.
-FlatSolve = Callable[[FlatFuncWrapper, Tensor, list[float]], list[Tensor]]
+#: A replacement for :func:`solve_flat` in :func:`solve`: ``(f, y0, ts, rtol, atol) ->
+#: outputs`` (the tolerances as floats or per-entry vectors of the flat state).
+FlatSolve = Callable[
+    [FlatFuncWrapper, Tensor, list[float], float | Tensor, float | Tensor], list[Tensor]
+]
 
 
 def split_options(
@@ -316,9 +319,10 @@ def solve(
     outputs ``(T, *shape)`` (or a tuple of those) out.
 
     ``params``: the tensors a reversible backward differentiates (default: ``func``'s
-    parameters when it is an ``nn.Module``). ``flat_solve(f, y0, ts)``: runs the explicit RK
-    solve instead of :func:`solve_flat` (``odeint_checkpoint``'s checkpointed solve); the
-    time gradients are attached around it as around the plain solve.
+    parameters when it is an ``nn.Module``). ``flat_solve(f, y0, ts, rtol, atol)``: runs the
+    explicit RK solve instead of :func:`solve_flat` (``odeint_checkpoint``'s checkpointed
+    solve; tolerances as floats or per-entry vectors); the time gradients are attached around
+    it as around the plain solve.
     """
     state, ts = prepare(y0, t, solver, exe)
     if isinstance(opts, FixedStepOptions) and opts.grid_constructor is not None:
@@ -338,12 +342,8 @@ def solve(
         f_t = FlatFuncWrapper(func, state, stats, backward=True)
         f_t.checked = True
         y_start, finish = with_time_grads(f_t, ts, y_start, t)  # type: ignore[arg-type]
-    if isinstance(rtol, tuple) or isinstance(atol, tuple):
-        if not state.is_tuple:
-            raise InvalidArgumentError(
-                f"tuple tolerances (rtol={rtol!r}, atol={atol!r}) need a tuple y0; give floats"
-            )
-        rtol, atol = tolerance_vectors(rtol, atol, state.sizes, state.dtype, state.device)  # type: ignore[assignment]
+    rtol, atol = tolerance_vectors(rtol, atol, state.sizes, state.dtype, state.device,  # type: ignore[assignment]
+                                   state.is_tuple)
     if isinstance(solver, ReversibleHeun):
         if (cbs := Callbacks.of(func, None)) is not None:
             _warn_callbacks(cbs, solver, "reversible_heun")
@@ -353,7 +353,7 @@ def solve(
     else:
         f = FlatFuncWrapper(func, state, stats)
         if flat_solve is not None:
-            outs = flat_solve(f, y_start, ts)  # type: ignore[arg-type]
+            outs = flat_solve(f, y_start, ts, rtol, atol)  # type: ignore[arg-type]
         else:
             outs = solve_flat(f, y_start, ts, solver, opts, exe, rtol, atol, stats)
     ys = finish(outs) if time_grads else torch.stack(outs)

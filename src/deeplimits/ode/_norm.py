@@ -27,17 +27,20 @@ class ErrorNorm:
     one look at the ratio tests both.
 
     Args:
-        rtol, atol: tolerances.
+        rtol, atol: tolerances (floats, or per-entry vectors of a row for tuple states).
         norm_dims: entries of a row in the norm (``None``: all).
         row_numel: entries of one row (the whole state with ``rows=False``).
         rows: states are ``(R, M)`` with one norm per row.
     """
 
     def __init__(
-        self, rtol: float, atol: float, norm_dims: int | None, row_numel: int, rows: bool,
+        self, rtol: float | Tensor, atol: float | Tensor, norm_dims: int | None, row_numel: int,
+        rows: bool,
         fn: Callable[[Any], Tensor] | None = None,
         to_user: Callable[[Tensor], Any] | None = None,
     ) -> None:
+        if norm_dims is not None:  # per-entry tolerances (tuple states): the normed entries'
+            rtol, atol = (v[..., :norm_dims] if isinstance(v, Tensor) else v for v in (rtol, atol))
         self.rtol, self.atol, self.norm_dims, self.rows = rtol, atol, norm_dims, rows
         self.inv_sqrt_n = 1.0 / math.sqrt(max(row_numel if norm_dims is None else norm_dims, 1))
         self._dim = 1 if rows else None

@@ -267,14 +267,20 @@ class AdjointOptions:
     Attributes:
         norm: ``"rms"`` (error norm over the whole augmented state) or ``"seminorm"`` (ignore the
             parameter- and time-gradient channels; Kidger, Chen & Lyons 2021, "Hey, that's not an
-            ODE": usually fewer backward steps, same accuracy of the gradients).
+            ODE": usually fewer backward steps, same accuracy of the gradients), or a function
+            (torchdiffeq's ``adjoint_options={"norm": fn}``) of the scaled error of the backward
+            state as the tuple ``(t, y, adj_y, *adj_params)`` (a tuple ``y0``: ``(t, *y,
+            *adj_y, *adj_params)``) to a scalar; ``t`` is a 0-d zero (the time gradient is not
+            integrated here), ``adj_params`` the parameters that require grad.
     """
 
-    norm: Literal["rms", "seminorm"] = "rms"
+    norm: Literal["rms", "seminorm"] | Callable[[tuple[Tensor, ...]], Tensor] = "rms"
 
     def __post_init__(self) -> None:
-        if self.norm not in ("rms", "seminorm"):
-            raise UnknownNameError("adjoint norm", self.norm, ["rms", "seminorm"])
+        if not callable(self.norm) and self.norm not in ("rms", "seminorm"):
+            raise UnknownNameError(
+                "adjoint norm", self.norm, ["rms", "seminorm", "a function of a tuple"]
+            )
 
 
 @dataclass
