@@ -82,8 +82,8 @@ def test_the_event_time_matches_torchdiffeq() -> None:
 
 def test_event_errors_name_the_problem() -> None:
     y0 = torch.ones(2, dtype=F64)
-    with pytest.raises(InvalidArgumentError, match="one value"):
-        odeint_event(lambda t, y: -y, y0, 0.0, event_fn=lambda t, y: y)
+    with pytest.raises(InvalidArgumentError, match="one value per event"):
+        odeint_event(lambda t, y: -y, y0, 0.0, event_fn=lambda t, y: y[:0])
     with pytest.raises(InvalidArgumentError, match="explicit adaptive method"):
         odeint_event(lambda t, y: -y, y0, 0.0, event_fn=lambda t, y: y[0], method="rk4")
     with pytest.raises(SolverError, match="did not cross zero"):
@@ -108,3 +108,114 @@ def test_event_mode_of_odeint_returns_the_event_and_the_solution(solve: str) -> 
     assert float(dh) == pytest.approx(1 / math.sqrt(2 * 10.0 * 9.81), rel=1e-5)
     with pytest.raises(InvalidArgumentError, match="two times"):
         fn(_fall(g), y0, torch.tensor([0.0, 1.0, 2.0], dtype=F64), event_fn=_ground, **kw)
+
+
+def _contact_times(h: float, g: float, e: float, n: int) -> list[float]:
+    """Bouncing ball dropped from h at rest: T_1 = sqrt(2h/g), each rebound at e times the
+    impact speed flies 2 e^j v_1 / g, v_1 = g T_1: T_n = T_1 (1 + 2 (e - e^n) / (1 - e))."""
+    t1 = math.sqrt(2 * h / g)
+    return [t1 * (1 + 2 * (e - e**j) / (1 - e)) for j in range(1, n + 1)]
+
+
+@pytest.mark.parametrize("restart", ["zero", "direction"])
+@pytest.mark.parametrize("interface", ["odeint", "odeint_adjoint"])
+def test_a_bouncing_ball_hits_the_ground_at_the_closed_form_times(
+    interface: str, restart: str
+) -> None:
+    from deeplimits.ode import odeint
+
+    h0, g0, e = 2.0, 9.81, 0.7
+    h = torch.tensor(h0, dtype=F64, requires_grad=True)
+    g = torch.tensor(g0, dtype=F64, requires_grad=True)
+    kw: dict = {"odeint_interface": odeint} if interface == "odeint" else {
+        "odeint_interface": odeint_adjoint, "adjoint_params": (g,)}
+    y = torch.stack([h, torch.zeros((), dtype=F64)])
+    t = torch.zeros((), dtype=F64)
+    hits = []
+    for _ in range(4):
+        t, sol = odeint_event(_fall(g), y, t, event_fn=_ground, rtol=1e-10, atol=1e-12,
+                              direction=-1 if restart == "direction" else None, **kw)
+        hits.append(t)
+        # the bounce: the speed times -e; the height is 0 on the ground (exactly, or as
+        # solved, a round-off below or above: direction=-1 ignores the rise through 0)
+        height = torch.zeros((), dtype=F64) if restart == "zero" else sol[-1, 0]
+        y = torch.stack([height, -e * sol[-1, 1]])
+    exact = _contact_times(h0, g0, e, 4)
+    for got, want in zip(hits, exact, strict=True):
+        assert float(got.detach()) == pytest.approx(want, rel=1e-9)
+    dh, dg = torch.autograd.grad(hits[-1], (h, g))
+    assert float(dh) == pytest.approx(exact[-1] / (2 * h0), rel=1e-5)  # T_n ~ sqrt(h)
+    assert float(dg) == pytest.approx(-exact[-1] / (2 * g0), rel=1e-5)  # T_n ~ 1/sqrt(g)
+
+
+def test_a_bouncing_ball_run_backwards_in_time_finds_the_earlier_contacts() -> None:
+    # Start on the ground at the 4th contact, just before it (velocity -e^3 v1), and run
+    # backwards: the bounce reversed divides the velocity by -e.
+    h0, g0, e, n = 2.0, 9.81, 0.7, 4
+    h = torch.tensor(h0, dtype=F64, requires_grad=True)
+    g = torch.tensor(g0, dtype=F64, requires_grad=True)
+    exact = _contact_times(h0, g0, e, n)
+    v1 = torch.sqrt(2 * g * h)
+    y = torch.stack([torch.zeros((), dtype=F64), -(e ** (n - 1)) * v1])
+    t = torch.tensor(exact[-1], dtype=F64)
+    hits = []
+    for _ in range(n - 1):
+        t, sol = odeint_event(_fall(g), y, t, event_fn=_ground, reverse_time=True,
+                              rtol=1e-10, atol=1e-12)
+        hits.append(t)
+        y = torch.stack([torch.zeros((), dtype=F64), -sol[-1, 1] / e])
+    for got, want in zip(hits, exact[-2::-1], strict=True):
+        assert float(got.detach()) == pytest.approx(want, rel=1e-9)
+    # T_1 = T_n - 2 S v1 / g with S = (e - e^n)/(1 - e), T_n fixed: dT_1/dh = -2 S / v1,
+    # dT_1/dg = S T_1' / g with T_1' = sqrt(2h/g)
+    s = (e - e**n) / (1 - e)
+    dh, dg = torch.autograd.grad(hits[-1], (h, g))
+    assert float(dh) == pytest.approx(-2 * s / math.sqrt(2 * g0 * h0), rel=1e-5)
+    assert float(dg) == pytest.approx(s * math.sqrt(2 * h0 / g0) / g0, rel=1e-5)
+
+
+def test_several_event_values_stop_at_the_first_and_report_which() -> None:
+    from deeplimits.ode import SolveStats
+
+    k = torch.tensor(0.7, dtype=F64, requires_grad=True)
+    c = torch.tensor([0.2, 0.5, -1.0], dtype=F64, requires_grad=True)  # y = exp(-kt) = c_i
+    stats = SolveStats()
+    t_hit, _ = odeint_event(lambda t, y: -k * y, torch.ones(1, dtype=F64), 0.0,
+                            event_fn=lambda t, y: y[0] - c, rtol=1e-10, atol=1e-12,
+                            stats=stats)
+    assert int(stats.event_index) == 1  # c = 0.5 is reached first; -1.0 never
+    assert float(t_hit.detach()) == pytest.approx(-math.log(0.5) / 0.7, rel=1e-9)
+    dc, dk = torch.autograd.grad(t_hit, (c, k))
+    assert torch.allclose(dc, torch.tensor([0.0, -1 / (0.5 * 0.7), 0.0], dtype=F64), rtol=1e-5)
+    assert float(dk) == pytest.approx(math.log(0.5) / 0.7**2, rel=1e-5)
+    theirs, _ = torchdiffeq.odeint_event(lambda t, y: -k * y, torch.ones(1, dtype=F64),
+                                         torch.tensor(0.0, dtype=F64),
+                                         event_fn=lambda t, y: y[0] - c, rtol=1e-10,
+                                         atol=1e-12)
+    assert float(t_hit.detach()) == pytest.approx(float(theirs.detach()), abs=1e-8)
+
+
+@pytest.mark.parametrize(("direction", "crossing"), [(None, 0.5), (-1, 0.5), (1, 1.5)])
+def test_direction_selects_which_crossings_stop_the_solve(
+    direction: int | None, crossing: float
+) -> None:
+    from deeplimits.ode import SolveStats
+
+    def rotate(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # y = (cos t, -sin t)
+        return torch.stack([y[1], -y[0]])
+
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    t_hit, _ = odeint_event(rotate, y0, 0.0, event_fn=lambda t, y: y[0], direction=direction,
+                            rtol=1e-10, atol=1e-12)
+    assert float(t_hit) == pytest.approx(crossing * math.pi, rel=1e-9)
+    # in reverse time "+1" still means negative to positive as the solve proceeds
+    t_back, _ = odeint_event(rotate, y0, 0.0, event_fn=lambda t, y: y[0], direction=direction,
+                             reverse_time=True, rtol=1e-10, atol=1e-12)
+    assert float(t_back) == pytest.approx(-crossing * math.pi, rel=1e-9)
+    # one direction per value: y[0] only upwards, y[1] (= -sin t) only downwards (t = 0+)
+    stats = SolveStats()
+    t_two, _ = odeint_event(rotate, torch.tensor([1.0, 1e-3], dtype=F64), 0.0, stats=stats,
+                            event_fn=lambda t, y: y, direction=[1, 1])
+    assert int(stats.event_index) == 1 and float(t_two) == pytest.approx(math.pi, rel=1e-3)
+    with pytest.raises(InvalidArgumentError, match=r"direction=\[1\] must be"):
+        odeint_event(rotate, y0, 0.0, event_fn=lambda t, y: y, direction=[1])

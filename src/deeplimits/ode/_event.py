@@ -24,34 +24,118 @@ from deeplimits.ode._func import FlatFuncWrapper
 from deeplimits.ode._options import SolveStats, StepRecord
 from deeplimits.ode._solvers import ExplicitRK, get_solver
 
-__all__ = ["solve_until_event"]
+__all__ = ["SignTracker", "bisect_rows", "event_directions", "event_rows", "solve_until_event"]
 
 #: How far the search integrates at most (a crossing must come before).
 _HORIZON = 1e12
-_BISECTIONS = 64
+_BISECTIONS = 60
 
 
 class _Found(Exception):
-    """The accepted step from ``(t, y)`` by ``h`` to ``y1`` (stages ``ks``) holds the crossing."""
+    """The accepted step from ``(t, y)`` by ``h`` to ``y1`` (stages ``ks``) holds the crossing
+    of the candidate components ``cand`` ``(1, k)`` (their signs before: ``before``)."""
 
-    def __init__(self, t: float, h: float, y: Tensor, y1: Tensor, ks: list[Tensor]) -> None:
+    def __init__(self, t: float, h: float, y: Tensor, y1: Tensor, ks: list[Tensor],
+                 cand: Tensor, before: Tensor) -> None:
         super().__init__()
         self.t, self.h, self.y, self.y1, self.ks = t, h, y, y1, ks
+        self.cand, self.before = cand, before
 
 
-def _scalar_event(event_fn: Callable[..., Any], state: Any) -> Callable[[Any, Tensor], float]:
-    def g(t: Any, y: Tensor) -> float:
-        tt = t if isinstance(t, Tensor) else torch.scalar_tensor(t, dtype=y.dtype)
-        val = event_fn(tt, state.unflatten(y))
-        if not isinstance(val, Tensor) or val.numel() != 1:
-            raise InvalidArgumentError(
-                f"event_fn must return one value (a 0-d tensor), got "
-                f"{tuple(val.shape) if isinstance(val, Tensor) else type(val).__name__}; "
-                "combine several events into one (e.g. their product or minimum)"
-            )
-        return float(val)
+def event_rows(val: Any, rows: int | None) -> Tensor:
+    """``event_fn``'s value as ``(R, k)``: one row (``rows=None``: any shape, its entries
+    are the ``k`` events) or ``rows`` rows (per-sample: ``(rows,)`` or ``(rows, k)``).
 
-    return g
+    Raises:
+        InvalidArgumentError: not a tensor, empty, or (per-sample) not one row per sample.
+    """
+    if not isinstance(val, Tensor) or val.numel() == 0:
+        raise InvalidArgumentError(
+            "event_fn must return a tensor with one value per event, got "
+            + (f"shape {tuple(val.shape)}" if isinstance(val, Tensor) else type(val).__name__)
+        )
+    if rows is None:
+        return val.reshape(1, -1)
+    if val.ndim not in (1, 2) or val.shape[0] != rows:
+        raise InvalidArgumentError(
+            f"with per_sample=True event_fn must return shape ({rows},) or ({rows}, k): one "
+            f"value (or k) per sample, got {tuple(val.shape)}; or use per_sample=False for "
+            "one event time for the whole batch"
+        )
+    return val.reshape(rows, -1)
+
+
+def event_directions(direction: Any, k: int, like: Tensor) -> Tensor:
+    """``direction`` (``None``, +1, -1, 0, or one of those per event) as a ``(k,)`` tensor.
+
+    Raises:
+        InvalidArgumentError: another value, or a sequence whose length is not ``k``.
+    """
+    vals = [direction] * k if direction is None or isinstance(direction, int) else (
+        list(direction) if isinstance(direction, (list, tuple)) else None)
+    if vals is None or len(vals) != k or any(
+        not (v is None or (isinstance(v, int) and not isinstance(v, bool) and v in (-1, 0, 1)))
+        for v in vals
+    ):
+        raise InvalidArgumentError(
+            f"direction={direction!r} must be None, +1, -1 or 0, or a list of those with one "
+            f"entry per event value ({k}); +1 keeps crossings from negative to positive as "
+            "the solve proceeds, -1 the other way, None or 0 both"
+        )
+    return torch.tensor([0 if v is None else v for v in vals], dtype=like.dtype,
+                        device=like.device)
+
+
+class SignTracker:
+    """The last nonzero sign of each event value ``(R, k)`` and the crossings it sees.
+
+    A value that starts at zero (a ball on the ground) has no sign yet: its first crossing is
+    after it has left zero, so a start on the event surface finds the next crossing.
+    """
+
+    def __init__(self, g0: Tensor, direction: Tensor) -> None:
+        self.sign = torch.sign(g0)
+        self.direction = direction
+
+    def update(self, g: Tensor) -> tuple[Tensor, Tensor]:
+        """Values ``g`` ``(R, k)`` at the end of a step: returns the candidates ``(R, k)``
+        (a sign change, or a zero, after a nonzero sign, in an allowed direction) and the
+        signs before the step."""
+        s = torch.sign(g)
+        before = self.sign
+        allowed = (self.direction == 0) | (self.direction * before < 0)
+        cand = (before != 0) & (s != before) & allowed
+        self.sign = torch.where(s != 0, s, before)
+        return cand, before
+
+
+def bisect_rows(
+    dense: Callable[[Tensor], Tensor], g: Callable[[Tensor, Tensor], Tensor], t: Tensor,
+    h: Tensor, before: Tensor, cand: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """The crossing in each row's step by bisection on the step's interpolant.
+
+    The candidates of a row are combined as torchdiffeq combines events,
+    ``min_c(g_c * sign_before_c)`` (positive before, not after), so the root found is that of
+    the first candidate to cross.
+
+    Args:
+        dense: ``theta (R,) -> states`` on each row's interpolant.
+        g: ``(t (R,), states) -> (R, k)`` event values.
+        t, h: ``(R,)`` each row's step start and signed size.
+        before, cand: ``(R, k)`` signs before the step and the candidate events.
+
+    Returns:
+        ``(t_event (R,), index (R,))``: the crossing times and which event crossed.
+    """
+    lo, hi = torch.zeros_like(t), torch.ones_like(t)
+    for _ in range(_BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        comb = torch.where(cand, g(t + mid * h, dense(mid)) * before, math.inf).amin(dim=1)
+        pos = comb > 0
+        lo, hi = torch.where(pos, mid, lo), torch.where(pos, hi, mid)
+    at_hi = torch.where(cand, g(t + hi * h, dense(hi)) * before, math.inf)
+    return t + hi * h, at_hi.argmin(dim=1)
 
 
 def solve_until_event(
@@ -62,14 +146,15 @@ def solve_until_event(
     reverse_time: bool,
     odeint_interface: Callable[..., Any],
     kwargs: dict[str, Any],
+    direction: Any = None,
 ) -> tuple[Tensor, Tensor | tuple[Tensor, ...]]:
     """The work of :func:`deeplimits.ode.odeint_event` (which documents the arguments): the
     search, the implicit-function gradient and the solution by ``odeint_interface``.
 
     Raises:
         SolverError: no crossing within ``max_num_steps`` steps.
-        InvalidArgumentError: ``event_fn`` returns more than one value; a method that is not
-            explicit and adaptive.
+        InvalidArgumentError: ``event_fn`` returns no value; a bad ``direction``; a method
+            that is not explicit and adaptive.
     """
     t0_t = t0 if isinstance(t0, Tensor) else torch.tensor(float(t0))
     like = y0[0] if isinstance(y0, tuple) else y0
@@ -87,19 +172,21 @@ def solve_until_event(
     state, ts = prepare(y0, t_search, solver, ExecutionOptions(device_loop=False))
     stats = SolveStats()
     f = FlatFuncWrapper(func, state, stats)
-    g = _scalar_event(event_fn, state)
+
+    def g(t: Tensor, y: Tensor) -> Tensor:  # (1,) times, (1, *state) -> (1, k)
+        return event_rows(event_fn(t.reshape(()), state.unflatten(y[0])), None)
+
     y_start = state.as_state(y0).detach()
     with torch.no_grad():
-        g0 = g(ts[0], y_start)
-        prev = {"y": y_start, "sign": 0.0 if g0 == 0 else math.copysign(1.0, g0)}
+        g0 = g(t_search[:1], y_start.unsqueeze(0))
+        tracker = SignTracker(g0, event_directions(direction, g0.shape[1], g0))
+        prev = {"y": y_start}
 
         def record(rec: StepRecord, y1: Tensor, ks: list[Tensor]) -> None:
-            g1 = g(rec.t1, y1)
-            s1 = 0.0 if g1 == 0 else math.copysign(1.0, g1)
-            if prev["sign"] and s1 != prev["sign"]:
-                raise _Found(rec.t, rec.h, prev["y"], y1, ks)
-            if s1:
-                prev["sign"] = s1
+            t1 = torch.full((1,), rec.t1, dtype=y1.dtype, device=y1.device)
+            cand, before = tracker.update(g(t1, y1.unsqueeze(0)))
+            if bool(cand.any()):
+                raise _Found(rec.t, rec.h, prev["y"], y1, ks, cand, before)
             prev["y"] = y1
 
         exe = ExecutionOptions(device_loop=False)
@@ -107,38 +194,47 @@ def solve_until_event(
         try:
             solve_flat(f, y_start, ts, solver, opts, exe, rtol, atol, stats, record=record)
         except _Found as found:
-            t_event = _bisect(solver, found, g, prev["sign"], f)
+            t_ev, idx = _bisect_host(solver, found, g, f)
         except MaxStepsExceededError as e:
             raise SolverError(
                 f"event_fn did not cross zero within the step budget from t0={ts[0]!r}; check "
-                "event_fn's sign, reverse_time, or raise options max_num_steps"
+                "event_fn's sign, reverse_time, direction, or raise options max_num_steps"
             ) from e
         else:  # the loop reached the horizon (steps grow fast where nothing happens)
             raise SolverError("event_fn did not cross zero before the search horizon")
-    event_t = _with_implicit_gradient(func, y0, t0_t, event_fn, t_event, odeint_interface, kwargs)
+    _report_index(kwargs, idx.reshape(()))
+    k = int(idx)
+
+    def fired(t: Tensor, y: Any) -> Tensor:
+        return event_fn(t, y).reshape(-1)[k]
+
+    event_t = _with_implicit_gradient(func, y0, t0_t, fired, t_ev, odeint_interface, kwargs)
     solution = odeint_interface(func, y0, torch.stack([t0_t, event_t]), **kwargs)
     return event_t, solution
 
 
-def _bisect(solver: ExplicitRK, found: _Found, g: Callable[[Any, Tensor], float],
-            sign_before: float, f: FlatFuncWrapper) -> float:
-    """The root in the step ``found`` by bisection on the step's interpolant (theta in [0, 1])."""
+def _report_index(kwargs: dict[str, Any], idx: Tensor) -> None:
+    stats = kwargs.get("stats")
+    if isinstance(stats, SolveStats):
+        stats.event_index = idx.detach().to("cpu", torch.long)
+
+
+def _bisect_host(solver: ExplicitRK, found: _Found, g: Callable[[Tensor, Tensor], Tensor],
+                 f: FlatFuncWrapper) -> tuple[float, Tensor]:
+    """The root in the step ``found`` on the step's interpolant: ``(t_event, index (1,))``."""
     cache = solver.dense_cache()
     ks = found.ks
     if solver.needs_end_stage and len(ks) == solver.tableau.num_stages:
         ks = [*ks, f(found.t + found.h, found.y1)]  # the Hermite interpolant's f(t1, y1)
-    lo, hi = 0.0, 1.0
-    for _ in range(_BISECTIONS):
-        mid = 0.5 * (lo + hi)
-        y_mid = solver.interpolate(cache, found.y, ks, found.h, [mid])[0]
-        g_mid = g(found.t + mid * found.h, y_mid)
-        if g_mid != 0 and math.copysign(1.0, g_mid) == sign_before:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-16:
-            break
-    return found.t + hi * found.h
+
+    def dense(theta: Tensor) -> Tensor:
+        return solver.interpolate(cache, found.y, ks, found.h, [float(theta)])
+
+    like = found.y1
+    t = torch.full((1,), found.t, dtype=like.dtype, device=like.device)
+    h = torch.full((1,), found.h, dtype=like.dtype, device=like.device)
+    t_ev, idx = bisect_rows(dense, g, t, h, found.before, found.cand)
+    return float(t_ev), idx
 
 
 def _with_implicit_gradient(

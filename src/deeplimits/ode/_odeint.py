@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import Tensor
@@ -98,6 +98,7 @@ def odeint_event(
     event_fn: Callable[[Tensor, Any], Tensor],
     reverse_time: bool = False,
     odeint_interface: Callable[..., Any] = odeint,
+    direction: int | Sequence[int | None] | None = None,
     **kwargs: Any,
 ) -> tuple[Tensor, Tensor | tuple[Tensor, ...]]:
     """Solve from ``t0`` until ``event_fn(t, y)`` first crosses zero (torchdiffeq's API).
@@ -110,11 +111,18 @@ def odeint_event(
     Args:
         func, y0: as in :func:`odeint`.
         t0: the start time (0-d tensor or float).
-        event_fn: ``event_fn(t, y) -> 0-d tensor``; the event is its first sign change after
-            ``t0`` (a start on the surface, ``event_fn(t0, y0) = 0``, finds the next crossing).
+        event_fn: ``event_fn(t, y) -> tensor``: one value (0-d) or several (any shape; their
+            entries are separate events, and the first of them to cross zero stops the solve,
+            as torchdiffeq); the event is the first sign change after ``t0`` (a value that
+            starts at zero, e.g. a ball on the ground, finds its next crossing).
+            ``stats.event_index`` (when ``stats=`` is given) says which value crossed.
         reverse_time: integrate backwards from ``t0``.
         odeint_interface: the solve that gives the returned solution and its gradients
             (:func:`odeint`, :func:`odeint_adjoint`, :func:`odeint_checkpoint`).
+        direction: which crossings count (scipy's ``event.direction``): ``+1`` from negative
+            to positive as the solve proceeds (in reverse time: as ``t`` decreases), ``-1``
+            from positive to negative, ``None`` or ``0`` both; one value, or a list with one
+            per event value. Not in torchdiffeq.
         kwargs: ``rtol``, ``atol``, ``method``, ``options`` (and the interface's own) for both
             the search and the solution.
 
@@ -124,10 +132,11 @@ def odeint_event(
 
     Raises:
         SolverError: no crossing within ``max_num_steps`` steps.
-        InvalidArgumentError: ``event_fn`` returns more than one value, or the method is not
-            explicit and adaptive.
+        InvalidArgumentError: ``event_fn`` returns no value, a bad ``direction``, or the
+            method is not explicit and adaptive.
     """
-    return solve_until_event(func, y0, t0, event_fn, reverse_time, odeint_interface, kwargs)
+    return solve_until_event(func, y0, t0, event_fn, reverse_time, odeint_interface, kwargs,
+                             direction)
 
 
 def event_mode(

@@ -319,6 +319,10 @@ class SolveStats:
     cuda_graph_used: bool = field(default=False, compare=False)
     #: Whether the last forward adaptive solve ran compiled code (``compile=True``).
     compiled: bool = field(default=False, compare=False)
+    #: ``odeint_event`` (and ``odeint(..., event_fn=...)``) only: which of ``event_fn``'s
+    #: values crossed zero (its index in the flattened value; with ``per_sample=True`` one
+    #: per sample, ``(batch,)``), a CPU int64 tensor.
+    event_index: Tensor | None = field(default=None, compare=False)
 
 
 class StepRecord(NamedTuple):
