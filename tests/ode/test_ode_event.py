@@ -219,3 +219,110 @@ def test_direction_selects_which_crossings_stop_the_solve(
     assert int(stats.event_index) == 1 and float(t_two) == pytest.approx(math.pi, rel=1e-3)
     with pytest.raises(InvalidArgumentError, match=r"direction=\[1\] must be"):
         odeint_event(rotate, y0, 0.0, event_fn=lambda t, y: y, direction=[1])
+
+
+_RATES = [4.0, 2.0, 1.0, 0.5]
+
+
+def _decay_rows(k: torch.Tensor, seen: list[torch.Tensor] | None = None):  # type: ignore[no-untyped-def]
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # t: (batch,), y: (batch, 1)
+        if seen is not None:
+            seen.append(t.detach().clone())
+        return -k[:, None] * y
+
+    return f
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_per_sample_events_stop_each_sample_at_its_own_closed_form_time(reverse: bool) -> None:
+
+    c0 = 0.2 if not reverse else 5.0
+    k = torch.tensor(_RATES, dtype=F64, requires_grad=True)
+    c = torch.tensor(c0, dtype=F64, requires_grad=True)
+    y0 = torch.ones(4, 1, dtype=F64, requires_grad=True)
+    seen: list[torch.Tensor] = []
+    t_hit, sol = odeint_event(_decay_rows(k, seen), y0, 0.0, reverse_time=reverse,
+                              event_fn=lambda t, y: y[:, 0] - c, rtol=1e-10, atol=1e-12,
+                              options={"per_sample": True})
+    # y_i = y0_i exp(-k_i t) = c  =>  T_i = ln(y0_i / c) / k_i
+    exact = [math.log(1 / c0) / r for r in _RATES]
+    assert t_hit.shape == (4,) and sol.shape == (2, 4, 1)
+    for got, want in zip(t_hit.detach().tolist(), exact, strict=True):
+        assert got == pytest.approx(want, rel=1e-9)
+    assert torch.allclose(sol[-1, :, 0].detach(), torch.full((4,), c0, dtype=F64),
+                          rtol=1e-9)  # each sample's last state is at its own event
+    # no sample is integrated past its event: func never sees a sample beyond its crossing
+    # step (with one end time for all, the first samples would be run to the last's T)
+    last_t = torch.stack(seen).abs().amax(dim=0)
+    for i in range(3):
+        assert float(last_t[i]) < abs(exact[i]) + 0.5 * abs(exact[i + 1] - exact[i])
+    # per-sample gradients: T_i depends on k_i and y0_i only; dT_i/dk_i = -T_i / k_i,
+    # dT_i/dy0_i = 1 / (k_i y0_i), dT_i/dc = -1 / (c k_i) (c only in event_fn)
+    for i in range(4):
+        dk, dy0, dc = torch.autograd.grad(t_hit[i], (k, y0, c), retain_graph=True)
+        want_k = torch.zeros(4, dtype=F64)
+        want_k[i] = -exact[i] / _RATES[i]
+        assert torch.allclose(dk, want_k, rtol=1e-5, atol=1e-12)
+        want_y = torch.zeros(4, 1, dtype=F64)
+        want_y[i, 0] = 1 / _RATES[i]
+        assert torch.allclose(dy0, want_y, rtol=1e-5, atol=1e-12)
+        assert float(dc) == pytest.approx(-1 / (c0 * _RATES[i]), rel=1e-5)
+    # the solution's last state moves with the event: d y_i(T_i) / d k_i = 0 (it is c)
+    (dk_sol,) = torch.autograd.grad(sol[-1].sum(), (k,))
+    assert float(dk_sol.abs().max()) <= 1e-8
+
+
+def test_per_sample_free_fall_matches_the_closed_form_and_its_gradients() -> None:
+    from deeplimits.ode import odeint
+
+    g = torch.tensor(9.81, dtype=F64, requires_grad=True)
+    h = torch.tensor([1.0, 2.0, 5.0, 10.0], dtype=F64, requires_grad=True)
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.stack([y[:, 1], -g * torch.ones_like(y[:, 1])], dim=1)
+
+    y0 = torch.stack([h, torch.zeros(4, dtype=F64)], dim=1)
+    t_hit, sol = odeint(f, y0, torch.tensor([0.0, 1.0], dtype=F64), rtol=1e-10, atol=1e-12,
+                        event_fn=lambda t, y: y[:, 0], options={"per_sample": True})
+    exact = torch.sqrt(2 * h.detach() / 9.81)
+    assert torch.allclose(t_hit.detach(), exact, rtol=1e-9)
+    assert torch.allclose(sol[-1, :, 1].detach(), -9.81 * exact, rtol=1e-9)
+    dh, dg = torch.autograd.grad(t_hit.sum(), (h, g))
+    assert torch.allclose(dh, 1 / torch.sqrt(2 * h.detach() * 9.81), rtol=1e-5)
+    assert float(dg) == pytest.approx(float((-exact / (2 * 9.81)).sum()), rel=1e-5)
+
+
+def test_per_sample_events_report_which_value_fired_in_each_sample() -> None:
+    from deeplimits.ode import SolveStats
+
+    k = torch.tensor(_RATES, dtype=F64)
+    thresholds = torch.tensor([0.5, 0.1, 0.3, 0.05], dtype=F64)
+    stats = SolveStats()
+    t_hit, _ = odeint_event(
+        _decay_rows(k), torch.ones(4, 1, dtype=F64), 0.0, stats=stats, rtol=1e-10, atol=1e-12,
+        event_fn=lambda t, y: torch.stack([y[:, 0] - 0.2, y[:, 0] - thresholds], dim=1),
+        options={"per_sample": True},
+    )
+    assert stats.event_index is not None and stats.event_index.tolist() == [1, 0, 1, 0]
+    first = torch.maximum(thresholds, torch.tensor(0.2, dtype=F64))
+    assert torch.allclose(t_hit, torch.log(1 / first) / k, rtol=1e-9)
+
+
+def test_per_sample_event_errors_name_the_problem() -> None:
+    y0 = torch.ones(4, 1, dtype=F64)
+    per_sample = {"options": {"per_sample": True}}
+    with pytest.raises(InvalidArgumentError, match=r"must return shape \(4,\) or \(4, k\)"):
+        odeint_event(_decay_rows(torch.ones(4, dtype=F64)), y0, 0.0,
+                     event_fn=lambda t, y: y[0, 0] - 0.5, **per_sample)
+    with pytest.raises(InvalidArgumentError, match="odeint_interface=odeint"):
+        odeint_event(_decay_rows(torch.ones(4, dtype=F64)), y0, 0.0, adjoint_params=(),
+                     event_fn=lambda t, y: y[:, 0] - 0.5, odeint_interface=odeint_adjoint,
+                     **per_sample)
+    with pytest.raises(InvalidArgumentError, match=r"t0\.detach\(\)"):
+        odeint_event(_decay_rows(torch.ones(4, dtype=F64)), y0,
+                     torch.tensor(0.0, dtype=F64, requires_grad=True),
+                     event_fn=lambda t, y: y[:, 0] - 0.5, **per_sample)
+    with pytest.raises(SolverError, match="for every sample"):  # the last never gets there
+        odeint_event(_decay_rows(torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=F64)), y0, 0.0,
+                     event_fn=lambda t, y: y[:, 0] - 0.5,
+                     options={"per_sample": True, "max_num_steps": 200})

@@ -40,11 +40,14 @@ __all__ = [
     "BatchedLoop",
     "attempt",
     "attempts",
+    "dense_coefficients",
+    "dense_rows",
     "flag_values",
     "loop_constants",
     "row_func",
     "start",
     "starter",
+    "step_plan",
 ]
 
 
@@ -84,20 +87,8 @@ def attempt(lp: BatchedLoop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     t, habs, Y, K1, prev, prev2, s0, done, bad, nacc, nrej, uf, nf, outs, ts, t_end = st
     d, ctrl, norm = lp.d, lp.ctrl, lp.norm
     active = ~done  # (R, 1)
-    stop, jump = _next_stop(lp, t, t_end)  # (R, 1): where this row's step must end
-    remaining = (stop - t) * d  # (R, 1), >= 0
-    # The step ends at the stop when t + dt reaches it: the host loop's test, rounding
-    # included (``habs >= remaining`` misses a t + dt that rounds onto the stop, which then
-    # costs a zero-length step).
-    last = (t + d * habs - stop) * d >= 0
-    h = torch.where(last, remaining, habs) * d  # (R, 1) signed
-    tst = torch.addcmul(t, h, lp.c_row)  # (R, S): every stage time in one kernel
-    if jump is not None:
-        # At a jump the stages at the jump time see its left limit (one ulp before it).
-        at_jump = last & jump
-        tst = torch.where(at_jump & (lp.c_row == 1.0), torch.nextafter(stop, t), tst)
-    Y1, err, ks = lp.solver.step(lp.ev, t, Y, h, K1,
-                                 times=[tst[:, i : i + 1] for i in range(lp.c_row.shape[0])])
+    h, last, stop, at_jump, times = step_plan(lp, t, habs, t_end)
+    Y1, err, ks = lp.solver.step(lp.ev, t, Y, h, K1, times=times)
     if err is None:  # pragma: no cover - the dispatcher sends only adaptive solvers here
         raise RuntimeError("internal error: adaptive tableau without error weights")
     with torch.no_grad():
@@ -117,7 +108,7 @@ def attempt(lp: BatchedLoop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     t = torch.where(acc, t1, t)
     Y = torch.where(acc, Y1, Y)
     K1 = torch.where(acc, ks[-1], K1)
-    if jump is not None:  # the right limit starts the next step after a jump
+    if at_jump is not None:  # the right limit starts the next step after a jump
         right = lp.ev(torch.nextafter(t1, t1 + d), Y1)
         K1 = torch.where(acc & at_jump, right, K1)
     with torch.no_grad():
@@ -136,6 +127,44 @@ def attempt(lp: BatchedLoop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         uf = uf | (under & (bad == 0))
         nf = nf | (under & (bad > 0)) | (still & (bad > MAX_BAD_IN_A_ROW))
     return (t, habs, Y, K1, prev, prev2, s0, done, bad, nacc, nrej, uf, nf, outs, ts, t_end)
+
+
+def step_plan(
+    lp: BatchedLoop, t: Tensor, habs: Tensor, t_end: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, list[Tensor]]:
+    """The attempt's step of each row from ``t`` with ``|dt| = habs`` ``(R, 1)``: the signed
+    size ``h``, whether it ends at the row's next stop (``last``), the stop, whether that is
+    a jump (``None`` without jump times) and the stage times (one ``(R, 1)`` per stage).
+
+    Written once for :func:`attempt` and for re-running a step exactly (the per-sample event
+    search re-runs the steps that hold a crossing)."""
+    d = lp.d
+    stop, jump = _next_stop(lp, t, t_end)  # (R, 1): where this row's step must end
+    remaining = (stop - t) * d  # (R, 1), >= 0
+    # The step ends at the stop when t + dt reaches it: the host loop's test, rounding
+    # included (``habs >= remaining`` misses a t + dt that rounds onto the stop, which then
+    # costs a zero-length step).
+    last = (t + d * habs - stop) * d >= 0
+    h = torch.where(last, remaining, habs) * d  # (R, 1) signed
+    tst = torch.addcmul(t, h, lp.c_row)  # (R, S): every stage time in one kernel
+    at_jump = None
+    if jump is not None:
+        # At a jump the stages at the jump time see its left limit (one ulp before it).
+        at_jump = last & jump
+        tst = torch.where(at_jump & (lp.c_row == 1.0), torch.nextafter(stop, t), tst)
+    return h, last, stop, at_jump, [tst[:, i : i + 1] for i in range(lp.c_row.shape[0])]
+
+
+def dense_coefficients(lp: BatchedLoop, ks: list[Tensor], h: Tensor) -> Tensor:
+    """``(P, R, M)``: the coefficients of ``theta^1..theta^P`` of each row's interpolant
+    (the host loops' order of operations, ``_interp.dense_eval``: ``(coef @ K) * h``)."""
+    return torch.tensordot(lp.coef, torch.stack(ks), dims=1) * h
+
+
+def dense_rows(lp: BatchedLoop, Y: Tensor, C: Tensor, theta: Tensor) -> Tensor:
+    """States ``(T, R, M)`` at fractions ``theta`` ``(T, R, 1)`` of each row's step from
+    ``Y`` ``(R, M)`` (``C`` from :func:`dense_coefficients`)."""
+    return Y + torch.einsum("trp,prm->trm", theta.pow(lp.powers), C)
 
 
 def _next_stop(lp: BatchedLoop, t: Tensor, t_end: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -168,11 +197,7 @@ def _emit(
         # the masked-out values' zero gradients into NaN in backward.
         theta = torch.where(in_step, (tsb - t) / torch.where(h == 0, 1.0, h), 0.0)  # (T, R, 1)
         at_end = tsb == t1  # (T, R, 1)
-    K = torch.stack(ks)  # (S, R, M)
-    # The host loops' order of operations (_interp.dense_eval): (coef @ K) * h, then y0 + ...
-    C = torch.tensordot(lp.coef, K, dims=1) * h  # (P, R, M)
-    pw = theta.pow(lp.powers)  # (T, R, P)
-    vals = Y + torch.einsum("trp,prm->trm", pw, C)  # (T, R, M)
+    vals = dense_rows(lp, Y, dense_coefficients(lp, ks, h), theta)  # (T, R, M)
     vals = torch.where(at_end, Y1, vals)
     return torch.where(in_step, vals, outs)
 

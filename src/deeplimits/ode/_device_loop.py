@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from deeplimits.errors import InvalidArgumentError
 from deeplimits.ode._batched_step import (
     IDX,
     BatchedLoop,
@@ -38,7 +39,7 @@ from deeplimits.ode._norm import ErrorNorm
 from deeplimits.ode._options import AdaptiveOptions, SolveStats
 from deeplimits.ode._solvers import ExplicitRK
 
-__all__ = ["DevicePlan", "solve_adaptive_device"]
+__all__ = ["DevicePlan", "Watcher", "solve_adaptive_device"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class DevicePlan:
 
 EAGER = DevicePlan()
 
+#: Called after each eager attempt: ``(loop, state before, state after) -> state after``.
+Watcher = Callable[[BatchedLoop, tuple[Tensor, ...], tuple[Tensor, ...]], tuple[Tensor, ...]]
+
 
 def solve_adaptive_device(
     f: Callable[[Any, Tensor], Tensor],
@@ -75,6 +79,7 @@ def solve_adaptive_device(
     norm_dims: int | None = None,
     backward: bool = False,
     plan: DevicePlan = EAGER,
+    watch: Watcher | None = None,
 ) -> list[Tensor]:
     """The adaptive solve on the device loop; same contract as the host loop's.
 
@@ -85,6 +90,8 @@ def solve_adaptive_device(
         ts: output times as floats (``ts[0]`` is the start), or with ``per_sample`` one list
             per batch row (same length, same direction; each row starts at its own ``t0``).
         plan: eager, graphs and/or compiled (the dispatcher checked that it can be).
+        watch: ``watch(lp, st_before, st_after) -> st_after`` after every attempt (eager
+            plan only; the per-sample event search marks rows done where they cross).
 
     Returns:
         The state at each of ``ts``.
@@ -97,6 +104,10 @@ def solve_adaptive_device(
     output times in, one replay): func's output is then not checked again, and a NaN/inf
     ``y0`` is reported by the loop (``NonFiniteStateError`` at ``t0``).
     """
+    if watch is not None and plan != EAGER:
+        raise InvalidArgumentError(  # pragma: no cover - the caller forces the eager plan
+            "internal error: a watched device loop runs eagerly"
+        )
     per_sample = exe.per_sample
     ctrl = opts.step_controller
     shape = tuple(y0.shape)
@@ -189,7 +200,7 @@ def solve_adaptive_device(
             _record(counter, lp.evals_per_attempt * n_now)  # compiled code calls func raw
         else:
             for _ in range(n_now):
-                st = attempt(lp, st)
+                st = attempt(lp, st) if watch is None else watch(lp, st, attempt(lp, st))
             flags = flag_values(lp, st)
         attempts += n_now
         all_done, any_uf, any_nf, steps_left = flags.tolist()  # the one sync per block

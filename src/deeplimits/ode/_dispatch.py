@@ -29,7 +29,7 @@ from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNam
 from deeplimits.ode._capture import CudaGraphCapture
 from deeplimits.ode._checks import check_t, check_t_rows, tolerance_vectors
 from deeplimits.ode._compiled import compile_reason, fixed_compiled
-from deeplimits.ode._device_loop import EAGER, DevicePlan, solve_adaptive_device
+from deeplimits.ode._device_loop import EAGER, DevicePlan, Watcher, solve_adaptive_device
 from deeplimits.ode._execution import ADAPTIVE_ONLY, ExecutionOptions
 from deeplimits.ode._fixed_loop import solve_fixed
 from deeplimits.ode._func import Callbacks, FlatFunc, FlatFuncWrapper, FlatState
@@ -189,12 +189,15 @@ def solve_flat(
     norm_dims: int | None = None,
     backward: bool = False,
     record: StepRecorder | None = None,
+    watch: Watcher | None = None,
 ) -> list[Tensor]:
     """Solve on the solver's working state; returns the state at each of ``ts`` (``ts[0]``
     gives ``y0``; with per-sample rows of times, one list per row).
 
     ``record``: the host loops' step recorder (:class:`StepRecord`); the caller keeps the
-    device loop and compiled chunks out (``odeint_checkpoint``).
+    device loop and compiled chunks out (``odeint_checkpoint``). ``watch``: the eager device
+    loop's hook after each attempt (the per-sample event search); the caller asks for the
+    device loop without graphs or compilation.
 
     Raises:
         InvalidArgumentError: a solver the flat loops cannot run, or an execution conflict.
@@ -249,7 +252,7 @@ def solve_flat(
         if cbs is not None:
             _warn_callbacks(cbs, solver, "the device loop (per_sample, device_loop, compile)")
         return solve_adaptive_device(f, y0, ts, solver, opts, exe, rtol, atol, stats,
-                                     norm_dims, backward, plan)
+                                     norm_dims, backward, plan, watch)
     return solve_adaptive_host(f, y0, ts, solver, opts, rtol, atol, stats,  # type: ignore[arg-type]
                                norm_dims, backward, record)
 

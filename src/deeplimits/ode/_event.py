@@ -10,6 +10,7 @@ parameters ``event_fn`` closes over (torchdiffeq differentiates only those in th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,13 @@ import torch
 from torch import Tensor
 
 from deeplimits.errors import InvalidArgumentError, MaxStepsExceededError, SolverError
+from deeplimits.ode._batched_step import (
+    IDX,
+    BatchedLoop,
+    dense_coefficients,
+    dense_rows,
+    step_plan,
+)
 from deeplimits.ode._dispatch import prepare, solve_flat, split_options
 from deeplimits.ode._execution import ExecutionOptions
 from deeplimits.ode._func import FlatFuncWrapper
@@ -126,7 +134,8 @@ def bisect_rows(
         before, cand: ``(R, k)`` signs before the step and the candidate events.
 
     Returns:
-        ``(t_event (R,), index (R,))``: the crossing times and which event crossed.
+        ``(theta (R,), index (R,))``: the crossings' fractions of the steps (the time is
+        ``t + theta * h``) and which event crossed.
     """
     lo, hi = torch.zeros_like(t), torch.ones_like(t)
     for _ in range(_BISECTIONS):
@@ -135,7 +144,7 @@ def bisect_rows(
         pos = comb > 0
         lo, hi = torch.where(pos, mid, lo), torch.where(pos, hi, mid)
     at_hi = torch.where(cand, g(t + hi * h, dense(hi)) * before, math.inf)
-    return t + hi * h, at_hi.argmin(dim=1)
+    return hi, at_hi.argmin(dim=1)
 
 
 def solve_until_event(
@@ -147,9 +156,11 @@ def solve_until_event(
     odeint_interface: Callable[..., Any],
     kwargs: dict[str, Any],
     direction: Any = None,
+    plain: bool = True,
 ) -> tuple[Tensor, Tensor | tuple[Tensor, ...]]:
     """The work of :func:`deeplimits.ode.odeint_event` (which documents the arguments): the
-    search, the implicit-function gradient and the solution by ``odeint_interface``.
+    search, the implicit-function gradient and the solution by ``odeint_interface``
+    (``plain``: it is ``odeint``; per-sample events need it).
 
     Raises:
         SolverError: no crossing within ``max_num_steps`` steps.
@@ -166,8 +177,16 @@ def solve_until_event(
             "dopri5, tsit5, bosh3, ... (the solution may then use another method through "
             "odeint_interface)"
         )
-    opts, _ = split_options(solver, kwargs.get("options"))
+    opts, exe = split_options(solver, kwargs.get("options"), kwargs.get("execution"))
     d = -1.0 if reverse_time else 1.0
+    if exe.per_sample:
+        if not plain:
+            raise InvalidArgumentError(
+                "per-sample events (per_sample=True) compute the solution and its gradients "
+                "by backprop through the search: use odeint_interface=odeint (the default)"
+            )
+        return _rows_until_event(func, y0, t0_t, event_fn, d, direction, solver, opts, exe,
+                                 kwargs)
     t_search = torch.stack([t0_t.detach(), t0_t.detach() + d * _HORIZON])
     state, ts = prepare(y0, t_search, solver, ExecutionOptions(device_loop=False))
     stats = SolveStats()
@@ -233,8 +252,8 @@ def _bisect_host(solver: ExplicitRK, found: _Found, g: Callable[[Tensor, Tensor]
     like = found.y1
     t = torch.full((1,), found.t, dtype=like.dtype, device=like.device)
     h = torch.full((1,), found.h, dtype=like.dtype, device=like.device)
-    t_ev, idx = bisect_rows(dense, g, t, h, found.before, found.cand)
-    return float(t_ev), idx
+    theta, idx = bisect_rows(dense, g, t, h, found.before, found.cand)
+    return found.t + float(theta) * found.h, idx
 
 
 def _with_implicit_gradient(
@@ -271,3 +290,121 @@ def _with_implicit_gradient(
             "time has no gradient; use an event that crosses transversally"
         )
     return t_det - (g_val - g_val.detach()) / rate
+
+
+def _rows_until_event(
+    func: Callable[..., Any], y0: Any, t0: Tensor, event_fn: Callable[..., Any], d: float,
+    direction: Any, solver: ExplicitRK, opts: Any, exe: ExecutionOptions,
+    kwargs: dict[str, Any],
+) -> tuple[Tensor, Tensor]:
+    """Per-sample events: each row of ``y0`` ``(batch, ...)`` stops at its own crossing.
+
+    One per-sample solve (the device loop, eagerly, with autograd recording as in
+    :func:`odeint`) from ``t0`` towards the horizon; after each attempt the rows whose
+    ``event_fn`` values crossed are marked done (no further steps) and their step is kept.
+    At the end those steps are re-run at once, each row's crossing is bisected on its
+    interpolant, and the state there (the interpolant, differentiable) is the solution; the
+    event times get the implicit function theorem's gradient per row, and the solution's last
+    state its ``f dT``.
+
+    Returns:
+        ``(event_t (batch,), solution (2, batch, ...))``.
+    """
+    if isinstance(y0, Tensor) and t0.requires_grad and torch.is_grad_enabled():
+        raise InvalidArgumentError(
+            "gradients with respect to t0 are not supported with per-sample events; pass "
+            "t0.detach(), or per_sample=False"
+        )
+    exe = dataclasses.replace(exe, cuda_graph=False, compile=False)
+    t_search = torch.stack([t0.detach(), t0.detach() + d * _HORIZON])
+    state, ts = prepare(y0, t_search, solver, exe)
+    stats = kwargs.get("stats")
+    stats = stats if isinstance(stats, SolveStats) else SolveStats()
+    f = FlatFuncWrapper(func, state, stats)
+    shape = state.shapes[0]
+    R = shape[0]
+
+    def g(t: Tensor, Y: Tensor) -> Tensor:  # (R,) times, (R, M) states -> (R, k)
+        return event_rows(event_fn(t, Y.reshape(shape)), R)
+
+    Y0 = y0.reshape(R, -1)
+    with torch.no_grad():
+        g0 = g(t0.detach().expand(R), Y0.detach())
+        tracker = SignTracker(g0, event_directions(direction, g0.shape[1], g0))
+    fired = torch.zeros((R, 1), dtype=torch.bool, device=Y0.device)
+    box: dict[str, Any] = {
+        "fired": fired, "cand": torch.zeros_like(g0, dtype=torch.bool), "before": g0,
+        "t": None, "habs": None, "Y": Y0, "K1": Y0,
+    }
+
+    def watch(lp: BatchedLoop, st0: tuple[Tensor, ...], st1: tuple[Tensor, ...]
+              ) -> tuple[Tensor, ...]:
+        with torch.no_grad():
+            cand, before = tracker.update(g(st1[IDX["t"]].reshape(R), st1[IDX["Y"]]))
+            new = cand.any(dim=1, keepdim=True) & ~box["fired"]  # (R, 1)
+            box["fired"] = box["fired"] | new
+            box["cand"] = torch.where(new, cand, box["cand"])
+            box["before"] = torch.where(new, before, box["before"])
+            for name in ("t", "habs"):
+                old = st0[IDX[name]] if box[name] is None else box[name]
+                box[name] = torch.where(new, st0[IDX[name]], old)
+        for name in ("Y", "K1"):  # recorded by autograd: the re-run step starts from them
+            box[name] = torch.where(new, st0[IDX[name]], box[name])
+        box["lp"], box["t_end"] = lp, st1[IDX["t_end"]]
+        # A row that crossed goes back to its step's start, before the event, and is done:
+        # from then on it takes zero-length steps there (as rows at their end time do), so
+        # func never sees it past its event again.
+        out = list(st1)
+        for name in ("t", "Y", "K1"):
+            out[IDX[name]] = torch.where(new, st0[IDX[name]], st1[IDX[name]])
+        out[IDX["habs"]] = torch.where(new, 0.0, st1[IDX["habs"]])
+        out[IDX["done"]] = st1[IDX["done"]] | new
+        return tuple(out)
+
+    rtol, atol = kwargs.get("rtol", 1e-7), kwargs.get("atol", 1e-9)
+    try:
+        solve_flat(f, state.as_state(y0), ts, solver, opts, exe, rtol, atol, stats, watch=watch)
+    except MaxStepsExceededError as e:
+        raise SolverError(
+            f"event_fn did not cross zero for every sample within the step budget from "
+            f"t0={ts[0]!r}; check event_fn's sign, reverse_time, direction, or raise options "
+            "max_num_steps"
+        ) from e
+    if "lp" not in box or not bool(box["fired"].all()):
+        raise SolverError("event_fn did not cross zero for every sample before the horizon")
+    lp: BatchedLoop = box["lp"]
+    t, Y = box["t"], box["Y"]
+    h, _, _, _, times = step_plan(lp, t, box["habs"], box["t_end"])
+    _, _, ks = solver.step(lp.ev, t, Y, h, box["K1"], times=times)  # the crossing steps again
+    C = dense_coefficients(lp, ks, h)
+
+    def dense(theta: Tensor) -> Tensor:
+        return dense_rows(lp, Y, C, theta.view(1, R, 1))[0]
+
+    with torch.no_grad():
+        theta, idx = bisect_rows(dense, g, t.reshape(R), h.reshape(R), box["before"],
+                                 box["cand"])
+    _report_index(kwargs, idx)
+    t_det = (t.reshape(R) + theta * h.reshape(R)).detach()
+    y_t = dense(theta)  # (R, M): differentiable with respect to y0 and func's parameters
+    event_t = t_det
+    if torch.is_grad_enabled():
+        g_val = g(t_det, y_t).gather(1, idx.view(R, 1)).view(R)
+        if g_val.requires_grad:
+            with torch.enable_grad():
+                tt = t_det.clone().requires_grad_(True)
+                y_leaf = y_t.detach().requires_grad_(True)
+                gl = g(tt, y_leaf).gather(1, idx.view(R, 1)).sum()
+                dg_dt, dg_dy = torch.autograd.grad(gl, (tt, y_leaf), allow_unused=True)
+            fv = lp.ev(t_det.view(R, 1), y_t.detach()).detach()  # (R, M)
+            rate = (torch.zeros_like(t_det) if dg_dt is None else dg_dt) + (
+                torch.zeros_like(t_det) if dg_dy is None else (dg_dy * fv).sum(dim=1))
+            if bool((rate == 0).any()):
+                raise SolverError(
+                    "event_fn touches zero without crossing (d/dt event_fn = 0) for samples "
+                    f"{torch.nonzero(rate == 0).view(-1).tolist()}: their times have no "
+                    "gradient; use an event that crosses transversally"
+                )
+            event_t = t_det - (g_val - g_val.detach()) / rate
+            y_t = y_t + fv * (event_t - t_det).unsqueeze(1)  # the state moves with T: f dT
+    return event_t, torch.stack([y0, y_t.reshape(shape)])

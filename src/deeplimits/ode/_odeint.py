@@ -136,7 +136,7 @@ def odeint_event(
             method is not explicit and adaptive.
     """
     return solve_until_event(func, y0, t0, event_fn, reverse_time, odeint_interface, kwargs,
-                             direction)
+                             direction, odeint_interface is odeint)
 
 
 def event_mode(
@@ -155,4 +155,5 @@ def event_mode(
             f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}"
         )
     kw = {k: v for k, v in kwargs.items() if v is not None}
-    return solve_until_event(func, y0, t[0], event_fn, bool(t[1] < t[0]), interface, kw)
+    return solve_until_event(func, y0, t[0], event_fn, bool(t[1] < t[0]), interface, kw,
+                             plain=interface is odeint)
