@@ -292,3 +292,26 @@ def test_tuple_tolerances_give_odeints_steps_and_gradients() -> None:
     with pytest.raises(InvalidArgumentError, match="has 3 entries but y0 has 2 tensors"):
         odeint_checkpoint(func, (torch.ones(1, dtype=F64), torch.ones(1, dtype=F64)), t,
                           rtol=(1e-3,) * 3, params=(w,))
+
+
+def test_perturbed_fixed_steps_are_replayed_with_their_stage_times() -> None:
+    w = torch.tensor(0.8, dtype=F64, requires_grad=True)
+
+    def func(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # jumps at the grid time 0.5: which side each stage sees decides the answer
+        return torch.where(t <= 0.5, 1.0, -1.0).to(F64) * w - 0.3 * y * w
+
+    t = torch.tensor([0.0, 0.3, 1.0], dtype=F64)  # 0.3: an output between grid points
+    out = []
+    for solve, kw in ((odeint, {}), (odeint_checkpoint, {"checkpoints": 2, "params": (w,)})):
+        y0 = torch.tensor([0.2, -1.0], dtype=F64, requires_grad=True)
+        ys = solve(func, y0, t, method="rk4", options={"step_size": 0.125, "perturb": True},
+                   **kw)
+        (ys * torch.arange(1.0, 7.0, dtype=F64).view(3, 2)).sum().backward()
+        out.append((ys.detach(), y0.grad, w.grad.clone()))
+        w.grad = None
+    plain = odeint(func, torch.tensor([0.2, -1.0], dtype=F64), t, method="rk4",
+                   options={"step_size": 0.125})
+    assert float((out[0][0] - plain.detach()).abs().max()) > 1e-3  # perturb matters here
+    for a, b in zip(out[1], out[0], strict=True):
+        assert float((a - b).abs().max()) <= 1e-12

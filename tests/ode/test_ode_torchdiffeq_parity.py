@@ -432,3 +432,52 @@ def test_tuple_tolerances_in_odeint_adjoint_weigh_each_tensor_as_torchdiffeq() -
         _springs_grads(odeint_adjoint, False, adjoint_rtol=(1e-3,) * 3, adjoint_atol=1e-6)
     with pytest.raises(InvalidArgumentError, match="need a tuple y0"):
         _springs_grads(odeint_adjoint, True, rtol=(1e-3, 1e-3))
+
+
+def _jump_at_half(strict: bool) -> Any:
+    """``dy/dt = +-1 - 0.3 y`` with the sign flipping at the grid time 0.5: with ``strict``
+    ``t < 0.5`` is the left side (``f(0.5)`` is the right limit), else ``t <= 0.5``."""
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        left = (t < 0.5) if strict else (t <= 0.5)
+        return torch.where(left, 1.0, -1.0).to(y.dtype) - 0.3 * y
+
+    return f
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("method", ["euler", "midpoint", "heun2", "heun3", "rk4"])
+def test_perturb_nudges_the_stage_times_as_torchdiffeq(method: str, dtype: torch.dtype) -> None:
+    y0 = torch.tensor([0.2, -1.0], dtype=dtype)
+    tol = 1e-12 if dtype == F64 else 1e-6
+    differs = 0
+    for strict, reverse in itertools.product([True, False], [False, True]):
+        t = torch.linspace(0.0, 1.0, 5, dtype=dtype)
+        t = t.flip(0) if reverse else t
+        f = _jump_at_half(strict)
+        out = {}
+        for perturb in (False, True):
+            opts = {"step_size": 0.125, "perturb": perturb}
+            out[perturb] = odeint(f, y0, t, method=method, options=opts)
+            theirs = torchdiffeq.odeint(f, y0, t, method=method, options=opts)
+            assert float((out[perturb] - theirs).abs().max()) <= tol
+        differs += float((out[True] - out[False]).abs().max()) > 1e-3
+    # At a step's start every method is perturbed: that matters where f(0.5) is the value of
+    # the side the solve leaves (forward with t <= 0.5, reverse with t < 0.5); at a step's
+    # end only heun2 and rk4 have a stage: it matters in the other two cases.
+    assert differs == (4 if method in ("heun2", "rk4") else 2)
+
+
+def test_perturb_is_refused_where_it_cannot_apply() -> None:
+    y0 = torch.ones(2, dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    class Jump(torch.nn.Module):
+        def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return _jump_at_half(True)(t, y)
+
+    with pytest.raises(InvalidArgumentError, match="perturb=True is not available with compile"):
+        odeint(Jump(), y0, t, method="rk4",
+               options={"step_size": 0.1, "perturb": True, "compile": True})
+    with pytest.raises(InvalidArgumentError, match="not available for reversible_heun"):
+        odeint(_jump_at_half(True), y0, t, method="reversible_heun",
+               options={"step_size": 0.1, "perturb": True})

@@ -221,6 +221,11 @@ def solve_flat(
         exe = dataclasses.replace(exe, compile=False)
     if not solver.adaptive:
         compiled = None
+        if exe.compile and getattr(opts, "perturb", False):
+            raise InvalidArgumentError(
+                "options perturb=True is not available with compile=True (the compiled steps "
+                "take no stage times); drop one of them"
+            )
         if exe.compile:
             reason = compile_reason(f.func if isinstance(f, FlatFuncWrapper) else None, y0)
             if reason is not None or not isinstance(f, FlatFuncWrapper):

@@ -22,7 +22,7 @@ from deeplimits.ode._options import (
 )
 from deeplimits.ode._solvers import ExplicitRK, StepSolver
 
-__all__ = ["build_grid", "solve_fixed"]
+__all__ = ["build_grid", "nudge", "solve_fixed"]
 
 #: Steps whose finiteness flags are queued before one read (``finite_check="queued"``).
 _QUEUE = 16
@@ -98,9 +98,10 @@ def solve_fixed(
     n = len(ts)
     y = y0
     fsal = solver.fsal
+    perturb = opts.perturb  # never with compiled steps (the dispatcher refuses the pair)
     # The first stage of the first step, here: the wrapper checks func's output on it, and the
     # remaining evaluations go through its lean call.
-    k1: Tensor | None = f(grid[0], y0)
+    k1: Tensor | None = f(nudge(grid[0], grid[1], y0.dtype) if perturb else grid[0], y0)
     cbs: Callbacks | None = getattr(f, "callbacks", None)
     counter = f
     f = lean(f)
@@ -122,7 +123,12 @@ def solve_fixed(
         h = t1 - t
         if cbs is not None:
             cbs.step(t, y, h)
-        y1, _, ks = solver.step(f, t, y, h, k1)
+        times = k1_time = None
+        if perturb:  # torchdiffeq's Perturb.NEXT for the first stage, PREV at the step's end
+            times = _perturbed_times(solver, t, t1, h, y.dtype)
+            if i:
+                k1_time, k1 = times[0], f(times[0], y)
+        y1, _, ks = solver.step(f, t, y, h, k1, times)
         if backward:
             stats.backward_accepted_steps += 1
         else:
@@ -133,11 +139,13 @@ def solve_fixed(
             pending.append((t1, h, torch.isfinite(y1).all()))
             if len(pending) >= _QUEUE or i == last_i:
                 _check_pending(pending)
-        chained = i > 0 and k1 is not None
+        chained = i > 0 and k1 is not None and k1_time is None
+        first = k1_time if k1_time is not None else (
+            None if i else (times[0] if times is not None else t))
         k1 = ks[-1] if fsal else None
         if j >= n or d * (ts[j] - t1) > 0:
             if record is not None:
-                record(StepRecord(t, h, t1, None, None if i else t, chained, False, j), y1, ks)
+                record(StepRecord(t, h, t1, times, first, chained, False, j), y1, ks)
             y = y1  # no output time in (t, t1]
             continue
         extra = False
@@ -154,10 +162,27 @@ def solve_fixed(
         else:
             dense = _no_dense
         if record is not None:
-            record(StepRecord(t, h, t1, None, None if i else t, chained, extra, j), y1, ks)
+            record(StepRecord(t, h, t1, times, first, chained, extra, j), y1, ks)
         j = emit_outputs(outs, ts, j, d, t, t1, h, y1, dense)
         y = y1
     return outs
+
+
+def nudge(t: float, toward: float, dtype: torch.dtype) -> float:
+    """The next time after ``t`` towards ``toward`` in ``dtype`` (one ulp of the times
+    ``func`` receives), as a float."""
+    a = torch.tensor(t, dtype=dtype)
+    return float(torch.nextafter(a, torch.tensor(toward, dtype=dtype)))
+
+
+def _perturbed_times(
+    solver: StepSolver, t: float, t1: float, h: float, dtype: torch.dtype
+) -> list[float]:
+    """Stage times of a perturbed step: the first one ulp past ``t``, those at the step's end
+    one ulp short of ``t1`` (torchdiffeq's ``Perturb.NEXT`` and ``Perturb.PREV``)."""
+    c = solver.tableau.c  # type: ignore[attr-defined]
+    return [nudge(t, t1, dtype) if i == 0 else nudge(t1, t, dtype) if ci == 1.0 else t + ci * h
+            for i, ci in enumerate(c)]
 
 
 def _uniform_run(grid: list[float], i: int, t_out: float | None, d: float) -> int:

@@ -44,6 +44,11 @@ class FixedStepOptions:
         interp: output times between grid points: ``"cubic"`` (default; cubic Hermite through
             the two states and their derivatives, one extra evaluation per step that holds an
             output time) or ``"linear"`` (torchdiffeq's default; no extra evaluation).
+        perturb: torchdiffeq's ``perturb``: each step's first stage sees ``func`` one ulp
+            (of the state's dtype) past the step's start, in the solve's direction, and a
+            stage at the step's end one ulp short of it, so a ``func`` that jumps at grid
+            times is evaluated on the right side of each jump (the limit from inside the
+            step). Not with ``compile=True`` or ``reversible_heun``.
         How the steps run (``compile``, the NaN check) is :class:`ExecutionOptions`.
     """
 
@@ -51,6 +56,7 @@ class FixedStepOptions:
     grid: Tensor | Sequence[float] | None = None
     grid_constructor: Callable[..., Tensor] | None = None
     interp: Literal["cubic", "linear"] = "cubic"
+    perturb: bool = False
 
     def __post_init__(self) -> None:
         given = [
@@ -67,6 +73,8 @@ class FixedStepOptions:
             )
         if self.interp not in ("cubic", "linear"):
             raise UnknownNameError("options interp", self.interp, ["cubic", "linear"])
+        if not isinstance(self.perturb, bool):
+            raise InvalidTypeError(f"options perturb={self.perturb!r} must be True or False")
         if self.step_size is not None and not (
             isinstance(self.step_size, (int, float)) and self.step_size > 0
         ):
@@ -86,6 +94,14 @@ class ReversibleHeunOptions(FixedStepOptions):
     """
 
     reversible_backward: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.perturb:
+            raise InvalidArgumentError(
+                "options perturb=True is not available for reversible_heun (its steps are "
+                "reversed algebraically); use rk4, midpoint, ... for perturbed stages"
+            )
 
 
 @dataclass(frozen=True)
