@@ -79,7 +79,10 @@ STEPS = {
 }
 
 
-@pytest.mark.parametrize("method", sorted(TABLEAUX))
+# dopri8 is not here: on this linear problem its leading error term (the z^9 coefficient of
+# its stability polynomial is 1/9! to 0.13 %) stays below the next one until round-off, so the
+# slope is 9; it has its own test on the nonlinear problem below.
+@pytest.mark.parametrize("method", sorted(set(TABLEAUX) - {"dopri8"}))
 def test_rk_step_converges_with_declared_order(method: str) -> None:
     ns = STEPS[method]
     errs = [_fixed_step_error(method, n) for n in ns]
@@ -111,3 +114,16 @@ def test_odeint_fixed_step_methods_converge_with_declared_order(
 def test_float32_fixed_step_converges_too(method: str) -> None:
     slope, _ = _fixed_step_slope(method, [10, 20, 40], torch.float32)
     assert abs(slope - TABLEAUX[method].order) <= 0.25
+
+
+def test_dopri8_converges_with_order_eight_on_the_nonlinear_problem() -> None:
+    tab = TABLEAUX["dopri8"]
+    ns = [4, 6, 8, 12]  # errors 3e-10 .. 5e-14: above round-off, in the asymptotic range
+    errs = []
+    for n in ns:
+        h = T_END / n
+        y = torch.tensor([Y0], dtype=torch.float64)
+        for i in range(n):
+            y, _, _ = rk_step(tab, _f, i * h, y, h)
+        errs.append(abs(float(y) - _exact(T_END)))
+    assert abs(_slope([T_END / n for n in ns], errs) - 8) <= 0.25, errs

@@ -96,7 +96,7 @@ def test_tableau_is_frozen() -> None:
 
 def test_unknown_tableau_name_lists_valid_names() -> None:
     with pytest.raises(UnknownNameError, match="dopri5") as info:
-        get_tableau("dopri8")
+        get_tableau("dopri7")
     assert "tsit5" in info.value.valid
 
 
@@ -287,3 +287,19 @@ def test_r_infinity_is_infinite_without_stiff_decay() -> None:
     ns = ImplicitTableau.from_lists(**_NOT_STIFF, dense=[])  # type: ignore[arg-type]
     assert ns.r_infinity() == math.inf
     assert abs(ns.stability(-1e8)) > 1e6
+
+
+def test_dopri8_has_order_eight_its_embedded_method_order_seven_and_a_fourth_order_interpolant(
+) -> None:
+    """All 200 rooted-tree conditions up to order 8 (construction checks only up to 5)."""
+    tab = TABLEAUX["dopri8"]
+    a = tab.a_matrix()
+    assert tab.num_stages == 14 and tab.fsal and len(order_condition_residuals(a, a[0], 8)) == 200
+    assert max(abs(r) for r in order_condition_residuals(a, np.array(tab.b), 8)) < 1e-13
+    b_hat = np.array(tab.b) - np.array(tab.b_err)
+    assert max(abs(r) for r in order_condition_residuals(a, b_hat, 7)) < 1e-13
+    assert max(abs(r) for r in order_condition_residuals(a, b_hat, 8)) > 1e-5  # exactly 7
+    for theta in (0.25, 0.5, 0.8):
+        b_theta = sum(theta ** (p + 1) * np.array(row) for p, row in enumerate(tab.dense))
+        res = order_condition_residuals(a, b_theta, 4, theta)
+        assert max(abs(r) for r in res) < 1e-13

@@ -481,3 +481,27 @@ def test_perturb_is_refused_where_it_cannot_apply() -> None:
     with pytest.raises(InvalidArgumentError, match="not available for reversible_heun"):
         odeint(_jump_at_half(True), y0, t, method="reversible_heun",
                options={"step_size": 0.1, "perturb": True})
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_dopri8_agrees_with_torchdiffeq_and_the_exact_solution(
+    dtype: torch.dtype, reverse: bool
+) -> None:
+    t = torch.linspace(0.0, 3.0, 7, dtype=F64)  # interior outputs: the interpolant too
+    t = t.flip(0) if reverse else t
+    y0 = _exact(t[:1])[0].to(dtype)
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == F64 else {"rtol": 1e-5, "atol": 1e-7}
+    stats = SolveStats()
+    ours = odeint(_forced_oscillator, y0, t.to(dtype), method="dopri8", stats=stats, **tol)
+    theirs = torchdiffeq.odeint(_forced_oscillator, y0, t.to(dtype), method="dopri8", **tol)
+    err = (ours.double() - _exact(t)).abs()
+    # the last time is a step's end (8th order); the others come from the 4th-order quartic
+    # interpolant both libraries use; torchdiffeq interpolates the last time too
+    assert float(err[-1].max()) <= (1e-10 if dtype == F64 else 1e-5)
+    assert float(err.max()) <= (1e-6 if dtype == F64 else 1e-4)
+    assert float((ours.double() - theirs.double()).abs().max()) <= (
+        1e-6 if dtype == F64 else 5e-4)
+    five = SolveStats()  # an 8th-order pair takes fewer steps than dopri5 at tight tolerances
+    odeint(_forced_oscillator, y0, t.to(dtype), method="dopri5", stats=five, **tol)
+    assert stats.accepted_steps < five.accepted_steps
