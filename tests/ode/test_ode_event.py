@@ -326,3 +326,4 @@ def test_per_sample_event_errors_name_the_problem() -> None:
         odeint_event(_decay_rows(torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=F64)), y0, 0.0,
                      event_fn=lambda t, y: y[:, 0] - 0.5,
                      options={"per_sample": True, "max_num_steps": 200})
+

@@ -32,7 +32,8 @@ from deeplimits.ode._func import FlatFuncWrapper
 from deeplimits.ode._options import SolveStats, StepRecord
 from deeplimits.ode._solvers import ExplicitRK, get_solver
 
-__all__ = ["SignTracker", "bisect_rows", "event_directions", "event_rows", "solve_until_event"]
+__all__ = ["SignTracker", "bisect_rows", "event_directions", "event_rows", "implicit_time",
+           "solve_until_event"]
 
 #: How far the search integrates at most (a crossing must come before).
 _HORIZON = 1e12
@@ -269,25 +270,47 @@ def _with_implicit_gradient(
     g_val = event_fn(t_det, y_t)
     if not g_val.requires_grad:
         return t_det  # nothing upstream requires grad
+    parts = y_t if isinstance(y_t, tuple) else (y_t,)
+    fv = func(t_det, tuple(p.detach() for p in parts) if isinstance(y_t, tuple)
+              else y_t.detach())
+
+    def g(t: Tensor, leaves: tuple[Tensor, ...]) -> Tensor:
+        return event_fn(t, leaves if isinstance(y_t, tuple) else leaves[0])
+
+    return implicit_time(g, t_det, parts, fv if isinstance(fv, tuple) else (fv,), g_val)
+
+
+def implicit_time(
+    g: Callable[[Tensor, tuple[Tensor, ...]], Tensor], t_det: Tensor, ys: tuple[Tensor, ...],
+    fs: tuple[Tensor, ...], g_val: Tensor,
+) -> Tensor:
+    """The event times ``t_det`` (``()``, or ``(R,)`` for rows) with the implicit function
+    theorem's gradient: ``g(T, y(T)) = 0`` gives ``dT = -dg / (dg/dt + dg/dy . f)``, attached
+    as the zero-valued correction ``-(g_val - g_val.detach()) / rate``.
+
+    Args:
+        g: ``g(t, parts) -> values`` shaped like ``t_det`` (rows independent of each other).
+        ys, fs: the state at ``t_det`` and ``f`` there, as parts (rows first with rows).
+        g_val: ``g`` at ``(t_det, y(T))`` as autograd recorded it (through the solve).
+
+    Raises:
+        SolverError: ``dg/dt + dg/dy . f = 0`` at an event (no transversal crossing: the time
+            has no derivative).
+    """
     with torch.enable_grad():
         tt = t_det.clone().requires_grad_(True)
-        y_leaf = (tuple(p.detach().requires_grad_(True) for p in y_t) if isinstance(y_t, tuple)
-                  else y_t.detach().requires_grad_(True))
-        gv = event_fn(tt, y_leaf)
-        leaves = (tt, *y_leaf) if isinstance(y_leaf, tuple) else (tt, y_leaf)
-        grads = torch.autograd.grad(gv, leaves, allow_unused=True)
-        fv = func(t_det, tuple(p.detach() for p in y_t) if isinstance(y_t, tuple)
-                  else y_t.detach())
-    fparts = fv if isinstance(fv, tuple) else (fv,)
-    dg_dt = grads[0] if grads[0] is not None else torch.zeros((), dtype=t0.dtype)
-    rate = dg_dt.detach() + sum(
-        (gy * fp.detach()).sum() for gy, fp in zip(grads[1:], fparts, strict=True)
-        if gy is not None
-    )
-    if float(rate) == 0.0:
+        leaves = tuple(y.detach().requires_grad_(True) for y in ys)
+        grads = torch.autograd.grad(g(tt, leaves).sum(), (tt, *leaves), allow_unused=True)
+    rate = torch.zeros_like(t_det) if grads[0] is None else grads[0]
+    for gy, fp in zip(grads[1:], fs, strict=True):
+        if gy is not None:
+            rate = rate + (gy * fp.detach()).reshape(*t_det.shape, -1).sum(-1)
+    zero = rate == 0
+    if bool(zero.any()):
         raise SolverError(
-            f"event_fn touches zero at t={t_event!r} without crossing (d/dt event_fn = 0): its "
-            "time has no gradient; use an event that crosses transversally"
+            f"event_fn does not change at its zero (d/dt event_fn = 0 at t="
+            f"{t_det[zero].tolist()}): the event time has no derivative; use an event that "
+            "crosses zero transversally"
         )
     return t_det - (g_val - g_val.detach()) / rate
 
@@ -389,22 +412,12 @@ def _rows_until_event(
     y_t = dense(theta)  # (R, M): differentiable with respect to y0 and func's parameters
     event_t = t_det
     if torch.is_grad_enabled():
-        g_val = g(t_det, y_t).gather(1, idx.view(R, 1)).view(R)
+        def fired(t: Tensor, parts: tuple[Tensor, ...]) -> Tensor:  # (R,)
+            return g(t, parts[0]).gather(1, idx.view(R, 1)).view(R)
+
+        g_val = fired(t_det, (y_t,))
         if g_val.requires_grad:
-            with torch.enable_grad():
-                tt = t_det.clone().requires_grad_(True)
-                y_leaf = y_t.detach().requires_grad_(True)
-                gl = g(tt, y_leaf).gather(1, idx.view(R, 1)).sum()
-                dg_dt, dg_dy = torch.autograd.grad(gl, (tt, y_leaf), allow_unused=True)
             fv = lp.ev(t_det.view(R, 1), y_t.detach()).detach()  # (R, M)
-            rate = (torch.zeros_like(t_det) if dg_dt is None else dg_dt) + (
-                torch.zeros_like(t_det) if dg_dy is None else (dg_dy * fv).sum(dim=1))
-            if bool((rate == 0).any()):
-                raise SolverError(
-                    "event_fn touches zero without crossing (d/dt event_fn = 0) for samples "
-                    f"{torch.nonzero(rate == 0).view(-1).tolist()}: their times have no "
-                    "gradient; use an event that crosses transversally"
-                )
-            event_t = t_det - (g_val - g_val.detach()) / rate
+            event_t = implicit_time(fired, t_det, (y_t,), (fv,), g_val)
             y_t = y_t + fv * (event_t - t_det).unsqueeze(1)  # the state moves with T: f dT
     return event_t, torch.stack([y0, y_t.reshape(shape)])
