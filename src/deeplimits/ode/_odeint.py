@@ -57,7 +57,7 @@ def odeint(
         stats: a :class:`SolveStats` to fill with evaluation and step counts.
         event_fn: torchdiffeq's event mode: ``t`` has two times (the start, and any time in
             the direction to integrate) and the result is ``(event_t, solution)`` as
-            :func:`odeint_event` returns it.
+            :func:`odeint_event` returns it (per-sample events with ``per_sample=True``).
 
     Returns:
         ``(len(t), *y0.shape)`` tensor, or a tuple of such for tuple ``y0`` (2-D ``t``:
@@ -124,16 +124,23 @@ def odeint_event(
             from positive to negative, ``None`` or ``0`` both; one value, or a list with one
             per event value. Not in torchdiffeq.
         kwargs: ``rtol``, ``atol``, ``method``, ``options`` (and the interface's own) for both
-            the search and the solution.
+            the search and the solution. With ``per_sample=True`` (in ``options`` or
+            ``execution``) and ``y0`` of shape ``(batch, ...)``: per-sample events, see
+            Returns.
 
     Returns:
         ``(event_t, solution)``: the event time (0-d) and the states at ``[t0, event_t]``
-        (``(2, *y0.shape)``, or a tuple of such).
+        (``(2, *y0.shape)``, or a tuple of such). Per-sample: ``event_fn(t, y)`` gets ``t``
+        of shape ``(batch,)`` and returns ``(batch,)`` or ``(batch, k)``; each sample stops
+        at its own event: ``event_t`` is ``(batch,)`` and ``solution[-1]`` holds each
+        sample's state at its event (the search's own interpolant there, differentiable by
+        backprop; ``odeint_interface`` must be :func:`odeint` and ``t0`` is not
+        differentiated).
 
     Raises:
         SolverError: no crossing within ``max_num_steps`` steps.
-        InvalidArgumentError: ``event_fn`` returns no value, a bad ``direction``, or the
-            method is not explicit and adaptive.
+        InvalidArgumentError: ``event_fn`` returns no value (per-sample: not one row per
+            sample), a bad ``direction``, or the method is not explicit and adaptive.
     """
     return solve_until_event(func, y0, t0, event_fn, reverse_time, odeint_interface, kwargs,
                              direction, odeint_interface is odeint)
