@@ -327,3 +327,41 @@ def test_per_sample_event_errors_name_the_problem() -> None:
                      event_fn=lambda t, y: y[:, 0] - 0.5,
                      options={"per_sample": True, "max_num_steps": 200})
 
+
+
+def test_per_sample_bouncing_balls_each_find_their_own_next_contacts() -> None:
+    # each sample dropped from its own height; after every contact the rows restart on the
+    # ground (event value 0: the next crossing counts) with the speed times -e
+    h0, g0, e = [0.5, 2.0, 4.5], 9.81, 0.6
+    h = torch.tensor(h0, dtype=F64, requires_grad=True)
+    g = torch.tensor(g0, dtype=F64)
+
+    def fall(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.stack([y[:, 1], -g * torch.ones_like(y[:, 1])], dim=1)
+
+    y = torch.stack([h, torch.zeros(3, dtype=F64)], dim=1)
+    t0 = torch.zeros((), dtype=F64)
+    elapsed = torch.zeros(3, dtype=F64)
+    for _ in range(3):  # each sample's own clock: every solve restarts at t0 = 0
+        t_hit, sol = odeint_event(fall, y, t0, event_fn=lambda t, y: y[:, 0], rtol=1e-10,
+                                  atol=1e-12, options={"per_sample": True})
+        elapsed = elapsed + t_hit
+        y = torch.stack([torch.zeros(3, dtype=F64), -e * sol[-1, :, 1]], dim=1)
+    exact = torch.tensor([_contact_times(x, g0, e, 3)[-1] for x in h0], dtype=F64)
+    assert torch.allclose(elapsed.detach(), exact, rtol=1e-9)
+    (dh,) = torch.autograd.grad(elapsed.sum(), (h,))
+    assert torch.allclose(dh, exact / (2 * h.detach()), rtol=1e-5)  # per sample: T_n ~ sqrt(h)
+
+
+def test_per_sample_direction_selects_each_samples_crossings() -> None:
+    omega = torch.tensor([1.0, 2.0, 4.0], dtype=F64)
+
+    def rotate(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # y = (cos wt, -sin wt)
+        return omega[:, None] * torch.stack([y[:, 1], -y[:, 0]], dim=1)
+
+    y0 = torch.tensor([[1.0, 0.0]] * 3, dtype=F64)
+    for direction, crossing in ((-1, 0.5), (1, 1.5)):
+        t_hit, _ = odeint_event(rotate, y0, 0.0, event_fn=lambda t, y: y[:, 0],
+                                direction=direction, rtol=1e-10, atol=1e-12,
+                                options={"per_sample": True})
+        assert torch.allclose(t_hit, crossing * math.pi / omega, rtol=1e-9)
