@@ -322,6 +322,9 @@ def test_per_sample_event_errors_name_the_problem() -> None:
         odeint_event(_decay_rows(torch.ones(4, dtype=F64)), y0,
                      torch.tensor(0.0, dtype=F64, requires_grad=True),
                      event_fn=lambda t, y: y[:, 0] - 0.5, **per_sample)
+    with pytest.raises(InvalidArgumentError, match=r"t0 must be one time .* shape \(4,\)"):
+        odeint_event(_decay_rows(torch.ones(4, dtype=F64)), y0, torch.zeros(4, dtype=F64),
+                     event_fn=lambda t, y: y[:, 0] - 0.5, **per_sample)
     with pytest.raises(SolverError, match="for every sample"):  # the last never gets there
         odeint_event(_decay_rows(torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=F64)), y0, 0.0,
                      event_fn=lambda t, y: y[:, 0] - 0.5,

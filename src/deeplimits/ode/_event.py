@@ -168,6 +168,11 @@ def solve_until_event(
         InvalidArgumentError: ``event_fn`` returns no value; a bad ``direction``; a method
             that is not explicit and adaptive.
     """
+    if isinstance(t0, Tensor) and t0.numel() != 1:
+        raise InvalidArgumentError(
+            f"t0 must be one time (a float or a 0-d tensor), got shape {tuple(t0.shape)}; "
+            "per-sample events start every sample at the same t0"
+        )
     t0_t = t0 if isinstance(t0, Tensor) else torch.tensor(float(t0))
     like = y0[0] if isinstance(y0, tuple) else y0
     t0_t = t0_t.to(like.dtype).reshape(())
