@@ -198,3 +198,23 @@ def test_smallest_step_below_time_one_is_eight_ulps_of_one() -> None:
     assert got[:, 0].tolist() == [eps8, 4 * eps8, eps8]
     big = PIDController(dt_min=1e-3).smallest_step(torch.tensor([[0.5], [1e20]], dtype=F64))
     assert big[:, 0].tolist() == [1e-3, eps8 * 1e20]
+
+
+def test_jump_limits_are_one_ulp_of_a_float32_state_either_side() -> None:
+    # A float64 ulp vanishes when a float32 state's func gets its time: the stages at the jump
+    # would see the right value, reject step after step, and never see the left limit.
+    for dtype in (torch.float64, torch.float32):
+        seen: list[float] = []
+
+        def f(t: torch.Tensor, y: torch.Tensor, seen: list[float] = seen) -> torch.Tensor:
+            seen.append(float(t))
+            return torch.where(t < 0.5, 1.0, -1.0).to(y.dtype) * torch.ones_like(y)
+
+        ys = odeint(f, torch.zeros(1, dtype=dtype), torch.tensor([0.0, 1.0], dtype=dtype),
+                    options={"jump_t": [0.5]})
+        half = torch.tensor(0.5, dtype=dtype)
+        left = float(torch.nextafter(half, torch.tensor(0.0, dtype=dtype)))
+        right = float(torch.nextafter(half, torch.tensor(1.0, dtype=dtype)))
+        near = sorted({s for s in seen if abs(s - 0.5) < 1e-3})
+        assert near == [left, right]  # both limits, each at one ulp of the state's dtype
+        assert abs(float(ys[-1, 0])) <= 1e-6  # up 0.5, down 0.5

@@ -29,7 +29,9 @@ from torch import Tensor
 
 from deeplimits.errors import InvalidArgumentError
 
-__all__ = ["DEFAULT_CONTROLLER", "IController", "PIController", "PIDController", "as_times"]
+__all__ = [
+    "DEFAULT_CONTROLLER", "IController", "PIController", "PIDController", "as_times", "nudge",
+]
 
 _X = TypeVar("_X", float, Tensor)
 _B = TypeVar("_B", bool, Tensor)
@@ -212,6 +214,14 @@ class PIDController:
 
 
 _EPS8 = 8 * 2.220446049250313e-16
+
+
+def nudge(t: float, toward: float, dtype: torch.dtype) -> float:
+    """The next time after ``t`` towards ``toward`` in ``dtype``, as a float: one ulp of the
+    times ``func`` receives (a float64 ulp would vanish when a float32 state's ``func`` gets
+    its time). The left and right limits at jump times and torchdiffeq's ``perturb``."""
+    a = torch.tensor(t, dtype=dtype)
+    return float(torch.nextafter(a, torch.tensor(toward, dtype=dtype)))
 
 
 def as_times(name: str, value: object) -> tuple[float, ...]:

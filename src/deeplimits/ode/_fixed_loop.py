@@ -11,6 +11,7 @@ from torch import Tensor
 from deeplimits.errors import InvalidArgumentError
 from deeplimits.ode._checks import check_finite, step_nonfinite_error
 from deeplimits.ode._compiled import FIXED_CHUNK, FixedCompiled
+from deeplimits.ode._controllers import nudge
 from deeplimits.ode._func import Callbacks, FlatFunc, FlatFuncWrapper, lean
 from deeplimits.ode._interp import emit_outputs
 from deeplimits.ode._options import (
@@ -22,7 +23,7 @@ from deeplimits.ode._options import (
 )
 from deeplimits.ode._solvers import ExplicitRK, StepSolver
 
-__all__ = ["build_grid", "nudge", "solve_fixed"]
+__all__ = ["build_grid", "solve_fixed"]
 
 #: Steps whose finiteness flags are queued before one read (``finite_check="queued"``).
 _QUEUE = 16
@@ -166,13 +167,6 @@ def solve_fixed(
         j = emit_outputs(outs, ts, j, d, t, t1, h, y1, dense)
         y = y1
     return outs
-
-
-def nudge(t: float, toward: float, dtype: torch.dtype) -> float:
-    """The next time after ``t`` towards ``toward`` in ``dtype`` (one ulp of the times
-    ``func`` receives), as a float."""
-    a = torch.tensor(t, dtype=dtype)
-    return float(torch.nextafter(a, torch.tensor(toward, dtype=dtype)))
 
 
 def _perturbed_times(

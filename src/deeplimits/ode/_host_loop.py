@@ -11,7 +11,7 @@ from torch import Tensor
 
 from deeplimits.errors import NonFiniteStateError
 from deeplimits.ode._checks import MAX_BAD_IN_A_ROW, blow_up_error, max_steps_error, underflow_error
-from deeplimits.ode._controllers import RATIO_FLOOR
+from deeplimits.ode._controllers import RATIO_FLOOR, nudge
 from deeplimits.ode._func import Callbacks, FlatFunc, FlatFuncWrapper, lean
 from deeplimits.ode._interp import emit_outputs
 from deeplimits.ode._norm import ErrorNorm, initial_step
@@ -96,7 +96,7 @@ def solve_adaptive_host(
         last = d * (t + d * h_abs - stop) >= 0  # this step ends at the stop
         h = (stop - t) if last else d * h_abs
         # At a jump the stages at the jump time see its left limit (one ulp before it).
-        times = _left_limit_times(solver, t, h, stop) if last and jump else None
+        times = _left_limit_times(solver, t, h, stop, y.dtype) if last and jump else None
         if cbs is not None:
             cbs.step(t, y, h)
         y1, err, ks = solver.step(f, t, y, h, k1, times)
@@ -147,7 +147,7 @@ def solve_adaptive_host(
             if last and si + 1 < len(stops):
                 si += 1
                 if jump:  # the right limit starts the next step
-                    k1_time = math.nextafter(t1, t1 + d)
+                    k1_time = nudge(t1, t1 + d, y1.dtype)
                     k1 = f(k1_time, y1)
             prev2, prev = prev, max(ratio, RATIO_FLOOR)
         elif backward:
@@ -163,8 +163,10 @@ def solve_adaptive_host(
     return outs
 
 
-def _left_limit_times(solver: StepSolver, t: float, h: float, stop: float) -> list[float]:
+def _left_limit_times(
+    solver: StepSolver, t: float, h: float, stop: float, dtype: torch.dtype
+) -> list[float]:
     """Stage times of a step from ``t`` by ``h`` that ends at the jump time ``stop``: the
-    stages at the end (``c = 1``) one ulp before it."""
-    left = math.nextafter(stop, t)
+    stages at the end (``c = 1``) one ulp (of the state's ``dtype``) before it."""
+    left = nudge(stop, t, dtype)
     return [left if c == 1.0 else t + c * h for c in solver.tableau.c]
