@@ -18,7 +18,13 @@ import pytest
 import torch
 from torch import nn
 
-from deeplimits.errors import InvalidArgumentError, InvalidTypeError, SolverError
+from deeplimits.errors import (
+    InvalidArgumentError,
+    InvalidTypeError,
+    NewtonError,
+    NonFiniteStateError,
+    SolverError,
+)
 from deeplimits.ode import (
     IMPLICIT_TABLEAUX,
     ExecutionOptions,
@@ -380,10 +386,11 @@ def test_bad_solver_arguments_are_rejected() -> None:
 
 
 def test_fixed_step_newton_failure_raises_solver_error_naming_the_step() -> None:
-    # f(y) = y^2 from 1 has no real implicit-Euler stage solution for h > 1/4.
+    # f(y) = y^2 from 1 has no real implicit-Euler stage solution for h > 1/4 (and h = 0.5
+    # would make I - h J = 1 - 2h singular at the start).
     with pytest.raises(SolverError, match=r"did not converge.*t=0.0.*step_size"):
-        odeint(lambda t, y: y**2, torch.ones(1, dtype=F64), torch.tensor([0.0, 0.5], dtype=F64),
-               method="implicit_euler", options={"step_size": 0.5})
+        odeint(lambda t, y: y**2, torch.ones(1, dtype=F64), torch.tensor([0.0, 0.4], dtype=F64),
+               method="implicit_euler", options={"step_size": 0.4})
 
 
 def test_odeint_checkpoint_gives_the_backprop_gradient() -> None:
@@ -397,3 +404,48 @@ def test_odeint_checkpoint_gives_the_backprop_gradient() -> None:
         assert m.k.grad is not None
         grads.append(m.k.grad.clone())
     assert torch.allclose(grads[0], grads[1], rtol=1e-9, atol=0.0), grads
+
+
+# ---------------------------------------------------------------------------------------------
+# Newton's failures: each named for what it is, with the time and the sample
+
+
+def _nan_gradient_in_sample_2(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # finite values everywhere; the unused branch sqrt(100 - y) is NaN where y > 100, and
+    # torch.where's gradient multiplies it by 0: NaN in df/dy of that entry only
+    return -y + torch.where(y > 100, torch.zeros_like(y), torch.sqrt(100 - y))
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_nan_jacobian_is_reported_with_its_time_and_sample(batched: bool) -> None:
+    y0 = torch.tensor([[1.0, 1.0], [2.0, 1.0], [101.0, 1.0]], dtype=F64)
+    with pytest.raises(NewtonError, match=r"Jacobian df/dy holds NaN or inf at t=0\.0 \(sample 2\)"):
+        odeint(_nan_gradient_in_sample_2, y0, torch.tensor([0.0, 1.0], dtype=F64),
+               method="kvaerno3", options={"batched_jacobian": batched})
+    # the explicit methods do not need the Jacobian: the same problem solves
+    y1 = odeint(_nan_gradient_in_sample_2, y0, torch.tensor([0.0, 1.0], dtype=F64))[-1]
+    assert torch.isfinite(y1).all()
+
+
+def test_singular_iteration_matrix_is_reported_not_divided_by() -> None:
+    # y' = y with implicit Euler and h = 1: I - h*J = 0
+    with pytest.raises(NewtonError, match=r"singular at t=0\.0 with h\*gamma=1\.0"):
+        odeint(lambda t, y: y, torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+               method="implicit_euler", options={"step_size": 1.0})
+
+
+def _nan_beyond_half(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # y' = 1 while y < 0.5, NaN beyond: the solution reaches the edge at t = 0.5
+    return torch.where(y < 0.5, torch.ones_like(y), torch.full_like(y, math.nan))
+
+
+def test_newton_failing_down_to_the_smallest_step_is_not_called_a_blow_up() -> None:
+    stats = SolveStats()
+    with pytest.raises(NewtonError, match=r"kvaerno5: Newton's method failed on every step tried "
+                                          r"just after t=0\.49999"):
+        odeint(_nan_beyond_half, torch.zeros(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+               method="kvaerno5", stats=stats)
+    assert stats.newton_failures > 10
+    # an explicit method on the same problem reports the NaN state (no Newton involved)
+    with pytest.raises(NonFiniteStateError, match="became NaN or inf just after t=0.49999"):
+        odeint(_nan_beyond_half, torch.zeros(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64))
