@@ -419,7 +419,7 @@ def _nan_gradient_in_sample_2(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("batched", [False, True])
 def test_nan_jacobian_is_reported_with_its_time_and_sample(batched: bool) -> None:
     y0 = torch.tensor([[1.0, 1.0], [2.0, 1.0], [101.0, 1.0]], dtype=F64)
-    with pytest.raises(NewtonError, match=r"Jacobian df/dy holds NaN or inf at t=0\.0 \(sample 2\)"):
+    with pytest.raises(NewtonError, match=r"df/dy holds NaN or inf at t=0\.0 \(sample 2\)"):
         odeint(_nan_gradient_in_sample_2, y0, torch.tensor([0.0, 1.0], dtype=F64),
                method="kvaerno3", options={"batched_jacobian": batched})
     # the explicit methods do not need the Jacobian: the same problem solves
@@ -447,5 +447,5 @@ def test_newton_failing_down_to_the_smallest_step_is_not_called_a_blow_up() -> N
                method="kvaerno5", stats=stats)
     assert stats.newton_failures > 10
     # an explicit method on the same problem reports the NaN state (no Newton involved)
-    with pytest.raises(NonFiniteStateError, match="became NaN or inf just after t=0.49999"):
+    with pytest.raises(NonFiniteStateError, match=r"became NaN or inf just after t=0\.49999"):
         odeint(_nan_beyond_half, torch.zeros(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64))
