@@ -204,7 +204,7 @@ def odeint_adjoint(
             options when the method is the same.
 
     Returns:
-        As :func:`odeint`.
+        As ``odeint`` (the states at the times of ``t``).
 
     Caveats: gradients are those of the exact ODE solution up to the backward solve's tolerance,
     not of the discrete forward solve. Double backward is not supported.

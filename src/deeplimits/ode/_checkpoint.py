@@ -430,7 +430,7 @@ def odeint_checkpoint(
             plain function closes over cannot be seen, so give them here.
 
     Returns:
-        As :func:`odeint`.
+        As ``odeint`` (the states at the times of ``t``).
 
     Raises:
         InvalidTypeError: ``func`` is not an ``nn.Module`` and no ``params`` (besides the
