@@ -5,12 +5,12 @@ entry with a docstring, every guide's code runs, and the built site works in a b
   into ``site/``: any warning (a broken link or anchor, an unresolved ``:::`` reference, a
   docstring griffe cannot parse) fails it. Skipped, saying so, only if mkdocs is not installed
   (the ``test`` and ``docs`` extras install it).
-- Guides (docs/guides/*.md): every ```` ```python ```` block runs, the blocks of one guide in
-  order in one fresh namespace, statement by statement with the README test's promises (a
-  trailing ``# (16, 8)`` is a shape, ``print(...)  # 1024`` a printed value); every
-  ```` ```sh ```` line is a ``deeplimits ...`` command (optionally ``PYTHONPATH=. deeplimits``),
-  run through :func:`deeplimits.cli.main` and expected to exit 0. Each guide runs in its own
-  temporary working directory.
+- Guides (docs/guides/*.md and docs/migrating_from_torchdiffeq.md): every ```` ```python ````
+  block runs, the blocks of one guide in order in one fresh namespace, statement by statement
+  with the README test's promises (a trailing ``# (16, 8)`` is a shape, ``print(...)  # 1024``
+  a printed value); every ```` ```sh ```` line is a ``deeplimits ...`` command (optionally
+  ``PYTHONPATH=. deeplimits``), run through :func:`deeplimits.cli.main` and expected to exit 0.
+  Each guide runs in its own temporary working directory.
 - The browser test serves the built site over HTTP (Material's search runs in a web worker,
   which ``file://`` pages may not start), opens pages in headless Chromium, checks the console
   and searches for ``odeint_adjoint``.
@@ -39,7 +39,8 @@ from test_readme import _run_example
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-GUIDES = sorted((DOCS / "guides").glob("*.md"))
+#: the pages whose code runs: docs/guides/*.md and the migration guide
+GUIDES = [*sorted((DOCS / "guides").glob("*.md")), DOCS / "migrating_from_torchdiffeq.md"]
 HAS_MKDOCS = importlib.util.find_spec("mkdocs") is not None
 needs_mkdocs = pytest.mark.skipif(
     not HAS_MKDOCS, reason="mkdocs is not installed (pip install -e '.[docs]'; `make test` does)"
@@ -224,7 +225,9 @@ def _run_shell(code: str, where: str, cwd: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_every_guide_has_code():
-    assert {p.stem for p in GUIDES} == {"getting_started", "lecture", "neural_odes", "diagnosing"}
+    assert {p.stem for p in GUIDES} == {
+        "getting_started", "lecture", "neural_odes", "diagnosing", "migrating_from_torchdiffeq"
+    }
     for guide in GUIDES:
         assert any(lang == "python" for lang, _, _ in _blocks(guide)), guide.name
 
@@ -237,7 +240,7 @@ def test_guide_code_runs_and_gives_what_its_comments_promise(
     monkeypatch.setenv("DEEPLIMITS_NUM_THREADS", "1")
     namespace: dict[str, Any] = {"__name__": f"guide_{guide.stem}"}
     for lang, code, line in _blocks(guide):
-        where = f"docs/guides/{guide.name}, block at line {line}"
+        where = f"{guide.relative_to(ROOT)}, block at line {line}"
         if lang == "python":
             _run_example(code, where, capsys, namespace)
         else:
