@@ -34,11 +34,14 @@ __all__ = [
 class FixedStepOptions:
     """Options of the fixed-step methods (``euler``, ``midpoint``, ``rk4``).
 
+    If neither ``step_size`` nor ``grid`` is given the solver steps on ``t`` itself
+    (torchdiffeq's behaviour). How the steps run (``compile``, the NaN check) is
+    :class:`ExecutionOptions`.
+
     Attributes:
         step_size: constant ``|dt|``; the last step is shortened to end exactly at ``t[-1]``.
         grid: explicit 1-D time grid to step on (same direction as ``t``); points outside the
             span are ignored, the endpoints ``t[0]`` and ``t[-1]`` are always steps.
-        If neither is given the solver steps on ``t`` itself (torchdiffeq's behaviour).
         grid_constructor: torchdiffeq's ``grid_constructor(func, y0, t) -> grid`` (a 1-D
             tensor), called once per solve; the grid is then used as ``grid``.
         interp: output times between grid points: ``"cubic"`` (default; cubic Hermite through
@@ -49,7 +52,6 @@ class FixedStepOptions:
             stage at the step's end one ulp short of it, so a ``func`` that jumps at grid
             times is evaluated on the right side of each jump (the limit from inside the
             step). Not with ``compile=True`` or ``reversible_heun``.
-        How the steps run (``compile``, the NaN check) is :class:`ExecutionOptions`.
     """
 
     step_size: float | None = None
@@ -87,10 +89,11 @@ class FixedStepOptions:
 class ReversibleHeunOptions(FixedStepOptions):
     """Options of ``reversible_heun``: a fixed-step grid plus the backward mode.
 
+    The steps always hit every output time exactly (no interpolation).
+
     Attributes:
         reversible_backward: ``True`` (default): O(1)-memory backward that reconstructs the
             forward states algebraically. ``False``: plain backprop through the steps (for tests).
-        The steps always hit every output time exactly (no interpolation).
     """
 
     reversible_backward: bool = True
