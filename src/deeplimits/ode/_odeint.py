@@ -75,8 +75,12 @@ def odeint(
     graphs when autograd is off and ``func`` is an ``nn.Module``; ``compile=True`` compiles
     the loop with ``func`` (for small states solved many times).
 
-    Caveats: gradients with respect to ``t`` are only computed by :func:`odeint_adjoint`.
-    Output times between steps come from the method's interpolant (dopri5: Shampine's 4th
+    Gradients with respect to ``t`` (``t.requires_grad``) are those of the ODE's solution:
+    ``dy(t_i)/dt_i = f(t_i, y(t_i))`` and ``dL/dt_0 = -a_0 . f(t_0, y_0)`` with ``a_0`` the
+    gradient reaching ``y_0`` (``deeplimits.ode._time_grad``); they differ from the discrete
+    solve's by the order of the tolerance.
+
+    Caveats: output times between steps come from the method's interpolant (dopri5: Shampine's 4th
     order; tsit5: Tsitouras's 4th order; bosh3 and fixed-step methods: cubic Hermite).
     """
     if event_fn is not None:
