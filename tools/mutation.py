@@ -21,6 +21,7 @@ why) are left out of both. docs/testing.md records the measured scores.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -161,6 +162,13 @@ MAPPING: dict[str, Entry] = {
 # "equivalent: ..." cannot change behaviour; "gpu-only: ..." change only a device argument, the
 # same on the CPU-only test machine (a CUDA run could tell). Names are per function and stable
 # while the function is unchanged; a name that is no longer generated is reported by a run.
+#: sha256 (12 hex digits, ``_source_hash``) of each module's source when its EQUIVALENT names
+#: were last checked against the mutants' diffs (``.mutation/<module>/equivalents.txt``).
+#: mutmut numbers a function's mutants in order, so an edit renumbers them and a name checked
+#: against other source can name a real mutant: a run on other source marks its score
+#: "equivalents unchecked" until the names are checked and the hash here updated.
+EQUIVALENTS_CHECKED: dict[str, str] = {}
+
 _GPU = "gpu-only: a device argument; identical on CPU"
 _MSG = "equivalent: only the wording of an error message or note (key words kept)"
 _STRICT = "equivalent: zip(strict=...) of sequences that have equal lengths by construction"
@@ -587,22 +595,18 @@ EQUIVALENT: dict[str, str] = {
         "and 0 * NaN/inf is NaN in any dtype",
     ),
     **dict.fromkeys(_ode("_norm", "x__zero__mutmut_8", "x__zero__mutmut_11"), _GPU),
-    "deeplimits.ode._norm.xǁErrorNormǁratio__mutmut_24": "equivalent: guard * 0.0 is +-0 or "
+    "deeplimits.ode._norm.xǁErrorNormǁratio__mutmut_38": "equivalent: guard * 0.0 is +-0 or "
     "NaN; subtracting it gives the same ratio (NaN stays NaN)",
+    "deeplimits.ode._norm.xǁErrorNormǁscale__mutmut_2": "equivalent: normed(y) is y itself "
+    "when norm_dims is None",
     **dict.fromkeys(
-        _ode(
-            "_norm",
-            "x_initial_step__mutmut_19",
-            "x_initial_step__mutmut_21",
-            "x_initial_step__mutmut_69",
-        ),
-        _TIE,
+        _ode("_norm", "x_initial_step__mutmut_69", "x_initial_step__mutmut_141"), _TIE
     ),
     **dict.fromkeys(
-        _ode("_norm", "x_initial_step__mutmut_29", "x_initial_step__mutmut_89"),
+        _ode("_norm", "x_initial_step__mutmut_102", "x_initial_step__mutmut_160"),
         "equivalent: clamp(max=tensor) is the elementwise minimum, as torch.minimum",
     ),
-    "deeplimits.ode._norm.x_initial_step__mutmut_43": "equivalent: direction is +1.0 or -1.0, "
+    "deeplimits.ode._norm.x_initial_step__mutmut_122": "equivalent: direction is +1.0 or -1.0, "
     "so h0 / direction = h0 * direction",
     # ode/_stepper
     **dict.fromkeys(
@@ -1037,9 +1041,12 @@ def _score(module: str, statuses: dict[str, str]) -> dict[str, object]:
     if functions:  # mutants of other functions are generated but never run: not counted
         prefixes = tuple(f"deeplimits.{_slug(module)}.x_{f}__mutmut_" for f in functions)
         statuses = {k: s for k, s in statuses.items() if k.startswith(prefixes)}
-    equivalent = sorted(k for k in statuses if k in EQUIVALENT)
+    # A listed mutant that a test kills is not equivalent (the name is stale, or the reason
+    # wrong): it counts as killed, and the run names it.
+    killed_listed = sorted(k for k, s in statuses.items() if k in EQUIVALENT and s in DETECTED)
+    equivalent = sorted(k for k in statuses if k in EQUIVALENT and k not in killed_listed)
     gpu_only = [k for k in equivalent if EQUIVALENT[k].startswith("gpu-only")]
-    counted = {k: s for k, s in statuses.items() if k not in EQUIVALENT}
+    counted = {k: s for k, s in statuses.items() if k not in equivalent}
     detected = sum(s in DETECTED for s in counted.values())
     undetected = sum(s in UNDETECTED for s in counted.values())
     other = sorted(f"{k}: {s}" for k, s in counted.items() if s not in DETECTED + UNDETECTED)
@@ -1054,6 +1061,8 @@ def _score(module: str, statuses: dict[str, str]) -> dict[str, object]:
         "other": other,
         "score": detected / total if total else None,
         "survivors": sorted(k for k, s in counted.items() if s in UNDETECTED),
+        "excluded": equivalent,
+        "killed_listed_equivalents": killed_listed,
     }
 
 
@@ -1093,11 +1102,36 @@ def _finish(module: str, work: Path, commit: str) -> dict[str, object]:
                 [_mutmut(), "show", name], cwd=work, capture_output=True, text=True
             )
             fh.write(show.stdout + "\n")
+    # The excluded mutants' diffs beside their reasons, to check the names against the source.
+    with (work / "equivalents.txt").open("w", encoding="utf-8") as fh:
+        for name in result["excluded"]:  # type: ignore[union-attr]
+            show = subprocess.run(
+                [_mutmut(), "show", name], cwd=work, capture_output=True, text=True
+            )
+            fh.write(f"## reason: {EQUIVALENT[name]}\n{show.stdout}\n")
+    source_hash = _source_hash(module)
+    result["source_sha256"] = source_hash
+    result["equivalents_checked"] = EQUIVALENTS_CHECKED.get(module) == source_hash
+    if not result["equivalents_checked"] and result["excluded"]:
+        print(
+            f"UNCHECKED EQUIVALENTS: the EQUIVALENT names of {module} were checked against "
+            f"other source (mutmut renumbers a function's mutants when it changes). Read "
+            f"{work / 'equivalents.txt'}, fix the names, then set EQUIVALENTS_CHECKED"
+            f"[{module!r}] = {source_hash!r}; until then the score is marked unchecked."
+        )
+    if result["killed_listed_equivalents"]:
+        print(f"EQUIVALENT names that tests kill (stale; counted as killed): "
+              f"{result['killed_listed_equivalents']}")
     stale = [k for k in EQUIVALENT if k.startswith(f"deeplimits.{_slug(module)}.")]
     stale = [k for k in stale if k not in statuses]
     if stale:
         print(f"EQUIVALENT names no longer generated (update the table): {stale}")
     return result
+
+
+def _source_hash(module: str) -> str:
+    """sha256 (12 hex digits) of the module's source: what EQUIVALENTS_CHECKED records."""
+    return hashlib.sha256((ROOT / "src" / "deeplimits" / module).read_bytes()).hexdigest()[:12]
 
 
 def run_module(module: str, max_children: int) -> dict[str, object]:
@@ -1176,6 +1210,8 @@ def main() -> int:
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         score = "-" if r["score"] is None else f"{100 * r['score']:.1f} %"  # type: ignore[operator]
+        if r["excluded"] and not r["equivalents_checked"]:
+            score += " (equivalents unchecked)"
         print(
             f"| {r['module']} | {r['mutants']} | {r['detected']} | {r['undetected']} | "
             f"{r['equivalent']} | {r['gpu_only']} | {score} |"

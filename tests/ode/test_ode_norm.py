@@ -88,6 +88,34 @@ def test_a_non_finite_new_state_makes_the_ratio_nan(norm_dims: int | None, bad: 
     assert math.isnan(float(got[0, 0])) and math.isfinite(float(got[1, 0]))
 
 
+def test_a_user_norm_gets_the_scaled_error_in_the_states_structure() -> None:
+    """torchdiffeq's ``norm`` option: the user's function of the scaled error (as the tuple the
+    state is made of) replaces the RMS; a NaN in the new state still gives NaN."""
+    seen: list[object] = []
+
+    def max_norm(parts):
+        seen.append(parts)
+        return max(float(p.abs().max()) for p in parts)
+
+    norm = ErrorNorm(0.1, 0.01, None, 3, rows=False, fn=max_norm,
+                     to_user=lambda x: (x[:2], x[2:]))
+    y0, y1, err = _t([1.0, -2.0, 0.0]), _t([3.0, -1.0, -0.5]), _t([0.2, -0.3, 0.05])
+    scale = 0.01 + 0.1 * np.maximum(np.abs([1.0, -2.0, 0.0]), np.abs([3.0, -1.0, -0.5]))
+    want = np.max(np.abs([0.2, -0.3, 0.05]) / scale)  # 0.2 / 0.31
+    with torch.no_grad():
+        got = norm.ratio(err, norm.scale(y0), norm.scale(y1), y1)
+    assert got.shape == () and float(got) == pytest.approx(want, rel=1e-15)
+    assert isinstance(seen[-1], tuple) and [p.shape for p in seen[-1]] == [(2,), (1,)]
+    with torch.no_grad():
+        bad = norm.ratio(err, norm.scale(y0), norm.scale(y1), _t([math.nan, 0.0, 0.0]))
+    assert math.isnan(float(bad))
+    # without a structure the function gets the flat scaled error
+    flat = ErrorNorm(0.1, 0.01, None, 3, rows=False, fn=lambda x: x.abs().sum())
+    with torch.no_grad():
+        total = flat.ratio(err, flat.scale(y0), flat.scale(y1), y1)
+    assert float(total) == pytest.approx(np.sum(np.abs([0.2, -0.3, 0.05]) / scale), rel=1e-15)
+
+
 # ------------------------------------------------------------------------ the starting step
 def _scipy_h(fun, t0: float, y0: list[float], t_end: float, error_order: int,
              rtol: float, atol: float) -> float:
@@ -138,6 +166,10 @@ PROBLEMS = {
     "tiny_span": (lambda t, y: np.array([1.0 + 0 * y[0]]), 0.0, [0.0], 1e-7, 5, 1e-6, 1e-9),
     # f == 0: d1 = d2 = 0, h1 = max(1e-6, 1e-3 h0)
     "constant": (lambda t, y: np.zeros(2), 0.0, [1.0, 2.0], 1.0, 5, 1e-6, 1e-9),
+    # exactly at the thresholds (rtol 0, atol 1: scale 1, so d0 = |y0| and d1 = |f0| exactly):
+    # "d < 1e-5" is strict in scipy and Hairer's code, so neither takes the 1e-6 probe
+    "d0_at_threshold": (lambda t, y: np.array([1.0]), 0.0, [1e-5], 1.0, 5, 0.0, 1.0),
+    "d1_at_threshold": (lambda t, y: np.array([1e-5]), 0.0, [1.0], 1e6, 5, 0.0, 1.0),
     # a large curvature: h1 < 100 h0
     "stiffish": (lambda t, y: np.array([-1e4 * (y[0] - math.cos(t))]), 0.0, [0.0], 1.0, 5,
                  1e-6, 1e-9),
@@ -148,6 +180,26 @@ PROBLEMS = {
 def test_initial_step_is_scipys_select_initial_step(name: str) -> None:
     fun, *args = PROBLEMS[name]
     assert _ours(fun, *args) == pytest.approx(_scipy_h(fun, *args), rel=1e-12)
+
+
+@pytest.mark.parametrize("span_as_tensor", [False, True])
+@pytest.mark.parametrize("name", list(PROBLEMS))
+def test_initial_step_of_one_row_is_scipys(name: str, span_as_tensor: bool) -> None:
+    """The tensor evaluation (rows) on every problem of the float one, with the span as a
+    float (one span for all rows) or per row."""
+    fun, t0, y0, t_end, order, rtol, atol = PROBLEMS[name]
+    norm = ErrorNorm(rtol, atol, None, len(y0), rows=True)
+
+    def f(t, y):  # one row: t (1, 1), y (1, M)
+        return _t([list(fun(float(t.reshape(())), y[0].numpy()))])
+
+    d = 1.0 if t_end >= t0 else -1.0
+    T0, Y0 = _t([[t0]]), _t([y0])
+    span = _t([[abs(t_end - t0)]]) if span_as_tensor else abs(t_end - t0)
+    got = initial_step(f, T0, Y0, f(T0, Y0), d, order, norm, span)
+    assert got.shape == (1, 1)
+    assert float(got) == pytest.approx(_scipy_h(fun, t0, y0, t_end, order, rtol, atol),
+                                       rel=1e-12)
 
 
 def test_initial_step_in_rows_is_scipys_per_row() -> None:

@@ -58,7 +58,9 @@ class ErrorNorm:
         """RMS of ``x`` (already scaled), per row ``(R, 1)`` or over everything ``()`` (or the
         user's norm of it)."""
         if self.fn is not None:
-            return torch.as_tensor(self.fn(self.to_user(x) if self.to_user else x)).reshape(())
+            # in x's dtype: a Python float from the user's norm would become float32
+            value = self.fn(self.to_user(x) if self.to_user else x)
+            return torch.as_tensor(value, dtype=x.dtype, device=x.device).reshape(())
         return torch.linalg.vector_norm(x, dim=self._dim, keepdim=self.rows) * self.inv_sqrt_n
 
     def scale(self, y: Tensor) -> Tensor:
