@@ -14,7 +14,12 @@ import math
 import pytest
 import torch
 
-from deeplimits.errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
+from deeplimits.errors import (
+    MaxStepsExceededError,
+    NewtonError,
+    NonFiniteStateError,
+    StepSizeUnderflowError,
+)
 from deeplimits.ode import (
     AdaptiveOptions,
     ButcherTableau,
@@ -212,3 +217,71 @@ def test_a_step_landing_exactly_on_a_step_time_moves_on_to_the_next_stop() -> No
     _solve(_one, [0.0, 1.0], stats, first_step=0.1,
            controller=IController(dt_max=0.4, step_ts=(0.5,)))
     assert (stats.accepted_steps, stats.rejected_steps) == (4, 0)
+
+
+class _Counted(torch.nn.Module):
+    """y' = -50 (y - cos t): a first step of 0.5 is rejected; torchdiffeq's callbacks log each
+    attempt and decision."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[str, float, float]] = []
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -50.0 * (y - torch.cos(t))
+
+    def callback_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        self.log.append(("step", float(t0), float(dt)))
+
+    def callback_accept_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        self.log.append(("accept", float(t0), float(dt)))
+
+    def callback_reject_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        self.log.append(("reject", float(t0), float(dt)))
+
+
+def test_callbacks_see_every_attempt_and_its_decision_in_order() -> None:
+    f, stats = _Counted(), SolveStats()
+    _solve(f, [0.0, 1.0], stats, first_step=0.5)
+    attempts = [e for e in f.log if e[0] == "step"]
+    decisions = [e for e in f.log if e[0] != "step"]
+    assert len(attempts) == len(decisions) == stats.accepted_steps + stats.rejected_steps
+    assert [e[0] for e in decisions].count("reject") == stats.rejected_steps >= 1
+    # each decision follows its attempt, with the same start time and step
+    assert f.log[0::2] == attempts and [(a[1], a[2]) for a in attempts] == [
+        (d[1], d[2]) for d in decisions]
+    assert f.log[0] == ("step", 0.0, 0.5) and f.log[1] == ("reject", 0.0, 0.5)
+
+
+def test_a_user_norm_decides_the_steps_and_gets_the_tuple_state() -> None:
+    """options["norm"] on a tuple state: called with the scaled error as a tuple of the state's
+    tensors; a norm 1e4 times larger takes more steps than the RMS."""
+    def f(t, y):  # type: ignore[no-untyped-def]
+        return (-y[0], -2.0 * y[1])
+
+    y0 = (torch.ones(2, dtype=F64), torch.ones(3, dtype=F64))
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    shapes: list[list[tuple[int, ...]]] = []
+
+    def big(err):  # type: ignore[no-untyped-def]
+        shapes.append([tuple(e.shape) for e in err])
+        return 1e4 * max(float(e.abs().max()) for e in err)
+
+    rms, user = SolveStats(), SolveStats()
+    odeint(f, y0, t, rtol=1e-6, atol=1e-9, options={"device_loop": False}, stats=rms)
+    ys = odeint(f, y0, t, rtol=1e-6, atol=1e-9, options={"device_loop": False, "norm": big},
+                stats=user)
+    assert shapes and all(s == [(2,), (3,)] for s in shapes)
+    assert user.accepted_steps > rms.accepted_steps
+    assert float(ys[1][-1, 0]) == pytest.approx(math.exp(-2.0), rel=1e-9)
+
+
+def _nan_beyond_half(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.where(y < 0.5, torch.ones_like(y), torch.full_like(y, math.nan))
+
+
+def test_newton_failures_to_the_smallest_step_name_the_method_time_and_step() -> None:
+    with pytest.raises(NewtonError, match=r"^kvaerno3: Newton's method failed on every step tried "
+                                          r"just after t=0\.4999\d+ \(steps shrank to dt=\d"):
+        odeint(_nan_beyond_half, torch.zeros(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+               method="kvaerno3")
