@@ -226,18 +226,22 @@ class _Counted(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.log: list[tuple[str, float, float]] = []
+        self.states: list[float] = []
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return -50.0 * (y - torch.cos(t))
 
     def callback_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
         self.log.append(("step", float(t0), float(dt)))
+        self.states.append(float(y0[0]))
 
     def callback_accept_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
         self.log.append(("accept", float(t0), float(dt)))
+        self.states.append(float(y0[0]))
 
     def callback_reject_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
         self.log.append(("reject", float(t0), float(dt)))
+        self.states.append(float(y0[0]))
 
 
 def test_callbacks_see_every_attempt_and_its_decision_in_order() -> None:
@@ -251,6 +255,42 @@ def test_callbacks_see_every_attempt_and_its_decision_in_order() -> None:
     assert f.log[0::2] == attempts and [(a[1], a[2]) for a in attempts] == [
         (d[1], d[2]) for d in decisions]
     assert f.log[0] == ("step", 0.0, 0.5) and f.log[1] == ("reject", 0.0, 0.5)
+    # the state passed is the step's start: y0 = 0 until the first accepted step
+    assert f.states[0] == f.states[1] == 0.0 and f.states[0::2] == f.states[1::2]
+    assert len(set(f.states)) == stats.accepted_steps  # a new start after each accepted step
+
+
+def test_min_step_accepts_every_step_at_it_whatever_its_error() -> None:
+    """torchdiffeq's min_step: with min_step = 0.25 on [0, 1] the first try of 0.5 is rejected
+    by its error, every later proposal is raised to 0.25 and accepted although its error
+    test fails (the same problem without min_step takes many more, smaller steps)."""
+    free = SolveStats()
+    _solve(_Counted(), [0.0, 1.0], free, first_step=0.5)
+    assert free.accepted_steps > 4
+    f, forced = _Counted(), SolveStats()
+    _solve(f, [0.0, 1.0], forced, first_step=0.5, min_step=0.25)
+    decisions = [(e[0], e[2]) for e in f.log if e[0] != "step"]
+    assert decisions == [("reject", 0.5)] + [("accept", 0.25)] * 4
+
+
+def test_the_last_step_ends_exactly_at_the_stop_not_at_t_plus_h() -> None:
+    """From t = 0.3 a step of 0.9 - 0.3 lands at 0.9000000000000001 in floats: the loop
+    ends the last step at the stop itself (y' = 1, steps 0.3 then the rest)."""
+    records = []
+    solve_adaptive_host(_one, torch.zeros(1, dtype=F64), [0.0, 0.9], get_solver("dopri5"),
+                        AdaptiveOptions(first_step=0.3), 1e-6, 1e-9, SolveStats(),
+                        record=lambda rec, y1, ks: records.append(rec))
+    assert 0.3 + (0.9 - 0.3) != 0.9
+    assert [(r.t, r.t1) for r in records] == [(0.0, 0.3), (0.3, 0.9)]
+
+
+def test_outputs_far_apart_are_interpolated_only_inside_their_step() -> None:
+    """y' = cos t on [0, 20] with outputs every 0.5: each output comes from the step that
+    contains it (an output up to a whole time unit past a step's end would be extrapolated)."""
+    ts = torch.linspace(0.0, 20.0, 41, dtype=F64)
+    ys = odeint(lambda t, y: torch.cos(t) * torch.ones_like(y), torch.zeros(1, dtype=F64), ts,
+                rtol=1e-10, atol=1e-12, options={"device_loop": False})
+    assert torch.allclose(ys[:, 0], torch.sin(ts), rtol=0, atol=1e-8)
 
 
 def test_a_user_norm_decides_the_steps_and_gets_the_tuple_state() -> None:
