@@ -162,6 +162,8 @@ class _Tracer(torch.fx.Tracer):
         if isinstance(m, _LEAF_TYPES):
             return True
         # torch.nn's own layers without children; user-defined modules are traced through.
+        if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+            return False
         return m.__module__.startswith("torch.nn") and not any(True for _ in m.children())
 
 
@@ -349,8 +351,10 @@ class _Bounder(torch.fx.Interpreter):
             if n.op == "call_module"
             else (n.target if isinstance(n.target, str) else _fname(n.target))
         )
-        self.records.append(NodeLipschitz(n.name, n.op, str(n.target if isinstance(
-            n.target, str) else _fname(n.target)), kind, factor, lip))
+        target = n.target if isinstance(n.target, str) else _fname(n.target)
+        if n.op == "call_module" and self.wrapped:
+            target = "<model>"
+        self.records.append(NodeLipschitz(n.name, n.op, target, kind, factor, lip))
         if math.isinf(lip):
             raise self._infinite(n, self._inf_reason)
         return value
@@ -580,7 +584,7 @@ class _Bounder(torch.fx.Interpreter):
     _first_placeholder = ""
 
 
-def _ADD_COMBINE(b: _Bounder, n: torch.fx.Node) -> float:  # noqa: N802
+def _ADD_COMBINE(b: _Bounder, n: torch.fx.Node) -> float:
     """Lip(a ± α·b) <= Lip(a) + |α|·Lip(b) (torch.add's ``alpha``)."""
     alpha = n.kwargs.get("alpha", 1.0)
     la = b._in(n.args[0])
@@ -654,7 +658,7 @@ def lipschitz_graph(
     try:
         graph = tracer.trace(root)
         gm = torch.fx.GraphModule(root, graph)
-    except Exception as exc:  # noqa: BLE001 - any tracing failure: bound unavailable
+    except Exception as exc:
         return GraphLipschitz(
             math.nan, False, f"model {type(model).__name__}",
             f"torch.fx could not trace it ({type(exc).__name__}: {exc})", (), radius,
