@@ -1,0 +1,311 @@
+"""lipschitz_graph: closed forms of each node rule on tiny graphs, attention's missing bound,
+the ResNet against lower bounds, finite differences and flip distances."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from anymodels import ResNet, TransformerClassifier, make_gru, make_resnet, randomise_batchnorm_
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from deeplimits.diagnostics import (
+    certified_radius,
+    flip_distance,
+    lipschitz_graph,
+    lipschitz_lower,
+    lipschitz_upper,
+)
+from deeplimits.errors import InvalidArgumentError, UnsupportedModelError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _dense_norm(f, shape: tuple[int, ...]) -> float:
+    """Brute force: the spectral norm of the Jacobian of a linear map at 0 (float64)."""
+    x = torch.zeros(shape, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(f, x).reshape(-1, x.numel())
+    return float(torch.linalg.matrix_norm(jac, ord=2))
+
+
+class _Lambda(nn.Module):
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+class _SameLinearTwice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x) + self.a(x)
+
+
+def test_residual_add_is_the_sum_of_branch_constants_attained_by_equal_linear_branches():
+    torch.manual_seed(0)
+    model = _SameLinearTwice().double()
+    w = float(torch.linalg.matrix_norm(model.a.weight.detach(), ord=2))
+    g = lipschitz_graph(model, torch.randn(2, 3, dtype=torch.float64))
+    assert g.value == pytest.approx(2 * w, rel=1e-12)
+    # a linear map: its Jacobian norm is the constant, and the bound is attained
+    assert _dense_norm(model, (1, 3)) == pytest.approx(g.value, rel=1e-10)
+
+
+def test_eval_batchnorm_is_the_largest_gamma_over_sigma():
+    bn = nn.BatchNorm2d(3).double().eval()
+    with torch.no_grad():
+        bn.running_var.copy_(torch.tensor([4.0, 0.25, 1.0]))
+        bn.weight.copy_(torch.tensor([1.0, -0.5, 3.0]))
+    expected = max(1 / math.sqrt(4 + 1e-5), 0.5 / math.sqrt(0.25 + 1e-5), 3 / math.sqrt(1 + 1e-5))
+    g = lipschitz_graph(nn.Sequential(bn), torch.randn(2, 3, 2, 2, dtype=torch.float64))
+    assert g.value == pytest.approx(expected, rel=1e-12)
+    assert _dense_norm(lambda t: bn(t) - bn(torch.zeros_like(t)), (1, 3, 2, 2)) == pytest.approx(
+        expected, rel=1e-10
+    )
+
+
+def test_train_mode_batchnorm_and_dropout_are_refused_with_the_fix_or_counted_when_asked():
+    x = torch.randn(4, 3)
+    g = lipschitz_graph(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)), x)
+    assert not g.available and math.isnan(g.value)
+    assert "layer 1 (BatchNorm1d)" in g.culprit and "model.eval()" in g.reason
+    g = lipschitz_graph(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)), x, train_mode_ok=True)
+    assert g.available and g.value == math.inf
+    drop = nn.Sequential(nn.Dropout(0.75))
+    assert not lipschitz_graph(drop, x).available
+    assert lipschitz_graph(drop, x, train_mode_ok=True).value == pytest.approx(4.0)
+    assert lipschitz_graph(drop.eval(), x).value == 1.0
+
+
+@pytest.mark.parametrize(
+    ("pool", "shape"),
+    [
+        (nn.AvgPool2d(2), (1, 1, 4, 6)),  # disjoint 2x2 windows: exactly 1/2
+        (nn.AvgPool2d(3, stride=1, padding=1), (1, 1, 5, 5)),  # overlapping
+        (nn.AdaptiveAvgPool2d(1), (1, 2, 3, 4)),  # global mean: 1/sqrt(12)
+        (nn.AdaptiveAvgPool2d((2, 3)), (1, 1, 5, 7)),
+        (nn.AvgPool1d(3, stride=3), (1, 2, 9)),
+    ],
+)
+def test_average_pooling_bound_holds_and_is_exact_for_disjoint_windows(pool, shape):
+    g = lipschitz_graph(nn.Sequential(pool), torch.randn(shape, dtype=torch.float64))
+    exact = _dense_norm(pool, shape)
+    assert g.value >= exact * (1 - 1e-12)
+    if isinstance(pool, nn.AvgPool2d) and pool.kernel_size == 2:
+        assert g.value == pytest.approx(0.5, rel=1e-12) and exact == pytest.approx(0.5)
+    if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size == 1:
+        assert g.value == pytest.approx(1 / math.sqrt(12), rel=1e-12)
+    if isinstance(pool, nn.AvgPool1d):
+        assert g.value == pytest.approx(1 / math.sqrt(3), rel=1e-12)
+
+
+def test_mean_and_sum_are_one_over_root_n_and_root_n():
+    x = torch.randn(2, 3, 5, dtype=torch.float64)
+    assert lipschitz_graph(_Lambda(lambda t: t.mean(dim=-1)), x).value == pytest.approx(
+        1 / math.sqrt(5), rel=1e-12
+    )
+    assert lipschitz_graph(_Lambda(lambda t: torch.sum(t, dim=(1, 2))), x).value == pytest.approx(
+        math.sqrt(15), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    ("pool", "expected"),
+    [
+        (nn.MaxPool2d(2), 1.0),  # disjoint windows: exact
+        (nn.MaxPool2d(3, stride=1, padding=1), 3.0),  # up to 3x3 windows hold one element
+        (nn.MaxPool2d(3, stride=2, padding=1), 2.0),  # up to 2x2
+        (nn.AdaptiveMaxPool2d(1), 1.0),
+    ],
+)
+def test_max_pooling_is_the_root_of_the_largest_window_count(pool, expected):
+    x = torch.randn(2, 1, 6, 6, dtype=torch.float64)
+    g = lipschitz_graph(nn.Sequential(pool), x)
+    assert g.value == pytest.approx(expected, rel=1e-12)
+    # never below a finite-difference quotient
+    d = torch.randn_like(x) * 1e-3
+    assert float((pool(x + d) - pool(x)).norm() / d.norm()) <= g.value + 1e-9
+
+
+def test_concatenation_scaling_and_shape_operations():
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    cases = {
+        lambda t: torch.cat([t, 2 * t], dim=1): math.sqrt(5),
+        lambda t: torch.stack([t, t], dim=0): math.sqrt(2),
+        lambda t: (t / 4).flatten(1).transpose(0, 1).reshape(-1): 0.25,
+        lambda t: -t[:, 1:, ::2]: 1.0,
+        lambda t: torch.add(t, t.permute(0, 1, 2), alpha=3): 4.0,
+        lambda t: torch.relu(t) * torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=torch.float64): 2.0,
+        lambda t: torch.sigmoid(t).sum(-1, keepdim=True): 0.25 * 2.0,
+    }
+    for fn, expected in cases.items():
+        assert lipschitz_graph(_Lambda(fn), x).value == pytest.approx(expected, rel=1e-12)
+
+
+def test_layernorm_is_gamma_over_root_eps_globally_and_attained_at_a_constant_row():
+    ln = nn.LayerNorm(4, eps=1e-2).double()
+    with torch.no_grad():
+        ln.weight.copy_(torch.tensor([0.5, -2.0, 1.0, 1.0]))
+    g = lipschitz_graph(nn.Sequential(ln), torch.randn(3, 4, dtype=torch.float64))
+    assert g.value == pytest.approx(2.0 / math.sqrt(1e-2), rel=1e-12)
+    # at a constant row x_c = 0, the Jacobian is γ ⊙ P / sqrt(eps): norm max|γ|·sqrt(3/4)/...
+    jac = torch.autograd.functional.jacobian(ln, torch.ones(1, 4, dtype=torch.float64))
+    attained = float(torch.linalg.matrix_norm(jac.reshape(4, 4), ord=2))
+    assert attained <= g.value and attained > 0.8 * g.value
+
+
+def test_layernorm_local_bound_is_smaller_and_holds_inside_the_region():
+    torch.manual_seed(1)
+    ln = nn.LayerNorm(6).double()
+    x = torch.randn(5, 6, dtype=torch.float64) * 3
+    radius = 0.5
+    local = lipschitz_graph(nn.Sequential(ln), x, radius=radius)
+    assert local.radius == radius and "local (radius 0.5)" in local.describe()
+    assert local.value < lipschitz_graph(nn.Sequential(ln), x).value / 50
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        a = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        b = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        a = x + radius * a / a.norm(dim=1, keepdim=True) * torch.rand(5, 1, generator=gen,
+                                                                      dtype=torch.float64)
+        b = x + radius * b / b.norm(dim=1, keepdim=True) * torch.rand(5, 1, generator=gen,
+                                                                      dtype=torch.float64)
+        with torch.no_grad():
+            quotient = (ln(a) - ln(b)).norm(dim=1) / (a - b).norm(dim=1)
+        assert float(quotient.max()) <= local.value
+
+
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.q(x) @ self.k(x).transpose(-1, -2) / 2.0
+        return torch.softmax(scores, dim=-1) @ self.v(x)
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mha(x, x, x)[0]
+
+
+def test_attention_has_no_global_bound_and_the_node_is_named():
+    x = torch.randn(2, 5, 8)
+    g = lipschitz_graph(TransformerClassifier(), x)
+    assert g.value == math.inf and g.available
+    assert g.culprit == "layer encoder (TransformerEncoder)"
+    assert "Kim, Papamakarios & Mnih, ICML 2021" in g.reason
+    assert lipschitz_upper(TransformerClassifier(), input_shape=(5, 8)) == math.inf
+    hand = lipschitz_graph(_Attention().double(), torch.randn(2, 3, 4, dtype=torch.float64))
+    assert hand.value == math.inf and hand.culprit == "node matmul (matmul)"
+    assert "not globally Lipschitz" in hand.reason
+    g = lipschitz_graph(_SelfAttention(), x)
+    assert g.value == math.inf and "MultiheadAttention" in g.culprit
+    with pytest.raises(UnsupportedModelError, match="Kim, Papamakarios"):
+        certified_radius(TransformerClassifier(), x)
+
+
+def test_a_hand_written_attention_gets_a_local_bound_that_holds_in_the_region():
+    torch.manual_seed(2)
+    model = _Attention().double()
+    x = torch.randn(3, 3, 4, dtype=torch.float64)
+    radius = 0.1
+    local = lipschitz_graph(model, x, radius=radius)
+    assert math.isfinite(local.value)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(30):
+        d = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        a = x + radius * d / d.flatten(1).norm(dim=1).reshape(-1, 1, 1) / 2
+        b = x - radius * d / d.flatten(1).norm(dim=1).reshape(-1, 1, 1) / 3
+        with torch.no_grad():
+            q = (model(a) - model(b)).flatten(1).norm(dim=1) / (a - b).flatten(1).norm(dim=1)
+        assert float(q.max()) <= local.value
+
+
+def test_models_without_a_rule_or_a_trace_are_unavailable_with_the_reason():
+    g = lipschitz_graph(make_gru(), torch.randn(2, 6, 3))
+    assert not g.available and g.culprit == "layer rnn (GRU)" and "recurrent" in g.reason
+
+    class Branchy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x if x.sum() > 0 else -x
+
+    g = lipschitz_graph(Branchy(), torch.randn(2, 3))
+    assert not g.available and "could not trace" in g.reason and "unavailable" in g.describe()
+    g = lipschitz_graph(_Lambda(lambda t: t[:, [0, 0]]), torch.randn(2, 3))
+    assert not g.available and "repeat" in g.reason
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(InvalidArgumentError, match="radius"):
+        lipschitz_graph(nn.Linear(2, 2), torch.randn(1, 2), radius=-1.0)
+    with pytest.raises(InvalidArgumentError, match="batch"):
+        lipschitz_graph(nn.Linear(2, 2), torch.randn(2))
+    with pytest.raises(TypeError, match="floating"):
+        lipschitz_graph(nn.Linear(2, 2), torch.ones(1, 2, dtype=torch.long))
+    with pytest.raises(InvalidArgumentError, match="input_shape"):
+        lipschitz_upper(make_resnet().eval())
+
+
+# ----------------------------------------------------------------------------- the ResNet
+def _eval_resnet(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return randomise_batchnorm_(ResNet(), seed).double().eval()
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(0, 10_000))
+def test_resnet_bound_is_finite_and_above_lower_bound_and_finite_differences(seed):
+    model = _eval_resnet(seed)
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    upper = lipschitz_upper(model, input_shape=(3, 8, 8))
+    assert math.isfinite(upper)
+    assert lipschitz_graph(model, x).value == pytest.approx(upper, rel=1e-9)
+    assert upper >= lipschitz_lower(model, x, steps=3)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for _ in range(5):
+        d = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            q = (model(x + d) - model(x)).flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1)
+        assert float(q.max()) <= upper
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.integers(0, 10_000))
+def test_resnet_certified_radius_never_exceeds_the_flip_distance(seed):
+    model = _eval_resnet(seed)
+    x = torch.randn(6, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    radius = certified_radius(model, x)
+    flips = flip_distance(model, x)
+    assert bool((radius > 0).all()) and bool((radius <= flips).all())
+
+
+def test_resnet_conv_rule_uses_the_norm_on_the_actual_input_size():
+    model = _eval_resnet(0)
+    small = lipschitz_graph(model, torch.zeros(1, 3, 4, 4, dtype=torch.float64)).nodes
+    large = lipschitz_graph(model, torch.zeros(1, 3, 8, 8, dtype=torch.float64)).nodes
+    conv_small = {n.target: n.factor for n in small if n.kind == "Conv2d"}
+    conv_large = {n.target: n.factor for n in large if n.kind == "Conv2d"}
+    assert conv_small.keys() == conv_large.keys() and len(conv_small) == 6
+    # a 3x3 conv's norm grows with the input size towards the circulant limit
+    assert any(conv_large[k] > conv_small[k] * (1 + 1e-6) for k in conv_small)
+    assert all(conv_large[k] >= conv_small[k] * (1 - 1e-6) for k in conv_small)
