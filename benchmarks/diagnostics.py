@@ -7,7 +7,7 @@ The network is the CIFAR ResNet-18 (He et al. 2016: 3x3 stem, four stages of two
 64-128-256-512 channels, projection shortcuts, BatchNorm, global average pool, 10 classes;
 11.17 M parameters), built here without torchvision, in eval mode, on a batch of 8 of 3x32x32.
 One call of ``gradient_flow(model, x)`` measures the per-module table (forward + backward with
-hooks) and bounds the Lipschitz constant on the traced graph (``lipschitz_graph``: 21 conv
+hooks) and bounds the Lipschitz constant on the traced graph (``lipschitz_graph``: 20 conv
 operator norms by power iteration on the actual input sizes). Reported: the wall time of the first
 call (cold: every conv norm computed) and of a second call after a small in-place change of every
 weight (warm: power iteration restarts from the cached singular vectors), and of a third call
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import subprocess
 import sys
@@ -70,6 +71,16 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(self.pool(self.layers(out)), 1))
 
 
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _commit() -> str:
     try:
         return subprocess.run(
@@ -104,7 +115,7 @@ def main() -> None:
     cached = time.perf_counter() - t0
 
     rows = [
-        f"- machine: {platform.processor() or platform.machine()}, "
+        f"- machine: {_cpu()} ({os.cpu_count()} cores, shared), "
         f"{torch.get_num_threads()} thread, torch {torch.__version__}, "
         f"Python {platform.python_version()}",
         f"- command: `python benchmarks/diagnostics.py --write`; commit `{_commit()}`; "

@@ -184,5 +184,5 @@ def run_diagnose(args: argparse.Namespace) -> int:
     # Not a terminal (a pipe, a file): wide enough that no number is cut short.
     out = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 140)
     out.print(report.table())
-    out.print(report.summary(), markup=False)
+    out.print(report.summary(), markup=False, soft_wrap=True)  # one line per quantity
     return 0

@@ -425,8 +425,8 @@ def gradient_flow(
         )
     x = x.detach().clone().requires_grad_(True)
     chain: tuple[torch.Tensor, list[_Call], list[float]] | None = None
-    chain_refusal = ""
-    if forward_fn is None and _chain_layers_supported(model):
+    chain_refusal = "forward_fn given" if forward_fn is not None else _chain_refusal(model)
+    if not chain_refusal:
         buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
         try:
             y, calls = _trace(model, x, grad_hooks=True)
@@ -541,16 +541,17 @@ def gradient_flow(
     )
 
 
-def _chain_layers_supported(model: nn.Module) -> bool:
-    """Whether every unit of ``model`` has a chain rule (the forward may still not be a chain)."""
-    for _, unit in _units(model):
+def _chain_refusal(model: nn.Module) -> str:
+    """Why ``model`` is not a chain of supported layers judged by its modules alone ("" if
+    every unit has a chain rule; the forward may still turn out not to be a chain)."""
+    for name, unit in _units(model):
         if isinstance(unit, _UNIT_TYPES):
             continue
         try:
             activation_lipschitz(unit)
         except UnsupportedModelError:
-            return False
-    return True
+            return f"layer {name or '<model>'} ({type(unit).__name__}) has no chain rule"
+    return ""
 
 
 @dataclass
@@ -678,9 +679,8 @@ def _module_flow(
 
     bound = math.nan
     factors: dict[str, float] = {}
-    if chain_refusal:
-        notes.append(f"not a chain of layers ({chain_refusal.split(';')[0]}): measured per "
-                     "module that owns parameters")
+    notes.append(f"not a chain of supported layers ({chain_refusal.split(';')[0]}): measured "
+                 "per module that owns parameters")
     if not compute_bound:
         notes.append("bound not computed (compute_bound=False)")
     elif forward_fn is not None:

@@ -633,7 +633,8 @@ def lipschitz_graph(
         Conv norms come from power iteration (from below, to relative change 1e-6) for convs
         whose dense matrix exceeds 2²⁰ entries; the bound is then an estimate of the certified
         value to that accuracy. Constants are computed once per call on the example input; the
-        model is run once (under ``torch.no_grad``; its mode is not changed).
+        model is run once (under ``torch.no_grad``, its mode unchanged; its buffers, e.g.
+        BatchNorm's running statistics, and the global random state are restored after).
     """
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -676,14 +677,22 @@ def lipschitz_graph(
                 "first input by wrapping the model", (), radius,
             )
         extra.append(p.args[0])
+    # The run must leave no trace: train-mode BatchNorm would update its running statistics,
+    # train-mode Dropout would draw from the global generator.
+    buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             bounder.run(x.detach(), *extra)
     except _Stop as stop:
         return GraphLipschitz(
             math.inf if stop.infinite else math.nan, stop.infinite, stop.culprit, stop.reason,
             tuple(bounder.records), radius,
         )
+    finally:
+        with torch.no_grad():
+            for k, b in model.named_buffers():
+                if k in buffers:
+                    b.copy_(buffers[k])
     out_node = next(n for n in gm.graph.nodes if n.op == "output")
     value = bounder.lip[out_node]
     return GraphLipschitz(value, True, None, None, tuple(bounder.records), radius)
