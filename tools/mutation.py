@@ -58,6 +58,7 @@ MAPPING: dict[str, Entry] = {
     "diagnostics/_lipschitz.py": Entry(("tests/diagnostics/test_lipschitz.py",)),
     "diagnostics/_regions.py": Entry(("tests/diagnostics/test_regions.py",)),
     "diagnostics/_robustness.py": Entry(("tests/diagnostics/test_robustness.py",)),
+    "diagnostics/_graph_lipschitz.py": Entry(("tests/diagnostics/test_graph_lipschitz.py",)),
     "diagnostics/_gradient_flow.py": Entry(
         ("tests/diagnostics/test_gradient_flow.py",),
         # the 40-seed signal-propagation test takes minutes per mutant; the others pin values
