@@ -309,3 +309,65 @@ def test_resnet_conv_rule_uses_the_norm_on_the_actual_input_size():
     # a 3x3 conv's norm grows with the input size towards the circulant limit
     assert any(conv_large[k] > conv_small[k] * (1 + 1e-6) for k in conv_small)
     assert all(conv_large[k] >= conv_small[k] * (1 - 1e-6) for k in conv_small)
+
+
+class _Constants(nn.Module):
+    """Products and quotients with constants, a functional linear map and functional ops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([[3.0, 0.0], [0.0, -1.0]], dtype=torch.float64))
+        self.scale = nn.Parameter(torch.tensor([0.5, 2.0], dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.linear(x, self.w)  # ||W|| = 3
+        h = h / self.scale  # max 1/|c| = 2
+        h = nn.functional.leaky_relu(h, 3.0)  # slope 3
+        h = h @ self.w.T  # 3
+        a, b = torch.split(h, 1, dim=1)  # projections
+        return torch.cat([a, nn.functional.gelu(b)], dim=1)  # GELU exact: 1.1289...
+
+
+def test_constant_products_functional_linear_and_split_follow_their_rules():
+    from deeplimits.diagnostics._operator_norm import _GELU_EXACT
+
+    g = lipschitz_graph(_Constants(), torch.randn(3, 2, dtype=torch.float64))
+    # cat of (a, gelu(b)) with a, b both 54-Lipschitz: sqrt(54² + (1.1289·54)²)
+    assert g.value == pytest.approx(54 * math.hypot(1.0, _GELU_EXACT), rel=1e-12)
+    factors = [n.factor for n in g.nodes if n.lipschitz > 0 and not math.isnan(n.factor)]
+    assert factors[:4] == pytest.approx([3.0, 2.0, 3.0, 3.0], rel=1e-12)
+
+
+def test_softmax_is_one_half_lipschitz_and_attains_it_at_equal_logits():
+    x = torch.zeros(1, 2, dtype=torch.float64)
+    for model in (nn.Sequential(nn.Softmax(dim=1)), _Lambda(lambda t: t.softmax(-1)),
+                  _Lambda(lambda t: torch.softmax(t, -1))):
+        assert lipschitz_graph(model, x).value == 0.5
+    jac = torch.autograd.functional.jacobian(lambda t: torch.softmax(t, -1), x).reshape(2, 2)
+    assert float(torch.linalg.matrix_norm(jac, ord=2)) == pytest.approx(0.5, rel=1e-12)
+
+
+def test_group_norm_and_functional_dropout():
+    gn = nn.GroupNorm(2, 4, eps=0.04).double()
+    with torch.no_grad():
+        gn.weight.copy_(torch.tensor([1.0, -3.0, 0.5, 2.0]))
+    x = torch.randn(2, 4, 3, dtype=torch.float64)
+    assert lipschitz_graph(nn.Sequential(gn), x).value == pytest.approx(3.0 / 0.2, rel=1e-12)
+    drop = _Lambda(lambda t: nn.functional.dropout(t, 0.5, True))
+    assert not lipschitz_graph(drop, x).available
+    assert lipschitz_graph(drop, x, train_mode_ok=True).value == pytest.approx(2.0)
+    assert lipschitz_graph(_Lambda(lambda t: nn.functional.dropout(t, 0.5, False)), x).value == 1
+    div = _Lambda(lambda t: t / t.sum())
+    assert "division by an input-dependent" in lipschitz_graph(div, x).reason
+
+
+def test_train_mode_statistics_and_random_state_are_left_alone():
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Dropout(0.5))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(7)
+    lipschitz_graph(model, torch.randn(4, 3), train_mode_ok=True)
+    after_rng = torch.rand(1)
+    torch.manual_seed(7)
+    torch.randn(4, 3)
+    assert torch.equal(after_rng, torch.rand(1))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

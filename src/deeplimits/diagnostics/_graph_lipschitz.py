@@ -386,16 +386,17 @@ class _Bounder(torch.fx.Interpreter):
 
     def _module(self, n: torch.fx.Node, m: nn.Module, args: tuple[Any, ...]) -> tuple[float, float]:
         l_in = self._in(n.args[0]) if n.args else 0.0
-        if len(_nodes_in(n.args[1:])) and any(self.lip.get(k, 0.0) for k in _nodes_in(n.args[1:])):
+        if self._in(n.args[1:]) > 0:
             if isinstance(m, _ATTENTION_MODULES):
                 self._inf_reason = ATTENTION_REASON
                 return math.inf, math.inf
             raise self._unsupported(n, "a module called with several input-dependent tensors")
         x = args[0] if args else None
+        if not isinstance(x, torch.Tensor):
+            raise self._unsupported(n, "a module whose first argument is not a tensor")
         if isinstance(m, nn.Linear):
             c = operator_norm(m)
         elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
-            assert isinstance(x, torch.Tensor)
             with torch.enable_grad():
                 c = conv_norm_cached(m, tuple(x.shape[1:]))
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -419,9 +420,7 @@ class _Bounder(torch.fx.Interpreter):
         elif isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
             gamma = 1.0 if m.weight is None else float(m.weight.detach().abs().max())
             c = gamma / math.sqrt(m.eps)
-            if self.radius is not None and isinstance(m, nn.LayerNorm) and isinstance(
-                x, torch.Tensor
-            ):
+            if self.radius is not None and isinstance(m, nn.LayerNorm):
                 dims = tuple(range(-len(m.normalized_shape), 0))
                 xc = x.detach().double() - x.detach().double().mean(dim=dims, keepdim=True)
                 count = math.prod(m.normalized_shape)
@@ -436,10 +435,8 @@ class _Bounder(torch.fx.Interpreter):
                 n, "no Lipschitz rule for recurrent layers (RNN/GRU/LSTM) is implemented"
             )
         elif isinstance(m, _POOL_MODULES):
-            assert isinstance(x, torch.Tensor)
             c = _schur(m, x)
         elif isinstance(m, _MAXPOOL_MODULES):
-            assert isinstance(x, torch.Tensor)
             if getattr(m, "return_indices", False):
                 raise self._unsupported(n, "max pooling with return_indices")
             c = _maxpool_lipschitz(m, x)
@@ -501,7 +498,7 @@ class _Bounder(torch.fx.Interpreter):
     ) -> tuple[float, float]:
         l0 = self._in(n.args[0]) if n.args else 0.0
         if f in _ADD:
-            return math.nan, _ADD_COMBINE(self, n)
+            return math.nan, _add_bound(self, n)
         if f is operator.neg or f is torch.neg:
             return 1.0, l0
         if f in _MUL:
@@ -563,7 +560,7 @@ class _Bounder(torch.fx.Interpreter):
         if name in _SHAPE_METHODS:
             return 1.0, l0
         if name in ("add", "sub", "add_", "sub_"):
-            return math.nan, _ADD_COMBINE(self, n)
+            return math.nan, _add_bound(self, n)
         if name in ("mul", "mul_"):
             return self._product(n, args[0], args[1], matmul=False)
         if name == "matmul":
@@ -584,7 +581,7 @@ class _Bounder(torch.fx.Interpreter):
     _first_placeholder = ""
 
 
-def _ADD_COMBINE(b: _Bounder, n: torch.fx.Node) -> float:
+def _add_bound(b: _Bounder, n: torch.fx.Node) -> float:
     """Lip(a ± α·b) <= Lip(a) + |α|·Lip(b) (torch.add's ``alpha``)."""
     alpha = n.kwargs.get("alpha", 1.0)
     la = b._in(n.args[0])
