@@ -15,6 +15,11 @@ of an element-wise activation, 1 for Flatten/Identity, and ``1 + |α|·Lip(g)`` 
 the batch), so ``bound >= measured_ratio`` is a theorem (up to float rounding and to the
 power-iteration estimate of conv norms, which approaches ``σ_max`` from below). It also bounds
 every singular value of the input-output Jacobian.
+
+Models that are not such a chain (ResNets, BatchNorm, Transformers, RNNs, tuple or dict outputs)
+are measured per module that owns parameters, and bounded by
+:func:`deeplimits.diagnostics.lipschitz_graph` on their ``torch.fx`` graph; see
+:func:`gradient_flow`.
 """
 
 from __future__ import annotations
@@ -373,16 +378,30 @@ def gradient_flow(
 
     The loss is ``ℓ = Σ_i <g_i, y_i>`` with ``g = grad_output`` (default: standard normal, seeded
     by ``seed``), or ``ℓ = loss_fn(y)`` when ``loss_fn`` is given; either way ``∇y ℓ`` is what
-    enters the bound. The model must treat samples independently (no batch statistics) and be a
-    chain of supported layers (listed in ``SUPPORTED``): the forward order is captured by hooks,
-    and any operation between layers that is not a module is detected and refused. The model's
-    parameters' ``.grad`` are left untouched; its train/eval mode is used as is.
+    enters the bound. The model's parameters' ``.grad`` are left untouched; its train/eval mode
+    is used as is. Two modes (``report.mode``):
+
+    - ``"chain"``: the model is a chain of supported layers (``SUPPORTED``), checked by hooks
+      (any operation between layers that is not a module is detected): one row per layer,
+      activations included, and the slide's bound ``Π_l c_l · c_σ`` (module docstring).
+    - ``"modules"``: any other model (skip connections, BatchNorm, attention, recurrent layers,
+      functional calls, tuple or dict outputs, or ``forward_fn`` given): one row per call of a
+      module that owns parameters, in forward order (a module called twice has two rows), with
+      its output norm, the norm of the backpropagated gradient at its output(s) and of its own
+      parameters' gradient. ``bound`` is :func:`lipschitz_graph`'s bound of ``model`` (train-mode
+      BatchNorm and Dropout as they are): finite, ``inf`` (no finite global bound, e.g.
+      attention or train-mode BatchNorm) or NaN (unavailable: an untraceable model, a node
+      without a rule such as a GRU, or ``forward_fn``); ``notes`` say which and why, and that
+      train-mode BatchNorm couples the samples. The per-row ``lipschitz`` is the module's own
+      constant in that graph where it has one, else NaN. With a tuple or dict output, ``∇y ℓ``
+      is over all its tensors, and ``grad_output`` is refused (give ``loss_fn``).
 
     Args:
         model: the network.
         x: input batch ``(batch, *input_shape)``, floating point.
         grad_output: ``∂ℓ/∂y``, same shape as ``model(x)``.
-        loss_fn: scalar loss of the output, alternative to ``grad_output``.
+        loss_fn: scalar loss of the output (a tensor, or the tuple/dict the model returns),
+            alternative to ``grad_output``.
         seed: seeds the default ``grad_output`` and the power iterations.
         jacobian_max_entries: compute the input-output Jacobian of sample 0 (and its singular
             values) only when ``in_dim · out_dim`` is at most this.
@@ -391,7 +410,10 @@ def gradient_flow(
             layer with parameters).
         compute_bound: ``False`` skips the operator norms (the costly part: an eigen-solve per
             layer); ``bound`` and every ``lipschitz`` are then NaN. Supported layer types are
-            still checked.
+            still checked (to choose the mode).
+        forward_fn: ``forward_fn(model, x) -> output`` replaces ``model(x)``, for models taking
+            several inputs (build them from ``x``) or needing keyword arguments; implies the
+            ``"modules"`` mode, and the bound is then unavailable.
 
     Returns:
         :class:`GradientFlowReport`.
@@ -400,7 +422,7 @@ def gradient_flow(
         InvalidTypeError: ``model`` not a Module, ``x`` not a floating tensor.
         InvalidArgumentError: bad shapes, both ``grad_output`` and ``loss_fn`` given, bad
             thresholds, non-finite gradients.
-        UnsupportedModelError: the first unsupported layer (named), or a non-chain forward.
+        UnsupportedModelError: a model that runs no module owning parameters (modules mode).
     """
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
