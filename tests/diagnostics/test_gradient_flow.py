@@ -613,6 +613,21 @@ def test_any_model_gets_a_row_per_running_parameter_owner_and_a_valid_bound(kind
         assert any("recurrent" in n for n in report.notes)
 
 
+@settings(max_examples=5, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from([0.3, 1.0, 3.0]))
+def test_eval_resnet_bound_is_never_below_the_measured_ratio(seed, scale):
+    torch.manual_seed(seed)
+    model = anymodels.randomise_batchnorm_(anymodels.ResNet(), seed).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    report = gradient_flow(model, x, seed=seed)
+    assert math.isfinite(report.bound) and report.bound >= report.measured_ratio > 0
+    # the Jacobian's largest singular value is bounded too
+    assert report.jacobian_singular_values[0] <= report.bound
+
+
 def test_module_rows_match_autograd_gradients_of_the_module_outputs():
     torch.manual_seed(0)
     model = anymodels.make_resnet().double().eval()

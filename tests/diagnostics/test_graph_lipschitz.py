@@ -218,6 +218,8 @@ def test_attention_has_no_global_bound_and_the_node_is_named():
     hand = lipschitz_graph(_Attention().double(), torch.randn(2, 3, 4, dtype=torch.float64))
     assert hand.value == math.inf and hand.culprit == "node matmul (matmul)"
     assert "not globally Lipschitz" in hand.reason
+    assert hand.describe().endswith("lipschitz_graph(model, x, radius=r)")
+    assert "radius=r" not in g.describe()  # attention modules have no local rule
     g = lipschitz_graph(_SelfAttention(), x)
     assert g.value == math.inf and "MultiheadAttention" in g.culprit
     with pytest.raises(UnsupportedModelError, match="Kim, Papamakarios"):

@@ -150,7 +150,11 @@ class GraphLipschitz:
         if not self.available:
             return f"Lipschitz bound unavailable: {self.culprit}: {self.reason}"
         if math.isinf(self.value):
-            return f"no finite {scope} Lipschitz bound: {self.culprit}: {self.reason}"
+            hint = ""
+            if self.radius is None and self.reason == _PRODUCT_REASON:
+                hint = ("; a local bound for inputs within r of x: "
+                        "lipschitz_graph(model, x, radius=r)")
+            return f"no finite {scope} Lipschitz bound: {self.culprit}: {self.reason}{hint}"
         return f"{scope} Lipschitz bound (fx graph, node by node) = {self.value:.6g}"
 
 
