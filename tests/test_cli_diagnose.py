@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -152,3 +153,23 @@ def test_diagnose_bad_loss_is_a_usage_error(model_folder, capsys):
     assert "not callable" in capsys.readouterr().err
     assert _run([*argv, "dl_anymodels"]) == 2
     assert "MODULE:NAME" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="python -P (no cwd on sys.path) is 3.11+")
+def test_diagnose_in_a_fresh_process_imports_from_the_current_folder(tmp_path):
+    import subprocess
+
+    import deeplimits
+
+    src = Path(__file__).parent / "diagnostics" / "anymodels.py"
+    (tmp_path / "dl_anymodels.py").write_text(src.read_text())
+    package_root = str(Path(deeplimits.__file__).resolve().parents[1])
+    # -P: Python itself puts no folder on sys.path; only deeplimits' own location is given.
+    code = ("import sys; from deeplimits.cli import main; "
+            "sys.exit(main(['diagnose', 'dl_anymodels:make_resnet', '--input-shape', '2,3,8,8']))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=package_root, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "blocks.1.shortcut.0" in done.stdout and "bound (graph Lipschitz) = " in done.stdout
