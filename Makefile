@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deeplimits-installed
 PYTEST_ARGS ?=
 
-.PHONY: tour test install browser lint bench mutation clean
+.PHONY: tour test install browser lint docs bench mutation clean
 
 install: $(STAMP)
 
@@ -36,8 +36,15 @@ browser:
 test: $(STAMP) browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The documentation site into site/, strictly: any warning (a broken link or anchor, an
+# unresolved reference, a docstring griffe cannot parse) fails the build. The `test` extra
+# already holds the `docs` packages; tests/test_docs.py runs the same build.
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/ruff check src tests benchmarks tools docs
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
@@ -56,4 +63,4 @@ mutation: $(STAMP)
 	nice -n 10 $(PY) tools/mutation.py $(MUTATION_ARGS) $(MODULES)
 
 clean:
-	rm -rf $(VENV) report .pytest_cache .mutation
+	rm -rf $(VENV) report site .pytest_cache .mutation

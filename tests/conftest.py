@@ -1,8 +1,10 @@
 """Shared fixtures: tiny experiments that run in milliseconds, for framework tests; the
-``compiles`` marker for tests that run torch.compile."""
+``compiles`` marker for tests that run torch.compile; headless Chromium (``driver``) for the
+report's and the documentation site's browser tests."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -89,3 +91,34 @@ def toy_registered(toy: type[ToyExperiment], monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(ex, "_MODULES", ())
     monkeypatch.setattr(ex, "_REGISTRY", {"toy": toy})
     return toy
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def driver():
+    """Headless Chromium through selenium, with the browser console's log kept."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("chromium and chromedriver are not installed (`make test` installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield drv
+    drv.quit()

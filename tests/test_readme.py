@@ -45,9 +45,17 @@ def _promised_print(comment: str) -> Any:
         return None
 
 
-def _run_example(source: str, name: str, capsys: pytest.CaptureFixture[str]) -> int:
-    """Run ``source`` statement by statement, checking its promises; returns how many."""
-    namespace: dict[str, Any] = {}
+def _run_example(
+    source: str,
+    name: str,
+    capsys: pytest.CaptureFixture[str],
+    namespace: dict[str, Any] | None = None,
+) -> int:
+    """Run ``source`` statement by statement, checking its promises; returns how many.
+
+    ``namespace``: the globals to run in (a guide's blocks share one); default a fresh one.
+    """
+    namespace = {} if namespace is None else namespace
     comments = _comments(source)
     checked = 0
     for stmt in ast.parse(source).body:

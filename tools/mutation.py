@@ -556,26 +556,26 @@ EQUIVALENT: dict[str, str] = {
     "deeplimits.diagnostics._memory.xǁSavedTensorsMeterǁ__init____mutmut_10": "equivalent: "
     "_hooks is set in __enter__ before any use",
     # ode/_controllers
-    **dict.fromkeys(_ode("_controllers", "x__times__mutmut_4", "x__times__mutmut_6"), _GPU),
     **dict.fromkeys(
-        _ode("_controllers", "x__times__mutmut_5", "x__times__mutmut_7"),
-        "equivalent: tolist() of a float32 or integer tensor gives the same numbers, which "
-        "float() converts to Python floats anyway",
+        _ode("_controllers", *(f"x_as_times__mutmut_{i}" for i in (4, 5, 6, 7))),
+        "equivalent: tolist() gives Python numbers from any device, and from a float32 or "
+        "integer tensor the same numbers (float() converts them anyway)",
     ),
     **dict.fromkeys(
         _ode(
             "_controllers",
-            "xǁPIDControllerǁforced_times__mutmut_4",
-            "xǁPIDControllerǁforced_times__mutmut_7",
+            "xǁPIDControllerǁ_exponents__mutmut_1",
+            "xǁPIDControllerǁ_exponents__mutmut_2",
+            "xǁPIDControllerǁ_exponents__mutmut_21",
         ),
-        "equivalent: the direction d only signs comparisons with 0 and the sort key; 2.0 or "
-        "-2.0 give the same signs and order",
+        "equivalent: the cache of the exponents only saves their recomputation; a miss "
+        "computes the same numbers",
     ),
-    "deeplimits.ode._controllers.xǁPIDControllerǁforced_times__mutmut_5": "equivalent: for "
+    "deeplimits.ode._controllers.xǁPIDControllerǁforced_times__mutmut_10": "equivalent: the "
+    "direction d only signs comparisons with 0 and scales the sort key; -2.0 gives the same "
+    "signs and order as -1.0",
+    "deeplimits.ode._controllers.xǁPIDControllerǁforced_times__mutmut_8": "equivalent: for "
     "t_end == t0 no time lies strictly between them in either direction",
-    "deeplimits.ode._controllers.xǁPIDControllerǁfactor__mutmut_54": "equivalent: the shrink "
-    "branch is taken only for ratio > 1 (every loop passes accepted = finite and ratio <= 1), "
-    "where safety * ratio**(-1/k) < 1: a cap of 2 never acts either",
     # ode/_norm
     **dict.fromkeys(
         _ode("_norm", "x__zero__mutmut_1", "x__zero__mutmut_2", "x__zero__mutmut_3"),

@@ -91,8 +91,8 @@ class ResidualBlock(nn.Module):
         return f"scale={self.scale:.4g}"
 
 
-#: The same class as :class:`ResidualBlock` (its name before the two blocks were merged).
 Residual = ResidualBlock
+"""The same class as :class:`ResidualBlock` (its name before the two blocks were merged)."""
 
 
 def sawtooth(depth: int, *, dtype: torch.dtype = torch.float32) -> nn.Sequential:

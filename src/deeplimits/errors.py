@@ -16,6 +16,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidTypeError",
     "MaxStepsExceededError",
+    "NewtonError",
     "NonFiniteStateError",
     "SolverError",
     "StepSizeUnderflowError",
@@ -67,6 +68,12 @@ class StepSizeUnderflowError(SolverError):
 
 class MaxStepsExceededError(SolverError):
     """An adaptive solve needed more than ``max_num_steps`` steps."""
+
+
+class NewtonError(SolverError):
+    """An implicit method's Newton iteration cannot work: ``func``'s Jacobian holds NaN/inf,
+    the iteration matrix ``I - h gamma J`` is singular, or the iteration failed on every step
+    size down to the smallest."""
 
 
 class UnsupportedModelError(DeeplimitsError, ValueError):

@@ -50,6 +50,7 @@ __all__ = [
 
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 INIT_SCHEMES: tuple[str, ...] = ("normal", "xavier", "he", "orthogonal")
+"""The names :func:`initialize_` accepts as ``scheme``."""
 
 
 def _check_module(model: object) -> nn.Module:

@@ -39,24 +39,42 @@ def test_pid_factor_is_the_documented_formula() -> None:
     assert c.factor(math.nan, p1, p2, False, False, k) == c.factor_min
     # an exact step (r = 0) grows by factor_max
     assert c.factor(0.0, p1, p2, True, True, k) == c.factor_max
+    # a strong proportional term can propose less than factor_min: 0.9 * (1e-4)**(2/2) = 9e-5
+    assert PIDController(pcoeff=2.0, icoeff=0.5).factor(1.0, 1e-4, 1.0, True, True, 2) == 0.2
 
 
 @pytest.mark.parametrize(
-    "ctrl", [IController(), PIController(), PIDController(0.1, 0.3, 0.05), PIController(0.4, 0.3)]
+    "ctrl",
+    [IController(), PIController(), PIDController(0.1, 0.3, 0.05), PIController(0.4, 0.3),
+     PIDController(2.0, 0.5)],  # the last proposes below factor_min after small prev ratios
 )
 def test_factor_is_the_same_for_floats_and_tensors(ctrl: PIDController) -> None:
     ratios = [0.0, 1e-9, 0.03, 0.5, 1.0, 1.0000001, 7.0, 1e12, math.inf, math.nan]
     prevs = [(1.0, 1.0), (1e-4, 0.3), (0.9, 1e-4)]
     for r in ratios:
-        for p1, p2 in prevs:
-            finite = math.isfinite(r)
-            acc = finite and r <= 1.0
-            want = ctrl.factor(r, p1, p2, acc, finite, 5)
-            rt = torch.tensor([[r]], dtype=F64)
-            got = ctrl.factor(rt, torch.tensor([[p1]], dtype=F64), torch.tensor([[p2]], dtype=F64),
-                              torch.tensor([[acc]]), torch.isfinite(rt), 5)
-            assert float(got) == pytest.approx(want, rel=1e-14), (r, p1, p2)
-            assert ctrl.factor_min <= want <= ctrl.factor_max
+        finite = math.isfinite(r)
+        # every decision, also a rejection of a small error (growth is capped at 1 after it)
+        for acc in {finite and r <= 1.0, False}:
+            for p1, p2 in prevs:
+                want = ctrl.factor(r, p1, p2, acc, finite, 5)
+                rt = torch.tensor([[r]], dtype=F64)
+                got = ctrl.factor(rt, torch.tensor([[p1]], dtype=F64),
+                                  torch.tensor([[p2]], dtype=F64), torch.tensor([[acc]]),
+                                  torch.isfinite(rt), 5)
+                assert float(got) == pytest.approx(want, rel=1e-14), (r, acc, p1, p2)
+                assert ctrl.factor_min <= want <= (ctrl.factor_max if acc else 1.0)
+
+
+def test_min_step_accepts_small_steps_and_raises_proposals_on_floats_and_tensors() -> None:
+    c = PIDController(min_step=0.1)
+    assert c.accept(False, 0.1) is True and c.accept(False, 0.05) is True
+    assert c.accept(False, 0.2) is False and c.accept(True, 0.2) is True
+    got = c.accept(torch.tensor([False, False, True]), torch.tensor([0.1, 0.2, 0.2], dtype=F64))
+    assert got.tolist() == [True, False, True]
+    assert c.clip(0.05) == 0.1 and c.clip(0.3) == 0.3
+    assert c.clip(torch.tensor([0.05, 0.3], dtype=F64)).tolist() == [0.1, 0.3]
+    # without min_step the error test alone decides, however small the step
+    assert PIDController().accept(False, 1e-12) is False
 
 
 def test_dt_max_clips_and_the_smallest_step_is_dt_min_or_eight_ulps() -> None:
@@ -161,6 +179,8 @@ def test_forced_times_are_those_strictly_inside_in_the_direction_of_integration(
         {"safety": 0.0}, {"safety": 1.0 + 1e-9},
         {"factor_min": 0.0}, {"factor_min": 1.0}, {"factor_max": 1.0},
         {"dt_min": -1e-9}, {"dt_min": 0.5, "dt_max": 0.5},
+        {"min_step": -1e-9}, {"min_step": math.inf}, {"min_step": "0.1"},
+        {"min_step": 0.6, "dt_max": 0.5},
     ],
 )
 def test_controller_bounds_are_enforced(kwargs: dict) -> None:
@@ -173,6 +193,7 @@ def test_controller_bounds_are_inclusive_where_documented() -> None:
     c = PIDController(safety=1.0, pcoeff=0.0, dcoeff=0.0, dt_min=0.0, dt_max=1e-9,
                       factor_min=1e-9, factor_max=1.0 + 1e-9)
     assert c.safety == 1.0 and c.dt_max == 1e-9
+    assert PIDController(min_step=0.5, dt_max=0.5).min_step == 0.5  # min_step in [0, dt_max]
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,13 @@
 """Implicit (stiff) solvers: the ESDIRK tableaux, the Newton step, stiff reference problems and
 gradients through the stage solves.
 
-Reference values: Van der Pol (eps = 1e-6, i.e. mu = 1000 in rescaled time) and HIRES from the
-"Test Set for IVP Solvers" (Mazzia & Magherini, Univ. Bari, release 2.4; also Hairer & Wanner,
-*Solving ODEs II*, sec. IV.10), each also confirmed here against scipy's ``Radau`` at rtol
-1e-12 (see ``test_published_references_agree_with_scipy_radau``). Robertson at t = 1e5: no
-published value at that time was at hand, so the reference is scipy ``Radau`` at rtol 1e-12
-(computed in the test, slow) and a value from scipy ``Radau`` (rtol 1e-13) written down here.
-"""
+Reference values: Van der Pol (eps = 1e-6, i.e. mu = 1000 in rescaled time), HIRES and OREGO
+(the Oregonator) from the "Test Set for IVP Solvers" (Mazzia & Magherini, Univ. Bari, release
+2.4) and Hairer & Wanner, *Solving ODEs II*, sec. IV.1 and IV.10, each also confirmed here
+against scipy's ``Radau`` (rtol 1e-12 for VDPOL, 1e-10 for HIRES and OREGO; see
+``test_published_references_agree_with_scipy_radau``). Robertson at t = 1e5: no published value
+at that time was at hand, so the reference is scipy ``Radau`` at rtol 1e-12 (computed in the
+test, slow) and a value from scipy ``Radau`` (rtol 1e-13) written down here."""
 
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ import pytest
 import torch
 from torch import nn
 
-from deeplimits.errors import InvalidArgumentError, InvalidTypeError, SolverError
+from deeplimits.errors import (
+    InvalidArgumentError,
+    InvalidTypeError,
+    NewtonError,
+    NonFiniteStateError,
+    SolverError,
+)
 from deeplimits.ode import (
     IMPLICIT_TABLEAUX,
     ExecutionOptions,
@@ -191,6 +197,45 @@ def _vdpol_np(t: float, y: np.ndarray) -> np.ndarray:
 VDPOL_REF = [1.706167732170483, -0.8928097010247975]
 
 
+def _hires(t: float | torch.Tensor, y: torch.Tensor, stack=torch.stack) -> torch.Tensor:
+    # HIRES (Schäfer 1975; Hairer & Wanner II, sec. IV.10): 8 species of plant physiology.
+    return stack([
+        -1.71 * y[0] + 0.43 * y[1] + 8.32 * y[2] + 0.0007,
+        1.71 * y[0] - 8.75 * y[1],
+        -10.03 * y[2] + 0.43 * y[3] + 0.035 * y[4],
+        8.32 * y[1] + 1.71 * y[2] - 1.12 * y[3],
+        -1.745 * y[4] + 0.43 * y[5] + 0.43 * y[6],
+        -280 * y[5] * y[7] + 0.69 * y[3] + 1.71 * y[4] - 0.43 * y[5] + 0.69 * y[6],
+        280 * y[5] * y[7] - 1.81 * y[6],
+        -280 * y[5] * y[7] + 1.81 * y[6],
+    ])
+
+
+def _orego(t: float | torch.Tensor, y: torch.Tensor, stack=torch.stack) -> torch.Tensor:
+    # OREGO, the Oregonator (Field & Noyes 1974; Hairer & Wanner II, sec. IV.1).
+    return stack([
+        77.27 * (y[1] + y[0] * (1 - 8.375e-6 * y[0] - y[1])),
+        (y[2] - (1 + y[0]) * y[1]) / 77.27,
+        0.161 * (y[0] - y[2]),
+    ])
+
+
+def _as_np(f):  # the same right-hand side for scipy, on numpy arrays
+    return lambda t, y: f(t, y, np.stack)
+
+
+HIRES_Y0 = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0057]
+HIRES_T = 321.8122
+#: Test Set for IVP Solvers, problem HIRES, y at t = 321.8122.
+HIRES_REF = [0.7371312573325668e-3, 0.1442485726316185e-3, 0.5888729740967575e-4,
+             0.1175651343283149e-2, 0.2386356198831331e-2, 0.6238968252742796e-2,
+             0.2849998395185769e-2, 0.2850001604814231e-2]
+OREGO_Y0 = [1.0, 2.0, 3.0]
+OREGO_T = 360.0
+#: Hairer & Wanner's reference solution of OREGO at t = 360.
+OREGO_REF = [0.1000814870318523e1, 0.1228178521549917e4, 0.1320554942846706e3]
+
+
 @pytest.mark.parametrize("name", ADAPTIVE)
 def test_robertson_short_horizon_agrees_with_scipy_radau(name: str) -> None:
     scipy_integrate = pytest.importorskip("scipy.integrate")
@@ -228,6 +273,28 @@ def test_published_references_agree_with_scipy_radau() -> None:
     ref = scipy_integrate.solve_ivp(_vdpol_np, (0.0, 2.0), [2.0, 0.0], method="Radau",
                                     rtol=1e-12, atol=1e-12).y[:, -1]
     assert np.allclose(ref, VDPOL_REF, rtol=1e-7)
+    for f, y0, t_end, published in [(_hires, HIRES_Y0, HIRES_T, HIRES_REF),
+                                    (_orego, OREGO_Y0, OREGO_T, OREGO_REF)]:
+        ref = scipy_integrate.solve_ivp(_as_np(f), (0.0, t_end), y0, method="Radau",
+                                        rtol=1e-10, atol=1e-12).y[:, -1]
+        assert np.allclose(ref, published, rtol=1e-9, atol=0), (ref, published)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "rtol", "within"),
+                         [("kvaerno5", 1e-8, 1e-5), ("kvaerno3", 1e-6, 1e-4)])
+def test_hires_matches_the_published_reference(name: str, rtol: float, within: float) -> None:
+    y = odeint(_hires, torch.tensor(HIRES_Y0, dtype=F64), torch.tensor([0.0, HIRES_T], dtype=F64),
+               method=name, rtol=rtol, atol=rtol * 1e-4)[-1].numpy()
+    assert np.all(np.abs(y - HIRES_REF) <= within * np.abs(HIRES_REF)), y
+
+
+@pytest.mark.slow
+def test_oregonator_matches_the_published_reference_with_kvaerno5_at_rtol_1e_8() -> None:
+    # relaxation oscillations over 360 time units: y2 swings over 5 orders of magnitude
+    y = odeint(_orego, torch.tensor(OREGO_Y0, dtype=F64), torch.tensor([0.0, OREGO_T], dtype=F64),
+               method="kvaerno5", rtol=1e-8, atol=1e-12)[-1].numpy()
+    assert np.all(np.abs(y - OREGO_REF) <= 1e-5 * np.abs(OREGO_REF)), y
 
 
 def test_implicit_euler_fixed_step_is_stable_on_robertson() -> None:
@@ -380,10 +447,11 @@ def test_bad_solver_arguments_are_rejected() -> None:
 
 
 def test_fixed_step_newton_failure_raises_solver_error_naming_the_step() -> None:
-    # f(y) = y^2 from 1 has no real implicit-Euler stage solution for h > 1/4.
+    # f(y) = y^2 from 1 has no real implicit-Euler stage solution for h > 1/4 (and h = 0.5
+    # would make I - h J = 1 - 2h singular at the start).
     with pytest.raises(SolverError, match=r"did not converge.*t=0.0.*step_size"):
-        odeint(lambda t, y: y**2, torch.ones(1, dtype=F64), torch.tensor([0.0, 0.5], dtype=F64),
-               method="implicit_euler", options={"step_size": 0.5})
+        odeint(lambda t, y: y**2, torch.ones(1, dtype=F64), torch.tensor([0.0, 0.4], dtype=F64),
+               method="implicit_euler", options={"step_size": 0.4})
 
 
 def test_odeint_checkpoint_gives_the_backprop_gradient() -> None:
@@ -397,3 +465,48 @@ def test_odeint_checkpoint_gives_the_backprop_gradient() -> None:
         assert m.k.grad is not None
         grads.append(m.k.grad.clone())
     assert torch.allclose(grads[0], grads[1], rtol=1e-9, atol=0.0), grads
+
+
+# ---------------------------------------------------------------------------------------------
+# Newton's failures: each named for what it is, with the time and the sample
+
+
+def _nan_gradient_in_sample_2(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # finite values everywhere; the unused branch sqrt(100 - y) is NaN where y > 100, and
+    # torch.where's gradient multiplies it by 0: NaN in df/dy of that entry only
+    return -y + torch.where(y > 100, torch.zeros_like(y), torch.sqrt(100 - y))
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_nan_jacobian_is_reported_with_its_time_and_sample(batched: bool) -> None:
+    y0 = torch.tensor([[1.0, 1.0], [2.0, 1.0], [101.0, 1.0]], dtype=F64)
+    with pytest.raises(NewtonError, match=r"df/dy holds NaN or inf at t=0\.0 \(sample 2\)"):
+        odeint(_nan_gradient_in_sample_2, y0, torch.tensor([0.0, 1.0], dtype=F64),
+               method="kvaerno3", options={"batched_jacobian": batched})
+    # the explicit methods do not need the Jacobian: the same problem solves
+    y1 = odeint(_nan_gradient_in_sample_2, y0, torch.tensor([0.0, 1.0], dtype=F64))[-1]
+    assert torch.isfinite(y1).all()
+
+
+def test_singular_iteration_matrix_is_reported_not_divided_by() -> None:
+    # y' = y with implicit Euler and h = 1: I - h*J = 0
+    with pytest.raises(NewtonError, match=r"singular at t=0\.0 with h\*gamma=1\.0"):
+        odeint(lambda t, y: y, torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+               method="implicit_euler", options={"step_size": 1.0})
+
+
+def _nan_beyond_half(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # y' = 1 while y < 0.5, NaN beyond: the solution reaches the edge at t = 0.5
+    return torch.where(y < 0.5, torch.ones_like(y), torch.full_like(y, math.nan))
+
+
+def test_newton_failing_down_to_the_smallest_step_is_not_called_a_blow_up() -> None:
+    stats = SolveStats()
+    with pytest.raises(NewtonError, match=r"kvaerno5: Newton's method failed on every step tried "
+                                          r"just after t=0\.49999"):
+        odeint(_nan_beyond_half, torch.zeros(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+               method="kvaerno5", stats=stats)
+    assert stats.newton_failures > 10
+    # an explicit method on the same problem reports the NaN state (no Newton involved)
+    with pytest.raises(NonFiniteStateError, match=r"became NaN or inf just after t=0\.49999"):
+        odeint(_nan_beyond_half, torch.zeros(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64))

@@ -1,9 +1,9 @@
 """The report in a real browser: headless Chromium loads index.html, every section and image is
-there and the console shows no error. `make test` installs Debian's chromium and chromium-driver."""
+there and the console shows no error. `make test` installs Debian's chromium and chromium-driver;
+the ``driver`` fixture is in tests/conftest.py (the documentation site's test uses it too)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,35 +12,6 @@ from deeplimits.cli import main
 from deeplimits.report import SLIDES
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-@pytest.fixture
-def driver():
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("chromium and chromedriver are not installed (`make test` installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield drv
-    drv.quit()
 
 
 def test_report_renders_in_chromium_with_all_sections_images_and_no_console_errors(

@@ -405,9 +405,10 @@ def gradient_flow(
         seed: seeds the default ``grad_output`` and the power iterations.
         jacobian_max_entries: compute the input-output Jacobian of sample 0 (and its singular
             values) only when ``in_dim · out_dim`` is at most this.
-        vanishing_below, exploding_above: verdict thresholds on ``gradient_ratio`` (defaults
-            1e-3 and 1e3: three orders of magnitude lost or gained between the first and the last
-            layer with parameters).
+        vanishing_below: verdict threshold on ``gradient_ratio`` (default 1e-3: three orders of
+            magnitude lost between the first and the last layer with parameters).
+        exploding_above: verdict threshold on ``gradient_ratio`` (default 1e3: three orders of
+            magnitude gained).
         compute_bound: ``False`` skips the operator norms (the costly part: an eigen-solve per
             layer); ``bound`` and every ``lipschitz`` are then NaN. Supported layer types are
             still checked (to choose the mode).

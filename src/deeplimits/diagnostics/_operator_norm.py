@@ -55,7 +55,9 @@ def operator_norm(
         input_shape: the conv's input shape; required for Conv layers.
         method: ``"auto"``, ``"exact"`` (Linear/tensor only) or ``"power"`` (forces power
             iteration).
-        max_iter, tol, seed: power-iteration controls.
+        max_iter: power-iteration control: most iterations.
+        tol: power-iteration control: relative change that stops it.
+        seed: power-iteration control: seed of the start vector.
 
     Returns:
         ``σ_max`` as a Python float (>= 0).

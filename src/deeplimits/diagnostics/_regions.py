@@ -355,7 +355,9 @@ def count_regions(
     Args:
         model: a supported piecewise-linear network (see the module docstring: Linear, ReLU,
             LeakyReLU, Identity, Dropout, Sequential, constructions.Residual).
-        line, plane, bounds: the domain, as above.
+        line: the domain, as above.
+        plane: the domain, as above.
+        bounds: the domain, as above.
         kind: ``"activation"`` counts activation regions (constant ReLU on/off pattern; what
             Hanin & Rolnick 2019 count); ``"affine"`` counts affine pieces (neighbouring regions
             with the same affine map merged; what Telgarsky 2016 counts). ``affine <= activation``.

@@ -190,18 +190,21 @@ def odeint_adjoint(
     stored forward state and adding ``dL/dy(t[i-1])`` to ``a``. Gradients for ``t`` use
     ``a . f`` at the output times. Saved for backward: the outputs ``(len(t), N)`` only.
 
+    ``y0``, ``t``, ``rtol``, ``atol``, ``method``, ``options``, ``execution``, ``stats`` and
+    ``event_fn`` are as in :func:`odeint`.
+
     Args:
         func: right-hand side; an ``nn.Module`` unless ``adjoint_params`` is given.
-        y0, t, rtol, atol, method, options, execution, stats, event_fn: as in
-            :func:`odeint`.
         adjoint_params: tensors to differentiate (default ``tuple(func.parameters())``).
-        adjoint_rtol, adjoint_atol, adjoint_method: for the backward solve (default: forward's).
+        adjoint_rtol: ``rtol`` of the backward solve (default: the forward's).
+        adjoint_atol: ``atol`` of the backward solve (default: the forward's).
+        adjoint_method: method of the backward solve (default: the forward's).
         adjoint_options: dict with the backward method's options and ``"norm"``
             (``"rms"`` or ``"seminorm"``), or :class:`AdjointOptions`. Default: the forward
             options when the method is the same.
 
     Returns:
-        As :func:`odeint`.
+        As ``odeint`` (the states at the times of ``t``).
 
     Caveats: gradients are those of the exact ODE solution up to the backward solve's tolerance,
     not of the discrete forward solve. Double backward is not supported.

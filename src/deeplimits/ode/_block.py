@@ -19,7 +19,8 @@ __all__ = ["GRADIENTS", "ODEBlock", "ODEBlockStats"]
 #: The ways ``ODEBlock`` computes gradients (``gradient=``).
 GRADIENTS = ("direct", "adjoint", "checkpoint", "reversible")
 
-ODEBlockStats = SolveStats  # nfe_forward, nfe_backward, accepted_steps, rejected_steps, ...
+ODEBlockStats = SolveStats
+"""The former name of :class:`SolveStats` (what :attr:`ODEBlock.stats` holds), kept as an alias."""
 
 
 class ODEBlock(nn.Module):
@@ -28,7 +29,10 @@ class ODEBlock(nn.Module):
     Args:
         func: an ``nn.Module`` with ``forward(t, z) -> dz/dt`` (same shape as ``z``).
         t1: end time (nonzero; negative integrates backwards).
-        method, rtol, atol, options: passed to the solver.
+        method: passed to the solver (see :func:`odeint`).
+        rtol: passed to the solver.
+        atol: passed to the solver.
+        options: passed to the solver.
         gradient: how gradients are computed: ``"direct"`` (backprop through the steps,
             :func:`odeint`; memory grows with the steps), ``"adjoint"`` (:func:`odeint_adjoint`,
             O(1) memory, the continuous adjoint's gradients), ``"checkpoint"``
@@ -48,9 +52,9 @@ class ODEBlock(nn.Module):
         gradient: the gradient mode; ``adjoint``: whether it is ``"adjoint"``.
 
     Raises:
-        UnknownNameError: an unknown ``gradient``. InvalidArgumentError: ``adjoint``
-        contradicting ``gradient``, ``checkpoints`` without ``"checkpoint"``, or
-        ``"reversible"`` with another method than ``reversible_heun``.
+        UnknownNameError: an unknown ``gradient``.
+        InvalidArgumentError: ``adjoint`` contradicting ``gradient``, ``checkpoints`` without
+            ``"checkpoint"``, or ``"reversible"`` with another method than ``reversible_heun``.
     """
 
     def __init__(

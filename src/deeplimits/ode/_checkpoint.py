@@ -414,13 +414,14 @@ def odeint_checkpoint(
     with it, ``r`` the smallest repetition number with ``C(c + r, c) >= steps``
     (``SolveStats.nfe_recompute`` counts those evaluations).
 
+    ``y0``, ``t``, ``rtol``, ``atol``, ``method``, ``options``, ``execution`` and ``stats`` are
+    as in :func:`odeint`. Methods: the explicit Runge-Kutta methods, fixed and adaptive
+    (``reversible_heun``: its own exact O(1)-memory backward, ``checkpoints`` unused). The
+    solve runs the host loop on every device: ``device_loop``, ``cuda_graph``, ``compile`` and
+    ``per_sample`` are not supported.
+
     Args:
         func: right-hand side; an ``nn.Module`` unless ``params`` is given.
-        y0, t, rtol, atol, method, options, execution, stats: as in :func:`odeint`. The
-            explicit Runge-Kutta methods, fixed and adaptive (``reversible_heun``: its own
-            exact O(1)-memory backward, ``checkpoints`` unused). The solve runs the host
-            loop on every device: ``device_loop``, ``cuda_graph``, ``compile`` and
-            ``per_sample`` are not supported.
         checkpoints: most states stored at once, the initial one included (``>= 1``); with
             at least as many as steps every step's state is stored. Default: diffrax's
             ``floor(-1.5 + sqrt(2 max_steps + 0.25)) + 1`` from the step budget
@@ -429,12 +430,12 @@ def odeint_checkpoint(
             plain function closes over cannot be seen, so give them here.
 
     Returns:
-        As :func:`odeint`.
+        As ``odeint`` (the states at the times of ``t``).
 
     Raises:
-        As :func:`odeint`; InvalidTypeError: ``func`` is not an ``nn.Module`` and no
-        ``params``; InvalidArgumentError: bad ``checkpoints`` or an unsupported execution
-        option.
+        InvalidTypeError: ``func`` is not an ``nn.Module`` and no ``params`` (besides the
+            errors of :func:`odeint`).
+        InvalidArgumentError: bad ``checkpoints`` or an unsupported execution option.
 
     Caveats: double backward is not supported. Gradients with respect to ``t`` are those of
     :func:`odeint` (the exact solution's ``f`` at the output times).

@@ -16,6 +16,7 @@ from deeplimits.errors import (
     InvalidArgumentError,
     InvalidTypeError,
     MaxStepsExceededError,
+    NewtonError,
     NonFiniteStateError,
     StepSizeUnderflowError,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "check_t_rows",
     "check_tolerances",
     "max_steps_error",
+    "newton_failure_error",
     "step_nonfinite_error",
     "t_to_floats",
     "tolerance_vectors",
@@ -199,6 +201,17 @@ def blow_up_error(t: float, dt: float) -> NonFiniteStateError:
     return NonFiniteStateError(
         f"the ODE state became NaN or inf just after t={t!r} (steps shrank to dt={dt!r}); the "
         "solution blows up there, or func returns NaN/inf"
+    )
+
+
+def newton_failure_error(method: str, t: float, dt: float) -> NewtonError:
+    """Every trial step of the implicit ``method`` after ``t``, down to ``dt``, failed in its
+    Newton iteration (diverged, or ``func`` gave NaN/inf at an iterate)."""
+    return NewtonError(
+        f"{method}: Newton's method failed on every step tried just after t={t!r} (steps "
+        f"shrank to dt={dt!r}): its iterates diverged or func returned NaN/inf at them. Check "
+        "that func is finite near the solution and differentiable (its Jacobian by "
+        "torch.func.jacrev is what Newton uses), or try an explicit method (e.g. dopri5)"
     )
 
 

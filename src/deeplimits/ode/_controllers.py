@@ -142,7 +142,8 @@ class PIDController:
 
         Args:
             ratio: scaled error of the step just tried (float, or ``(R, 1)`` tensor per row).
-            prev, prev2: scaled errors of the last two accepted steps (1.0 at the start).
+            prev: scaled error of the last accepted step (1.0 at the start).
+            prev2: scaled error of the accepted step before it (1.0 at the start).
             accepted: the step was accepted (``ratio <= 1`` and finite), per row for tensors.
             finite: the trial state and ``ratio`` are finite.
             error_order: order of the error estimate (embedded order + 1).

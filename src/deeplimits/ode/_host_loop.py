@@ -9,8 +9,14 @@ import math
 import torch
 from torch import Tensor
 
-from deeplimits.errors import NonFiniteStateError
-from deeplimits.ode._checks import MAX_BAD_IN_A_ROW, blow_up_error, max_steps_error, underflow_error
+from deeplimits.errors import SolverError
+from deeplimits.ode._checks import (
+    MAX_BAD_IN_A_ROW,
+    blow_up_error,
+    max_steps_error,
+    newton_failure_error,
+    underflow_error,
+)
 from deeplimits.ode._controllers import RATIO_FLOOR
 from deeplimits.ode._func import Callbacks, FlatFunc, FlatFuncWrapper, lean
 from deeplimits.ode._interp import emit_outputs
@@ -84,6 +90,7 @@ def solve_adaptive_host(
     prev = prev2 = 1.0
     steps = 0
     bad_in_a_row = 0
+    newton_mark = 0  # Newton failures before the current run of NaN/inf trials
     # Times a step must end at (the controller's step and jump times, then t_end).
     stops = [*ctrl.forced_times(ts[0], t_end), (t_end, False)]
     si = 0
@@ -109,11 +116,10 @@ def solve_adaptive_host(
         else:
             # NaN/inf in the trial state: shrink hard; a real blow-up fails after a few tries.
             bad_in_a_row += 1
+            if bad_in_a_row == 1:
+                newton_mark = stats.newton_failures
             if bad_in_a_row > MAX_BAD_IN_A_ROW:
-                raise NonFiniteStateError(
-                    f"the ODE state became NaN or inf after t={t!r} (tried dt down to {h!r}); "
-                    "the solution may blow up there, or func returns NaN/inf"
-                )
+                raise _bad_streak_error(solver, stats, newton_mark, t, abs(h))
         # A NaN/inf trial is never accepted, not even at the controller's min_step.
         accepted = finite and ctrl.accept(ratio <= 1.0, abs(h))
         factor = ctrl.factor(ratio, prev, prev2, accepted, finite, err_order)
@@ -158,9 +164,20 @@ def solve_adaptive_host(
         if j < n and h_abs < ctrl.smallest_step(t):
             if bad_in_a_row:
                 # Shrinking the step could not get past a NaN/inf: the state or func breaks here.
-                raise blow_up_error(t, h_abs)
+                raise _bad_streak_error(solver, stats, newton_mark, t, h_abs)
             raise underflow_error(t, h_abs, ctrl.dt_min)
     return outs
+
+
+def _bad_streak_error(
+    solver: StepSolver, stats: SolveStats, newton_mark: int, t: float, dt: float
+) -> SolverError:
+    """The error for NaN/inf trials in a row from ``t`` down to ``dt``: an implicit method's
+    Newton failures (its stats counted some since the run began at ``newton_mark``), else a
+    blow-up."""
+    if stats.newton_failures > newton_mark:
+        return newton_failure_error(solver.tableau.name, t, dt)
+    return blow_up_error(t, dt)
 
 
 def _left_limit_times(solver: StepSolver, t: float, h: float, stop: float) -> list[float]:

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from deeplimits.errors import InvalidArgumentError, SolverError
+from deeplimits.errors import InvalidArgumentError, NewtonError, SolverError
 from deeplimits.ode._func import FlatFunc
 from deeplimits.ode._options import SolveStats
 from deeplimits.ode._stepper import combine
@@ -83,12 +83,55 @@ class IterationMatrix:
     """``M = I - h gamma J`` LU-factored once (full or per-sample blocks); solves with ``M``
     and ``M^T`` for right-hand sides laid out like the state."""
 
-    def __init__(self, jac: Tensor, hg: float, batched: bool, shape: torch.Size) -> None:
+    def __init__(
+        self, jac: Tensor, hg: float, batched: bool, shape: torch.Size, t: float
+    ) -> None:
+        """``jac``: ``(N, N)``, or ``(B, d, d)`` when ``batched``; ``shape``: the state's;
+        ``t``: the Jacobian's time, for the error messages.
+
+        Raises:
+            NewtonError: ``jac`` holds NaN/inf, or ``M`` is singular (naming ``t`` and the
+                first sample concerned).
+        """
         n = jac.shape[-1]
         eye = torch.eye(n, dtype=jac.dtype, device=jac.device)
-        self.lu, self.pivots, _ = torch.linalg.lu_factor_ex(eye - hg * jac)
+        self.lu, self.pivots, info = torch.linalg.lu_factor_ex(eye - hg * jac)
         self.batched = batched
         self.shape = shape
+        finite = torch.isfinite(jac)
+        if not bool(finite.all() & (info == 0).all()):  # one sync per factorisation
+            raise self._failure(finite, info, hg, t)
+
+    def _failure(self, finite: Tensor, info: Tensor, hg: float, t: float) -> NewtonError:
+        """The error for a non-finite Jacobian or a singular ``M``, naming the first sample."""
+        if self.batched:  # (B, d, d): one block per sample
+            bad_rows = ~finite.flatten(1).all(1)  # (B,)
+            first = int(bad_rows.nonzero()[0, 0]) if bad_rows.any() else None
+        else:  # (N, N): rows and columns follow the flattened state
+            # A NaN derivative with respect to y_j (a NaN in backward) fills column j; a NaN
+            # in f_i's derivative fills row i: name the entry of the sparser pattern.
+            bad_rows, bad_cols = ~finite.all(1), ~finite.all(0)  # (N,), (N,)
+            bad = bad_rows if bad_rows.sum() <= bad_cols.sum() else bad_cols
+            per_sample = math.prod(self.shape[1:]) if len(self.shape) >= 2 else 0
+            entry = int(bad.nonzero()[0, 0]) if bad.any() else None
+            first = None if entry is None else (entry // per_sample if per_sample else entry)
+        where = "sample" if self.batched or len(self.shape) >= 2 else "state entry"
+        if first is not None:
+            return NewtonError(
+                f"func's Jacobian df/dy holds NaN or inf at t={t!r} ({where} {first}): the "
+                "implicit method's Newton iteration needs it finite. A torch.where whose unused "
+                "branch is NaN (sqrt or log of a negative) gives NaN gradients although the "
+                "values are finite: clamp or mask that branch's input instead; or use an "
+                "explicit method (e.g. dopri5)"
+            )
+        singular = info.reshape(-1).ne(0).nonzero()
+        first = int(singular[0, 0]) if self.batched else None
+        at = f" ({where} {first})" if first is not None else ""
+        return NewtonError(
+            f"the iteration matrix I - h*gamma*J is singular at t={t!r}{at} with "
+            f"h*gamma={hg!r}: 1/(h*gamma) is an eigenvalue of df/dy. Change the step size "
+            "(options first_step, or step_size for implicit_euler)"
+        )
 
     def _solve(self, r: Tensor, adjoint: bool) -> Tensor:
         rhs = r.reshape(r.shape[0], -1, 1) if self.batched else r.reshape(-1, 1)
@@ -153,7 +196,7 @@ def _adjoint_solve(data: _StageData, z: Tensor, g: Tensor, max_iters: int = 30) 
         prev = size
         u = u + data.matrix.solve_t(r)
     jac, batched = jacobian(data.f, data.t, z, data.settings.batched_jacobian)
-    return IterationMatrix(jac, data.hg, batched, z.shape).solve_t(g)
+    return IterationMatrix(jac, data.hg, batched, z.shape, data.t).solve_t(g)
 
 
 def _weighted(ks: Sequence[Tensor], terms: Sequence[tuple[int, float]], h: float) -> Tensor:
@@ -178,7 +221,7 @@ def _stage_solve(
     for _ in range(settings.max_iters):
         if refresh:
             jac, batched = jacobian(f, ti, z, settings.batched_jacobian)
-            m = IterationMatrix(jac, hg, batched, z.shape)
+            m = IterationMatrix(jac, hg, batched, z.shape, ti)
             stats.jacobians += 1
             stats.lu_factorizations += 1
         stats.newton_iterations += 1
@@ -230,7 +273,7 @@ def esdirk_step(
     hg = h * tableau.gamma
     jac, batched = jacobian(f, t, y, settings.batched_jacobian)
     stats.jacobians += 1
-    matrix = IterationMatrix(jac, hg, batched, y.shape)
+    matrix = IterationMatrix(jac, hg, batched, y.shape, t)
     stats.lu_factorizations += 1
     record = torch.is_grad_enabled()
     z = y

@@ -44,8 +44,9 @@ def odeint(
             and device).
         t: 1-D, strictly increasing or strictly decreasing, same dtype/device as ``y0``;
             with ``per_sample=True`` also ``(batch, T)``: one row of times per row of ``y0``.
-        rtol, atol: tolerances of the adaptive methods (RMS norm, ``atol + rtol*|y|``); for a
-            tuple ``y0`` also tuples, one per tensor (torchdiffeq's form).
+        rtol: relative tolerance of the adaptive methods (RMS norm, ``atol + rtol*|y|``); for a
+            tuple ``y0`` also a tuple, one per tensor (torchdiffeq's form).
+        atol: absolute tolerance, as ``rtol``.
         method: a name (``euler``, ``midpoint``, ``rk4``: fixed step; ``bosh3``, ``dopri5``,
             ``tsit5``: adaptive; ``reversible_heun``: fixed step, reversible) or a
             :class:`Solver` object (e.g. ``ExplicitRK(my_tableau)``).
@@ -108,7 +109,8 @@ def odeint_event(
     parameters, ``t0`` and the parameters ``event_fn`` closes over.
 
     Args:
-        func, y0: as in :func:`odeint`.
+        func: as in :func:`odeint`.
+        y0: as in :func:`odeint`.
         t0: the start time (0-d tensor or float).
         event_fn: ``event_fn(t, y) -> 0-d tensor``; the event is its first sign change after
             ``t0`` (a start on the surface, ``event_fn(t0, y0) = 0``, finds the next crossing).

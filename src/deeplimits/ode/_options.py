@@ -34,17 +34,19 @@ __all__ = [
 class FixedStepOptions:
     """Options of the fixed-step methods (``euler``, ``midpoint``, ``rk4``).
 
+    If neither ``step_size`` nor ``grid`` is given the solver steps on ``t`` itself
+    (torchdiffeq's behaviour). How the steps run (``compile``, the NaN check) is
+    :class:`ExecutionOptions`.
+
     Attributes:
         step_size: constant ``|dt|``; the last step is shortened to end exactly at ``t[-1]``.
         grid: explicit 1-D time grid to step on (same direction as ``t``); points outside the
             span are ignored, the endpoints ``t[0]`` and ``t[-1]`` are always steps.
-        If neither is given the solver steps on ``t`` itself (torchdiffeq's behaviour).
         grid_constructor: torchdiffeq's ``grid_constructor(func, y0, t) -> grid`` (a 1-D
             tensor), called once per solve; the grid is then used as ``grid``.
         interp: output times between grid points: ``"cubic"`` (default; cubic Hermite through
             the two states and their derivatives, one extra evaluation per step that holds an
             output time) or ``"linear"`` (torchdiffeq's default; no extra evaluation).
-        How the steps run (``compile``, the NaN check) is :class:`ExecutionOptions`.
     """
 
     step_size: float | None = None
@@ -79,10 +81,11 @@ class FixedStepOptions:
 class ReversibleHeunOptions(FixedStepOptions):
     """Options of ``reversible_heun``: a fixed-step grid plus the backward mode.
 
+    The steps always hit every output time exactly (no interpolation).
+
     Attributes:
         reversible_backward: ``True`` (default): O(1)-memory backward that reconstructs the
             forward states algebraically. ``False``: plain backprop through the steps (for tests).
-        The steps always hit every output time exactly (no interpolation).
     """
 
     reversible_backward: bool = True

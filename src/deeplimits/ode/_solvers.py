@@ -346,23 +346,25 @@ class ScipySolver(Solver):
         return hash("scipy_solver")
 
 
-#: Every method by name.
 SOLVERS: dict[str, Solver] = {
     **{name: ExplicitRK(tab) for name, tab in TABLEAUX.items()},
     **{name: ImplicitRK(tab) for name, tab in IMPLICIT_TABLEAUX.items()},
     "reversible_heun": ReversibleHeun(),
     "scipy_solver": ScipySolver(),
 }
-#: Names of the fixed-step explicit RK methods, the adaptive ones, and all methods.
+"""Every method by name: what ``method="dopri5"`` looks up (see :func:`get_solver`)."""
 FIXED_METHODS: tuple[str, ...] = tuple(
     n for n, s in SOLVERS.items() if isinstance(s, ExplicitRK) and not s.adaptive
 )
+"""Names of the fixed-step explicit Runge-Kutta methods."""
 ADAPTIVE_METHODS: tuple[str, ...] = tuple(n for n, s in SOLVERS.items() if s.adaptive)
+"""Names of the adaptive methods (an embedded error estimate and a step-size controller)."""
 METHODS: tuple[str, ...] = tuple(SOLVERS)
-#: Names of the implicit (stiff) methods.
+"""Names of all methods, the keys of :data:`SOLVERS`."""
 IMPLICIT_METHODS: tuple[str, ...] = tuple(
     n for n, s in SOLVERS.items() if isinstance(s, ImplicitRK)
 )
+"""Names of the implicit (stiff) methods."""
 
 
 def get_solver(method: str | Solver, what: str = "method") -> Solver:

@@ -471,7 +471,6 @@ def _fehlberg2() -> ButcherTableau:
     )
 
 
-#: name -> tableau, for every explicit Runge-Kutta method ``odeint`` supports.
 TABLEAUX: dict[str, ButcherTableau] = {
     t.name: t
     for t in (
@@ -479,6 +478,7 @@ TABLEAUX: dict[str, ButcherTableau] = {
         _bosh3(), _dopri5(), _tsit5(),
     )
 }
+"""Name -> tableau, for every explicit Runge-Kutta method ``odeint`` supports."""
 
 
 def stability_function(a: np.ndarray, b: np.ndarray, z: complex) -> complex:
@@ -787,10 +787,10 @@ def _kvaerno5() -> ImplicitTableau:
     return _esdirk("kvaerno5", 0.26, rows, order=5)
 
 
-#: name -> tableau, for every implicit (ESDIRK) Runge-Kutta method ``odeint`` supports.
 IMPLICIT_TABLEAUX: dict[str, ImplicitTableau] = {
     t.name: t for t in (_implicit_euler(), _kvaerno3(), _kvaerno4(), _kvaerno5())
 }
+"""Name -> tableau, for every implicit (ESDIRK) Runge-Kutta method ``odeint`` supports."""
 
 
 def get_tableau(name: str) -> ButcherTableau | ImplicitTableau:
