@@ -373,3 +373,56 @@ def test_train_mode_statistics_and_random_state_are_left_alone():
     torch.randn(4, 3)
     assert torch.equal(after_rng, torch.rand(1))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def _brute_windows_per_element(size: int, pool) -> int:
+    """Windows holding element j = outputs that pick up a large value placed at j alone."""
+    most = 0
+    for j in range(size):
+        x = torch.zeros(1, 1, size, dtype=torch.float64)
+        x[0, 0, j] = 1.0
+        most = max(most, int((pool(x) == 1.0).sum()))
+    return most
+
+
+@pytest.mark.parametrize(
+    ("size", "k", "s", "p", "d", "ceil"),
+    [(7, 3, 1, 1, 1, False), (9, 3, 2, 1, 1, False), (10, 4, 3, 2, 1, True), (8, 2, 1, 0, 3, False),
+     (11, 3, 2, 0, 2, True), (5, 5, 5, 0, 1, False), (6, 1, 1, 0, 1, False)],
+)
+def test_window_count_per_element_matches_brute_force(size, k, s, p, d, ceil):
+    from deeplimits.diagnostics._graph_lipschitz import _windows_per_element
+
+    pool = nn.MaxPool1d(k, s, p, d, ceil_mode=ceil)
+    assert _windows_per_element(size, k, s, p, d, ceil) == _brute_windows_per_element(size, pool)
+    g = lipschitz_graph(nn.Sequential(pool), torch.randn(2, 3, size, dtype=torch.float64))
+    assert g.value == pytest.approx(math.sqrt(_brute_windows_per_element(size, pool)), rel=1e-12)
+
+
+@pytest.mark.parametrize(("size", "out"), [(7, 3), (10, 4), (5, 5), (3, 5), (9, 2), (6, 1)])
+def test_adaptive_window_count_matches_brute_force(size, out):
+    from deeplimits.diagnostics._graph_lipschitz import _adaptive_windows_per_element
+
+    pool = nn.AdaptiveMaxPool1d(out)
+    assert _adaptive_windows_per_element(size, out) == _brute_windows_per_element(size, pool)
+
+
+def test_two_dimensional_max_pooling_multiplies_the_counts_of_each_axis():
+    # kernel (3, 2), stride (1, 2), padding (1, 0): up to 3 windows along H, 1 along W
+    pool = nn.MaxPool2d((3, 2), stride=(1, 2), padding=(1, 0))
+    x = torch.randn(1, 1, 6, 6, dtype=torch.float64)
+    assert lipschitz_graph(nn.Sequential(pool), x).value == pytest.approx(math.sqrt(3))
+    pool = nn.AdaptiveMaxPool2d((4, None))  # H: 6 -> 4 (up to 2 windows), W kept (1)
+    assert lipschitz_graph(nn.Sequential(pool), x).value == pytest.approx(math.sqrt(2))
+    g = lipschitz_graph(nn.Sequential(nn.MaxPool2d(2, return_indices=True)), x)
+    assert not g.available and "return_indices" in g.reason
+
+
+def test_a_model_that_is_itself_a_layer_is_one_node_named_model():
+    torch.manual_seed(0)
+    lin = nn.Linear(3, 2).double()
+    g = lipschitz_graph(lin, torch.randn(1, 3, dtype=torch.float64))
+    assert g.value == pytest.approx(float(torch.linalg.matrix_norm(lin.weight.detach(), ord=2)))
+    assert g.module_factors() == {"<model>": g.value}
+    g = lipschitz_graph(nn.GRU(2, 3), torch.randn(4, 1, 2))
+    assert g.culprit == "layer <model> (GRU)"
