@@ -695,3 +695,24 @@ def test_report_as_json_ready_dict():
     assert d["mode"] == "modules" and d["bound"] == "inf"
     assert [r["name"] for r in d["layers"]] == [lf.name for lf in report.layers]
     assert d["layers"][0]["lipschitz"] == "nan"
+
+
+class _OutOfPlaceBlock(anymodels.BasicBlock):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def test_in_place_add_and_relu_after_a_module_do_not_change_its_row():
+    model = anymodels.make_resnet().double().eval()
+    twin = anymodels.ResNet()
+    twin.blocks = nn.Sequential(_OutOfPlaceBlock(4, 4, 1), _OutOfPlaceBlock(4, 8, 2))
+    twin.stem[2].inplace = False
+    twin = twin.double().eval()
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    rows, twin_rows = gradient_flow(model, x).layers, gradient_flow(twin, x).layers
+    assert [r.name for r in rows] == [r.name for r in twin_rows]
+    for a, b in zip(rows, twin_rows, strict=True):  # bn2's output is modified in place by `+=`
+        assert a.output_norm == pytest.approx(b.output_norm, rel=1e-12)
+        assert a.output_grad_norm == pytest.approx(b.output_grad_norm, rel=1e-12)
