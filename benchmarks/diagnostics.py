@@ -158,7 +158,8 @@ def main() -> None:
         f"- machine: {_cpu()} ({os.cpu_count()} cores, shared), "
         f"{torch.get_num_threads()} thread, torch {torch.__version__}, "
         f"Python {platform.python_version()}",
-        f"- command: `python benchmarks/diagnostics.py --write`; commit `{_commit()}`; "
+        f"- command: `python benchmarks/diagnostics.py {' '.join(sys.argv[1:])}`; "
+        f"commit `{_commit()}`; "
         f"{datetime.date.today().isoformat()}",
         f"- model: CIFAR ResNet-18, {n_params / 1e6:.2f} M parameters, eval mode, batch 8 of "
         "3x32x32; "
