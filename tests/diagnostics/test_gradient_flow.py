@@ -716,3 +716,19 @@ def test_in_place_add_and_relu_after_a_module_do_not_change_its_row():
     for a, b in zip(rows, twin_rows, strict=True):  # bn2's output is modified in place by `+=`
         assert a.output_norm == pytest.approx(b.output_norm, rel=1e-12)
         assert a.output_grad_norm == pytest.approx(b.output_grad_norm, rel=1e-12)
+
+
+def test_a_tuple_output_without_a_leading_batch_dimension_is_measured_over_the_batch():
+    torch.manual_seed(0)
+    gru = nn.GRU(3, 4, num_layers=2, batch_first=True).double()  # returns (out, h_n)
+    x = torch.randn(3, 5, 3, dtype=torch.float64)  # h_n: (layers, batch, hidden) = (2, 3, 4)
+    report = gradient_flow(gru, x, loss_fn=lambda out: out[0].sum() + out[1].square().sum())
+    assert [lf.name for lf in report.layers] == ["<model>"]
+    assert report.layers[0].output_shape == (3, 5, 4)  # the first tensor of the tuple
+    assert any("no leading batch dimension" in n for n in report.notes)
+    xr = x.clone().requires_grad_(True)
+    out, h = gru(xr)
+    gy = torch.cat([torch.ones_like(out).flatten(), (2 * h.detach()).flatten()]).norm()
+    (gx,) = torch.autograd.grad(out.sum() + h.square().sum(), xr)
+    assert report.sample_ratios == pytest.approx((float(gx.norm() / gy),), rel=1e-10)
+    assert math.isnan(report.bound)  # no rule for recurrent layers

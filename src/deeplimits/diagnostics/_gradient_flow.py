@@ -394,7 +394,10 @@ def gradient_flow(
       without a rule such as a GRU, or ``forward_fn``); ``notes`` say which and why, and that
       train-mode BatchNorm couples the samples. The per-row ``lipschitz`` is the module's own
       constant in that graph where it has one, else NaN. With a tuple or dict output, ``∇y ℓ``
-      is over all its tensors, and ``grad_output`` is refused (give ``loss_fn``).
+      is over all its tensors, and ``grad_output`` is refused (give ``loss_fn``); the ratios
+      are per sample when every output tensor's first dimension has the batch size (it is then
+      taken to be the batch: an RNN's ``h_n``, ``(layers, batch, hidden)``, with as many layers
+      as samples would be misread), else one ratio over the whole batch, said in the notes.
 
     Args:
         model: the network.
