@@ -83,6 +83,10 @@ _PRODUCT_REASON = (
     "gates) is not globally Lipschitz"
 )
 
+_TRAIN_BN_REASON = (
+    "BatchNorm in training mode normalises by batch statistics (samples coupled, not Lipschitz "
+    "near zero batch variance); call model.eval() for the eval-mode bound"
+)
 # sup ||diag(p) − p pᵀ||_2 = 1/2: vᵀ(diag(p) − ppᵀ)v is the variance of v under p, at most
 # (max v − min v)²/4 <= 1/2 for a unit v; attained by p = (1/2, 1/2), v = (1, −1)/√2.
 SOFTMAX_LIPSCHITZ = 0.5
@@ -344,6 +348,12 @@ class _Bounder(torch.fx.Interpreter):
         return _root_sum_squares([self.lip.get(m, 0.0) for m in _nodes_in(obj)])
 
     def run_node(self, n: torch.fx.Node) -> Any:
+        if n.op == "call_module" and not self.train_mode_ok:
+            m = self.module.get_submodule(str(n.target))
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
+                m.training or m.running_var is None
+            ):
+                raise self._unsupported(n, _TRAIN_BN_REASON)  # before it runs on the batch
         value = super().run_node(n)
         args, kwargs = self.fetch_args_kwargs_from_env(n)
         factor, lip = self._bound(n, args, kwargs, value)
@@ -405,13 +415,6 @@ class _Bounder(torch.fx.Interpreter):
                 c = conv_norm_cached(m, tuple(x.shape[1:]))
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             if m.training or m.running_var is None:
-                if not self.train_mode_ok:
-                    raise self._unsupported(
-                        n,
-                        "BatchNorm in training mode normalises by batch statistics (samples "
-                        "coupled, not Lipschitz near zero batch variance); call model.eval() "
-                        "for the eval-mode bound",
-                    )
                 self._inf_reason = (
                     "train-mode BatchNorm divides by the batch standard deviation, which has "
                     "no positive lower bound: not globally Lipschitz"

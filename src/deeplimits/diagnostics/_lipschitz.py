@@ -284,7 +284,9 @@ def _graph_upper(model: nn.Module, input_shape: Sequence[int] | None) -> float:
                     device="cpu" if p is None else p.device)
     try:
         result = lipschitz_graph(model, x)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
+        if isinstance(exc, UnsupportedModelError):
+            raise
         raise InvalidArgumentError(
             f"the model failed on an input of shape {shape}: {exc}; check input_shape"
         ) from exc
@@ -337,8 +339,12 @@ def lipschitz_upper(
         InvalidArgumentError: the graph path without a usable ``input_shape``.
 
     Caveats:
-        Biases do not matter for a global constant. Negative-slope activations (GELU, SiLU,
-        LeakyReLU with a < 0) are refused by both methods rather than bounded loosely.
+        On the graph path, convolution norms come from power iteration, which approaches them
+        from below (see :func:`~deeplimits.diagnostics.lipschitz_graph`'s caveats); the bound
+        is certified up to that accuracy. Biases do not matter for a global constant. The
+        ECLipsE methods refuse negative-slope activations (GELU, SiLU, LeakyReLU with a < 0)
+        rather than bound them loosely; ``"product"`` bounds them by ``sup|σ'|`` on the graph
+        path (a Sequential with them is not an MLP chain here).
     """
     if method not in UPPER_METHODS:
         raise UnknownNameError("Lipschitz method", method, UPPER_METHODS)
