@@ -426,3 +426,39 @@ def test_a_model_that_is_itself_a_layer_is_one_node_named_model():
     assert g.module_factors() == {"<model>": g.value}
     g = lipschitz_graph(nn.GRU(2, 3), torch.randn(4, 1, 2))
     assert g.culprit == "layer <model> (GRU)"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 5), st.integers(1, 4), st.integers(0, 2),
+       st.integers(1, 3), st.booleans())
+def test_window_counts_match_brute_force_on_random_pooling_geometries(size, k, s, p, d, ceil):
+    from hypothesis import assume
+
+    from deeplimits.diagnostics._graph_lipschitz import _windows_per_element
+
+    assume(2 * p <= k)  # torch's own limit on the padding
+    pool = nn.MaxPool1d(k, s, p, d, ceil_mode=ceil)
+    try:
+        pool(torch.zeros(1, 1, size))
+    except RuntimeError:
+        assume(False)  # output would be empty
+    assert _windows_per_element(size, k, s, p, d, ceil) == _brute_windows_per_element(size, pool)
+
+
+def test_local_bound_of_a_square_is_exact_for_elementwise_and_matrix_products():
+    x = torch.tensor([[3.0, -1.0]], dtype=torch.float64)
+    # x ⊙ x on the ball of radius r: sup |2 x_i| = 2 (max|x_i| + r), attained
+    g = lipschitz_graph(_Lambda(lambda t: t * t), x, radius=0.5)
+    assert g.value == pytest.approx(2 * (3.0 + 0.5), rel=1e-12)
+    # x xᵀ = ||x||² (a 1 x 1 matrix): gradient 2x, sup over the ball 2 (||x|| + r)
+    g = lipschitz_graph(_Lambda(lambda t: t @ t.T), x, radius=0.5)
+    assert g.value == pytest.approx(2 * (math.sqrt(10) + 0.5), rel=1e-12)
+    # batched (1, 1, 2) slices: the largest slice's Frobenius norm
+    x3 = torch.tensor([[[3.0, -1.0]], [[0.5, 0.5]]], dtype=torch.float64)
+    g = lipschitz_graph(_Lambda(lambda t: t @ t.transpose(-1, -2)), x3, radius=0.25)
+    assert g.value == pytest.approx(2 * (math.sqrt(10) + 0.25), rel=1e-12)
+    g = lipschitz_graph(_Lambda(lambda t: t @ t.new_ones(2, 2, 2)), x3)
+    assert not g.available and "not 2-D" in g.reason
+    # a constant made from the input's dtype only: 0-Lipschitz, so t + c is 1-Lipschitz
+    g = lipschitz_graph(_Lambda(lambda t: t + torch.ones_like(t) * t.new_ones(1)), x3)
+    assert g.value == 1.0

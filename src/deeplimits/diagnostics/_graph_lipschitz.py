@@ -504,6 +504,8 @@ class _Bounder(torch.fx.Interpreter):
         self, n: torch.fx.Node, f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[float, float]:
         l0 = self._in(n.args[0]) if n.args else 0.0
+        if f in (torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like):
+            return math.nan, 0.0  # only the shape, dtype and device of the input are used
         if f in _ADD:
             return math.nan, _add_bound(self, n)
         if f is operator.neg or f is torch.neg:
@@ -531,7 +533,7 @@ class _Bounder(torch.fx.Interpreter):
             if isinstance(args[0], torch.Tensor) and not _basic_index(index):
                 raise self._unsupported(n, "indexing with tensors or lists (may repeat entries)")
             return 1.0, l0
-        if f in _SHAPE_FUNCTIONS:
+        if f in _SHAPE_FUNCTIONS or (f is getattr and args[1] in ("T", "mT")):
             return 1.0, l0
         if f in _ACT_FUNCTIONS:
             c = activation_lipschitz(_ACT_FUNCTIONS[f](*args, **kwargs))
@@ -560,6 +562,8 @@ class _Bounder(torch.fx.Interpreter):
         self, n: torch.fx.Node, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[float, float]:
         l0 = self._in(n.args[0])
+        if name in ("new_ones", "new_zeros", "new_full", "new_empty"):
+            return math.nan, 0.0  # only the dtype and device of the input are used
         if name in _SHAPE_METHODS:
             return 1.0, l0
         if self._in(n.args[1:]) > 0 and name not in ("add", "sub", "mul", "matmul"):
