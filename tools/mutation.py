@@ -126,6 +126,7 @@ MAPPING: dict[str, Entry] = {
         ("tests/ode/test_ode_stiff.py",), pytest_args=("-m", "not compiles and not slow")
     ),
     # added late in the session: mapped, not yet measured
+    "diagnostics/_graph_lipschitz.py": Entry(("tests/diagnostics/test_graph_lipschitz.py",)),
     "ode/_event.py": Entry(("tests/ode/test_ode_event.py",)),
     "ode/_scipy.py": Entry(
         ("tests/ode/test_ode_torchdiffeq_parity.py",), pytest_args=("-k", "scipy")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import anymodels
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from deeplimits.diagnostics import gradient_flow
-from deeplimits.errors import InvalidArgumentError, UnsupportedModelError
+from deeplimits.errors import InvalidArgumentError
 from deeplimits.remedies import (
     ResidualBlock,
     constrain_orthogonal_,
@@ -202,11 +203,25 @@ class _Functional(nn.Module):
         return self.b(torch.relu(self.a(x)) * 5)
 
 
-def test_unsupported_layers_and_hidden_operations_are_refused():
-    with pytest.raises(UnsupportedModelError, match="BatchNorm1d"):
-        gradient_flow(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)), torch.randn(4, 3))
-    with pytest.raises(UnsupportedModelError, match="not a module"):
-        gradient_flow(_Functional(), torch.randn(4, 3))
+def _opnorm(lin: nn.Linear) -> float:
+    return float(torch.linalg.matrix_norm(lin.weight.detach().double(), ord=2))
+
+
+def test_models_beyond_a_chain_are_measured_per_module_with_the_graph_bound():
+    # Formerly refused; now measured per module. Train-mode BatchNorm: no bound, and said so.
+    report = gradient_flow(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)), torch.randn(4, 3))
+    assert report.mode == "modules" and [lf.name for lf in report.layers] == ["0", "1"]
+    assert report.bound == math.inf
+    assert any("train-mode BatchNorm (1)" in n for n in report.notes)
+    # A functional ReLU and a scaling by 5 between layers: the bound is 5 ||W_a|| ||W_b||.
+    torch.manual_seed(0)
+    model = _Functional().double()
+    report = gradient_flow(model, torch.randn(4, 3, dtype=torch.float64))
+    assert report.bound == pytest.approx(5 * _opnorm(model.a) * _opnorm(model.b), rel=1e-12)
+    assert report.bound >= report.measured_ratio > 0
+    assert [lf.lipschitz for lf in report.layers] == pytest.approx(
+        [_opnorm(model.a), _opnorm(model.b)], rel=1e-12
+    )
 
 
 def test_bad_arguments_raise():
@@ -446,20 +461,28 @@ class _Scales(nn.Module):
         return self.lin(2 * x) if self.before else 2 * self.lin(x)
 
 
-def test_hidden_operations_before_after_and_between_layers_are_named():
-    x = torch.randn(3, 2)
-    with pytest.raises(UnsupportedModelError, match="2 positional arguments"):
-        gradient_flow(_CallsTwoArgs(), x)
-    with pytest.raises(UnsupportedModelError, match="output of <input> unchanged"):
-        gradient_flow(_Scales(before=True), x)
-    with pytest.raises(UnsupportedModelError, match="not the output of its last layer lin"):
-        gradient_flow(_Scales(before=False), x)
+def test_operations_before_after_and_between_layers_enter_the_bound():
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, dtype=torch.float64)
+    two_args = _CallsTwoArgs().double()  # lin(x) + lin(x): 2 ||W||
+    report = gradient_flow(two_args, x)
+    assert report.mode == "modules" and report.bound == pytest.approx(
+        2 * _opnorm(two_args.lin), rel=1e-12
+    )
+    assert any("layer add (_TwoArgs) has no chain rule" in n for n in report.notes)
+    for before in (True, False):  # lin(2x) and 2 lin(x): 2 ||W|| either way
+        model = _Scales(before).double()
+        report = gradient_flow(model, x)
+        assert report.bound == pytest.approx(2 * _opnorm(model.lin), rel=1e-12)
+        # linear: the measured ratio cannot exceed 2 ||W|| and the bound is what the slide says
+        assert report.measured_ratio <= report.bound * (1 + 1e-12)
 
 
-def test_unsupported_layers_are_refused_without_the_bound_too():
+def test_without_the_bound_the_module_rows_have_no_constants():
     model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
-    with pytest.raises(UnsupportedModelError, match="BatchNorm1d"):
-        gradient_flow(model, torch.randn(4, 3), compute_bound=False)
+    report = gradient_flow(model, torch.randn(4, 3), compute_bound=False)
+    assert math.isnan(report.bound) and all(math.isnan(lf.lipschitz) for lf in report.layers)
+    assert "bound not computed (compute_bound=False)" in report.notes
     report = gradient_flow(nn.Sequential(nn.Linear(3, 3), nn.Tanh()), torch.randn(4, 3),
                            compute_bound=False)
     assert all(math.isnan(lf.lipschitz) for lf in report.layers)
@@ -537,3 +560,175 @@ def test_jacobian_limit_is_on_input_times_output_entries():
 def test_equal_thresholds_are_refused():
     with pytest.raises(InvalidArgumentError, match="vanishing_below < exploding_above"):
         gradient_flow(nn.Linear(2, 1), torch.ones(2, 2), vanishing_below=1.0, exploding_above=1.0)
+
+
+# ----------------------------------------------------------------------------- any nn.Module
+def _param_owners_that_run(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """Brute force: modules with own parameters whose forward runs, in call order."""
+    ran: list[str] = []
+    owners = [(n or "<model>", m) for n, m in model.named_modules()
+              if any(True for _ in m.parameters(recurse=False))]
+    hooks = [m.register_forward_pre_hook(lambda mod, a, n=n: ran.append(n)) for n, m in owners]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return ran
+
+
+_ANY = {
+    "resnet": (anymodels.make_resnet, (3, 8, 8)),
+    "transformer": (anymodels.make_transformer, (5, 8)),
+    "gru": (anymodels.make_gru, (6, 3)),
+    "lstm": (anymodels.make_lstm, (6, 3)),
+}
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.sampled_from(sorted(_ANY)), st.integers(0, 10_000), st.booleans())
+def test_any_model_gets_a_row_per_running_parameter_owner_and_a_valid_bound(kind, seed, train):
+    make, shape = _ANY[kind]
+    model = make().double().train(train)
+    x = torch.randn(3, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    expected = _param_owners_that_run(model.eval(), x)
+    model.train(train)
+    report = gradient_flow(model, x, seed=seed)
+    assert report.mode == "modules"
+    assert [lf.name for lf in report.layers] == expected
+    for lf in report.layers:
+        assert math.isfinite(lf.output_norm) and math.isfinite(lf.output_grad_norm)
+        assert lf.param_grad_norm is not None and math.isfinite(lf.param_grad_norm)
+    assert all(math.isfinite(r) for r in report.sample_ratios)
+    assert math.isfinite(report.gradient_ratio) and report.gradient_ratio > 0
+    if kind == "resnet" and not train:
+        assert math.isfinite(report.bound) and report.bound >= report.measured_ratio
+    elif kind == "resnet":
+        assert report.bound == math.inf
+        assert any("train-mode BatchNorm" in n for n in report.notes)
+    elif kind == "transformer":
+        assert report.bound == math.inf
+        assert any("Kim, Papamakarios & Mnih" in n for n in report.notes)
+    else:
+        assert math.isnan(report.bound)
+        assert any("recurrent" in n for n in report.notes)
+
+
+@settings(max_examples=5, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from([0.3, 1.0, 3.0]))
+def test_eval_resnet_bound_is_never_below_the_measured_ratio(seed, scale):
+    torch.manual_seed(seed)
+    model = anymodels.randomise_batchnorm_(anymodels.ResNet(), seed).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    report = gradient_flow(model, x, seed=seed)
+    assert math.isfinite(report.bound) and report.bound >= report.measured_ratio > 0
+    # the Jacobian's largest singular value is bounded too
+    assert report.jacobian_singular_values[0] <= report.bound
+
+
+def test_module_rows_match_autograd_gradients_of_the_module_outputs():
+    torch.manual_seed(0)
+    model = anymodels.make_resnet().double().eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    outs: dict[str, torch.Tensor] = {}
+    names = ["stem.0", "blocks.1.shortcut.1", "fc"]
+    hooks = [model.get_submodule(n).register_forward_hook(
+        lambda m, a, o, n=n: outs.__setitem__(n, o)) for n in names]
+    y = model(x)
+    for h in hooks:
+        h.remove()
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(5), dtype=y.dtype)
+    grads = torch.autograd.grad(y, [outs[n] for n in names], grad_outputs=g)
+    report = gradient_flow(model, x, seed=5)
+    rows = {lf.name: lf for lf in report.layers}
+    for n, gr in zip(names, grads, strict=True):
+        assert rows[n].output_grad_norm == pytest.approx(float(gr.norm()), rel=1e-10)
+        assert rows[n].output_norm == pytest.approx(float(outs[n].detach().norm()), rel=1e-10)
+    conv = model.stem[0]
+    (gw,) = torch.autograd.grad((model(x) * g).sum(), conv.weight)
+    assert rows["stem.0"].param_grad_norm == pytest.approx(float(gw.norm()), rel=1e-10)
+    # the graph bound's per-module constants: eval BatchNorm max |γ/σ|
+    bn = model.stem[1]
+    expected = float((bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)).abs().max())
+    assert rows["stem.1"].lipschitz == pytest.approx(expected, rel=1e-12)
+
+
+def test_dict_outputs_take_a_loss_fn_and_forward_fn_takes_several_inputs():
+    torch.manual_seed(0)
+    model = anymodels.make_dict_model().double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    report = gradient_flow(model, x, loss_fn=anymodels.dict_loss)
+    assert [lf.name for lf in report.layers] == ["body", "cls", "reg"]
+    xr = x.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(anymodels.dict_loss(model(xr)), xr)
+    assert report.input_grad_norm == pytest.approx(float(gx.norm()), rel=1e-10)
+    # dict of two heads: sqrt(Lip(cls∘tanh∘body)² + Lip(reg∘tanh∘body)²)
+    body = float(torch.linalg.matrix_norm(model.body.weight.detach(), ord=2))
+    heads = [float(torch.linalg.matrix_norm(m.weight.detach(), ord=2))
+             for m in (model.cls, model.reg)]
+    assert report.bound == pytest.approx(body * math.hypot(*heads), rel=1e-12)
+    assert report.bound >= report.measured_ratio
+
+    def two_inputs(m: nn.Module, t: torch.Tensor) -> torch.Tensor:
+        return m(t)["logits"] + m(2 * t)["logits"]  # the model run twice: two rows per module
+
+    report = gradient_flow(model, x, forward_fn=two_inputs)
+    assert [lf.name for lf in report.layers] == ["body", "cls", "reg"] * 2
+    assert math.isnan(report.bound) and any("forward_fn" in n for n in report.notes)
+    with pytest.raises(TypeError, match="forward_fn"):
+        gradient_flow(model, x, forward_fn=3)
+    with pytest.raises(InvalidArgumentError, match="loss_fn for tuple/dict"):
+        gradient_flow(model, x, grad_output=torch.ones(5, 3))
+
+
+def test_train_mode_batchnorm_statistics_are_updated_once_per_call():
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3, momentum=None))  # running average
+    gradient_flow(model, torch.randn(4, 3))
+    assert int(model[1].num_batches_tracked) == 1
+
+
+def test_report_as_json_ready_dict():
+    report = gradient_flow(anymodels.make_transformer(), torch.randn(2, 5, 8))
+    d = report.to_dict()
+    assert d["mode"] == "modules" and d["bound"] == "inf"
+    assert [r["name"] for r in d["layers"]] == [lf.name for lf in report.layers]
+    assert d["layers"][0]["lipschitz"] == "nan"
+
+
+class _OutOfPlaceBlock(anymodels.BasicBlock):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def test_in_place_add_and_relu_after_a_module_do_not_change_its_row():
+    model = anymodels.make_resnet().double().eval()
+    twin = anymodels.ResNet()
+    twin.blocks = nn.Sequential(_OutOfPlaceBlock(4, 4, 1), _OutOfPlaceBlock(4, 8, 2))
+    twin.stem[2].inplace = False
+    twin = twin.double().eval()
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    rows, twin_rows = gradient_flow(model, x).layers, gradient_flow(twin, x).layers
+    assert [r.name for r in rows] == [r.name for r in twin_rows]
+    for a, b in zip(rows, twin_rows, strict=True):  # bn2's output is modified in place by `+=`
+        assert a.output_norm == pytest.approx(b.output_norm, rel=1e-12)
+        assert a.output_grad_norm == pytest.approx(b.output_grad_norm, rel=1e-12)
+
+
+def test_a_tuple_output_without_a_leading_batch_dimension_is_measured_over_the_batch():
+    torch.manual_seed(0)
+    gru = nn.GRU(3, 4, num_layers=2, batch_first=True).double()  # returns (out, h_n)
+    x = torch.randn(3, 5, 3, dtype=torch.float64)  # h_n: (layers, batch, hidden) = (2, 3, 4)
+    report = gradient_flow(gru, x, loss_fn=lambda out: out[0].sum() + out[1].square().sum())
+    assert [lf.name for lf in report.layers] == ["<model>"]
+    assert report.layers[0].output_shape == (3, 5, 4)  # the first tensor of the tuple
+    assert any("no leading batch dimension" in n for n in report.notes)
+    xr = x.clone().requires_grad_(True)
+    out, h = gru(xr)
+    gy = torch.cat([torch.ones_like(out).flatten(), (2 * h.detach()).flatten()]).norm()
+    (gx,) = torch.autograd.grad(out.sum() + h.square().sum(), xr)
+    assert report.sample_ratios == pytest.approx((float(gx.norm() / gy),), rel=1e-10)
+    assert math.isnan(report.bound)  # no rule for recurrent layers

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from deeplimits.constructions import mlp
-from deeplimits.diagnostics import lipschitz_lower, lipschitz_upper
+from deeplimits.diagnostics import lipschitz_lower, lipschitz_upper, operator_norm
 from deeplimits.errors import (
     InvalidArgumentError,
     InvalidTypeError,
@@ -428,3 +428,59 @@ def test_eclipse_is_scale_free(w: float) -> None:
     # definiteness check must judge relative to its own scale
     model = _chain(torch.tensor([[w]], dtype=torch.float64), nn.ReLU(), _W2)
     assert lipschitz_upper(model, "eclipse") == pytest.approx(3 * w, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- beyond MLP chains
+class _Skip(nn.Module):
+    """x + W x with a functional tanh: not an MLP chain; Lip <= 1 + ||W||."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3, bias=False).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x + self.lin(x))
+
+
+def test_models_beyond_mlp_chains_get_the_graph_bound_with_product() -> None:
+    torch.manual_seed(0)
+    model = _Skip()
+    w = float(torch.linalg.matrix_norm(model.lin.weight.detach(), ord=2))
+    # the input shape is taken from the first Linear when not given
+    assert lipschitz_upper(model) == pytest.approx(1 + w, rel=1e-12)
+    assert lipschitz_upper(model, input_shape=(3,)) == pytest.approx(1 + w, rel=1e-12)
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                        nn.Linear(8, 2)).double()
+    conv = operator_norm(cnn[0], (1, 4, 4))
+    lin = float(torch.linalg.matrix_norm(cnn[4].weight.detach(), ord=2))
+    assert lipschitz_upper(cnn, input_shape=(1, 4, 4)) == pytest.approx(conv * 0.5 * lin,
+                                                                        rel=1e-12)
+
+
+def test_the_graph_path_refuses_what_it_cannot_bound_and_asks_for_the_input_shape() -> None:
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
+    with pytest.raises(InvalidArgumentError, match=r"needs input_shape.*\(3, 32, 32\)"):
+        lipschitz_upper(cnn)
+    with pytest.raises(InvalidArgumentError, match="check input_shape"):
+        lipschitz_upper(cnn, input_shape=(3, 8, 8))
+    with pytest.raises(InvalidArgumentError, match="positive ints"):
+        lipschitz_upper(cnn, input_shape=(1, 0, 8))
+    with pytest.raises(UnsupportedModelError, match=r"layer 1 \(BatchNorm1d\).*model\.eval\(\)"):
+        lipschitz_upper(nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)))
+    assert math.isfinite(lipschitz_upper(nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)).eval()))
+    with pytest.raises(UnsupportedModelError, match="could not trace"):
+        lipschitz_upper(_Branchy())
+    # ECLipsE needs an MLP chain: the chain parser names the layer it cannot take
+    with pytest.raises(UnsupportedModelError, match=r"layer 0 \(_Skip\)"):
+        lipschitz_upper(_Skip(), "eclipse")
+    with pytest.raises(InvalidTypeError, match="Module"):
+        lipschitz_upper("model")  # type: ignore[arg-type]
+
+
+class _Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) if x.sum() > 0 else -self.lin(x)

@@ -312,3 +312,50 @@ def test_power_iteration_leaves_the_global_random_state_alone():
     operator_norm(w, method="power")
     operator_norm(conv, (1, 2000))  # large: power iteration
     assert torch.equal(torch.get_rng_state(), before)
+
+
+# ----------------------------------------------------------------------------- cached conv norms
+def test_cached_conv_norm_matches_the_dense_norm_and_is_reused_until_the_weight_changes(
+    monkeypatch,
+):
+    from deeplimits.diagnostics import _operator_norm as on
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3, padding=1).double()
+    shape = (2, 12, 12)  # dense matrix 288 x 432 > 2^17: power iteration
+    monkeypatch.setattr(on, "EXACT_MAX_ENTRIES", 1 << 10)
+    x = torch.zeros(1, *shape, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda t: conv(t) - conv(torch.zeros_like(t)), x)
+    dense = float(torch.linalg.matrix_norm(jac.reshape(-1, x.numel()), ord=2))
+    calls = {"n": 0}
+    real = on._power_iteration_from
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        est, v = real(*args, **kwargs)
+        calls["last_start"] = args[7]
+        return est, v
+
+    monkeypatch.setattr(on, "_power_iteration_from", counting)
+    first = on.conv_norm_cached(conv, (4, *shape))  # a leading batch size is ignored
+    assert first == pytest.approx(dense, rel=1e-5) and first <= dense * (1 + 1e-12)
+    assert calls["n"] == 1 and calls["last_start"] is None
+    assert on.conv_norm_cached(conv, shape) == first and calls["n"] == 1  # cached
+    with torch.no_grad():
+        conv.weight.mul_(2.0)  # in place: the version counter moves
+    second = on.conv_norm_cached(conv, shape)
+    assert calls["n"] == 2 and calls["last_start"] is not None  # warm start
+    assert second == pytest.approx(2 * dense, rel=1e-5)
+    other = on.conv_norm_cached(conv, (2, 6, 6))  # another input size: its own entry
+    assert calls["n"] == 3 and other < second
+
+
+def test_warm_start_from_the_top_singular_vector_converges_at_once():
+    from deeplimits.diagnostics._operator_norm import _power_iteration_from
+
+    w = torch.diag(torch.tensor([3.0, 2.9, 1.0], dtype=torch.float64))
+    cold = _power_iteration_from(lambda v: w @ v, lambda u: w.T @ u, (3,), w, 5, 1e-12, 0, None)
+    e1 = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    warm = _power_iteration_from(lambda v: w @ v, lambda u: w.T @ u, (3,), w, 5, 1e-12, 0, e1)
+    assert warm[0] == pytest.approx(3.0, rel=1e-14)
+    assert cold[0] < 3.0 - 1e-6  # five iterations from a random start are not enough here

@@ -10,7 +10,7 @@ from torch import nn
 
 from deeplimits.constructions import mlp
 from deeplimits.diagnostics import certified_radius, flip_distance, lipschitz_upper
-from deeplimits.errors import InvalidArgumentError, InvalidTypeError
+from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnsupportedModelError
 
 
 def _mlp(sizes: list[int], act: type[nn.Module], seed: int) -> nn.Sequential:
@@ -237,3 +237,28 @@ def test_certified_radius_uses_the_requested_lipschitz_method() -> None:
         assert lip < lipschitz_upper(model, "product")
         expected = certified_radius(model, x, lipschitz=lip)
         assert torch.allclose(certified_radius(model, x, method=method), expected, rtol=1e-12)
+
+
+def test_certified_radius_of_a_cnn_takes_the_graph_bound_on_the_input_size() -> None:
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(2 * 5 * 5, 3)).double()
+    x = torch.randn(4, 1, 5, 5, dtype=torch.float64)
+    lip = lipschitz_upper(cnn, input_shape=(1, 5, 5))
+    top2 = cnn(x).detach().topk(2, dim=1).values
+    expected = (top2[:, 0] - top2[:, 1]) / (math.sqrt(2) * lip)
+    assert torch.allclose(certified_radius(cnn, x), expected, rtol=1e-12, atol=0)
+    assert bool((certified_radius(cnn, x) <= flip_distance(cnn, x)).all())
+
+
+def test_certified_radius_refuses_a_model_without_a_finite_bound() -> None:
+    class Gate(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(2, 2), nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.a(x) * self.b(x)
+
+    with pytest.raises(UnsupportedModelError, match=r"node mul \(mul\).*radius=r"):
+        certified_radius(Gate(), torch.randn(3, 2))

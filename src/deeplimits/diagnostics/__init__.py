@@ -7,6 +7,7 @@ Each function documents the layers it supports and raises
 from __future__ import annotations
 
 from deeplimits.diagnostics._gradient_flow import GradientFlowReport, LayerFlow, gradient_flow
+from deeplimits.diagnostics._graph_lipschitz import GraphLipschitz, NodeLipschitz, lipschitz_graph
 from deeplimits.diagnostics._lipschitz import lipschitz_lower, lipschitz_upper
 from deeplimits.diagnostics._memory import SavedTensorsMeter, cuda_peak_bytes
 from deeplimits.diagnostics._operator_norm import activation_lipschitz, operator_norm
@@ -16,7 +17,9 @@ from deeplimits.diagnostics._robustness import certified_radius, flip_distance
 
 __all__ = [
     "GradientFlowReport",
+    "GraphLipschitz",
     "LayerFlow",
+    "NodeLipschitz",
     "SavedTensorsMeter",
     "activation_lipschitz",
     "certified_radius",
@@ -26,6 +29,7 @@ __all__ = [
     "cuda_peak_bytes",
     "flip_distance",
     "gradient_flow",
+    "lipschitz_graph",
     "lipschitz_lower",
     "lipschitz_upper",
     "operator_norm",

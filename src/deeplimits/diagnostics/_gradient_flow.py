@@ -15,6 +15,11 @@ of an element-wise activation, 1 for Flatten/Identity, and ``1 + |α|·Lip(g)`` 
 the batch), so ``bound >= measured_ratio`` is a theorem (up to float rounding and to the
 power-iteration estimate of conv norms, which approaches ``σ_max`` from below). It also bounds
 every singular value of the input-output Jacobian.
+
+Models that are not such a chain (ResNets, BatchNorm, Transformers, RNNs, tuple or dict outputs)
+are measured per module that owns parameters, and bounded by
+:func:`deeplimits.diagnostics.lipschitz_graph` on their ``torch.fx`` graph; see
+:func:`gradient_flow`.
 """
 
 from __future__ import annotations
@@ -109,6 +114,47 @@ class GradientFlowReport:
     vanishing_below: float
     exploding_above: float
     notes: tuple[str, ...] = field(default=())
+    mode: str = "chain"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready builtins (non-finite numbers as the strings "inf"/"nan")."""
+
+        def num(v: float | None) -> float | str | None:
+            if v is None:
+                return None
+            return float(v) if math.isfinite(v) else str(float(v))
+
+        return {
+            "mode": self.mode,
+            "verdict": self.verdict,
+            "gradient_ratio": num(self.gradient_ratio),
+            "vanishing_below": self.vanishing_below,
+            "exploding_above": self.exploding_above,
+            "bound": num(self.bound),
+            "measured_ratio": num(self.measured_ratio),
+            "sample_ratios": [num(r) for r in self.sample_ratios],
+            "input_norm": num(self.input_norm),
+            "input_grad_norm": num(self.input_grad_norm),
+            "output_grad_norm": num(self.output_grad_norm),
+            "jacobian_singular_values": None
+            if self.jacobian_singular_values is None
+            else [num(float(v)) for v in self.jacobian_singular_values],
+            "notes": list(self.notes),
+            "layers": [
+                {
+                    "index": lf.index,
+                    "name": lf.name,
+                    "kind": lf.kind,
+                    "lipschitz": num(lf.lipschitz),
+                    "input_shape": list(lf.input_shape),
+                    "output_shape": list(lf.output_shape),
+                    "output_norm": num(lf.output_norm),
+                    "output_grad_norm": num(lf.output_grad_norm),
+                    "param_grad_norm": num(lf.param_grad_norm),
+                }
+                for lf in self.layers
+            ],
+        }
 
     @property
     def signal_ratio(self) -> float:
@@ -131,7 +177,7 @@ class GradientFlowReport:
                 lf.name,
                 lf.kind,
                 "×".join(map(str, lf.output_shape)),
-                f"{lf.lipschitz:.4g}",
+                "-" if math.isnan(lf.lipschitz) else f"{lf.lipschitz:.4g}",
                 f"{lf.output_norm:.3e}",
                 f"{lf.output_grad_norm:.3e}",
                 "-" if lf.param_grad_norm is None else f"{lf.param_grad_norm:.3e}",
@@ -140,9 +186,17 @@ class GradientFlowReport:
 
     def summary(self) -> str:
         """Bound, measurement and verdict in a few lines."""
+        if self.mode == "chain":
+            head = (f"bound Π Lip = {self.bound:.4e} >= measured max_i ‖∇x_i ℓ‖/‖∇y_i ℓ‖ = "
+                    f"{self.measured_ratio:.4e}")
+        elif math.isnan(self.bound):
+            head = (f"bound unavailable (see notes); measured max_i ‖∇x_i ℓ‖/‖∇y_i ℓ‖ = "
+                    f"{self.measured_ratio:.4e}")
+        else:
+            head = (f"bound (graph Lipschitz) = {self.bound:.4e} >= measured max_i "
+                    f"‖∇x_i ℓ‖/‖∇y_i ℓ‖ = {self.measured_ratio:.4e}")
         lines = [
-            f"bound Π Lip = {self.bound:.4e} >= measured max_i ‖∇x_i ℓ‖/‖∇y_i ℓ‖ = "
-            f"{self.measured_ratio:.4e}",
+            head,
             f"‖∇x ℓ‖ = {self.input_grad_norm:.4e}, ‖∇y ℓ‖ = {self.output_grad_norm:.4e}, "
             f"forward signal ratio ‖h_L‖²/‖h_0‖² = {self.signal_ratio:.4e}",
         ]
@@ -318,21 +372,39 @@ def gradient_flow(
     vanishing_below: float = 1e-3,
     exploding_above: float = 1e3,
     compute_bound: bool = True,
+    forward_fn: Callable[[nn.Module, torch.Tensor], Any] | None = None,
 ) -> GradientFlowReport:
     """Measure how gradients flow through ``model`` at the batch ``x``, and bound them.
 
     The loss is ``ℓ = Σ_i <g_i, y_i>`` with ``g = grad_output`` (default: standard normal, seeded
     by ``seed``), or ``ℓ = loss_fn(y)`` when ``loss_fn`` is given; either way ``∇y ℓ`` is what
-    enters the bound. The model must treat samples independently (no batch statistics) and be a
-    chain of supported layers (listed in ``SUPPORTED``): the forward order is captured by hooks,
-    and any operation between layers that is not a module is detected and refused. The model's
-    parameters' ``.grad`` are left untouched; its train/eval mode is used as is.
+    enters the bound. The model's parameters' ``.grad`` are left untouched; its train/eval mode
+    is used as is. Two modes (``report.mode``):
+
+    - ``"chain"``: the model is a chain of supported layers (``SUPPORTED``), checked by hooks
+      (any operation between layers that is not a module is detected): one row per layer,
+      activations included, and the slide's bound ``Π_l c_l · c_σ`` (module docstring).
+    - ``"modules"``: any other model (skip connections, BatchNorm, attention, recurrent layers,
+      functional calls, tuple or dict outputs, or ``forward_fn`` given): one row per call of a
+      module that owns parameters, in forward order (a module called twice has two rows), with
+      its output norm, the norm of the backpropagated gradient at its output(s) and of its own
+      parameters' gradient. ``bound`` is :func:`lipschitz_graph`'s bound of ``model`` (train-mode
+      BatchNorm and Dropout as they are): finite, ``inf`` (no finite global bound, e.g.
+      attention or train-mode BatchNorm) or NaN (unavailable: an untraceable model, a node
+      without a rule such as a GRU, or ``forward_fn``); ``notes`` say which and why, and that
+      train-mode BatchNorm couples the samples. The per-row ``lipschitz`` is the module's own
+      constant in that graph where it has one, else NaN. With a tuple or dict output, ``∇y ℓ``
+      is over all its tensors, and ``grad_output`` is refused (give ``loss_fn``); the ratios
+      are per sample when every output tensor's first dimension has the batch size (it is then
+      taken to be the batch: an RNN's ``h_n``, ``(layers, batch, hidden)``, with as many layers
+      as samples would be misread), else one ratio over the whole batch, said in the notes.
 
     Args:
         model: the network.
         x: input batch ``(batch, *input_shape)``, floating point.
         grad_output: ``∂ℓ/∂y``, same shape as ``model(x)``.
-        loss_fn: scalar loss of the output, alternative to ``grad_output``.
+        loss_fn: scalar loss of the output (a tensor, or the tuple/dict the model returns),
+            alternative to ``grad_output``.
         seed: seeds the default ``grad_output`` and the power iterations.
         jacobian_max_entries: compute the input-output Jacobian of sample 0 (and its singular
             values) only when ``in_dim · out_dim`` is at most this.
@@ -342,7 +414,10 @@ def gradient_flow(
             magnitude gained).
         compute_bound: ``False`` skips the operator norms (the costly part: an eigen-solve per
             layer); ``bound`` and every ``lipschitz`` are then NaN. Supported layer types are
-            still checked.
+            still checked (to choose the mode).
+        forward_fn: ``forward_fn(model, x) -> output`` replaces ``model(x)``, for models taking
+            several inputs (build them from ``x``) or needing keyword arguments; implies the
+            ``"modules"`` mode, and the bound is then unavailable.
 
     Returns:
         :class:`GradientFlowReport`.
@@ -351,7 +426,7 @@ def gradient_flow(
         InvalidTypeError: ``model`` not a Module, ``x`` not a floating tensor.
         InvalidArgumentError: bad shapes, both ``grad_output`` and ``loss_fn`` given, bad
             thresholds, non-finite gradients.
-        UnsupportedModelError: the first unsupported layer (named), or a non-chain forward.
+        UnsupportedModelError: a model that runs no module owning parameters (modules mode).
     """
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -370,10 +445,34 @@ def gradient_flow(
         raise InvalidArgumentError(
             f"need 0 < vanishing_below < exploding_above, got {vanishing_below}, {exploding_above}"
         )
+    if forward_fn is not None and not callable(forward_fn):
+        raise InvalidTypeError(
+            f"forward_fn must be a callable (model, x) -> output, got {type(forward_fn).__name__}"
+        )
     x = x.detach().clone().requires_grad_(True)
-    y, calls = _trace(model, x, grad_hooks=True)
-    # Raises on the first unsupported layer in forward order.
-    lips = [_lipschitz(c) if compute_bound else _check_supported(c) for c in calls]
+    chain: tuple[torch.Tensor, list[_Call], list[float]] | None = None
+    chain_refusal = "forward_fn given" if forward_fn is not None else _chain_refusal(model)
+    if not chain_refusal:
+        buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
+        try:
+            y, calls = _trace(model, x, grad_hooks=True)
+            # Raises on the first unsupported layer in forward order.
+            lips = [_lipschitz(c) if compute_bound else _check_supported(c) for c in calls]
+            chain = (y, calls, lips)
+        except UnsupportedModelError as exc:
+            chain_refusal = str(exc)
+            with torch.no_grad():  # undo what the attempt's forward did to running statistics
+                for k, b in model.named_buffers():
+                    if k in buffers:
+                        b.copy_(buffers[k])
+    if chain is None:
+        return _module_flow(
+            model, x, forward_fn=forward_fn, grad_output=grad_output, loss_fn=loss_fn, seed=seed,
+            jacobian_max_entries=jacobian_max_entries, vanishing_below=vanishing_below,
+            exploding_above=exploding_above, compute_bound=compute_bound,
+            chain_refusal=chain_refusal,
+        )
+    y, calls, lips = chain
 
     if loss_fn is not None:
         loss = loss_fn(y)
@@ -465,6 +564,227 @@ def gradient_flow(
         vanishing_below=vanishing_below,
         exploding_above=exploding_above,
         notes=tuple(notes),
+    )
+
+
+def _chain_refusal(model: nn.Module) -> str:
+    """Why ``model`` is not a chain of supported layers judged by its modules alone ("" if
+    every unit has a chain rule; the forward may still turn out not to be a chain)."""
+    for name, unit in _units(model):
+        if isinstance(unit, _UNIT_TYPES):
+            continue
+        try:
+            activation_lipschitz(unit)
+        except UnsupportedModelError:
+            return f"layer {name or '<model>'} ({type(unit).__name__}) has no chain rule"
+    return ""
+
+
+@dataclass
+class _ModuleCall:
+    order: int
+    name: str
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...] = ()
+    output_norm: float = math.nan
+    outputs: list[torch.Tensor] = field(default_factory=list)
+    grads: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+def _leaves(obj: Any) -> list[torch.Tensor]:
+    """The tensors in a (nested) tuple, list or dict output, in order."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _leaves(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _leaves(o)]
+    return []
+
+
+def _module_flow(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    forward_fn: Callable[[nn.Module, torch.Tensor], Any] | None,
+    grad_output: torch.Tensor | None,
+    loss_fn: Callable[[Any], torch.Tensor] | None,
+    seed: int,
+    jacobian_max_entries: int,
+    vanishing_below: float,
+    exploding_above: float,
+    compute_bound: bool,
+    chain_refusal: str,
+) -> GradientFlowReport:
+    """gradient_flow for any module: hooks on every module that owns parameters."""
+    from deeplimits.diagnostics._graph_lipschitz import lipschitz_graph
+
+    owners = [
+        (name or "<model>", m)
+        for name, m in model.named_modules()
+        if any(True for _ in m.parameters(recurse=False))
+    ]
+    calls: list[_ModuleCall] = []
+    handles = []
+    for name, mod in owners:
+
+        def pre(m: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
+            first = next((a for a in _leaves(args)), None)
+            shape = () if first is None else tuple(first.shape)
+            calls.append(_ModuleCall(len(calls), name, m, shape))
+            stack.append(calls[-1])
+
+        def post(m: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            call = stack.pop()
+            outs = _leaves(output)
+            call.output_shape = tuple(outs[0].shape) if outs else ()
+            # Taken now: a later in-place operation may overwrite the output.
+            call.output_norm = math.sqrt(sum(_sqnorm(t.detach()) for t in outs))
+            for k, t in enumerate(outs):
+                if t.requires_grad:
+                    t.register_hook(lambda g, c=call, k=k: c.grads.__setitem__(k, g.detach()))
+
+        handles.append(mod.register_forward_pre_hook(pre))
+        handles.append(mod.register_forward_hook(post))
+    stack: list[_ModuleCall] = []
+    try:
+        out = model(x) if forward_fn is None else forward_fn(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    leaves = [t for t in _leaves(out) if t.requires_grad]
+    if not leaves:
+        raise InvalidArgumentError(
+            f"the model's output ({type(out).__name__}) holds no tensor that depends on x and "
+            "the parameters; return one (or pass forward_fn)"
+        )
+    if loss_fn is not None:
+        loss = loss_fn(out)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise InvalidArgumentError("loss_fn must return a scalar tensor")
+        g_leaves = list(torch.autograd.grad(loss, leaves, retain_graph=True, allow_unused=True))
+        g_leaves = [torch.zeros_like(t) if g is None else g for t, g in zip(
+            leaves, g_leaves, strict=True)]
+    elif grad_output is not None:
+        if len(leaves) != 1 or tuple(grad_output.shape) != tuple(leaves[0].shape):
+            raise InvalidArgumentError(
+                f"grad_output has shape {tuple(grad_output.shape)} but the model output has "
+                f"{[tuple(t.shape) for t in leaves]}; give one tensor of the output's shape, or "
+                "loss_fn for tuple/dict outputs"
+            )
+        g_leaves = [grad_output.detach().to(leaves[0].dtype)]
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        g_leaves = [torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device)
+                    for t in leaves]
+    params = list({id(p): p for _, m in owners for p in m.parameters(recurse=False)
+                   if p.requires_grad}.values())
+    grads = torch.autograd.grad(leaves, [x, *params], grad_outputs=g_leaves, allow_unused=True)
+    g_x = torch.zeros_like(x) if grads[0] is None else grads[0]
+    by_id = {id(p): g for p, g in zip(params, grads[1:], strict=True)}
+
+    batch = x.shape[0]
+    gx = g_x.detach().double().flatten(1).norm(dim=1)  # (batch,)
+    per_sample = all(t.ndim >= 1 and t.shape[0] == batch for t in leaves)
+    notes: list[str] = []
+    if per_sample:
+        gy = torch.sqrt(sum(g.detach().double().reshape(batch, -1).pow(2).sum(1)
+                            for g in g_leaves))  # (batch,)
+    else:
+        gy = torch.stack([torch.sqrt(sum(_sqnorm(g) for g in g_leaves)
+                                     * torch.ones((), dtype=torch.float64))])
+        gx = gx.norm().reshape(1)
+        notes.append("an output tensor has no leading batch dimension: the measured ratio is "
+                     "taken over the whole batch, not per sample")
+    if not (bool(torch.isfinite(gx).all()) and bool(torch.isfinite(gy).all())):
+        raise InvalidArgumentError("the gradients are not finite; check the model and input")
+    nz = gy > 0
+    ratios = (gx[nz] / gy[nz]).tolist()
+    measured = max(ratios) if ratios else 0.0
+
+    bound = math.nan
+    factors: dict[str, float] = {}
+    notes.append(f"not a chain of supported layers ({chain_refusal.split(';')[0]}): measured "
+                 "per module that owns parameters")
+    if not compute_bound:
+        notes.append("bound not computed (compute_bound=False)")
+    elif forward_fn is not None:
+        notes.append("bound unavailable: forward_fn given, and the bound is of model(x)")
+    else:
+        graph = lipschitz_graph(model, x.detach(), train_mode_ok=True)
+        bound = graph.value
+        factors = graph.module_factors()
+        notes.append(graph.describe())
+    train_bn = [n for n, m in model.named_modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    if train_bn:
+        notes.append(
+            f"train-mode BatchNorm ({', '.join(n or '<model>' for n in train_bn)}): samples are "
+            "coupled through batch statistics; measured as is, so per-sample ratios include "
+            "other samples' influence, and no Lipschitz bound holds"
+        )
+
+    layers = []
+    for i, c in enumerate(calls):
+        own = [p for p in c.module.parameters(recurse=False) if p.requires_grad]
+        gsq = [by_id[id(p)] for p in own if by_id.get(id(p)) is not None]
+        layers.append(
+            LayerFlow(
+                index=i,
+                name=c.name,
+                kind=type(c.module).__name__,
+                lipschitz=factors.get(c.name, math.nan),
+                input_shape=c.input_shape,
+                output_shape=c.output_shape,
+                output_norm=c.output_norm,
+                output_grad_norm=math.sqrt(sum(_sqnorm(g) for g in c.grads.values())),
+                param_grad_norm=math.sqrt(sum(_sqnorm(g) for g in gsq)) if own else None,
+            )
+        )
+    if not layers:
+        raise UnsupportedModelError(
+            f"model {type(model).__name__} ran no module that owns parameters; nothing to measure"
+        )
+    sv = None
+    if (
+        forward_fn is None
+        and not train_bn
+        and len(leaves) == 1
+        and isinstance(out, torch.Tensor)
+        and per_sample
+        and x[0].numel() * out[0].numel() <= jacobian_max_entries
+    ):
+        sv = _jacobian_singular_values(model, x[0], out[0].numel())
+    with_params = [lf for lf in layers if lf.param_grad_norm is not None]
+    if len(with_params) >= 2:
+        first, last = with_params[0].output_grad_norm, with_params[-1].output_grad_norm
+    else:
+        first, last = float(gx.norm()), float(gy.norm())
+        notes.append("fewer than two layers with parameters: verdict taken on ‖∇x ℓ‖/‖∇y ℓ‖")
+    ratio = first / last if last > 0 else (math.inf if first > 0 else 1.0)
+    verdict = (
+        "vanishing"
+        if ratio < vanishing_below
+        else "exploding"
+        if ratio > exploding_above
+        else "healthy"
+    )
+    return GradientFlowReport(
+        layers=tuple(layers),
+        bound=bound,
+        measured_ratio=measured,
+        sample_ratios=tuple(ratios),
+        input_norm=float(x.detach().double().norm()),
+        input_grad_norm=float(g_x.detach().double().norm()),
+        output_grad_norm=float(gy.norm()),
+        jacobian_singular_values=sv,
+        gradient_ratio=ratio,
+        verdict=verdict,
+        vanishing_below=vanishing_below,
+        exploding_above=exploding_above,
+        notes=tuple(notes),
+        mode="modules",
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -248,8 +249,64 @@ def _eclipse_fast_package(items: list[torch.Tensor | _Act]) -> float:
     return factor * float(ECLipsE_Fast(weights, [0.0] * len(betas), list(betas)))
 
 
-def lipschitz_upper(model: nn.Module, method: str = "product") -> float:
+_CHAIN_LAYERS = (
+    nn.Linear, nn.Identity, nn.Flatten, nn.Dropout, nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh,
+    nn.Softplus, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.Softmax, nn.LogSoftmax,
+)
+
+
+def _is_mlp_chain(model: nn.Module) -> bool:
+    """An nn.Linear or a (nested) nn.Sequential of the layers the MLP path knows."""
+    return isinstance(model, (nn.Linear, nn.Sequential)) and all(
+        isinstance(layer, _CHAIN_LAYERS) for layer in flatten_sequential(model)
+    )
+
+
+def _graph_upper(model: nn.Module, input_shape: Sequence[int] | None) -> float:
+    from deeplimits.diagnostics._graph_lipschitz import lipschitz_graph
+
+    if input_shape is None:
+        first = next((m for m in model.modules() if not any(True for _ in m.children())), None)
+        if not isinstance(first, nn.Linear):
+            raise InvalidArgumentError(
+                f"lipschitz_upper needs input_shape for a {type(model).__name__} that is not an "
+                "MLP chain (the graph is traced on an example input; convolution norms depend "
+                "on its size); pass e.g. input_shape=(3, 32, 32), without the batch size"
+            )
+        input_shape = (first.in_features,)
+    shape = tuple(input_shape)
+    if not all(isinstance(s, int) and s >= 1 for s in shape):
+        raise InvalidArgumentError(
+            f"input_shape must be positive ints (without the batch size), got {input_shape!r}"
+        )
+    p = next((t for t in model.parameters() if t.is_floating_point()), None)
+    x = torch.zeros((1, *shape), dtype=torch.float32 if p is None else p.dtype,
+                    device="cpu" if p is None else p.device)
+    try:
+        result = lipschitz_graph(model, x)
+    except (RuntimeError, ValueError) as exc:
+        if isinstance(exc, UnsupportedModelError):
+            raise
+        raise InvalidArgumentError(
+            f"the model failed on an input of shape {shape}: {exc}; check input_shape"
+        ) from exc
+    if not result.available:
+        raise UnsupportedModelError(f"{result.culprit}: {result.reason}")
+    return result.value
+
+
+def lipschitz_upper(
+    model: nn.Module, method: str = "product", *, input_shape: Sequence[int] | None = None
+) -> float:
     """A certified upper bound on the global L2 Lipschitz constant of ``model``.
+
+    MLP chains (an ``nn.Linear`` or nested ``nn.Sequential`` of the layers listed under
+    ``model``) take the path below, where ECLipsE is available and tighter. Any other model
+    (ResNets, BatchNorm, pooling, skip connections, ...) with ``method="product"`` gets the
+    node-by-node bound of :func:`deeplimits.diagnostics.lipschitz_graph` on its ``torch.fx``
+    graph: ``inf`` where no finite global bound exists (self-attention; see that function for
+    the culprit and a local bound), and :class:`UnsupportedModelError` where a node has no rule
+    or the model cannot be traced.
 
     Args:
         model: an ``nn.Linear`` or an ``nn.Sequential`` (nested ones are flattened) of
@@ -267,6 +324,10 @@ def lipschitz_upper(model: nn.Module, method: str = "product") -> float:
               can only loosen, never invalidate, the bound. Seconds for 2 x 64 neurons.
             - ``"eclipse-fast"``: ECLipsE-Fast as implemented in ``eclipse_nn`` (closed form,
               milliseconds; never above the product bound).
+            The ECLipsE methods need an MLP chain; other models are refused with the layer named.
+        input_shape: one input's shape without the batch size, e.g. ``(3, 32, 32)``; needed for
+            the graph path (convolution norms depend on it) unless the model's first layer is an
+            ``nn.Linear``; ignored for MLP chains.
 
     Returns:
         The bound as a Python float (a single Linear layer gives exactly ||W||_op).
@@ -275,13 +336,22 @@ def lipschitz_upper(model: nn.Module, method: str = "product") -> float:
         UnknownNameError: ``method`` is not one of the above.
         UnsupportedModelError: a layer is not supported (its position and type are named).
         InvalidTypeError: ``model`` is not an ``nn.Module``.
+        InvalidArgumentError: the graph path without a usable ``input_shape``.
 
     Caveats:
-        Biases do not matter for a global constant. Negative-slope activations (GELU, SiLU,
-        LeakyReLU with a < 0) are refused by both methods rather than bounded loosely.
+        On the graph path, convolution norms come from power iteration, which approaches them
+        from below (see :func:`~deeplimits.diagnostics.lipschitz_graph`'s caveats); the bound
+        is certified up to that accuracy. Biases do not matter for a global constant. The
+        ECLipsE methods refuse negative-slope activations (GELU, SiLU, LeakyReLU with a < 0)
+        rather than bound them loosely; ``"product"`` bounds them by ``sup|σ'|`` on the graph
+        path (a Sequential with them is not an MLP chain here).
     """
     if method not in UPPER_METHODS:
         raise UnknownNameError("Lipschitz method", method, UPPER_METHODS)
+    if not isinstance(model, nn.Module):
+        raise InvalidTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if method == "product" and not _is_mlp_chain(model):
+        return _graph_upper(model, input_shape)
     items = _parse(model)
     if method == "product":
         return _product_bound(items)

@@ -7,7 +7,9 @@ backpropagated gradient (lecture slide 3); ``c_σ = sup |σ'|`` is the activatio
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -182,22 +184,99 @@ def _power_iteration(
     tol: float,
     seed: int,
 ) -> float:
-    gen = torch.Generator().manual_seed(seed)
-    v = torch.randn(shape, generator=gen, dtype=torch.float64).to(like.device)
+    return _power_iteration_from(apply, transpose, shape, like, max_iter, tol, seed, None)[0]
+
+
+def _power_iteration_from(
+    apply: Callable[[torch.Tensor], torch.Tensor],
+    transpose: Callable[[torch.Tensor], torch.Tensor],
+    shape: tuple[int, ...],
+    like: torch.Tensor,
+    max_iter: int,
+    tol: float,
+    seed: int,
+    start: torch.Tensor | None,
+) -> tuple[float, torch.Tensor]:
+    """Power iteration on ``AᵀA`` from ``start`` (or a seeded random vector); (σ estimate, v)."""
+    if start is None or tuple(start.shape) != tuple(shape) or float(start.norm()) == 0.0:
+        gen = torch.Generator().manual_seed(seed)
+        v = torch.randn(shape, generator=gen, dtype=torch.float64).to(like.device)
+    else:
+        v = start.to(device=like.device, dtype=torch.float64)
     v = v / v.norm()
     estimate = 0.0
     for _ in range(max_iter):
         w = transpose(apply(v))  # AᵀA v
         norm = float(w.norm())
         if norm == 0.0:
-            return 0.0
+            return 0.0, v
         # For unit v, ||AᵀAv|| <= σ_max², so the estimate never exceeds σ_max.
         new = math.sqrt(norm)
         v = w / norm
         if abs(new - estimate) <= tol * new:
-            return new
+            return new, v
         estimate = new
-    return estimate
+    return estimate, v
+
+
+# Per conv layer: input shape -> (weight key, norm, last power-iteration vector).
+_CONV_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], tuple[Any, float,
+                                                                              torch.Tensor]]]
+_CONV_CACHE = weakref.WeakKeyDictionary()
+
+
+def conv_norm_cached(
+    layer: nn.Conv1d | nn.Conv2d,
+    input_shape: Sequence[int],
+    *,
+    max_iter: int = 500,
+    tol: float = 1e-6,
+) -> float:
+    """``operator_norm(layer, input_shape)``, cached per layer and input shape, warm-started.
+
+    The value is reused while the weight tensor is unchanged (same storage and in-place version
+    counter, which an optimizer step increments); after a change, power iteration restarts from
+    the singular vector found last time, so a slightly trained layer converges in a few steps.
+    Small convolutions (dense matrix of at most ``EXACT_MAX_ENTRIES`` entries) are solved exactly
+    as in :func:`operator_norm`; larger ones by power iteration to relative change ``tol``, which
+    (as every power iteration) approaches ``σ_max`` from below.
+
+    Args:
+        layer: the convolution.
+        input_shape: ``(C, L)`` / ``(C, H, W)``, optionally after a batch size (ignored).
+        max_iter, tol: power-iteration controls.
+
+    Returns:
+        ``σ_max`` of the convolution on inputs of that shape, a Python float.
+    """
+    spatial = 1 if isinstance(layer, nn.Conv1d) else 2
+    shape = tuple(int(s) for s in input_shape)[-(spatial + 1) :]
+    w = layer.weight
+    key = (w.data_ptr(), w._version, tuple(w.shape), w.dtype)
+    per_layer = _CONV_CACHE.setdefault(layer, {})
+    hit = per_layer.get(shape)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    weight = w.detach().to(torch.float64)
+    full = (1, *shape)
+    in_dim = math.prod(full)
+
+    def apply(v: torch.Tensor) -> torch.Tensor:
+        return layer._conv_forward(v, weight, None)
+
+    probe = torch.zeros(full, dtype=torch.float64, device=weight.device)
+    out_dim = math.prod(apply(probe).shape)
+    if in_dim * out_dim <= EXACT_MAX_ENTRIES:
+        norm = operator_norm(layer, shape)
+        vec = torch.zeros(0)
+    else:
+        _, vjp = torch.func.vjp(apply, probe)
+        norm, vec = _power_iteration_from(
+            apply, lambda u: vjp(u)[0], full, weight, max_iter, tol, 0,
+            None if hit is None else hit[2],
+        )
+    per_layer[shape] = (key, norm, vec)
+    return norm
 
 
 def _sup_derivative(fn: Callable[[torch.Tensor], torch.Tensor], lo: float, hi: float) -> float:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from deeplimits.diagnostics._lipschitz import check_model_and_batch, lipschitz_upper
-from deeplimits.errors import InvalidArgumentError, InvalidTypeError
+from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnsupportedModelError
 
 __all__ = ["certified_radius", "flip_distance"]
 
@@ -170,8 +170,10 @@ def certified_radius(
             a softmax: the margin must be measured on logits.
         x: inputs, shape (batch, *in).
         lipschitz: an upper bound on the Lipschitz constant of the logit map; if None,
-            ``lipschitz_upper(model, method)`` is computed (which supports Linear/activation
-            MLPs only). Passing a bound that is not an upper bound voids the certificate.
+            ``lipschitz_upper(model, method, input_shape=x.shape[1:])`` is computed (MLP chains
+            by ``method``, other traceable models by the graph bound; a model without a finite
+            global bound, e.g. with attention, raises). Passing a bound that is not an upper
+            bound voids the certificate.
         method: the :func:`lipschitz_upper` method used when ``lipschitz`` is None.
 
     Returns:
@@ -183,7 +185,16 @@ def certified_radius(
     """
     check_model_and_batch(model, x)
     if lipschitz is None:
-        lipschitz = lipschitz_upper(model, method)
+        lipschitz = lipschitz_upper(model, method, input_shape=tuple(x.shape[1:]))
+        if math.isinf(lipschitz):
+            from deeplimits.diagnostics._graph_lipschitz import lipschitz_graph
+
+            why = lipschitz_graph(model, x.detach()[:1]).describe()
+            raise UnsupportedModelError(
+                f"certified_radius: {why}; pass lipschitz= a bound valid where you need it "
+                "(e.g. lipschitz_graph(model, x, radius=r).value, valid within r of x, and "
+                "cap the radius at r)"
+            )
     if isinstance(lipschitz, bool) or not isinstance(lipschitz, (int, float)):
         raise InvalidTypeError(
             f"lipschitz must be a float (an upper bound on the Lipschitz constant), got "

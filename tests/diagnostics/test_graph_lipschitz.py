@@ -1,0 +1,464 @@
+"""lipschitz_graph: closed forms of each node rule on tiny graphs, attention's missing bound,
+the ResNet against lower bounds, finite differences and flip distances."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from anymodels import ResNet, TransformerClassifier, make_gru, make_resnet, randomise_batchnorm_
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from deeplimits.diagnostics import (
+    certified_radius,
+    flip_distance,
+    lipschitz_graph,
+    lipschitz_lower,
+    lipschitz_upper,
+)
+from deeplimits.errors import InvalidArgumentError, UnsupportedModelError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _dense_norm(f, shape: tuple[int, ...]) -> float:
+    """Brute force: the spectral norm of the Jacobian of a linear map at 0 (float64)."""
+    x = torch.zeros(shape, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(f, x).reshape(-1, x.numel())
+    return float(torch.linalg.matrix_norm(jac, ord=2))
+
+
+class _Lambda(nn.Module):
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+class _SameLinearTwice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x) + self.a(x)
+
+
+def test_residual_add_is_the_sum_of_branch_constants_attained_by_equal_linear_branches():
+    torch.manual_seed(0)
+    model = _SameLinearTwice().double()
+    w = float(torch.linalg.matrix_norm(model.a.weight.detach(), ord=2))
+    g = lipschitz_graph(model, torch.randn(2, 3, dtype=torch.float64))
+    assert g.value == pytest.approx(2 * w, rel=1e-12)
+    # a linear map: its Jacobian norm is the constant, and the bound is attained
+    assert _dense_norm(model, (1, 3)) == pytest.approx(g.value, rel=1e-10)
+
+
+def test_eval_batchnorm_is_the_largest_gamma_over_sigma():
+    bn = nn.BatchNorm2d(3).double().eval()
+    with torch.no_grad():
+        bn.running_var.copy_(torch.tensor([4.0, 0.25, 1.0]))
+        bn.weight.copy_(torch.tensor([1.0, -0.5, 3.0]))
+    expected = max(1 / math.sqrt(4 + 1e-5), 0.5 / math.sqrt(0.25 + 1e-5), 3 / math.sqrt(1 + 1e-5))
+    g = lipschitz_graph(nn.Sequential(bn), torch.randn(2, 3, 2, 2, dtype=torch.float64))
+    assert g.value == pytest.approx(expected, rel=1e-12)
+    assert _dense_norm(lambda t: bn(t) - bn(torch.zeros_like(t)), (1, 3, 2, 2)) == pytest.approx(
+        expected, rel=1e-10
+    )
+
+
+def test_train_mode_batchnorm_and_dropout_are_refused_with_the_fix_or_counted_when_asked():
+    x = torch.randn(4, 3)
+    g = lipschitz_graph(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)), x)
+    assert not g.available and math.isnan(g.value)
+    assert "layer 1 (BatchNorm1d)" in g.culprit and "model.eval()" in g.reason
+    g = lipschitz_graph(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)), x, train_mode_ok=True)
+    assert g.available and g.value == math.inf
+    drop = nn.Sequential(nn.Dropout(0.75))
+    assert not lipschitz_graph(drop, x).available
+    assert lipschitz_graph(drop, x, train_mode_ok=True).value == pytest.approx(4.0)
+    assert lipschitz_graph(drop.eval(), x).value == 1.0
+
+
+@pytest.mark.parametrize(
+    ("pool", "shape"),
+    [
+        (nn.AvgPool2d(2), (1, 1, 4, 6)),  # disjoint 2x2 windows: exactly 1/2
+        (nn.AvgPool2d(3, stride=1, padding=1), (1, 1, 5, 5)),  # overlapping
+        (nn.AdaptiveAvgPool2d(1), (1, 2, 3, 4)),  # global mean: 1/sqrt(12)
+        (nn.AdaptiveAvgPool2d((2, 3)), (1, 1, 5, 7)),
+        (nn.AvgPool1d(3, stride=3), (1, 2, 9)),
+    ],
+)
+def test_average_pooling_bound_holds_and_is_exact_for_disjoint_windows(pool, shape):
+    g = lipschitz_graph(nn.Sequential(pool), torch.randn(shape, dtype=torch.float64))
+    exact = _dense_norm(pool, shape)
+    assert g.value >= exact * (1 - 1e-12)
+    if isinstance(pool, nn.AvgPool2d) and pool.kernel_size == 2:
+        assert g.value == pytest.approx(0.5, rel=1e-12) and exact == pytest.approx(0.5)
+    if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size == 1:
+        assert g.value == pytest.approx(1 / math.sqrt(12), rel=1e-12)
+    if isinstance(pool, nn.AvgPool1d):
+        assert g.value == pytest.approx(1 / math.sqrt(3), rel=1e-12)
+
+
+def test_mean_and_sum_are_one_over_root_n_and_root_n():
+    x = torch.randn(2, 3, 5, dtype=torch.float64)
+    assert lipschitz_graph(_Lambda(lambda t: t.mean(dim=-1)), x).value == pytest.approx(
+        1 / math.sqrt(5), rel=1e-12
+    )
+    assert lipschitz_graph(_Lambda(lambda t: torch.sum(t, dim=(1, 2))), x).value == pytest.approx(
+        math.sqrt(15), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    ("pool", "expected"),
+    [
+        (nn.MaxPool2d(2), 1.0),  # disjoint windows: exact
+        (nn.MaxPool2d(3, stride=1, padding=1), 3.0),  # up to 3x3 windows hold one element
+        (nn.MaxPool2d(3, stride=2, padding=1), 2.0),  # up to 2x2
+        (nn.AdaptiveMaxPool2d(1), 1.0),
+    ],
+)
+def test_max_pooling_is_the_root_of_the_largest_window_count(pool, expected):
+    x = torch.randn(2, 1, 6, 6, dtype=torch.float64)
+    g = lipschitz_graph(nn.Sequential(pool), x)
+    assert g.value == pytest.approx(expected, rel=1e-12)
+    # never below a finite-difference quotient
+    d = torch.randn_like(x) * 1e-3
+    assert float((pool(x + d) - pool(x)).norm() / d.norm()) <= g.value + 1e-9
+
+
+def test_concatenation_scaling_and_shape_operations():
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    cases = {
+        lambda t: torch.cat([t, 2 * t], dim=1): math.sqrt(5),
+        lambda t: torch.stack([t, t], dim=0): math.sqrt(2),
+        lambda t: (t / 4).flatten(1).transpose(0, 1).reshape(-1): 0.25,
+        lambda t: -t[:, 1:, ::2]: 1.0,
+        lambda t: torch.add(t, t.permute(0, 1, 2), alpha=3): 4.0,
+        lambda t: torch.relu(t) * torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=torch.float64): 2.0,
+        lambda t: torch.sigmoid(t).sum(-1, keepdim=True): 0.25 * 2.0,
+    }
+    for fn, expected in cases.items():
+        assert lipschitz_graph(_Lambda(fn), x).value == pytest.approx(expected, rel=1e-12)
+
+
+def test_layernorm_is_gamma_over_root_eps_globally_and_attained_at_a_constant_row():
+    ln = nn.LayerNorm(4, eps=1e-2).double()
+    with torch.no_grad():
+        ln.weight.copy_(torch.tensor([0.5, -2.0, 1.0, 1.0]))
+    g = lipschitz_graph(nn.Sequential(ln), torch.randn(3, 4, dtype=torch.float64))
+    assert g.value == pytest.approx(2.0 / math.sqrt(1e-2), rel=1e-12)
+    # at a constant row x_c = 0, the Jacobian is γ ⊙ P / sqrt(eps): norm max|γ|·sqrt(3/4)/...
+    jac = torch.autograd.functional.jacobian(ln, torch.ones(1, 4, dtype=torch.float64))
+    attained = float(torch.linalg.matrix_norm(jac.reshape(4, 4), ord=2))
+    assert attained <= g.value and attained > 0.8 * g.value
+
+
+def test_layernorm_local_bound_is_smaller_and_holds_inside_the_region():
+    torch.manual_seed(1)
+    ln = nn.LayerNorm(6).double()
+    x = torch.randn(5, 6, dtype=torch.float64) * 3
+    radius = 0.5
+    local = lipschitz_graph(nn.Sequential(ln), x, radius=radius)
+    assert local.radius == radius and "local (radius 0.5)" in local.describe()
+    assert local.value < lipschitz_graph(nn.Sequential(ln), x).value / 50
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        a = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        b = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        a = x + radius * a / a.norm(dim=1, keepdim=True) * torch.rand(5, 1, generator=gen,
+                                                                      dtype=torch.float64)
+        b = x + radius * b / b.norm(dim=1, keepdim=True) * torch.rand(5, 1, generator=gen,
+                                                                      dtype=torch.float64)
+        with torch.no_grad():
+            quotient = (ln(a) - ln(b)).norm(dim=1) / (a - b).norm(dim=1)
+        assert float(quotient.max()) <= local.value
+
+
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.q(x) @ self.k(x).transpose(-1, -2) / 2.0
+        return torch.softmax(scores, dim=-1) @ self.v(x)
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mha(x, x, x)[0]
+
+
+def test_attention_has_no_global_bound_and_the_node_is_named():
+    x = torch.randn(2, 5, 8)
+    g = lipschitz_graph(TransformerClassifier(), x)
+    assert g.value == math.inf and g.available
+    assert g.culprit == "layer encoder (TransformerEncoder)"
+    assert "Kim, Papamakarios & Mnih, ICML 2021" in g.reason
+    assert lipschitz_upper(TransformerClassifier(), input_shape=(5, 8)) == math.inf
+    hand = lipschitz_graph(_Attention().double(), torch.randn(2, 3, 4, dtype=torch.float64))
+    assert hand.value == math.inf and hand.culprit == "node matmul (matmul)"
+    assert "not globally Lipschitz" in hand.reason
+    assert hand.describe().endswith("lipschitz_graph(model, x, radius=r)")
+    assert "radius=r" not in g.describe()  # attention modules have no local rule
+    g = lipschitz_graph(_SelfAttention(), x)
+    assert g.value == math.inf and "MultiheadAttention" in g.culprit
+    with pytest.raises(UnsupportedModelError, match="Kim, Papamakarios"):
+        certified_radius(TransformerClassifier(), x)
+
+
+def test_a_hand_written_attention_gets_a_local_bound_that_holds_in_the_region():
+    torch.manual_seed(2)
+    model = _Attention().double()
+    x = torch.randn(3, 3, 4, dtype=torch.float64)
+    radius = 0.1
+    local = lipschitz_graph(model, x, radius=radius)
+    assert math.isfinite(local.value)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(30):
+        d = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        a = x + radius * d / d.flatten(1).norm(dim=1).reshape(-1, 1, 1) / 2
+        b = x - radius * d / d.flatten(1).norm(dim=1).reshape(-1, 1, 1) / 3
+        with torch.no_grad():
+            q = (model(a) - model(b)).flatten(1).norm(dim=1) / (a - b).flatten(1).norm(dim=1)
+        assert float(q.max()) <= local.value
+
+
+def test_models_without_a_rule_or_a_trace_are_unavailable_with_the_reason():
+    g = lipschitz_graph(make_gru(), torch.randn(2, 6, 3))
+    assert not g.available and g.culprit == "layer rnn (GRU)" and "recurrent" in g.reason
+
+    class Branchy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x if x.sum() > 0 else -x
+
+    g = lipschitz_graph(Branchy(), torch.randn(2, 3))
+    assert not g.available and "could not trace" in g.reason and "unavailable" in g.describe()
+    g = lipschitz_graph(_Lambda(lambda t: t[:, [0, 0]]), torch.randn(2, 3))
+    assert not g.available and "repeat" in g.reason
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(InvalidArgumentError, match="radius"):
+        lipschitz_graph(nn.Linear(2, 2), torch.randn(1, 2), radius=-1.0)
+    with pytest.raises(InvalidArgumentError, match="batch"):
+        lipschitz_graph(nn.Linear(2, 2), torch.randn(2))
+    with pytest.raises(TypeError, match="floating"):
+        lipschitz_graph(nn.Linear(2, 2), torch.ones(1, 2, dtype=torch.long))
+    with pytest.raises(InvalidArgumentError, match="input_shape"):
+        lipschitz_upper(make_resnet().eval())
+
+
+# ----------------------------------------------------------------------------- the ResNet
+def _eval_resnet(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return randomise_batchnorm_(ResNet(), seed).double().eval()
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(0, 10_000))
+def test_resnet_bound_is_finite_and_above_lower_bound_and_finite_differences(seed):
+    model = _eval_resnet(seed)
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    upper = lipschitz_upper(model, input_shape=(3, 8, 8))
+    assert math.isfinite(upper)
+    assert lipschitz_graph(model, x).value == pytest.approx(upper, rel=1e-9)
+    assert upper >= lipschitz_lower(model, x, steps=3)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for _ in range(5):
+        d = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            q = (model(x + d) - model(x)).flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1)
+        assert float(q.max()) <= upper
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.integers(0, 10_000))
+def test_resnet_certified_radius_never_exceeds_the_flip_distance(seed):
+    model = _eval_resnet(seed)
+    x = torch.randn(6, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    radius = certified_radius(model, x)
+    flips = flip_distance(model, x)
+    assert bool((radius > 0).all()) and bool((radius <= flips).all())
+
+
+def test_resnet_conv_rule_uses_the_norm_on_the_actual_input_size():
+    model = _eval_resnet(0)
+    small = lipschitz_graph(model, torch.zeros(1, 3, 4, 4, dtype=torch.float64)).nodes
+    large = lipschitz_graph(model, torch.zeros(1, 3, 8, 8, dtype=torch.float64)).nodes
+    conv_small = {n.target: n.factor for n in small if n.kind == "Conv2d"}
+    conv_large = {n.target: n.factor for n in large if n.kind == "Conv2d"}
+    assert conv_small.keys() == conv_large.keys() and len(conv_small) == 6
+    # a 3x3 conv's norm grows with the input size towards the circulant limit
+    assert any(conv_large[k] > conv_small[k] * (1 + 1e-6) for k in conv_small)
+    assert all(conv_large[k] >= conv_small[k] * (1 - 1e-6) for k in conv_small)
+
+
+class _Constants(nn.Module):
+    """Products and quotients with constants, a functional linear map and functional ops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([[3.0, 0.0], [0.0, -1.0]], dtype=torch.float64))
+        self.scale = nn.Parameter(torch.tensor([0.5, 2.0], dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.linear(x, self.w)  # ||W|| = 3
+        h = h / self.scale  # max 1/|c| = 2
+        h = nn.functional.leaky_relu(h, 3.0)  # slope 3
+        h = h @ self.w.T  # 3
+        a, b = torch.split(h, 1, dim=1)  # projections
+        return torch.cat([a, nn.functional.gelu(b)], dim=1)  # GELU exact: 1.1289...
+
+
+def test_constant_products_functional_linear_and_split_follow_their_rules():
+    from deeplimits.diagnostics._operator_norm import _GELU_EXACT
+
+    g = lipschitz_graph(_Constants(), torch.randn(3, 2, dtype=torch.float64))
+    # cat of (a, gelu(b)) with a, b both 54-Lipschitz: sqrt(54² + (1.1289·54)²)
+    assert g.value == pytest.approx(54 * math.hypot(1.0, _GELU_EXACT), rel=1e-12)
+    factors = [n.factor for n in g.nodes if n.lipschitz > 0 and not math.isnan(n.factor)]
+    assert factors[:4] == pytest.approx([3.0, 2.0, 3.0, 3.0], rel=1e-12)
+
+
+def test_softmax_is_one_half_lipschitz_and_attains_it_at_equal_logits():
+    x = torch.zeros(1, 2, dtype=torch.float64)
+    for model in (nn.Sequential(nn.Softmax(dim=1)), _Lambda(lambda t: t.softmax(-1)),
+                  _Lambda(lambda t: torch.softmax(t, -1))):
+        assert lipschitz_graph(model, x).value == 0.5
+    jac = torch.autograd.functional.jacobian(lambda t: torch.softmax(t, -1), x).reshape(2, 2)
+    assert float(torch.linalg.matrix_norm(jac, ord=2)) == pytest.approx(0.5, rel=1e-12)
+
+
+def test_group_norm_and_functional_dropout():
+    gn = nn.GroupNorm(2, 4, eps=0.04).double()
+    with torch.no_grad():
+        gn.weight.copy_(torch.tensor([1.0, -3.0, 0.5, 2.0]))
+    x = torch.randn(2, 4, 3, dtype=torch.float64)
+    assert lipschitz_graph(nn.Sequential(gn), x).value == pytest.approx(3.0 / 0.2, rel=1e-12)
+    drop = _Lambda(lambda t: nn.functional.dropout(t, 0.5, True))
+    assert not lipschitz_graph(drop, x).available
+    assert lipschitz_graph(drop, x, train_mode_ok=True).value == pytest.approx(2.0)
+    assert lipschitz_graph(_Lambda(lambda t: nn.functional.dropout(t, 0.5, False)), x).value == 1
+    div = _Lambda(lambda t: t / t.sum())
+    assert "division by an input-dependent" in lipschitz_graph(div, x).reason
+
+
+def test_train_mode_statistics_and_random_state_are_left_alone():
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Dropout(0.5))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(7)
+    lipschitz_graph(model, torch.randn(4, 3), train_mode_ok=True)
+    after_rng = torch.rand(1)
+    torch.manual_seed(7)
+    torch.randn(4, 3)
+    assert torch.equal(after_rng, torch.rand(1))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def _brute_windows_per_element(size: int, pool) -> int:
+    """Windows holding element j = outputs that pick up a large value placed at j alone."""
+    most = 0
+    for j in range(size):
+        x = torch.zeros(1, 1, size, dtype=torch.float64)
+        x[0, 0, j] = 1.0
+        most = max(most, int((pool(x) == 1.0).sum()))
+    return most
+
+
+@pytest.mark.parametrize(
+    ("size", "k", "s", "p", "d", "ceil"),
+    [(7, 3, 1, 1, 1, False), (9, 3, 2, 1, 1, False), (10, 4, 3, 2, 1, True), (8, 2, 1, 0, 3, False),
+     (11, 3, 2, 0, 2, True), (5, 5, 5, 0, 1, False), (6, 1, 1, 0, 1, False)],
+)
+def test_window_count_per_element_matches_brute_force(size, k, s, p, d, ceil):
+    from deeplimits.diagnostics._graph_lipschitz import _windows_per_element
+
+    pool = nn.MaxPool1d(k, s, p, d, ceil_mode=ceil)
+    assert _windows_per_element(size, k, s, p, d, ceil) == _brute_windows_per_element(size, pool)
+    g = lipschitz_graph(nn.Sequential(pool), torch.randn(2, 3, size, dtype=torch.float64))
+    assert g.value == pytest.approx(math.sqrt(_brute_windows_per_element(size, pool)), rel=1e-12)
+
+
+@pytest.mark.parametrize(("size", "out"), [(7, 3), (10, 4), (5, 5), (3, 5), (9, 2), (6, 1)])
+def test_adaptive_window_count_matches_brute_force(size, out):
+    from deeplimits.diagnostics._graph_lipschitz import _adaptive_windows_per_element
+
+    pool = nn.AdaptiveMaxPool1d(out)
+    assert _adaptive_windows_per_element(size, out) == _brute_windows_per_element(size, pool)
+
+
+def test_two_dimensional_max_pooling_multiplies_the_counts_of_each_axis():
+    # kernel (3, 2), stride (1, 2), padding (1, 0): up to 3 windows along H, 1 along W
+    pool = nn.MaxPool2d((3, 2), stride=(1, 2), padding=(1, 0))
+    x = torch.randn(1, 1, 6, 6, dtype=torch.float64)
+    assert lipschitz_graph(nn.Sequential(pool), x).value == pytest.approx(math.sqrt(3))
+    pool = nn.AdaptiveMaxPool2d((4, None))  # H: 6 -> 4 (up to 2 windows), W kept (1)
+    assert lipschitz_graph(nn.Sequential(pool), x).value == pytest.approx(math.sqrt(2))
+    g = lipschitz_graph(nn.Sequential(nn.MaxPool2d(2, return_indices=True)), x)
+    assert not g.available and "return_indices" in g.reason
+
+
+def test_a_model_that_is_itself_a_layer_is_one_node_named_model():
+    torch.manual_seed(0)
+    lin = nn.Linear(3, 2).double()
+    g = lipschitz_graph(lin, torch.randn(1, 3, dtype=torch.float64))
+    assert g.value == pytest.approx(float(torch.linalg.matrix_norm(lin.weight.detach(), ord=2)))
+    assert g.module_factors() == {"<model>": g.value}
+    g = lipschitz_graph(nn.GRU(2, 3), torch.randn(4, 1, 2))
+    assert g.culprit == "layer <model> (GRU)"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 5), st.integers(1, 4), st.integers(0, 2),
+       st.integers(1, 3), st.booleans())
+def test_window_counts_match_brute_force_on_random_pooling_geometries(size, k, s, p, d, ceil):
+    from hypothesis import assume
+
+    from deeplimits.diagnostics._graph_lipschitz import _windows_per_element
+
+    assume(2 * p <= k)  # torch's own limit on the padding
+    pool = nn.MaxPool1d(k, s, p, d, ceil_mode=ceil)
+    try:
+        pool(torch.zeros(1, 1, size))
+    except RuntimeError:
+        assume(False)  # output would be empty
+    assert _windows_per_element(size, k, s, p, d, ceil) == _brute_windows_per_element(size, pool)
+
+
+def test_local_bound_of_a_square_is_exact_for_elementwise_and_matrix_products():
+    x = torch.tensor([[3.0, -1.0]], dtype=torch.float64)
+    # x ⊙ x on the ball of radius r: sup |2 x_i| = 2 (max|x_i| + r), attained
+    g = lipschitz_graph(_Lambda(lambda t: t * t), x, radius=0.5)
+    assert g.value == pytest.approx(2 * (3.0 + 0.5), rel=1e-12)
+    # x xᵀ = ||x||² (a 1 x 1 matrix): gradient 2x, sup over the ball 2 (||x|| + r)
+    g = lipschitz_graph(_Lambda(lambda t: t @ t.T), x, radius=0.5)
+    assert g.value == pytest.approx(2 * (math.sqrt(10) + 0.5), rel=1e-12)
+    # batched (1, 1, 2) slices: the largest slice's Frobenius norm
+    x3 = torch.tensor([[[3.0, -1.0]], [[0.5, 0.5]]], dtype=torch.float64)
+    g = lipschitz_graph(_Lambda(lambda t: t @ t.transpose(-1, -2)), x3, radius=0.25)
+    assert g.value == pytest.approx(2 * (math.sqrt(10) + 0.25), rel=1e-12)
+    g = lipschitz_graph(_Lambda(lambda t: t @ t.new_ones(2, 2, 2)), x3)
+    assert not g.available and "not 2-D" in g.reason
+    # a constant made from the input's dtype only: 0-Lipschitz, so t + c is 1-Lipschitz
+    g = lipschitz_graph(_Lambda(lambda t: t + torch.ones_like(t) * t.new_ones(1)), x3)
+    assert g.value == 1.0
