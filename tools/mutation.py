@@ -871,29 +871,36 @@ EQUIVALENT: dict[str, str] = {
     "deeplimits.ode._host_loop.x_solve_adaptive_host__mutmut_11": "equivalent: t_end == t[0] "
     "cannot happen, output times are strictly monotonic (checked by the dispatcher)",
     **dict.fromkeys(
-        _ode("_host_loop", "x_solve_adaptive_host__mutmut_158",
-             "x_solve_adaptive_host__mutmut_303"),
+        _ode("_host_loop", "x_solve_adaptive_host__mutmut_194",
+             "x_solve_adaptive_host__mutmut_350"),
         _TIE,
     ),
     **dict.fromkeys(
-        _ode("_host_loop", "x_solve_adaptive_host__mutmut_269",
-             "x_solve_adaptive_host__mutmut_271"),
+        _ode("_host_loop", "x_solve_adaptive_host__mutmut_314",
+             "x_solve_adaptive_host__mutmut_316"),
         "equivalent: the last stop is t_end, where the loop ends (its output is the last); "
         "advancing past it is never read",
     ),
-    "deeplimits.ode._host_loop.x_solve_adaptive_host__mutmut_189": "equivalent: an output up "
-    "to 1 beyond t1 taken for inside: no extra evaluation (it is beyond t1) and emit_outputs "
-    "emits nothing",
-    "deeplimits.ode._host_loop.x_solve_adaptive_host__mutmut_35": "equivalent: rows=None is "
-    "falsy like False",
+    "deeplimits.ode._host_loop.x_solve_adaptive_host__mutmut_235": "equivalent: an output up "
+    "to 1 beyond t1 taken for inside: no extra evaluation (the inner test is strict) and "
+    "emit_outputs emits only outputs in (t, t1]",
     **dict.fromkeys(
         _ode(
             "_host_loop",
-            "x_solve_adaptive_host__mutmut_68",
-            "x_solve_adaptive_host__mutmut_69",
+            "x_solve_adaptive_host__mutmut_86",
+            "x_solve_adaptive_host__mutmut_87",
         ),
         "equivalent: the scale and ratio are read as floats (detached) either way; no_grad "
         "only spares recording them when autograd is on",
+    ),
+    **dict.fromkeys(
+        _ode(
+            "_host_loop",
+            "x_solve_adaptive_host__mutmut_99",
+            "x_solve_adaptive_host__mutmut_100",
+        ),
+        "equivalent: newton_mark is set at the first NaN/inf trial of a run, before any read; "
+        "its initial value is never read",
     ),
     # ode/_time_grad
     **dict.fromkeys(

@@ -325,3 +325,59 @@ def test_newton_failures_to_the_smallest_step_name_the_method_time_and_step() ->
                                           r"just after t=0\.4999\d+ \(steps shrank to dt=\d"):
         odeint(_nan_beyond_half, torch.zeros(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
                method="kvaerno3")
+
+
+def test_a_non_fsal_step_without_an_output_inside_starts_the_next_with_a_fresh_stage() -> None:
+    """Heun-Euler (not FSAL), y' = 1, first step 0.1 over [0, 1], no output inside the first
+    step: its last stage f(0.1, y0 + 0.1) is not f(t1, y1) in general, so step 2 evaluates
+    f(0.1, y1) afresh: 4 evaluations (f(0), stage 2 at 0.1, fresh f(0.1), stage 2 at 1)."""
+    calls: list[float] = []
+
+    def f(t, y):  # type: ignore[no-untyped-def]
+        calls.append(float(t))
+        return torch.ones_like(y)
+
+    solve_adaptive_host(f, torch.zeros(1, dtype=F64), [0.0, 1.0], _heun_euler(),
+                        AdaptiveOptions(first_step=0.1), 1e-6, 1e-9, SolveStats())
+    assert calls == pytest.approx([0.0, 0.1, 0.1, 1.0])
+
+
+def _relax(t, y):  # type: ignore[no-untyped-def]
+    return -50.0 * (y - math.cos(float(t)))  # the host loop passes float times
+
+
+def test_backward_solves_count_their_steps_apart() -> None:
+    stats = SolveStats()
+    solve_adaptive_host(_relax, torch.zeros(1, dtype=F64), [0.0, 1.0],
+                        get_solver("dopri5"), AdaptiveOptions(first_step=0.5), 1e-6, 1e-9,
+                        stats, backward=True)
+    forward = SolveStats()
+    solve_adaptive_host(_relax, torch.zeros(1, dtype=F64), [0.0, 1.0],
+                        get_solver("dopri5"), AdaptiveOptions(first_step=0.5), 1e-6, 1e-9,
+                        forward)
+    assert (stats.accepted_steps, stats.rejected_steps) == (0, 0)
+    assert (stats.backward_accepted_steps, stats.backward_rejected_steps) == (
+        forward.accepted_steps, forward.rejected_steps)
+    assert forward.rejected_steps >= 1
+
+
+def test_a_last_step_of_one_ulp_is_no_underflow_once_every_output_is_out() -> None:
+    """y' = 1, first step 1 - 2**-52, growth capped at 1.5: the last step is 2**-52 and the
+    next proposal (3.3e-16) is below 8 ulps of t = 1; the solve is over, so nothing raises."""
+    stats = SolveStats()
+    outs = solve_adaptive_host(
+        _one, torch.zeros(1, dtype=F64), [0.0, 1.0], get_solver("dopri5"),
+        AdaptiveOptions(first_step=1.0 - 2.0**-52, controller=IController(factor_max=1.5)),
+        1e-6, 1e-9, stats)
+    assert stats.accepted_steps == 2 and float(outs[-1]) == pytest.approx(1.0, abs=1e-15)
+
+
+def test_the_step_record_of_a_jump_keeps_its_left_limit_stage_times() -> None:
+    records = []
+    solve_adaptive_host(_one, torch.zeros(1, dtype=F64), [0.0, 1.0], get_solver("dopri5"),
+                        AdaptiveOptions(first_step=0.1, controller=IController(jump_ts=(0.5,))),
+                        1e-6, 1e-9, SolveStats(), record=lambda rec, y1, ks: records.append(rec))
+    at_jump = [r for r in records if r.t1 == 0.5]
+    assert len(at_jump) == 1 and at_jump[0].times is not None
+    assert at_jump[0].times[-1] == math.nextafter(0.5, 0.0)  # dopri5's last stage, c = 1
+    assert all(r.times is None for r in records if r.t1 != 0.5)
