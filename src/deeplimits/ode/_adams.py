@@ -165,10 +165,10 @@ def adams_step(
                 settings.stats.corrector_failures += 1
             warnings.warn(
                 f"Adams-Moulton corrector did not converge in max_iters={settings.max_iters} "
-                f"iterations in the step from t={t:g} (h={h:g}); the step keeps the last "
-                "iterate and the history drops its oldest value (as torchdiffeq). Use smaller "
-                "steps, a larger max_iters or looser rtol/atol",
-                UserWarning, stacklevel=2,
+                "iterations: the step keeps the last iterate and the history drops its oldest "
+                "value (as torchdiffeq; SolveStats.corrector_failures counts these steps). Use "
+                "smaller steps, a larger max_iters or looser rtol/atol",
+                UserWarning, stacklevel=4,
             )
             hist.pop()
     y1 = y + dy
