@@ -595,6 +595,30 @@ def test_adams_corrector_failures_keep_the_iterate_and_drop_history_as_torchdiff
     assert float((converged - theirs).abs().max()) > 1e-8
 
 
+@pytest.mark.filterwarnings("ignore:Functional iteration did not converge:UserWarning")
+@pytest.mark.filterwarnings("ignore:Adams-Moulton corrector did not converge:UserWarning")
+def test_tuple_tolerances_weigh_each_tensor_in_the_adams_corrector_as_torchdiffeq() -> None:
+    # The first tensor has y' = 1: predictor and corrector agree exactly, so any tolerance on
+    # it passes; a tight tolerance on the pendulum tensor cannot be met in 2 iterations.
+    def f(t: torch.Tensor, y: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return torch.ones_like(y[0]), torch.stack([y[1][1], -torch.sin(y[1][0])])
+
+    y0 = (torch.tensor([0.0], dtype=F64), torch.tensor([1.0, 0.0], dtype=F64))
+    t = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    failures = []
+    for tight_first in (True, False):
+        rtol = (1e-13, 1e-3) if tight_first else (1e-3, 1e-13)
+        kw: dict[str, Any] = {"rtol": rtol, "atol": tuple(r * 1e-2 for r in rtol),
+                              "method": "implicit_adams",
+                              "options": {"step_size": 0.05, "max_iters": 2, "interp": "linear"}}
+        stats = SolveStats()
+        ours = odeint(f, y0, t, stats=stats, **kw)
+        theirs = torchdiffeq.odeint(f, y0, t, **kw)
+        assert max(float((a - b).abs().max()) for a, b in zip(ours, theirs, strict=True)) <= 1e-12
+        failures.append(stats.corrector_failures)
+    assert failures == [0, 18]  # 18: every step after the two rk4 start-up steps
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("method", ["explicit_adams", "implicit_adams"])
 def test_adams_perturb_nudges_the_stage_times_as_torchdiffeq(
