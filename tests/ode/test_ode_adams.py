@@ -13,10 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from deeplimits.errors import InvalidArgumentError, UnknownNameError
+from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
 from deeplimits.ode import (
     METHODS,
     MULTISTEP_METHODS,
+    Adams,
     SolveStats,
     get_solver,
     odeint,
@@ -216,6 +217,12 @@ def test_adams_names_and_options_are_checked() -> None:
             odeint(_logistic, y0, t, method="implicit_adams", options={"max_order": bad})
     with pytest.raises(InvalidArgumentError, match="max_iters=0 must be a positive int"):
         odeint(_logistic, y0, t, method="implicit_adams", options={"max_iters": 0})
+    with pytest.raises(InvalidTypeError, match="Adams implicit=1 must be True or False"):
+        Adams(implicit=1, method_name="mine")  # type: ignore[arg-type]
+    mine = Adams(implicit=True, method_name="my_adams")  # an object works as a method
+    ys = odeint(_logistic, y0, t, method=mine, options={"step_size": 0.1})
+    assert torch.equal(ys, odeint(_logistic, y0, t, method="implicit_adams",
+                                  options={"step_size": 0.1}))
     with pytest.raises(UnknownNameError, match="option of method 'rk4' 'max_order'"):
         odeint(_logistic, y0, t, method="rk4", options={"max_order": 5})
 

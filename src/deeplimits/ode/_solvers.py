@@ -327,6 +327,14 @@ class Adams(Solver):
     fsal = False
     batched = False
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.implicit, bool):
+            raise InvalidTypeError(f"Adams implicit={self.implicit!r} must be True or False")
+        if not isinstance(self.method_name, str) or not self.method_name:
+            raise InvalidTypeError(
+                f"Adams method_name={self.method_name!r} must be a non-empty string"
+            )
+
     @property
     def name(self) -> str:
         return self.method_name
