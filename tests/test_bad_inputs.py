@@ -24,7 +24,7 @@ from deeplimits.errors import (
     UnsupportedModelError,
 )
 from deeplimits.experiments import ExperimentConfig, Table, Verdict, get_experiment
-from deeplimits.ode import ODEBlock, odeint, odeint_adjoint
+from deeplimits.ode import ODEBlock, odeint, odeint_adjoint, odeint_checkpoint
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
 
@@ -131,6 +131,12 @@ CATALOGUE: tuple[Case, ...] = (
     Case("ode-negative-step", "ode", "rk4 with step_size=-0.1",
          lambda: odeint(_decay, Y0, T, method="rk4", options={"step_size": -0.1}),
          InvalidArgumentError, r"step_size=-0.1 must be a positive"),
+    Case("ode-adams-max-order", "ode", "implicit_adams with max_order=3",
+         lambda: odeint(_decay, Y0, T, method="implicit_adams", options={"max_order": 3}),
+         InvalidArgumentError, r"max_order=3 must be an int in \[4, 12\].*use method='rk4'"),
+    Case("ode-adams-checkpoint", "ode", "odeint_checkpoint with explicit_adams",
+         lambda: odeint_checkpoint(_Linear(), Y0, T, method="explicit_adams"),
+         InvalidArgumentError, r"odeint_checkpoint cannot replay.*use odeint or odeint_adjoint"),
     Case("ode-adjoint-plain-function", "ode", "odeint_adjoint of a plain function",
          lambda: odeint_adjoint(_decay, Y0, T),
          InvalidTypeError, r"nn.Module \(got function\) or adjoint_params="),

@@ -131,6 +131,10 @@ MAPPING: dict[str, Entry] = {
     "ode/_scipy.py": Entry(
         ("tests/ode/test_ode_torchdiffeq_parity.py",), pytest_args=("-k", "scipy")
     ),
+    "ode/_adams.py": Entry(
+        ("tests/ode/test_ode_adams.py", "tests/ode/test_ode_torchdiffeq_parity.py"),
+        pytest_args=("-k", "adams"),
+    ),
     # experiments: only their verdict functions are numerical core.
     "experiments/paths.py": Entry(
         ("tests/experiments/test_paths_experiment.py",),

@@ -17,7 +17,7 @@ import torch
 import torchdiffeq
 
 from deeplimits.errors import InvalidArgumentError
-from deeplimits.ode import SolveStats, odeint
+from deeplimits.ode import SolveStats, odeint, odeint_adjoint
 
 F64 = torch.float64
 
@@ -505,3 +505,160 @@ def test_dopri8_agrees_with_torchdiffeq_and_the_exact_solution(
     five = SolveStats()  # an 8th-order pair takes fewer steps than dopri5 at tight tolerances
     odeint(_forced_oscillator, y0, t.to(dtype), method="dopri5", stats=five, **tol)
     assert stats.accepted_steps < five.accepted_steps
+
+
+_ADAMS_CASES = [
+    ("explicit_adams", {"max_order": 5}), ("explicit_adams", {}), ("implicit_adams", {}),
+    ("fixed_adams", {"max_order": 8, "max_iters": 2}), ("implicit_adams", {"max_order": 4}),
+]
+
+
+def _pendulum(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.stack([y[1], -torch.sin(y[0]) + 0.1 * torch.cos(t)])
+
+
+def _tuple_pendulum(
+    t: torch.Tensor, y: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return y[1][:1], torch.cat([-torch.sin(y[0]), 0.3 * y[1][1:] * torch.cos(t)])
+
+
+def test_adams_weights_are_torchdiffeqs_tables() -> None:
+    from torchdiffeq._impl import fixed_adams
+
+    from deeplimits.ode._adams import adams_bashforth, adams_moulton
+
+    for k in range(1, 12):  # every Adams-Bashforth formula its schedule can use
+        assert [float(b) for b in adams_bashforth(k)] == fixed_adams._BASHFORTH_DIVISOR[k].tolist()
+    for k in range(2, 13):  # (its order-1 Moulton entry, 1/11, is a table typo it never uses)
+        assert [float(m) for m in adams_moulton(k)] == fixed_adams._MOULTON_DIVISOR[k].tolist()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize(("method", "options"), _ADAMS_CASES,
+                         ids=["explicit-max5", "explicit", "implicit", "fixed-max8-iters2",
+                              "implicit-max4"])
+def test_adams_methods_take_torchdiffeqs_steps(
+    method: str, options: dict[str, int], reverse: bool, dtype: torch.dtype
+) -> None:
+    # Same grid, same schedule (rk4 start-up, orders up to max_order, the corrector's stopping
+    # test with odeint's rtol/atol), same interpolants between grid points; one tensor and a
+    # tuple state. explicit_adams at its default max_order=12 is unstable here (see
+    # test_ode_adams.py): round-off differences grow, so its span is short.
+    tol, rtol, atol = (1e-12, 1e-6, 1e-8) if dtype == F64 else (1e-5, 1e-4, 1e-6)
+    end = 0.3 if options == {} and method == "explicit_adams" else 1.0
+    t = torch.tensor([0.0, 0.123, 0.25, end], dtype=dtype)
+    t = -t if reverse else t
+    calls = {"n": 0}
+
+    def f(tt: torch.Tensor, y: Any) -> Any:
+        calls["n"] += 1
+        return _tuple_pendulum(tt, y) if isinstance(y, tuple) else _pendulum(tt, y)
+
+    for y0 in (torch.tensor([1.0, 0.0], dtype=dtype),
+               (torch.tensor([1.0], dtype=dtype), torch.tensor([0.0, 0.5], dtype=dtype))):
+        for interp in ("linear", "cubic"):
+            opts = {"step_size": 0.01, "interp": interp, **options}
+            calls["n"] = 0
+            ours = odeint(f, y0, t, method=method, options=opts, rtol=rtol, atol=atol)
+            n_ours, calls["n"] = calls["n"], 0
+            theirs = torchdiffeq.odeint(f, y0, t, method=method, options=opts, rtol=rtol,
+                                        atol=atol)
+            if isinstance(y0, tuple):
+                diff = max(float((a - b).abs().max()) for a, b in zip(ours, theirs, strict=True))
+            else:
+                diff = float((ours - theirs).abs().max())
+            assert diff <= tol, (interp, diff)
+            if interp == "linear":  # the same evaluations (the cubic one reuses f(t1, y1))
+                assert n_ours == calls["n"]
+
+
+@pytest.mark.filterwarnings("ignore:Functional iteration did not converge:UserWarning")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_adams_corrector_failures_keep_the_iterate_and_drop_history_as_torchdiffeq(
+    dtype: torch.dtype,
+) -> None:
+    t = torch.linspace(0.0, 1.0, 5, dtype=dtype)
+    y0 = torch.tensor([1.0, 0.0], dtype=dtype)
+    kw: dict[str, Any] = {"rtol": 1e-12, "atol": 1e-14,
+                          "options": {"step_size": 0.05, "max_iters": 1, "interp": "linear"}}
+    stats = SolveStats()
+    with pytest.warns(UserWarning, match="corrector did not converge"):
+        ours = odeint(_pendulum, y0, t, method="implicit_adams", stats=stats, **kw)
+    theirs = torchdiffeq.odeint(_pendulum, y0, t, method="implicit_adams", **kw)
+    assert float((ours - theirs).abs().max()) <= (1e-12 if dtype == F64 else 1e-5)
+    assert stats.corrector_failures == 18  # every step after the two rk4 start-up steps
+    # without dropping history the answer would differ from theirs
+    kw["options"] = {**kw["options"], "max_iters": 30}
+    converged = odeint(_pendulum, y0, t, method="implicit_adams", **kw)
+    assert float((converged - theirs).abs().max()) > 1e-8
+
+
+@pytest.mark.filterwarnings("ignore:Functional iteration did not converge:UserWarning")
+@pytest.mark.filterwarnings("ignore:Adams-Moulton corrector did not converge:UserWarning")
+def test_tuple_tolerances_weigh_each_tensor_in_the_adams_corrector_as_torchdiffeq() -> None:
+    # The first tensor has y' = 1: predictor and corrector agree exactly, so any tolerance on
+    # it passes; a tight tolerance on the pendulum tensor cannot be met in 2 iterations.
+    def f(t: torch.Tensor, y: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return torch.ones_like(y[0]), torch.stack([y[1][1], -torch.sin(y[1][0])])
+
+    y0 = (torch.tensor([0.0], dtype=F64), torch.tensor([1.0, 0.0], dtype=F64))
+    t = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    failures = []
+    for tight_first in (True, False):
+        rtol = (1e-13, 1e-3) if tight_first else (1e-3, 1e-13)
+        kw: dict[str, Any] = {"rtol": rtol, "atol": tuple(r * 1e-2 for r in rtol),
+                              "method": "implicit_adams",
+                              "options": {"step_size": 0.05, "max_iters": 2, "interp": "linear"}}
+        stats = SolveStats()
+        ours = odeint(f, y0, t, stats=stats, **kw)
+        theirs = torchdiffeq.odeint(f, y0, t, **kw)
+        assert max(float((a - b).abs().max()) for a, b in zip(ours, theirs, strict=True)) <= 1e-12
+        failures.append(stats.corrector_failures)
+    assert failures == [0, 18]  # 18: every step after the two rk4 start-up steps
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("method", ["explicit_adams", "implicit_adams"])
+def test_adams_perturb_nudges_the_stage_times_as_torchdiffeq(
+    method: str, dtype: torch.dtype
+) -> None:
+    y0 = torch.tensor([0.2, -1.0], dtype=dtype)
+    tol = 1e-12 if dtype == F64 else 1e-6
+    differs = 0
+    for strict, reverse in itertools.product([True, False], [False, True]):
+        t = torch.linspace(0.0, 1.0, 5, dtype=dtype)
+        t = t.flip(0) if reverse else t
+        f = _jump_at_half(strict)
+        out = {}
+        for perturb in (False, True):
+            opts = {"step_size": 0.125, "perturb": perturb, "max_order": 5, "max_iters": 10}
+            out[perturb] = odeint(f, y0, t, method=method, options=opts)
+            theirs = torchdiffeq.odeint(f, y0, t, method=method, options=opts)
+            assert float((out[perturb] - theirs).abs().max()) <= tol
+        differs += float((out[True] - out[False]).abs().max()) > 1e-3
+    # f0 at each step's start is perturbed: that matters where f(0.5) is the value of the side
+    # the solve leaves; at a step's end only the rk4 start-up's last stage (steps 0 and 1, not
+    # at 0.5) and the corrector's evaluations (implicit) are: the other two cases
+    assert differs == (4 if method == "implicit_adams" else 2)
+
+
+@pytest.mark.parametrize("method", ["explicit_adams", "implicit_adams"])
+def test_adams_adjoint_gives_torchdiffeqs_gradients(method: str) -> None:
+    class Damped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Parameter(torch.tensor([0.7, -0.3], dtype=F64))
+
+        def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return torch.stack([y[1], -self.a[0] * torch.sin(y[0]) + self.a[1] * y[1]])
+
+    f = Damped()
+    y0 = torch.tensor([1.0, 0.2], dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    grads = []
+    for solve in (odeint_adjoint, torchdiffeq.odeint_adjoint):
+        ys = solve(f, y0, t, method=method, options={"step_size": 0.02, "max_order": 6})
+        grads.append(torch.cat(torch.autograd.grad(ys[1:].pow(2).sum(), (y0, f.a))))
+    assert float((grads[0] - grads[1]).abs().max()) <= 1e-10

@@ -8,12 +8,14 @@ Public surface:
 - :class:`ODEBlock`: ``z0 -> z(t1)`` as an ``nn.Module`` with solve statistics.
 - Solvers as objects: :class:`Solver`, :class:`ExplicitRK` (any validated
   :class:`ButcherTableau`), :class:`ImplicitRK` (stiff problems: any validated ESDIRK
-  :class:`ImplicitTableau`; ``kvaerno3/4/5``, ``implicit_euler``), :class:`ReversibleHeun`;
+  :class:`ImplicitTableau`; ``kvaerno3/4/5``, ``implicit_euler``), :class:`ReversibleHeun`,
+  :class:`Adams` (multistep: ``explicit_adams``, ``implicit_adams``, ``fixed_adams``);
   :data:`SOLVERS` by name (what ``method="dopri5"`` looks up), :func:`get_solver`;
   :func:`rk_step`, the one generic explicit Runge-Kutta step.
 - Step-size control: :class:`PIDController`, :class:`PIController`, :class:`IController` (the
   default is ``IController()``).
-- Options: :class:`FixedStepOptions`, :class:`AdaptiveOptions`, :class:`ReversibleHeunOptions`,
+- Options: :class:`FixedStepOptions`, :class:`AdamsOptions`, :class:`AdaptiveOptions`,
+  :class:`ReversibleHeunOptions`,
   :class:`AdjointOptions` (what is computed), :class:`ExecutionOptions` (how it runs: host or
   device loop, CUDA graphs with a :class:`CaptureBackend`, ``compile``, per-sample steps);
   statistics: :class:`SolveStats`.
@@ -34,6 +36,7 @@ from deeplimits.ode._controllers import IController, PIController, PIDController
 from deeplimits.ode._execution import ExecutionOptions
 from deeplimits.ode._odeint import odeint, odeint_event
 from deeplimits.ode._options import (
+    AdamsOptions,
     AdaptiveOptions,
     AdjointOptions,
     FixedStepOptions,
@@ -48,7 +51,9 @@ from deeplimits.ode._solvers import (
     FIXED_METHODS,
     IMPLICIT_METHODS,
     METHODS,
+    MULTISTEP_METHODS,
     SOLVERS,
+    Adams,
     ExplicitRK,
     ImplicitRK,
     ReversibleHeun,
@@ -73,8 +78,11 @@ __all__ = [
     "IMPLICIT_METHODS",
     "IMPLICIT_TABLEAUX",
     "METHODS",
+    "MULTISTEP_METHODS",
     "SOLVERS",
     "TABLEAUX",
+    "Adams",
+    "AdamsOptions",
     "AdaptiveOptions",
     "AdjointOptions",
     "ButcherTableau",

@@ -10,6 +10,8 @@
 - :class:`ImplicitRK` (same step interface) -> the fixed-step or the host loop (never the
   device loop: a CUDA state runs on the host loop unless ``device_loop=True`` is asked for,
   which is an error).
+- :class:`Adams` (multistep, fixed grid) -> the fixed-step loop, which carries its history
+  (``Solver.new_carry``) from step to step.
 
 Every rule between those choices is checked here (or, between execution options alone, in
 :class:`ExecutionOptions`), with an error that names the conflict.

@@ -1,4 +1,5 @@
-"""The fixed-step loop: explicit Runge-Kutta steps on a grid, eager or in compiled chunks."""
+"""The fixed-step loop: explicit Runge-Kutta steps on a grid, eager or in compiled chunks; the
+Adams multistep methods' steps with their history (``Solver.new_carry``) carried through."""
 
 from __future__ import annotations
 
@@ -94,6 +95,13 @@ def solve_fixed(
     last_i = len(grid) - 2
     d = 1.0 if ts[-1] > ts[0] else -1.0
     cache = solver.dense_cache()
+    carry = solver.new_carry()  # a multistep method's history, passed to each of its steps
+    if carry is not None and record is not None:
+        raise InvalidArgumentError(
+            f"method {solver.name!r} is a multistep method: odeint_checkpoint cannot replay "
+            "its steps from a stored state (they need the history of past evaluations); use "
+            "odeint or odeint_adjoint, or a Runge-Kutta method such as rk4"
+        )
     outs: list[Tensor] = [y0]
     j = 1
     n = len(ts)
@@ -129,7 +137,10 @@ def solve_fixed(
             times = _perturbed_times(solver, t, t1, h, y.dtype)
             if i:
                 k1_time, k1 = times[0], f(times[0], y)
-        y1, _, ks = solver.step(f, t, y, h, k1, times)
+        if carry is None:
+            y1, _, ks = solver.step(f, t, y, h, k1, times)
+        else:
+            y1, _, ks = solver.step(f, t, y, h, k1, times, carry=carry)  # type: ignore[call-arg]
         if backward:
             stats.backward_accepted_steps += 1
         else:

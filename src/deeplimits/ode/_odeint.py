@@ -44,14 +44,17 @@ def odeint(
             and device).
         t: 1-D, strictly increasing or strictly decreasing, same dtype/device as ``y0``;
             with ``per_sample=True`` also ``(batch, T)``: one row of times per row of ``y0``.
-        rtol: relative tolerance of the adaptive methods (RMS norm, ``atol + rtol*|y|``); for a
-            tuple ``y0`` also a tuple, one per tensor (torchdiffeq's form).
+        rtol: relative tolerance of the adaptive methods (RMS norm, ``atol + rtol*|y|``) and
+            of the corrector of ``implicit_adams``; for a tuple ``y0`` also a tuple, one per
+            tensor (torchdiffeq's form).
         atol: absolute tolerance, as ``rtol``.
         method: a name (``euler``, ``midpoint``, ``rk4``: fixed step; ``bosh3``, ``dopri5``,
-            ``tsit5``: adaptive; ``reversible_heun``: fixed step, reversible) or a
+            ``tsit5``: adaptive; ``reversible_heun``: fixed step, reversible;
+            ``explicit_adams``, ``implicit_adams``: fixed-step multistep) or a
             :class:`Solver` object (e.g. ``ExplicitRK(my_tableau)``).
         options: the method's numerical options (:class:`FixedStepOptions`,
-            :class:`AdaptiveOptions`, :class:`ReversibleHeunOptions`) or a dict, which may
+            :class:`AdamsOptions`, :class:`AdaptiveOptions`, :class:`ReversibleHeunOptions`)
+            or a dict, which may
             also hold the keys of :class:`ExecutionOptions`.
         execution: how the solve runs (:class:`ExecutionOptions`: host or device loop, CUDA
             graphs, ``compile``, per-sample steps); default: chosen by the state's device.

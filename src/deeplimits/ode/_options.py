@@ -16,6 +16,7 @@ from deeplimits.ode._controllers import DEFAULT_CONTROLLER, PIDController, as_ti
 
 __all__ = [
     "SCIPY_SOLVERS",
+    "AdamsOptions",
     "AdaptiveOptions",
     "AdjointOptions",
     "FixedStepOptions",
@@ -244,6 +245,39 @@ class ImplicitFixedOptions(FixedStepOptions):
         _check_newton(self)
 
 
+@dataclass(frozen=True)
+class AdamsOptions(FixedStepOptions):
+    """Options of the Adams methods (``explicit_adams``, ``implicit_adams``, ``fixed_adams``;
+    torchdiffeq's names): the grid of :class:`FixedStepOptions` plus
+
+    Attributes:
+        max_order: the largest order used: at most ``max_order - 1`` past evaluations enter the
+            Adams-Bashforth formula (an int in ``[4, 12]``; default 12, torchdiffeq's).
+        max_iters: most corrector iterations per step of the predictor-corrector methods
+            (default 4, torchdiffeq's); ignored by ``explicit_adams``. The iteration stops when
+            two iterates agree within ``odeint``'s ``atol + rtol |dy|``.
+    """
+
+    max_order: int = 12
+    max_iters: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.max_order, bool) or not isinstance(self.max_order, int) or not (
+            4 <= self.max_order <= 12
+        ):
+            raise InvalidArgumentError(
+                f"options max_order={self.max_order!r} must be an int in [4, 12] (below 4 every "
+                "step is rk4: torchdiffeq warns and runs rk4; use method='rk4')"
+            )
+        if isinstance(self.max_iters, bool) or not isinstance(self.max_iters, int) or (
+            self.max_iters < 1
+        ):
+            raise InvalidArgumentError(
+                f"options max_iters={self.max_iters!r} must be a positive int"
+            )
+
+
 #: torchdiffeq's adaptive options -> the controller's fields.
 _TORCHDIFFEQ_NAMES = {
     "min_step": "min_step", "max_step": "dt_max", "safety": "safety", "ifactor": "factor_max",
@@ -334,6 +368,9 @@ class SolveStats:
     lu_factorizations: int = 0
     newton_iterations: int = 0
     newton_failures: int = 0
+    #: Adams predictor-corrector methods (``implicit_adams``, ``fixed_adams``): steps whose
+    #: corrector iteration did not converge in ``max_iters`` (each also warns).
+    corrector_failures: int = 0
     #: Whether the last forward adaptive solve replayed a CUDA graph (see ``AdaptiveOptions``).
     cuda_graph_used: bool = field(default=False, compare=False)
     #: Whether the last forward adaptive solve ran compiled code (``compile=True``).

@@ -20,10 +20,19 @@ from dataclasses import dataclass, field, replace
 from torch import Tensor
 
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
+from deeplimits.ode._adams import (
+    MAX_ORDER,
+    RK4,
+    AdamsHistory,
+    AdamsSettings,
+    adams_interpolate,
+    adams_step,
+)
 from deeplimits.ode._func import FlatFunc
 from deeplimits.ode._interp import DenseCache, dense_eval
 from deeplimits.ode._newton import NewtonSettings, esdirk_step
 from deeplimits.ode._options import (
+    AdamsOptions,
     AdaptiveOptions,
     FixedStepOptions,
     ImplicitFixedOptions,
@@ -40,7 +49,9 @@ __all__ = [
     "FIXED_METHODS",
     "IMPLICIT_METHODS",
     "METHODS",
+    "MULTISTEP_METHODS",
     "SOLVERS",
+    "Adams",
     "ExplicitRK",
     "ImplicitRK",
     "ReversibleHeun",
@@ -84,6 +95,18 @@ class Solver(ABC):
         """The solver as one solve runs it (its options, tolerances and statistics); the
         dispatcher calls it before handing the solver to a loop. Default: itself."""
         return self
+
+    #: Whether its steps need a carry between them (a multistep method's history): then
+    #: :meth:`new_carry` gives one per solve, the fixed-step loop passes it to every
+    #: ``step(..., carry=)`` of that solve and the step updates it in place. Such a solver runs
+    #: on the fixed-step loop only (not the host or device loops, not ``compile``, not
+    #: ``odeint_checkpoint``'s replay).
+    multistep: bool = False
+
+    def new_carry(self) -> object | None:
+        """A fresh carry for one solve (``None`` for one-step methods, whose ``step`` takes
+        none)."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -277,8 +300,126 @@ class ImplicitRK(_TableauSolver):
         return f"ImplicitRK({self.name!r})"
 
 
-#: A solver whose ``step``/``interpolate`` the host and fixed-step loops run.
-StepSolver = ExplicitRK | ImplicitRK
+@dataclass(frozen=True, repr=False)
+class Adams(Solver):
+    """Adams linear multistep methods on a fixed grid, as torchdiffeq's ``explicit_adams``
+    (Adams-Bashforth) and ``implicit_adams``/``fixed_adams`` (Adams-Bashforth predictor,
+    Adams-Moulton corrector by functional iteration): see :mod:`deeplimits.ode._adams` for the
+    schedule (``rk4`` start-up steps, then orders up to ``AdamsOptions.max_order``).
+
+    A multistep solver (:attr:`multistep`): its history is the carry the fixed-step loop passes
+    from step to step (:meth:`new_carry`). Outputs between grid points: torchdiffeq's linear or
+    cubic Hermite interpolant (``interp``). Not compilable, no device loop, no
+    ``odeint_checkpoint``.
+
+    Attributes:
+        implicit: predictor-corrector (``implicit_adams``) or the explicit formula alone.
+        method_name: the ``method=`` name.
+    """
+
+    implicit: bool
+    method_name: str
+    linear_interp: bool = False
+    _settings: AdamsSettings | None = field(default=None, compare=False)
+
+    compilable = False
+    multistep = True
+    fsal = False
+    batched = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.implicit, bool):
+            raise InvalidTypeError(f"Adams implicit={self.implicit!r} must be True or False")
+        if not isinstance(self.method_name, str) or not self.method_name:
+            raise InvalidTypeError(
+                f"Adams method_name={self.method_name!r} must be a non-empty string"
+            )
+
+    @property
+    def name(self) -> str:
+        return self.method_name
+
+    @property
+    def order(self) -> int:
+        """The global order on smooth problems (measured in ``test_ode_adams.py``), set by the
+        start-up: with ``max_order >= 5`` the one 3-step Adams-Bashforth step (local error
+        ``O(h^4)``) makes ``explicit_adams`` order 4, and the corrected steps (local error
+        ``O(h^5)`` or smaller) make ``implicit_adams`` order 5; with ``max_order=4`` every
+        step after the start-up is a 3-step formula: orders 3 and 4 (torchdiffeq states 4)."""
+        max_order = self._settings.max_order if self._settings is not None else MAX_ORDER
+        return (4 if self.implicit else 3) + (max_order > 4)
+
+    @property
+    def adaptive(self) -> bool:
+        return False
+
+    @property
+    def options_type(self) -> type[AdamsOptions]:
+        return AdamsOptions
+
+    @property
+    def tableau(self) -> ButcherTableau:
+        """The start-up steps' tableau (``rk4``); its stage times are also a perturbed step's
+        (``perturb=True``: ``f0`` one ulp past the start, the corrector one ulp short of the
+        end)."""
+        return RK4
+
+    @property
+    def needs_end_stage(self) -> bool:
+        """The cubic interpolant needs ``f(t1, y1)``; the linear one does not."""
+        return not self.linear_interp
+
+    def new_carry(self) -> AdamsHistory:
+        settings = self._settings or AdamsSettings(self.implicit)
+        return AdamsHistory(maxlen=settings.max_order - 1)
+
+    def bind(self, opts: object, rtol: float, atol: float, stats: SolveStats) -> Adams:
+        """A copy with the solve's ``max_order``, ``max_iters``, ``interp``, the corrector's
+        tolerances and the statistics."""
+        settings = AdamsSettings(
+            implicit=self.implicit, max_order=getattr(opts, "max_order", MAX_ORDER),
+            max_iters=getattr(opts, "max_iters", 4), rtol=rtol, atol=atol, stats=stats,
+        )
+        linear = getattr(opts, "interp", "cubic") == "linear"
+        return replace(self, linear_interp=linear, _settings=settings)
+
+    def dense_cache(self) -> None:
+        """No coefficients to cache (the interpolants are built from the step's ends)."""
+        return None
+
+    def step(
+        self, f: FlatFunc, t: float | Tensor, y: Tensor, h: float | Tensor,
+        k1: Tensor | None = None, times: Sequence[float | Tensor] | None = None,
+        carry: AdamsHistory | None = None,
+    ) -> tuple[Tensor, Tensor | None, list[Tensor]]:
+        """One step (``(y1, None, [f0, y1])``; see :func:`deeplimits.ode._adams.adams_step`).
+
+        Raises:
+            InvalidArgumentError: no ``carry`` (the history of the solve, :meth:`new_carry`).
+        """
+        if carry is None:
+            raise InvalidArgumentError(
+                f"{self.name} is a multistep method: step() needs carry=solver.new_carry(), "
+                "the history shared by the steps of one solve"
+            )
+        settings = self._settings or AdamsSettings(self.implicit)
+        return adams_step(settings, f, t, y, h, k1, times, carry)  # type: ignore[arg-type]
+
+    def interpolate(
+        self, cache: None, y0: Tensor, ks: Sequence[Tensor], h: float,
+        thetas: Sequence[float],
+    ) -> Tensor:
+        """States at ``t0 + theta*h`` of one step (``ks``: ``[f0, y1]``, plus ``f(t1, y1)``
+        for the cubic interpolant); ``(len(thetas), *y0.shape)``."""
+        return adams_interpolate(y0, ks, h, thetas, self.linear_interp)
+
+    def __repr__(self) -> str:
+        return f"Adams({self.name!r})"
+
+
+#: A solver whose ``step``/``interpolate`` the host and fixed-step loops run (``Adams``: the
+#: fixed-step loop only).
+StepSolver = ExplicitRK | ImplicitRK | Adams
 
 
 class ReversibleHeun(Solver):
@@ -351,6 +492,9 @@ SOLVERS: dict[str, Solver] = {
     **{name: ImplicitRK(tab) for name, tab in IMPLICIT_TABLEAUX.items()},
     "reversible_heun": ReversibleHeun(),
     "scipy_solver": ScipySolver(),
+    "explicit_adams": Adams(implicit=False, method_name="explicit_adams"),
+    "implicit_adams": Adams(implicit=True, method_name="implicit_adams"),
+    "fixed_adams": Adams(implicit=True, method_name="fixed_adams"),  # torchdiffeq's old name
 }
 """Every method by name: what ``method="dopri5"`` looks up (see :func:`get_solver`)."""
 FIXED_METHODS: tuple[str, ...] = tuple(
@@ -365,6 +509,8 @@ IMPLICIT_METHODS: tuple[str, ...] = tuple(
     n for n, s in SOLVERS.items() if isinstance(s, ImplicitRK)
 )
 """Names of the implicit (stiff) methods."""
+MULTISTEP_METHODS: tuple[str, ...] = tuple(n for n, s in SOLVERS.items() if s.multistep)
+"""Names of the fixed-step multistep (Adams) methods."""
 
 
 def get_solver(method: str | Solver, what: str = "method") -> Solver:
