@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from deeplimits.errors import InvalidArgumentError, InvalidTypeError
+from deeplimits.errors import InvalidArgumentError, InvalidTypeError, SolverError
 from deeplimits.ode._batched_step import FIELDS, IDX, BatchedLoop, attempt, row_func
 from deeplimits.ode._checks import check_tolerances
 from deeplimits.ode._dispatch import Options, solve, solve_flat, split_options
@@ -205,17 +205,14 @@ class _Slots:
 
 
 def _stack_carries(carries: list[Carry], like: Carry) -> tuple[Tensor | None, ...]:
-    """One buffer per field ``(len(carries), *field's shape)``; a field no carry holds has no
-    buffer, one some lack is zero there."""
-    bufs: list[Tensor | None] = []
-    for n, x in enumerate(like):
-        held = [c[n] for c in carries]
-        if x is None and all(h is None for h in held):
-            bufs.append(None)
-            continue
-        ref = next(h for h in held if h is not None) if x is None else x
-        bufs.append(torch.stack([torch.zeros_like(ref) if h is None else h for h in held]))
-    return tuple(bufs)
+    """One buffer per field ``(len(carries), *shape)``, for the fields with a tensor in
+    ``like`` (of that shape; ``None``: no buffer); a carry that lacks such a field is zero
+    there (the backward's own checkpoints may fill it)."""
+    return tuple(
+        None if x is None
+        else torch.stack([torch.zeros_like(x) if c[n] is None else c[n] for c in carries])  # type: ignore[misc]
+        for n, x in enumerate(like)
+    )
 
 
 class _Reversal:
@@ -368,6 +365,10 @@ class _BatchedReplay(_Reversal):
         self.grad_outs = torch.cat([grad_outs[:-1], grad_outs.new_zeros((1, R, M))])
         self.outs = grad_outs.new_zeros((T, R, M))  # the attempt writes into a fresh buffer
         self.no_outs = grad_outs.new_zeros((0, R, M))  # no output buffer: nothing emitted
+        #: Per-row times the forward reached at some positions (its checkpoints and the end),
+        #: and whether a replay reached another (read once, at the end of the backward).
+        self.known: dict[int, Tensor] = {}
+        self.diverged = torch.zeros((), dtype=torch.bool, device=grad_outs.device)
 
     def _state(self, carry: Carry, outs: Tensor) -> tuple[Tensor, ...]:
         st: list[Tensor] = [outs] * len(FIELDS)
@@ -398,6 +399,8 @@ class _BatchedReplay(_Reversal):
                 roots.append(st1[IDX["outs"]])
                 cots.append(self.grad_outs)
             gs = torch.autograd.grad(roots, [y, k1, *self.params], cots, allow_unused=True)
+        if (t_fwd := self.known.get(i + 1)) is not None:  # the end of a segment
+            self.diverged = self.diverged | (st1[IDX["t"]] != t_fwd).any()
         self._accumulate(gs)
         return (torch.zeros_like(y) if gs[0] is None else gs[0],
                 torch.zeros_like(k1) if gs[1] is None else gs[1])
@@ -437,21 +440,29 @@ class _CheckpointFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, setup: _Setup, y0: Tensor, *params: Tensor) -> Tensor:
         tape: _Tape | _BatchedTape
+        need_k = True
         if setup.batched:
             tape = _BatchedTape(setup.checkpoints)
             outs = solve_flat(setup.f, y0, setup.ts, setup.solver, setup.opts, setup.exe,
                               setup.rtol, setup.atol, setup.stats, watch=tape)
             n = tape.useful()  # later attempts change nothing: not replayed
             ctx.records, ctx.lp, ctx.consts = n, tape.lp, tape.consts
+            if tape.last is not None:
+                ctx.t_end_reached = tape.last[_CARRIED.index(IDX["t"])]
         else:
             tape = _Tape(y0, setup.checkpoints, setup.solver.fsal)
             outs = solve_flat(setup.f, y0, setup.ts, setup.solver, setup.opts, setup.exe,
                               setup.rtol, setup.atol, setup.stats, record=tape)
             n = len(tape.records)
             ctx.records = tape.records
+            need_k = setup.solver.fsal or any(r.extra for r in tape.records)
         positions = [p for p in tape.positions if p <= n and p in tape.carries]
         carries = [tape.carries[p] for p in positions]
-        bufs = _stack_carries(carries, carries[0]) if carries else ()
+        if not carries:  # the device loop made no attempt (one output time)
+            bufs: tuple[Tensor | None, ...] = ()
+        else:
+            like = carries[0] if setup.batched else (y0, y0 if need_k else None)
+            bufs = _stack_carries(carries, like)
         ctx.setup = setup
         ctx.positions = positions
         ctx.has = tuple(b is not None for b in bufs)
@@ -489,6 +500,9 @@ class _CheckpointFn(torch.autograd.Function):
             lp = dataclasses.replace(ctx.lp, ev=row_func(f, tuple(grad_ys.shape[1:]),
                                                          setup.exe.per_sample))
             replay = _BatchedReplay(lp, ctx.consts, grad_outs, diff)
+            t_ck = bufs[_CARRIED.index(IDX["t"])]
+            replay.known = {p: t_ck[k].clone() for k, p in enumerate(positions)}  # type: ignore[index]
+            replay.known[n] = ctx.t_end_reached
             cot: Carry = (grad_outs[-1].clone(), torch.zeros_like(grad_outs[-1]))
         else:
             records: list[StepRecord] = ctx.records
@@ -510,6 +524,14 @@ class _CheckpointFn(torch.autograd.Function):
             if a > 0:
                 slots.release(a)
         if isinstance(replay, _BatchedReplay):
+            if bool(replay.diverged):
+                raise SolverError(
+                    "odeint_checkpoint's backward re-ran the solve's attempts from stored "
+                    "states and reached other times than the forward solve: func is not "
+                    "deterministic (random numbers, nondeterministic kernels) or changed "
+                    "between the forward and the backward pass, so the replayed steps differ; "
+                    "make func give the same output for the same inputs, or use odeint"
+                )
             grad_y0 = (cot[0] + replay.first_stage_vjp(first, cot[1])  # type: ignore[arg-type]
                        + grad_outs[0]).reshape(grad_ys.shape[1:])
         else:
