@@ -15,6 +15,20 @@ moment: with ``s`` free slots and ``r`` repetitions, ``C(s + r + 1, s + 1)`` ste
 
 A stored state is the solver's carry: the state and, for FSAL methods, the first stage of the
 next step (``f(t, y)``), so a checkpoint holds two states' worth of memory for those methods.
+
+Per-sample steps (``per_sample=True``) and ``device_loop=True`` run the eager device loop
+(:mod:`deeplimits.ode._batched_step`), where one iteration is an *attempt* of every row at
+once (each row with its own ``t`` and ``dt``, accepted or rejected on its own). There the
+positions are attempts, and a checkpoint is the batched step's whole state tuple but the
+output buffer: the batch's state ``Y``, first stage ``K1`` and error scale ``(R, M)`` each,
+and per row ``t``, ``|dt|``, the controller's history, flags and counters. Every choice of an
+attempt is a function of that tuple, so the backward re-runs the attempts with
+:func:`attempt` itself (the same per-row step sizes, accept/reject masks and outputs, with no
+per-attempt record) and differentiates exactly what direct backprop through ``odeint``
+records. At every segment end the replayed per-row times are compared with the forward's
+(one host read at the end): a ``func`` that is not deterministic, or changed before the
+backward, raises instead of giving a gradient of other steps. The attempts after every row
+finished (up to ``sync_every - 1``) change nothing and are not replayed.
 """
 
 from __future__ import annotations
@@ -614,8 +628,13 @@ def odeint_checkpoint(
     ``y0``, ``t``, ``rtol``, ``atol``, ``method``, ``options``, ``execution`` and ``stats`` are
     as in :func:`odeint`. Methods: the explicit Runge-Kutta methods, fixed and adaptive
     (``reversible_heun``: its own exact O(1)-memory backward, ``checkpoints`` unused). The
-    solve runs the host loop on every device: ``device_loop``, ``cuda_graph``, ``compile`` and
-    ``per_sample`` are not supported.
+    solve runs the host loop on every device (also for CUDA states, where ``odeint`` picks
+    the device loop), unless ``per_sample=True`` or ``device_loop=True`` is asked for: then
+    the eager device loop (dopri5, tsit5, bosh3; each row its own steps with ``per_sample``,
+    2-D ``t`` included), checkpointed per attempt of the whole batch; a checkpoint then holds
+    the batch's state, first stage and error scale and a few numbers per row (``t``,
+    ``|dt|``, controller history, flags). ``cuda_graph=True`` and ``compile=True`` are not
+    supported (the replay runs eagerly).
 
     Args:
         func: right-hand side; an ``nn.Module`` unless ``params`` is given.
@@ -633,9 +652,13 @@ def odeint_checkpoint(
         InvalidTypeError: ``func`` is not an ``nn.Module`` and no ``params`` (besides the
             errors of :func:`odeint`).
         InvalidArgumentError: bad ``checkpoints`` or an unsupported execution option.
+        SolverError: (backward, device loop) the re-run attempts reached other times than
+            the forward solve: ``func`` is not deterministic or changed in between.
 
     Caveats: double backward is not supported. Gradients with respect to ``t`` are those of
-    :func:`odeint` (the exact solution's ``f`` at the output times).
+    :func:`odeint` (the exact solution's ``f`` at the output times). The backward calls
+    ``func`` again on the stored states (the device loop's replay decides the steps again
+    from them), so ``func`` must give the same output for the same inputs.
     """
     solver = get_solver(method)
     check_tolerances(rtol, atol)
