@@ -290,7 +290,6 @@ class _Reversal:
         return cot
 
 
-
 class _Replay(_Reversal):
     """Re-runs the host loops' recorded steps (no grad, or with autograd and a
     vector-Jacobian product); the carry is ``(y, first stage of the next step or None)``."""
@@ -429,6 +428,7 @@ class _BatchedReplay(_Reversal):
         self._accumulate(gs)
         return torch.zeros_like(y) if gs[0] is None else gs[0]
 
+
 # --------------------------------------------------------------------------------------------
 # The autograd Function
 
@@ -460,7 +460,7 @@ class _CheckpointFn(torch.autograd.Function):
             outs = solve_flat(setup.f, y0, setup.ts, setup.solver, setup.opts, setup.exe,
                               setup.rtol, setup.atol, setup.stats, watch=tape)
             n = tape.useful()  # later attempts change nothing: not replayed
-            ctx.records, ctx.lp, ctx.consts = n, tape.lp, tape.consts
+            ctx.attempts, ctx.lp, ctx.consts = n, tape.lp, tape.consts
             if tape.last is not None:
                 ctx.t_end_reached = tape.last[_CARRIED.index(IDX["t"])]
         else:
@@ -506,7 +506,7 @@ class _CheckpointFn(torch.autograd.Function):
         positions: list[int] = ctx.positions
         replay: _Replay | _BatchedReplay
         if setup.batched:
-            n: int = ctx.records
+            n: int = ctx.attempts
             if n == 0:  # one output time: the output is y0
                 return (None, grad_ys[0], *(torch.zeros_like(p) if p.requires_grad else None
                                             for p in params))
