@@ -11,9 +11,11 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from deeplimits.errors import InvalidArgumentError, InvalidTypeError
+from deeplimits.diagnostics import SavedTensorsMeter
+from deeplimits.errors import InvalidArgumentError, InvalidTypeError, SolverError
 from deeplimits.ode import (
     AdaptiveOptions,
+    ExecutionOptions,
     SolveStats,
     odeint,
     odeint_adjoint,
@@ -243,9 +245,14 @@ def test_bad_arguments_raise_clear_errors() -> None:
             odeint_checkpoint(f, y0, t, checkpoints=bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidTypeError, match="params="):
         odeint_checkpoint(lambda t, y: -y, y0, t)
-    for key in ("per_sample", "compile", "device_loop", "cuda_graph"):
+    for key in ("compile", "cuda_graph"):
         with pytest.raises(InvalidArgumentError, match=f"{key}=True is not supported"):
             odeint_checkpoint(f, torch.ones(2, 3, dtype=F64), t, options={key: True})
+    # Per-sample steps are adaptive: a fixed-step method refuses them as odeint does.
+    with pytest.raises(InvalidArgumentError, match=r"per_sample.*adaptive methods only"):
+        odeint_checkpoint(f, torch.ones(2, 3, dtype=F64), t, method="rk4",
+                          options={"step_size": 0.1},
+                          execution=ExecutionOptions(per_sample=True))
     ys = odeint_checkpoint(f, y0.clone().requires_grad_(True), t)
     ys.sum().backward(retain_graph=True)
     with pytest.raises(InvalidArgumentError, match="retain_graph"):
@@ -315,3 +322,162 @@ def test_perturbed_fixed_steps_are_replayed_with_their_stage_times() -> None:
     assert float((out[0][0] - plain.detach()).abs().max()) > 1e-3  # perturb matters here
     for a, b in zip(out[1], out[0], strict=True):
         assert float((a - b).abs().max()) <= 1e-12
+
+
+# --------------------------------------------------------------------------------------------
+# The device loop: per-sample steps and device_loop=True
+
+
+class _Decays(nn.Module):
+    """Row i decays at rate k_i (k from 1 to 1000, log-spaced) with a nonlinear,
+    nonautonomous forcing, so rows need very different numbers of steps."""
+
+    def __init__(self, rows: int = 4, m: int = 2) -> None:
+        super().__init__()
+        self.k = nn.Parameter(torch.logspace(0.0, 3.0, rows, dtype=F64).reshape(rows, 1))
+        self.w = nn.Parameter(torch.linspace(0.2, 0.5, m, dtype=F64))
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -self.k * y + self.w * torch.sin(y) * torch.cos(t).reshape(-1, 1)
+
+
+PER_SAMPLE = ExecutionOptions(per_sample=True)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3"])
+def test_per_sample_gradients_equal_direct_backprop_through_the_same_per_row_steps(
+    method: str,
+) -> None:
+    f = _Decays()
+    y0 = torch.tensor([[0.3, -0.5], [1.0, 0.2], [-0.7, 0.4], [0.9, -1.1]], dtype=F64)
+    t = torch.tensor([0.0, 0.013, 0.05, 0.08, 0.1], dtype=F64)  # inside steps, and the end
+    kw: dict[str, Any] = {"method": method, "execution": PER_SAMPLE, "rtol": 1e-6,
+                          "atol": 1e-8}
+    ys, ref, st = _grads(odeint, f, y0, t, **kw)
+    per_row = st.nfe_per_sample
+    assert per_row is not None and int(per_row[-1]) > 4 * int(per_row[0])  # own step counts
+    for c in (4, 10_000):
+        ys_c, got, st_c = _grads(odeint_checkpoint, f, y0, t, checkpoints=c, **kw)
+        assert torch.equal(ys_c, ys)  # the same forward solve
+        assert torch.equal(st_c.nfe_per_sample, per_row)  # type: ignore[arg-type]
+        assert st_c.nfe_forward == st.nfe_forward and st_c.nfe_recompute > 0
+        for g_c, g in zip(got, ref, strict=True):
+            assert _rel(g_c, g) < 1e-9, (c, g_c, g)
+
+
+def test_per_sample_gradient_of_a_linear_decay_is_the_exponential() -> None:
+    # y_i' = -k_i y_i: d y_i(T) / d y_i(0) = exp(-k_i T) and d y_i(T) / d k_i = -T y_i(T).
+    k = torch.logspace(0.0, 3.0, 5, dtype=F64)
+    k_p = k.clone().requires_grad_(True)
+    y0 = torch.linspace(0.5, 1.5, 5, dtype=F64).requires_grad_(True)
+    t = torch.tensor([0.0, 0.3], dtype=F64)
+    stats = SolveStats()
+    ys = odeint_checkpoint(lambda t, y: -k_p * y, y0, t, rtol=1e-9, atol=1e-12,
+                           execution=PER_SAMPLE, params=(k_p,), checkpoints=8, stats=stats)
+    ys[-1].sum().backward()
+    exact = torch.exp(-k * 0.3)
+    assert float((y0.grad - exact).abs().max()) < 1e-8  # type: ignore[operator]
+    assert float((k_p.grad + 0.3 * y0.detach() * exact).abs().max()) < 1e-8  # type: ignore[operator]
+    assert stats.nfe_per_sample is not None
+    assert int(stats.nfe_per_sample[-1]) > 5 * int(stats.nfe_per_sample[0])
+
+
+def test_per_sample_replays_every_attempt_once_when_all_fit_and_more_with_fewer() -> None:
+    f = _Decays()
+    y0 = torch.ones(4, 2, dtype=F64)
+    t = torch.tensor([0.0, 0.1], dtype=F64)
+    recompute = []
+    for c in (10_000, 8, 3):
+        _, _, st = _grads(odeint_checkpoint, f, y0, t, checkpoints=c, execution=PER_SAMPLE)
+        recompute.append(st.nfe_recompute)
+    assert st.nfe_per_sample is not None
+    # dopri5: 6 evaluations an attempt, plus 2 at the start (f(t0, y0) and the first-step
+    # guess); the backward re-runs each attempt of the slowest row once with autograd, and
+    # f(t0, y0) once: 6 n + 1 = its count minus 1.
+    assert recompute[0] == int(st.nfe_per_sample.max()) - 1
+    assert recompute[0] < recompute[1] < recompute[2]
+
+
+def test_per_sample_rows_with_their_own_output_times() -> None:
+    f = _Decays(rows=3)
+    y0 = torch.tensor([[0.3, -0.5], [1.0, 0.2], [-0.7, 0.4]], dtype=F64)
+    t = torch.tensor([[0.0, 0.05, 0.3], [0.1, 0.2, 0.25], [-0.1, 0.0, 0.05]], dtype=F64)
+    out = []
+    for solve, kw in ((odeint, {}), (odeint_checkpoint, {"checkpoints": 3})):
+        y = y0.clone().requires_grad_(True)
+        f.zero_grad()
+        ys = solve(f, y, t, execution=PER_SAMPLE, **kw)  # type: ignore[operator]
+        (ys * torch.arange(ys.numel(), dtype=F64).reshape(ys.shape)).sum().backward()
+        out.append([ys.detach(), y.grad, *(p.grad.clone() for p in f.parameters())])  # type: ignore[union-attr]
+    assert torch.equal(out[1][0], out[0][0])
+    for g_c, g in zip(out[1][1:], out[0][1:], strict=True):
+        assert _rel(g_c, g) < 1e-9
+
+
+@pytest.mark.parametrize(
+    "opts", [AdaptiveOptions(jump_t=[0.7]), AdaptiveOptions(step_t=[0.3, 0.9])]
+)
+def test_device_loop_tuple_state_with_step_and_jump_times(opts: AdaptiveOptions) -> None:
+    w = torch.tensor([[0.0, 1.0], [-2.0, -0.1]], dtype=F64, requires_grad=True)
+
+    def func(t: torch.Tensor, y: tuple[torch.Tensor, torch.Tensor]) -> Any:
+        a, b = y
+        force = torch.where(t < 0.7, 1.0, -0.5).to(F64)
+        return (w[0, 1] * b + force, w[1, 0] * a + w[1, 1] * b * a)
+
+    y0 = (torch.tensor([0.5], dtype=F64), torch.tensor([0.1], dtype=F64))
+    t = torch.tensor([0.0, 0.4, 1.5], dtype=F64)
+    exe = ExecutionOptions(device_loop=True)
+    out = []
+    for solve, kw in ((odeint, {}), (odeint_checkpoint, {"checkpoints": 3, "params": (w,)})):
+        a0, b0 = (p.clone().requires_grad_(True) for p in y0)
+        w.grad = None
+        stats = SolveStats()
+        ya, yb = solve(func, (a0, b0), t, options=opts, execution=exe, rtol=1e-7, atol=1e-9,
+                       stats=stats, **kw)
+        (ya.sum() * 0.3 + (yb**2).sum()).backward()
+        out.append([a0.grad.clone(), b0.grad.clone(), w.grad.clone(), stats])  # type: ignore[union-attr]
+    assert out[1][3].accepted_steps == out[0][3].accepted_steps >= 10
+    assert out[1][3].nfe_recompute > 0
+    for g_c, g in zip(out[1][:3], out[0][:3], strict=True):
+        assert _rel(g_c, g) < 1e-9
+
+
+def _per_sample_saved(solve: Any, t_end: float, **kw: Any) -> tuple[int, int]:
+    f = _Decays(rows=4, m=8)
+    y0 = torch.linspace(-1.0, 1.0, 32, dtype=F64).reshape(4, 8).requires_grad_(True)
+    stats = SolveStats()
+    with SavedTensorsMeter(exclude=f.parameters()) as meter:
+        ys = solve(f, y0, torch.tensor([0.0, t_end], dtype=F64), execution=PER_SAMPLE,
+                   stats=stats, **kw)
+    ys.sum().backward()
+    return meter.bytes, stats.accepted_steps
+
+
+def test_per_sample_memory_saved_for_backward_is_the_checkpoints_whatever_the_steps() -> None:
+    c = 6
+    (d1, n1), (d4, n4) = (_per_sample_saved(odeint, s) for s in (0.05, 0.5))
+    (c1, m1), (c4, m4) = (_per_sample_saved(odeint_checkpoint, s, checkpoints=c)
+                          for s in (0.05, 0.5))
+    assert (m1, m4) == (n1, n4) and n4 > 2 * n1
+    assert d4 > 2 * d1  # direct backprop holds every attempt's graph
+    # A checkpoint: the batch's state, first stage and error scale (4, 8) and a few per-row
+    # numbers (t, |dt|, controller history, flags, counters: 10 of at most 8 bytes).
+    assert c1 == c4 <= c * (3 * 4 * 8 * 8 + 10 * 4 * 8)
+    assert d1 > 10 * c1
+
+
+def test_per_sample_single_output_time_and_a_changed_func() -> None:
+    f = _Decays()
+    y0 = torch.ones(4, 2, dtype=F64, requires_grad=True)
+    ys = odeint_checkpoint(f, y0, torch.tensor([0.0], dtype=F64), execution=PER_SAMPLE)
+    ys.sum().backward()
+    assert torch.equal(y0.grad, torch.ones(4, 2, dtype=F64))  # type: ignore[arg-type]
+    # The backward re-runs the attempts: a func that changed since the forward pass takes
+    # other steps there, and that is an error rather than a wrong gradient.
+    ys = odeint_checkpoint(f, y0, torch.tensor([0.0, 0.1], dtype=F64), execution=PER_SAMPLE,
+                           checkpoints=2)
+    forward = f.forward
+    f.forward = lambda t, y: 1.5 * forward(t, y)  # type: ignore[method-assign]
+    with pytest.raises(SolverError, match="other times than the forward solve"):
+        ys.sum().backward()

@@ -15,6 +15,20 @@ moment: with ``s`` free slots and ``r`` repetitions, ``C(s + r + 1, s + 1)`` ste
 
 A stored state is the solver's carry: the state and, for FSAL methods, the first stage of the
 next step (``f(t, y)``), so a checkpoint holds two states' worth of memory for those methods.
+
+Per-sample steps (``per_sample=True``) and ``device_loop=True`` run the eager device loop
+(:mod:`deeplimits.ode._batched_step`), where one iteration is an *attempt* of every row at
+once (each row with its own ``t`` and ``dt``, accepted or rejected on its own). There the
+positions are attempts, and a checkpoint is the batched step's whole state tuple but the
+output buffer: the batch's state ``Y``, first stage ``K1`` and error scale ``(R, M)`` each,
+and per row ``t``, ``|dt|``, the controller's history, flags and counters. Every choice of an
+attempt is a function of that tuple, so the backward re-runs the attempts with
+:func:`attempt` itself (the same per-row step sizes, accept/reject masks and outputs, with no
+per-attempt record) and differentiates exactly what direct backprop through ``odeint``
+records. At every segment end the replayed per-row times are compared with the forward's
+(one host read at the end): a ``func`` that is not deterministic, or changed before the
+backward, raises instead of giving a gradient of other steps. The attempts after every row
+finished (up to ``sync_every - 1``) change nothing and are not replayed.
 """
 
 from __future__ import annotations
@@ -29,7 +43,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from deeplimits.errors import InvalidArgumentError, InvalidTypeError
+from deeplimits.errors import InvalidArgumentError, InvalidTypeError, SolverError
+from deeplimits.ode._batched_step import FIELDS, IDX, BatchedLoop, attempt, row_func
 from deeplimits.ode._checks import check_tolerances
 from deeplimits.ode._dispatch import Options, solve, solve_flat, split_options
 from deeplimits.ode._execution import ExecutionOptions
@@ -98,25 +113,78 @@ def wang_moin_place(positions: list[int], levels: list[int], i: int, slots: int)
     return dropped
 
 
-class _Tape:
-    """The forward solve's recorder: the accepted steps and the checkpointed carries."""
+class _Checkpoints:
+    """The checkpointed carries of a forward solve, placed online (:func:`wang_moin_place`)."""
 
-    def __init__(self, y0: Tensor, slots: int, fsal: bool) -> None:
-        self.records: list[StepRecord] = []
+    def __init__(self, slots: int) -> None:
         self.slots = slots
-        self.fsal = fsal
         self.positions = [0]
         self.levels = [0]
-        self.carries: dict[int, Carry] = {0: (y0, None)}
+        self.carries: dict[int, Carry] = {}
+
+    def _place(self, i: int, carry: Carry) -> None:
+        """Offer the carry after step ``i`` (the carry at 0 is stored by the caller)."""
+        dropped = wang_moin_place(self.positions, self.levels, i, self.slots)
+        if dropped != i:
+            self.carries[i] = carry
+        if dropped is not None and dropped != i:
+            del self.carries[dropped]
+
+
+class _Tape(_Checkpoints):
+    """The host loops' recorder: the accepted steps and the checkpointed carries."""
+
+    def __init__(self, y0: Tensor, slots: int, fsal: bool) -> None:
+        super().__init__(slots)
+        self.records: list[StepRecord] = []
+        self.fsal = fsal
+        self.carries[0] = (y0, None)
 
     def __call__(self, rec: StepRecord, y1: Tensor, ks: list[Tensor]) -> None:
         self.records.append(rec)
-        i = len(self.records)
-        dropped = wang_moin_place(self.positions, self.levels, i, self.slots)
-        if dropped != i:
-            self.carries[i] = (y1, ks[-1] if self.fsal or rec.extra else None)
-        if dropped is not None and dropped != i:
-            del self.carries[dropped]
+        self._place(len(self.records), (y1, ks[-1] if self.fsal or rec.extra else None))
+
+
+#: The fields of the batched step's state tuple a checkpoint holds: all but the output
+#: buffer and the output and end times (constant through the solve).
+_CARRIED = tuple(i for i, name in enumerate(FIELDS) if name not in ("outs", "ts", "t_end"))
+_Y, _K1 = _CARRIED.index(IDX["Y"]), _CARRIED.index(IDX["K1"])
+
+
+class _BatchedTape(_Checkpoints):
+    """The device loop's watcher (per-sample steps, ``device_loop=True``): one position per
+    attempt of the batched step (every row's try, accepted or rejected), and the
+    checkpointed state tuples (every field but the output buffer: the whole batch's state,
+    first stage, per-row ``t``, ``|dt|``, controller history and flags), from which
+    :func:`attempt` re-runs the same attempts exactly."""
+
+    def __init__(self, slots: int) -> None:
+        super().__init__(slots)
+        self.n = 0
+        self.lp: BatchedLoop | None = None
+        self.consts: tuple[Tensor, Tensor] | None = None  # (ts, t_end) of the state tuple
+        self.last: Carry | None = None
+
+    def __call__(
+        self, lp: BatchedLoop, st0: tuple[Tensor, ...], st1: tuple[Tensor, ...]
+    ) -> tuple[Tensor, ...]:
+        if self.n == 0:
+            self.lp = lp
+            self.consts = (st0[IDX["ts"]], st0[IDX["t_end"]])
+            self.carries[0] = tuple(st0[i] for i in _CARRIED)
+        self.n += 1
+        self.last = tuple(st1[i] for i in _CARRIED)
+        self._place(self.n, self.last)
+        return st1
+
+    def useful(self) -> int:
+        """Attempts until every row was done: each attempt of an unfinished row counts as
+        accepted or rejected, so the most ``nacc + nrej`` of a row (the device loop runs up
+        to ``sync_every - 1`` more, which change nothing)."""
+        if self.last is None:
+            return 0
+        nacc, nrej = self.last[_CARRIED.index(IDX["nacc"])], self.last[_CARRIED.index(IDX["nrej"])]
+        return int((nacc + nrej).max())
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,24 +192,25 @@ class _Tape:
 
 
 class _Slots:
-    """A fixed pool of carry slots (rows of two saved buffers): the forward's checkpoints
-    first, reused by the backward's temporary checkpoints as segments finish."""
+    """A fixed pool of carry slots (rows of saved buffers, one buffer per carried field): the
+    forward's checkpoints first, reused by the backward's temporary checkpoints as segments
+    finish."""
 
-    def __init__(self, ys: Tensor, ks: Tensor | None, rows: dict[int, int]) -> None:
-        self.ys, self.ks = ys, ks
+    def __init__(self, bufs: tuple[Tensor | None, ...], rows: dict[int, int]) -> None:
+        self.bufs = bufs
         self.rows = rows  # position -> row
-        self.free = sorted(set(range(ys.shape[0])) - set(rows.values()))
+        self.free = sorted(set(range(bufs[0].shape[0])) - set(rows.values()))  # type: ignore[union-attr]
         self.peak = len(rows)
 
     def load(self, pos: int) -> Carry:
         row = self.rows[pos]
-        return self.ys[row], None if self.ks is None else self.ks[row]
+        return tuple(None if b is None else b[row] for b in self.bufs)
 
     def store(self, pos: int, carry: Carry) -> None:
         row = self.free.pop()
-        self.ys[row].copy_(carry[0])
-        if self.ks is not None and carry[1] is not None:
-            self.ks[row].copy_(carry[1])
+        for b, x in zip(self.bufs, carry, strict=True):
+            if b is not None and x is not None:
+                b[row].copy_(x)
         self.rows[pos] = row
         self.peak = max(self.peak, len(self.rows))
 
@@ -149,17 +218,89 @@ class _Slots:
         self.free.append(self.rows.pop(pos))
 
 
-class _Replay:
-    """Re-runs recorded steps (no grad, or with autograd and a vector-Jacobian product)."""
+def _stack_carries(carries: list[Carry], like: Carry) -> tuple[Tensor | None, ...]:
+    """One buffer per field ``(len(carries), *shape)``, for the fields with a tensor in
+    ``like`` (of that shape; ``None``: no buffer); a carry that lacks such a field is zero
+    there (the backward's own checkpoints may fill it)."""
+    return tuple(
+        None if x is None
+        else torch.stack([torch.zeros_like(x) if c[n] is None else c[n] for c in carries])  # type: ignore[misc]
+        for n, x in enumerate(like)
+    )
+
+
+class _Reversal:
+    """Reverses a recorded solve's steps from checkpoints: the subclasses re-run step ``i``
+    without autograd (:meth:`advance`) and with it (:meth:`vjp`)."""
+
+    def __init__(self, params: list[Tensor]) -> None:
+        self.params = params
+        self.grads: list[Tensor | None] = [None] * len(params)
+
+    def advance(self, i: int, carry: Carry) -> Carry:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def vjp(self, i: int, carry: Carry, cot: Carry) -> Carry:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _accumulate(self, gs: Sequence[Tensor | None]) -> None:
+        """Add the parameters' gradients (the last ``len(params)`` of ``gs``)."""
+        for n, g in enumerate(gs[len(gs) - len(self.params):]):
+            if g is not None:
+                acc = self.grads[n]
+                self.grads[n] = g if acc is None else acc + g
+
+    def reverse(self, a: int, length: int, carry: Carry, cot: Carry, slots: _Slots) -> Carry:
+        """The cotangent of the carry at step ``a`` from that at ``a + length``, with the
+        carry at ``a`` held by the caller and the slots free now (binomial recursion).
+
+        With ``s`` free slots and repetition number ``r`` (the smallest with
+        ``C(s + r + 1, s + 1) >= length``): advance ``m = C(s + r, s)`` steps (at most), store
+        that carry, reverse the right part with ``s - 1`` slots, free the slot, reverse the
+        left part with ``s``. The right parts run as a loop, so the recursion depth is the
+        repetition number, not the number of slots.
+        """
+        left: list[tuple[int, int, Carry]] = []  # (start, steps, carry) still to reverse
+        while length > 1:
+            s = min(len(slots.free), length - 1)
+            if s == 0:
+                break
+            r = 1
+            while _binomial_steps(s, r) < length:
+                r += 1
+            m = min(_binomial_steps(s, r - 1), length - 1)
+            c = carry
+            for q in range(a, a + m):
+                c = self.advance(q, c)
+            slots.store(a + m, c)
+            del c
+            left.append((a, m, carry))
+            a, length, carry = a + m, length - m, slots.load(a + m)
+        if length == 1:
+            cot = self.vjp(a, carry, cot)
+        else:
+            for k in range(length - 1, -1, -1):  # no slot: from the held carry each time
+                c = carry
+                for q in range(a, a + k):
+                    c = self.advance(q, c)
+                cot = self.vjp(a + k, c, cot)
+        for start, m, c0 in reversed(left):
+            slots.release(start + m)
+            cot = self.reverse(start, m, c0, cot, slots)
+        return cot
+
+
+class _Replay(_Reversal):
+    """Re-runs the host loops' recorded steps (no grad, or with autograd and a
+    vector-Jacobian product); the carry is ``(y, first stage of the next step or None)``."""
 
     def __init__(
         self, solver: ExplicitRK, records: list[StepRecord], f: Callable[[float, Tensor], Tensor],
         ts: list[float], grad_ys: Tensor, params: list[Tensor],
     ) -> None:
         self.solver, self.records, self.f, self.ts = solver, records, f, ts
+        super().__init__(params)
         self.grad_ys = grad_ys
-        self.params = params
-        self.grads: list[Tensor | None] = [None] * len(params)
         self.cache = solver.dense_cache()
         self.d = 1.0 if ts[-1] > ts[0] else -1.0
         self.keep_k = solver.fsal
@@ -217,50 +358,75 @@ class _Replay:
         g_k = None
         if k1 is not None:
             g_k = gs[1] if gs[1] is not None else torch.zeros_like(k1)
-        for n, g in enumerate(gs[len(inputs) - len(self.params):]):
-            if g is not None:
-                acc = self.grads[n]
-                self.grads[n] = g if acc is None else acc + g
+        self._accumulate(gs)
         return g_y, g_k
 
-    def reverse(self, a: int, length: int, carry: Carry, cot: Carry, slots: _Slots) -> Carry:
-        """The cotangent of the carry at step ``a`` from that at ``a + length``, with the
-        carry at ``a`` held by the caller and the slots free now (binomial recursion).
 
-        With ``s`` free slots and repetition number ``r`` (the smallest with
-        ``C(s + r + 1, s + 1) >= length``): advance ``m = C(s + r, s)`` steps (at most), store
-        that carry, reverse the right part with ``s - 1`` slots, free the slot, reverse the
-        left part with ``s``. The right parts run as a loop, so the recursion depth is the
-        repetition number, not the number of slots.
-        """
-        left: list[tuple[int, int, Carry]] = []  # (start, steps, carry) still to reverse
-        while length > 1:
-            s = min(len(slots.free), length - 1)
-            if s == 0:
-                break
-            r = 1
-            while _binomial_steps(s, r) < length:
-                r += 1
-            m = min(_binomial_steps(s, r - 1), length - 1)
-            c = carry
-            for q in range(a, a + m):
-                c = self.advance(q, c)
-            slots.store(a + m, c)
-            del c
-            left.append((a, m, carry))
-            a, length, carry = a + m, length - m, slots.load(a + m)
-        if length == 1:
-            cot = self.vjp(a, carry, cot)
-        else:
-            for k in range(length - 1, -1, -1):  # no slot: from the held carry each time
-                c = carry
-                for q in range(a, a + k):
-                    c = self.advance(q, c)
-                cot = self.vjp(a + k, c, cot)
-        for start, m, c0 in reversed(left):
-            slots.release(start + m)
-            cot = self.reverse(start, m, c0, cot, slots)
-        return cot
+class _BatchedReplay(_Reversal):
+    """Re-runs the device loop's attempts with :func:`attempt` itself, from the checkpointed
+    state tuples (the same inputs, so the same per-row step sizes, accept/reject decisions
+    and outputs); the differentiable part of the carry is ``(Y, K1)`` ``(R, M)`` each."""
+
+    def __init__(self, lp: BatchedLoop, consts: tuple[Tensor, Tensor], grad_outs: Tensor,
+                 params: list[Tensor]) -> None:
+        super().__init__(params)
+        self.lp = lp
+        self.ts, self.t_end = consts
+        T, R, M = grad_outs.shape
+        # The last output is the final state itself (the driver writes it): its cotangent
+        # enters as the final carry's. Output 0 is y0, never written by an attempt.
+        self.grad_outs = torch.cat([grad_outs[:-1], grad_outs.new_zeros((1, R, M))])
+        self.outs = grad_outs.new_zeros((T, R, M))  # the attempt writes into a fresh buffer
+        self.no_outs = grad_outs.new_zeros((0, R, M))  # no output buffer: nothing emitted
+        #: Per-row times the forward reached at some positions (its checkpoints and the end),
+        #: and whether a replay reached another (read once, at the end of the backward).
+        self.known: dict[int, Tensor] = {}
+        self.diverged = torch.zeros((), dtype=torch.bool, device=grad_outs.device)
+
+    def _state(self, carry: Carry, outs: Tensor) -> tuple[Tensor, ...]:
+        st: list[Tensor] = [outs] * len(FIELDS)
+        for i, x in zip(_CARRIED, carry, strict=True):
+            st[i] = x  # type: ignore[assignment]
+        st[IDX["ts"]], st[IDX["t_end"]] = self.ts, self.t_end
+        return tuple(st)
+
+    def advance(self, i: int, carry: Carry) -> Carry:
+        """Attempt ``i`` from its carry, without autograd."""
+        with torch.no_grad():
+            st1 = attempt(self.lp, self._state(carry, self.no_outs))
+        return tuple(st1[k] for k in _CARRIED)
+
+    def vjp(self, i: int, carry: Carry, cot: Carry) -> Carry:
+        """Attempt ``i`` with autograd: the cotangent of ``(Y, K1)`` before it from that
+        after it (``cot``) and of the outputs it wrote. Parameter gradients accumulate."""
+        y = carry[_Y].detach().requires_grad_(True)  # type: ignore[union-attr]
+        k1 = carry[_K1].detach().requires_grad_(True)  # type: ignore[union-attr]
+        c = list(carry)
+        c[_Y], c[_K1] = y, k1
+        emit = self.outs.shape[0] > 2
+        with torch.enable_grad():
+            st1 = attempt(self.lp, self._state(tuple(c), self.outs if emit else self.no_outs))
+            roots = [st1[IDX["Y"]], st1[IDX["K1"]]]
+            cots = [cot[0], cot[1]]
+            if emit:
+                roots.append(st1[IDX["outs"]])
+                cots.append(self.grad_outs)
+            gs = torch.autograd.grad(roots, [y, k1, *self.params], cots, allow_unused=True)
+        if (t_fwd := self.known.get(i + 1)) is not None:  # the end of a segment
+            self.diverged = self.diverged | (st1[IDX["t"]] != t_fwd).any()
+        self._accumulate(gs)
+        return (torch.zeros_like(y) if gs[0] is None else gs[0],
+                torch.zeros_like(k1) if gs[1] is None else gs[1])
+
+    def first_stage_vjp(self, carry: Carry, a_k: Tensor) -> Tensor:
+        """The cotangent of ``Y0`` from that of the solve's first stage ``f(t0, Y0)`` (the
+        start's evaluation). Parameter gradients accumulate."""
+        y = carry[_Y].detach().requires_grad_(True)  # type: ignore[union-attr]
+        with torch.enable_grad():
+            k = self.lp.ev(carry[_CARRIED.index(IDX["t"])], y)  # type: ignore[arg-type]
+            gs = torch.autograd.grad(k, [y, *self.params], a_k, allow_unused=True)
+        self._accumulate(gs)
+        return torch.zeros_like(y) if gs[0] is None else gs[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,30 +444,44 @@ class _Setup:
     atol: float | Tensor
     checkpoints: int
     stats: SolveStats
+    batched: bool = False  # the device loop (per_sample or device_loop=True)
 
 
 class _CheckpointFn(torch.autograd.Function):
-    """``(y0, *params) -> ys (T, *shape)``; backward replays the recorded steps."""
+    """``(y0, *params) -> ys (T, *shape)``; backward replays the recorded steps (host loops)
+    or attempts (device loop)."""
 
     @staticmethod
     def forward(ctx: Any, setup: _Setup, y0: Tensor, *params: Tensor) -> Tensor:
-        tape = _Tape(y0, setup.checkpoints, setup.solver.fsal)
-        outs = solve_flat(setup.f, y0, setup.ts, setup.solver, setup.opts, setup.exe,
-                          setup.rtol, setup.atol, setup.stats, record=tape)
-        positions = tape.positions
-        ys_ck = torch.stack([tape.carries[p][0] for p in positions])  # (rows, *shape)
-        ks_ck = None
-        if setup.solver.fsal or any(r.extra for r in tape.records):
-            ks_ck = torch.stack([
-                torch.zeros_like(y0) if (k := tape.carries[p][1]) is None else k
-                for p in positions
-            ])
+        tape: _Tape | _BatchedTape
+        need_k = True
+        if setup.batched:
+            tape = _BatchedTape(setup.checkpoints)
+            outs = solve_flat(setup.f, y0, setup.ts, setup.solver, setup.opts, setup.exe,
+                              setup.rtol, setup.atol, setup.stats, watch=tape)
+            n = tape.useful()  # later attempts change nothing: not replayed
+            ctx.attempts, ctx.lp, ctx.consts = n, tape.lp, tape.consts
+            if tape.last is not None:
+                ctx.t_end_reached = tape.last[_CARRIED.index(IDX["t"])]
+        else:
+            tape = _Tape(y0, setup.checkpoints, setup.solver.fsal)
+            outs = solve_flat(setup.f, y0, setup.ts, setup.solver, setup.opts, setup.exe,
+                              setup.rtol, setup.atol, setup.stats, record=tape)
+            n = len(tape.records)
+            ctx.records = tape.records
+            need_k = setup.solver.fsal or any(r.extra for r in tape.records)
+        positions = [p for p in tape.positions if p <= n and p in tape.carries]
+        carries = [tape.carries[p] for p in positions]
+        if not carries:  # the device loop made no attempt (one output time)
+            bufs: tuple[Tensor | None, ...] = ()
+        else:
+            like = carries[0] if setup.batched else (y0, y0 if need_k else None)
+            bufs = _stack_carries(carries, like)
         ctx.setup = setup
-        ctx.records = tape.records
         ctx.positions = positions
-        ctx.has_k = ks_ck is not None
+        ctx.has = tuple(b is not None for b in bufs)
         ctx.done = False
-        ctx.save_for_backward(ys_ck, *([ks_ck] if ks_ck is not None else []), *params)
+        ctx.save_for_backward(*(b for b in bufs if b is not None), *params)
         return torch.stack(outs)
 
     @staticmethod
@@ -315,20 +495,38 @@ class _CheckpointFn(torch.autograd.Function):
                 "solve again for a second backward, or use odeint"
             )
         ctx.done = True
-        saved = ctx.saved_tensors
-        ys_ck, ks_ck = saved[0], (saved[1] if ctx.has_k else None)
-        params = list(saved[2 if ctx.has_k else 1:])
+        saved = list(ctx.saved_tensors)
+        nb = sum(ctx.has)
+        it = iter(saved[:nb])
+        bufs = tuple(next(it) if h else None for h in ctx.has)
+        params = saved[nb:]
         diff_idx = [i for i, p in enumerate(params) if p.requires_grad]
-        records: list[StepRecord] = ctx.records
+        diff = [params[i] for i in diff_idx]
         f = _recompute_func(setup.f, setup.stats)
-        # Bound as the forward's loop ran it (an implicit method's Newton tolerances).
-        solver = setup.solver.bind(setup.opts, setup.rtol, setup.atol, setup.stats)
-        replay = _Replay(solver, records, f, setup.ts, grad_ys,  # type: ignore[arg-type]
-                         [params[i] for i in diff_idx])
-        slots = _Slots(ys_ck, ks_ck, {p: k for k, p in enumerate(ctx.positions)})
-        n = len(records)
-        cot: Carry = (torch.zeros_like(grad_ys[0]), None)
         positions: list[int] = ctx.positions
+        replay: _Replay | _BatchedReplay
+        if setup.batched:
+            n: int = ctx.attempts
+            if n == 0:  # one output time: the output is y0
+                return (None, grad_ys[0], *(torch.zeros_like(p) if p.requires_grad else None
+                                            for p in params))
+            grad_outs = grad_ys.reshape(grad_ys.shape[0], *bufs[_Y].shape[1:])  # type: ignore[union-attr]
+            lp = dataclasses.replace(ctx.lp, ev=row_func(f, tuple(grad_ys.shape[1:]),
+                                                         setup.exe.per_sample))
+            replay = _BatchedReplay(lp, ctx.consts, grad_outs, diff)
+            t_ck = bufs[_CARRIED.index(IDX["t"])]
+            replay.known = {p: t_ck[k].clone() for k, p in enumerate(positions)}  # type: ignore[index]
+            replay.known[n] = ctx.t_end_reached
+            cot: Carry = (grad_outs[-1].clone(), torch.zeros_like(grad_outs[-1]))
+        else:
+            records: list[StepRecord] = ctx.records
+            n = len(records)
+            # Bound as the forward's loop ran it (an implicit method's Newton tolerances).
+            solver = setup.solver.bind(setup.opts, setup.rtol, setup.atol, setup.stats)
+            replay = _Replay(solver, records, f, setup.ts, grad_ys, diff)  # type: ignore[arg-type]
+            cot = (torch.zeros_like(grad_ys[0]), None)
+        slots = _Slots(bufs, {p: k for k, p in enumerate(positions)})
+        first = slots.load(0)
         if positions[-1] == n and n > 0:  # the final state starts no step: its slot is free
             slots.release(n)
             positions = positions[:-1]
@@ -337,8 +535,21 @@ class _CheckpointFn(torch.autograd.Function):
             end = positions[k + 1] if k + 1 < len(positions) else n
             if end > a:
                 cot = replay.reverse(a, end - a, slots.load(a), cot, slots)
-            slots.release(a)
-        grad_y0 = cot[0] + grad_ys[0]
+            if a > 0:
+                slots.release(a)
+        if isinstance(replay, _BatchedReplay):
+            if bool(replay.diverged):
+                raise SolverError(
+                    "odeint_checkpoint's backward re-ran the solve's attempts from stored "
+                    "states and reached other times than the forward solve: func is not "
+                    "deterministic (random numbers, nondeterministic kernels) or changed "
+                    "between the forward and the backward pass, so the replayed steps differ; "
+                    "make func give the same output for the same inputs, or use odeint"
+                )
+            grad_y0 = (cot[0] + replay.first_stage_vjp(first, cot[1])  # type: ignore[arg-type]
+                       + grad_outs[0]).reshape(grad_ys.shape[1:])
+        else:
+            grad_y0 = cot[0] + grad_ys[0]  # type: ignore[operator]
         grads: list[Tensor | None] = [None] * len(params)
         for i, g in zip(diff_idx, replay.grads, strict=True):
             grads[i] = torch.zeros_like(params[i]) if g is None else g
@@ -374,12 +585,12 @@ def _check_checkpoints(checkpoints: object) -> int | None:
 
 
 def _check_execution(exe: ExecutionOptions) -> ExecutionOptions:
-    for name in ("per_sample", "compile", "device_loop", "cuda_graph"):
+    for name in ("compile", "cuda_graph"):
         if getattr(exe, name):
             raise InvalidArgumentError(
                 f"options {name}={getattr(exe, name)!r} is not supported by odeint_checkpoint "
-                "(its backward replays the host loop's recorded steps); drop it, or use odeint "
-                "or odeint_adjoint"
+                "(its backward replays the loop's attempts eagerly, from stored states); drop "
+                "it, or use odeint or odeint_adjoint"
             )
     return exe
 
@@ -417,8 +628,13 @@ def odeint_checkpoint(
     ``y0``, ``t``, ``rtol``, ``atol``, ``method``, ``options``, ``execution`` and ``stats`` are
     as in :func:`odeint`. Methods: the explicit Runge-Kutta methods, fixed and adaptive
     (``reversible_heun``: its own exact O(1)-memory backward, ``checkpoints`` unused). The
-    solve runs the host loop on every device: ``device_loop``, ``cuda_graph``, ``compile`` and
-    ``per_sample`` are not supported.
+    solve runs the host loop on every device (also for CUDA states, where ``odeint`` picks
+    the device loop), unless ``per_sample=True`` or ``device_loop=True`` is asked for: then
+    the eager device loop (dopri5, tsit5, bosh3; each row its own steps with ``per_sample``,
+    2-D ``t`` included), checkpointed per attempt of the whole batch; a checkpoint then holds
+    the batch's state, first stage and error scale and a few numbers per row (``t``,
+    ``|dt|``, controller history, flags). ``cuda_graph=True`` and ``compile=True`` are not
+    supported (the replay runs eagerly).
 
     Args:
         func: right-hand side; an ``nn.Module`` unless ``params`` is given.
@@ -436,9 +652,13 @@ def odeint_checkpoint(
         InvalidTypeError: ``func`` is not an ``nn.Module`` and no ``params`` (besides the
             errors of :func:`odeint`).
         InvalidArgumentError: bad ``checkpoints`` or an unsupported execution option.
+        SolverError: (backward, device loop) the re-run attempts reached other times than
+            the forward solve: ``func`` is not deterministic or changed in between.
 
     Caveats: double backward is not supported. Gradients with respect to ``t`` are those of
-    :func:`odeint` (the exact solution's ``f`` at the output times).
+    :func:`odeint` (the exact solution's ``f`` at the output times). The backward calls
+    ``func`` again on the stored states (the device loop's replay decides the steps again
+    from them), so ``func`` must give the same output for the same inputs.
     """
     solver = get_solver(method)
     check_tolerances(rtol, atol)
@@ -460,8 +680,13 @@ def odeint_checkpoint(
     if isinstance(solver, ReversibleHeun):
         return solve(func, y0, t, solver, opts, exe, rtol, atol, stats, params)
     exe = _check_execution(exe)
-    if solver.adaptive:
-        # The host loop on every device (a CUDA state would otherwise pick the device loop).
+    batched = solver.adaptive and (exe.per_sample or exe.device_loop is True)
+    if batched:
+        # The eager device loop, watched attempt by attempt (no captured graphs).
+        exe = dataclasses.replace(exe, cuda_graph=False)
+    elif solver.adaptive:
+        # The host loop by default on every device (a CUDA state would otherwise pick the
+        # device loop).
         exe = dataclasses.replace(exe, device_loop=False)
 
     def flat_solve(f: FlatFuncWrapper, y_start: Tensor, ts: list[float], rtol: float | Tensor,
@@ -473,7 +698,7 @@ def odeint_checkpoint(
         else:
             slots = default_checkpoints(len(build_grid(ts, opts)) - 1)
         setup = _Setup(f=f, ts=ts, solver=solver, opts=opts, exe=exe, rtol=rtol,  # type: ignore[arg-type]
-                       atol=atol, checkpoints=slots, stats=stats)
+                       atol=atol, checkpoints=slots, stats=stats, batched=batched)
         ys = _CheckpointFn.apply(setup, y_start, *params)
         return list(ys.unbind(0))
 

@@ -198,8 +198,9 @@ def solve_flat(
 
     ``record``: the host loops' step recorder (:class:`StepRecord`); the caller keeps the
     device loop and compiled chunks out (``odeint_checkpoint``). ``watch``: the eager device
-    loop's hook after each attempt (the per-sample event search); the caller asks for the
-    device loop without graphs or compilation.
+    loop's hook after each attempt (the per-sample event search, ``odeint_checkpoint``'s
+    checkpoints on the device loop); the caller asks for the device loop without graphs or
+    compilation.
 
     Raises:
         InvalidArgumentError: a solver the flat loops cannot run, or an execution conflict.
