@@ -1,8 +1,9 @@
 """Events: integrate until ``event_fn(t, y)`` crosses zero (the work of ``odeint_event``).
 
-The crossing is found on the accepted steps of the host loop (``event_fn`` at
-each step's end; a sign change brackets the root) and located by bisection on the step's own
-interpolant. Its gradient follows from the implicit function theorem: with ``g(T, y(T)) = 0``,
+The crossing is found on the accepted steps of the host loop, or of the fixed-step loop for
+fixed-step methods (``event_fn`` at each step's end; a sign change brackets the root) and
+located by bisection on the step's own interpolant. Its gradient follows from the implicit
+function theorem: with ``g(T, y(T)) = 0``,
 ``dT = -(dg/dy dy|_T + dg/dtheta_g) / (dg/dt + dg/dy . f)``, attached as a zero-valued
 correction to the found time, so it reaches ``y0``, ``func``'s parameters, ``t0`` and also the
 parameters ``event_fn`` closes over (torchdiffeq differentiates only those in the state).
@@ -167,9 +168,11 @@ def solve_until_event(
     (``plain``: it is ``odeint``; per-sample events need it).
 
     Raises:
-        SolverError: no crossing within ``max_num_steps`` steps.
+        SolverError: no crossing within ``max_num_steps`` steps (fixed step:
+            ``_FIXED_MAX_STEPS`` steps, or the end of ``grid``).
         InvalidArgumentError: ``event_fn`` returns no value; a bad ``direction``; a method
-            that is not explicit and adaptive.
+            that is not an explicit Runge-Kutta one; a fixed-step one without ``step_size``
+            or ``grid``.
     """
     if isinstance(t0, Tensor) and t0.numel() != 1:
         raise InvalidArgumentError(
