@@ -410,12 +410,14 @@ def test_fixed_step_decay_to_a_threshold_is_the_closed_form_both_ways(reverse: b
 
     k = torch.tensor(0.7, dtype=F64, requires_grad=True)
     # y = exp(-k t) = c_i  =>  T_i = -ln(c_i)/k (t < 0 in reverse: the thresholds above 1)
-    c = torch.tensor([3.0, 5.0] if reverse else [0.2, 0.5], dtype=F64, requires_grad=True)
+    # (T = 2.30 or -1.57: past the search's first window of 1000 steps, so it goes on from
+    # where that one stopped)
+    c = torch.tensor([3.0, 5.0] if reverse else [0.1, 0.2], dtype=F64, requires_grad=True)
     stats = SolveStats()
     t_hit, _ = odeint_event(lambda t, y: -k * y, torch.ones(1, dtype=F64), 0.0,
                             event_fn=lambda t, y: y[0] - c, reverse_time=reverse,
                             method="rk4", options={"step_size": 1e-3}, stats=stats)
-    first = 0 if reverse else 1  # the threshold reached first: 3.0 backwards, 0.5 forwards
+    first = 0 if reverse else 1  # the threshold reached first: 3.0 backwards, 0.2 forwards
     ci = float(c[first].detach())
     assert int(stats.event_index) == first
     assert float(t_hit.detach()) == pytest.approx(-math.log(ci) / 0.7, rel=1e-9)
