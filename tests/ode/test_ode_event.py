@@ -84,8 +84,9 @@ def test_event_errors_name_the_problem() -> None:
     y0 = torch.ones(2, dtype=F64)
     with pytest.raises(InvalidArgumentError, match="one value per event"):
         odeint_event(lambda t, y: -y, y0, 0.0, event_fn=lambda t, y: y[:0])
-    with pytest.raises(InvalidArgumentError, match="explicit adaptive method"):
-        odeint_event(lambda t, y: -y, y0, 0.0, event_fn=lambda t, y: y[0], method="rk4")
+    with pytest.raises(InvalidArgumentError, match="explicit Runge-Kutta method"):
+        odeint_event(lambda t, y: -y, y0, 0.0, event_fn=lambda t, y: y[0],
+                     method="explicit_adams", options={"step_size": 0.1})
     with pytest.raises(SolverError, match="did not cross zero"):
         odeint_event(lambda t, y: torch.zeros_like(y), y0, 0.0, event_fn=lambda t, y: y[0],
                      options={"max_num_steps": 50})
@@ -368,3 +369,111 @@ def test_per_sample_direction_selects_each_samples_crossings() -> None:
                                 direction=direction, rtol=1e-10, atol=1e-12,
                                 options={"per_sample": True})
         assert torch.allclose(t_hit, crossing * math.pi / omega, rtol=1e-9)
+
+
+# Fixed-step methods: steps of options step_size until the sign changes, the root by bisection
+# on the step's interpolant (torchdiffeq's FixedGridODESolver.integrate_until_event).
+
+
+@pytest.mark.parametrize("interface", ["odeint_event", "odeint_event_adjoint", "odeint",
+                                       "odeint_adjoint"])
+def test_fixed_step_free_fall_time_and_its_gradients_are_the_closed_form(
+    interface: str,
+) -> None:
+    from deeplimits.ode import odeint
+
+    h = torch.tensor(10.0, dtype=F64, requires_grad=True)
+    g = torch.tensor(9.81, dtype=F64, requires_grad=True)
+    y0 = torch.stack([h, torch.zeros((), dtype=F64)])
+    kw: dict = {"method": "rk4", "options": {"step_size": 5e-3}}
+    if interface.endswith("adjoint"):
+        kw["adjoint_params"] = (g,)
+    if interface.startswith("odeint_event"):
+        if interface.endswith("adjoint"):
+            kw["odeint_interface"] = odeint_adjoint
+        t_hit, sol = odeint_event(_fall(g), y0, 0.0, event_fn=_ground, **kw)
+    else:
+        fn = odeint if interface == "odeint" else odeint_adjoint
+        t_hit, sol = fn(_fall(g), y0, torch.tensor([0.0, 1.0], dtype=F64), event_fn=_ground,
+                        **kw)
+    exact = math.sqrt(2 * 10.0 / 9.81)  # T = sqrt(2h/g); rk4 and its Hermite are exact here
+    assert float(t_hit.detach()) == pytest.approx(exact, rel=1e-12)
+    assert sol.shape == (2, 2) and abs(float(sol[-1, 0].detach())) <= 1e-10
+    dh, dg = torch.autograd.grad(t_hit, (h, g))
+    assert float(dh) == pytest.approx(1 / math.sqrt(2 * 10.0 * 9.81), rel=1e-5)  # dT/dh
+    assert float(dg) == pytest.approx(-0.5 * math.sqrt(2 * 10.0) / 9.81**1.5, rel=1e-5)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_fixed_step_decay_to_a_threshold_is_the_closed_form_both_ways(reverse: bool) -> None:
+    from deeplimits.ode import SolveStats
+
+    k = torch.tensor(0.7, dtype=F64, requires_grad=True)
+    # y = exp(-k t) = c_i  =>  T_i = -ln(c_i)/k (t < 0 in reverse: the thresholds above 1)
+    # (T = 2.30 or -1.57: past the search's first window of 1000 steps, so it goes on from
+    # where that one stopped)
+    c = torch.tensor([3.0, 5.0] if reverse else [0.1, 0.2], dtype=F64, requires_grad=True)
+    stats = SolveStats()
+    t_hit, _ = odeint_event(lambda t, y: -k * y, torch.ones(1, dtype=F64), 0.0,
+                            event_fn=lambda t, y: y[0] - c, reverse_time=reverse,
+                            method="rk4", options={"step_size": 1e-3}, stats=stats)
+    first = 0 if reverse else 1  # the threshold reached first: 3.0 backwards, 0.2 forwards
+    ci = float(c[first].detach())
+    assert int(stats.event_index) == first
+    assert float(t_hit.detach()) == pytest.approx(-math.log(ci) / 0.7, rel=1e-9)
+    dc, dk = torch.autograd.grad(t_hit, (c, k))
+    want_c = torch.zeros(2, dtype=F64)
+    want_c[first] = -1 / (ci * 0.7)  # dT/dc = -1/(c k), dT/dk = ln(c)/k^2
+    assert torch.allclose(dc, want_c, rtol=1e-5, atol=0.0)
+    assert float(dk) == pytest.approx(math.log(ci) / 0.7**2, rel=1e-5)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("interp", ["linear", "cubic"])
+@pytest.mark.parametrize("method", ["rk4", "euler", "midpoint"])
+def test_fixed_step_event_times_match_torchdiffeq(method: str, interp: str,
+                                                  reverse: bool) -> None:
+    # A pendulum's angle through zero: not polynomial, so each method and interpolant finds
+    # its own (inexact) time, which the two libraries must share. torchdiffeq bisects
+    # ceil(log2(step / atol)) times and returns the bracket's middle (within atol/2 of the
+    # interpolant's root); this bisection runs to round-off. With atol=1e-14 both are at
+    # the root; with the default atol=1e-9 they differ by at most atol/2.
+    def pendulum(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.stack([y[1], -torch.sin(y[0])])
+
+    y0 = torch.tensor([1.0, 0.3], dtype=F64)
+    t0 = torch.tensor(0.5, dtype=F64)
+    opts = {"step_size": 0.05, "interp": interp}
+    ours, sol = odeint_event(pendulum, y0, t0, event_fn=lambda t, y: y[0], method=method,
+                             options=opts, reverse_time=reverse)
+    for atol, tol in ((1e-14, 1e-12), (1e-9, 0.5e-9 + 1e-12)):
+        theirs, _ = torchdiffeq.odeint_event(pendulum, y0, t0, event_fn=lambda t, y: y[0],
+                                             method=method, options=opts, atol=atol,
+                                             reverse_time=reverse)
+        assert abs(float(ours) - float(theirs)) <= tol
+    assert (float(ours) < 0.5) == reverse and abs(float(ours) - 0.5) > 0.05
+    assert sol.shape == (2, 2)
+
+
+def test_fixed_step_events_search_an_options_grid() -> None:
+    grid = torch.linspace(0.0, 4.0, 4001, dtype=F64)
+    t_hit, _ = odeint_event(lambda t, y: -y, torch.ones(1, dtype=F64), 0.0, method="rk4",
+                            event_fn=lambda t, y: y[0] - 0.25, options={"grid": grid})
+    assert float(t_hit) == pytest.approx(math.log(4.0), rel=1e-9)  # exp(-T) = 1/4
+    with pytest.raises(SolverError, match=r"on options grid after t0=0\.0 \(its last point is "
+                                          r"4\.0\)"):
+        odeint_event(lambda t, y: -y, torch.ones(1, dtype=F64), 0.0, method="rk4",
+                     event_fn=lambda t, y: y[0] + 0.25, options={"grid": grid})
+
+
+def test_fixed_step_event_errors_name_the_problem() -> None:
+    y0 = torch.ones(1, dtype=F64)
+    with pytest.raises(InvalidArgumentError, match="needs options step_size"):
+        odeint_event(lambda t, y: -y, y0, 0.0, event_fn=lambda t, y: y[0] - 0.5,
+                     method="rk4")
+    with pytest.raises(InvalidArgumentError, match="needs options step_size"):
+        odeint_event(lambda t, y: -y, y0, 0.0, event_fn=lambda t, y: y[0] - 0.5,
+                     method="rk4", options={"grid_constructor": lambda f, y, t: t})
+    with pytest.raises(SolverError, match=r"within 20000 steps of step_size=0\.5"):
+        odeint_event(lambda t, y: torch.zeros_like(y), y0, 0.0, method="euler",
+                     event_fn=lambda t, y: y[0] - 0.5, options={"step_size": 0.5})

@@ -1,8 +1,9 @@
 """Events: integrate until ``event_fn(t, y)`` crosses zero (the work of ``odeint_event``).
 
-The crossing is found on the accepted steps of the host loop (``event_fn`` at
-each step's end; a sign change brackets the root) and located by bisection on the step's own
-interpolant. Its gradient follows from the implicit function theorem: with ``g(T, y(T)) = 0``,
+The crossing is found on the accepted steps of the host loop, or of the fixed-step loop for
+fixed-step methods (``event_fn`` at each step's end; a sign change brackets the root) and
+located by bisection on the step's own interpolant. Its gradient follows from the implicit
+function theorem: with ``g(T, y(T)) = 0``,
 ``dT = -(dg/dy dy|_T + dg/dtheta_g) / (dg/dt + dg/dy . f)``, attached as a zero-valued
 correction to the found time, so it reaches ``y0``, ``func``'s parameters, ``t0`` and also the
 parameters ``event_fn`` closes over (torchdiffeq differentiates only those in the state).
@@ -29,7 +30,7 @@ from deeplimits.ode._batched_step import (
 from deeplimits.ode._dispatch import prepare, solve_flat, split_options
 from deeplimits.ode._execution import ExecutionOptions
 from deeplimits.ode._func import FlatFuncWrapper
-from deeplimits.ode._options import SolveStats, StepRecord
+from deeplimits.ode._options import SolveStats, StepRecord, grid_to_floats
 from deeplimits.ode._solvers import ExplicitRK, get_solver
 
 __all__ = ["SignTracker", "bisect_rows", "event_directions", "event_rows", "implicit_time",
@@ -38,6 +39,9 @@ __all__ = ["SignTracker", "bisect_rows", "event_directions", "event_rows", "impl
 #: How far the search integrates at most (a crossing must come before).
 _HORIZON = 1e12
 _BISECTIONS = 60
+#: Fixed-step searches: steps per solve, and at most (torchdiffeq's ``max_itrs``).
+_WINDOW = 1000
+_FIXED_MAX_STEPS = 20000
 
 
 class _Found(Exception):
@@ -164,9 +168,11 @@ def solve_until_event(
     (``plain``: it is ``odeint``; per-sample events need it).
 
     Raises:
-        SolverError: no crossing within ``max_num_steps`` steps.
+        SolverError: no crossing within ``max_num_steps`` steps (fixed step:
+            ``_FIXED_MAX_STEPS`` steps, or the end of ``grid``).
         InvalidArgumentError: ``event_fn`` returns no value; a bad ``direction``; a method
-            that is not explicit and adaptive.
+            that is not an explicit Runge-Kutta one; a fixed-step one without ``step_size``
+            or ``grid``.
     """
     if isinstance(t0, Tensor) and t0.numel() != 1:
         raise InvalidArgumentError(
@@ -177,11 +183,12 @@ def solve_until_event(
     like = y0[0] if isinstance(y0, tuple) else y0
     t0_t = t0_t.to(like.dtype).reshape(())
     solver = get_solver(kwargs.get("method", "dopri5"))
-    if not (isinstance(solver, ExplicitRK) and solver.adaptive):
+    if not isinstance(solver, ExplicitRK):
         raise InvalidArgumentError(
-            f"odeint_event searches with an explicit adaptive method, got {solver.name!r}; use "
-            "dopri5, tsit5, bosh3, ... (the solution may then use another method through "
-            "odeint_interface)"
+            f"odeint_event searches with an explicit Runge-Kutta method, got {solver.name!r}; "
+            "use an adaptive one (dopri5, tsit5, bosh3, ...) or a fixed-step one with options "
+            "step_size (euler, midpoint, rk4, ...); the solution may then use another method "
+            "through odeint_interface"
         )
     opts, exe = split_options(solver, kwargs.get("options"), kwargs.get("execution"))
     d = -1.0 if reverse_time else 1.0
@@ -194,7 +201,9 @@ def solve_until_event(
         return _rows_until_event(func, y0, t0_t, event_fn, d, direction, solver, opts, exe,
                                  kwargs)
     t_search = torch.stack([t0_t.detach(), t0_t.detach() + d * _HORIZON])
-    state, ts = prepare(y0, t_search, solver, ExecutionOptions(device_loop=False))
+    # the host loop (adaptive) or the fixed-step loop, eager, either way: the step recorder
+    host = ExecutionOptions(device_loop=False) if solver.adaptive else ExecutionOptions()
+    state, ts = prepare(y0, t_search, solver, host)
     stats = SolveStats()
     f = FlatFuncWrapper(func, state, stats)
 
@@ -214,19 +223,23 @@ def solve_until_event(
                 raise _Found(rec.t, rec.h, prev["y"], y1, ks, cand, before)
             prev["y"] = y1
 
-        exe = ExecutionOptions(device_loop=False)
+        exe = host
         rtol, atol = kwargs.get("rtol", 1e-7), kwargs.get("atol", 1e-9)
+        spans, missed = _search_spans(solver, opts, ts, d)  # type: ignore[arg-type]
         try:
-            solve_flat(f, y_start, ts, solver, opts, exe, rtol, atol, stats, record=record)
+            for span in spans:  # each span starts where the last one ended
+                solve_flat(f, prev["y"], span, solver, opts, exe, rtol, atol, stats,
+                           record=record)
         except _Found as found:
-            t_ev, idx = _bisect_host(solver, found, g, f)
+            t_ev, idx = _bisect_host(solver.bind(opts, rtol, atol, stats), found, g, f)
         except MaxStepsExceededError as e:
             raise SolverError(
                 f"event_fn did not cross zero within the step budget from t0={ts[0]!r}; check "
                 "event_fn's sign, reverse_time, direction, or raise options max_num_steps"
             ) from e
-        else:  # the loop reached the horizon (steps grow fast where nothing happens)
-            raise SolverError("event_fn did not cross zero before the search horizon")
+        else:
+            raise SolverError(f"event_fn did not cross zero {missed}; check event_fn's sign, "
+                              "reverse_time and direction")
     _report_index(kwargs, idx.reshape(()))
     k = int(idx)
 
@@ -236,6 +249,41 @@ def solve_until_event(
     event_t = _with_implicit_gradient(func, y0, t0_t, fired, t_ev, odeint_interface, kwargs)
     solution = odeint_interface(func, y0, torch.stack([t0_t, event_t]), **kwargs)
     return event_t, solution
+
+
+def _search_spans(
+    solver: ExplicitRK, opts: Any, ts: list[float], d: float
+) -> tuple[list[list[float]], str]:
+    """The solves the search runs one after the other (each from the state the last one
+    reached), and where a search that finds nothing stopped (for the error).
+
+    Adaptive: one solve to the horizon (the controller's steps grow where nothing happens).
+    Fixed step: ``step_size`` steps in windows of ``_WINDOW`` steps (the grid is never built
+    to the horizon), at most ``_FIXED_MAX_STEPS`` steps in all (torchdiffeq's limit); or the
+    points of ``grid`` ahead of ``t0``, up to its last.
+
+    Raises:
+        InvalidArgumentError: a fixed-step method without ``step_size`` or ``grid``.
+    """
+    if solver.adaptive:
+        return [ts], "before the search horizon"
+    t0 = ts[0]
+    if opts.step_size is not None:
+        h = float(opts.step_size)
+        spans = [[t0 + d * k * h, t0 + d * (k + _WINDOW) * h]
+                 for k in range(0, _FIXED_MAX_STEPS, _WINDOW)]
+        return spans, f"within {_FIXED_MAX_STEPS} steps of step_size={h!r} from t0={t0!r}"
+    if opts.grid is not None:
+        ahead = [x for x in grid_to_floats(opts.grid) if d * (x - t0) > 0]
+        end = max(ahead, key=lambda x: d * x) if ahead else None
+        return ([] if end is None else [[t0, end]]), (
+            f"on options grid after t0={t0!r} (its last point "
+            f"{'is not past t0' if end is None else f'is {end!r}'})")
+    raise InvalidArgumentError(
+        f"odeint_event with the fixed-step method {solver.name!r} needs options step_size "
+        "(or grid): the steps of the search (grid_constructor and the output times, which "
+        "are not known before the event, cannot give them)"
+    )
 
 
 def _report_index(kwargs: dict[str, Any], idx: Tensor) -> None:

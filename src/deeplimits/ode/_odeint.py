@@ -111,10 +111,21 @@ def odeint_event(
 ) -> tuple[Tensor, Tensor | tuple[Tensor, ...]]:
     """Solve from ``t0`` until ``event_fn(t, y)`` first crosses zero (torchdiffeq's API).
 
-    The crossing is searched on the accepted steps of an explicit adaptive method (the host
-    loop) and located by bisection on the step's interpolant; the event time's gradient comes
-    from the implicit function theorem (``g(T, y(T)) = 0``), so it reaches ``y0``, ``func``'s
-    parameters, ``t0`` and the parameters ``event_fn`` closes over.
+    The crossing is searched on the accepted steps of an explicit Runge-Kutta method (an
+    adaptive one on the host loop; a fixed-step one such as ``rk4`` on the fixed-step loop,
+    with ``options`` ``step_size``, at most 20000 steps as torchdiffeq, or ``grid``, up to
+    its last point) and located by bisection on the step's interpolant (fixed step: the
+    ``interp`` option's, ``"cubic"`` by default, ``"linear"`` as torchdiffeq's default); the
+    event time's gradient comes from the implicit function theorem (``g(T, y(T)) = 0``), so
+    it reaches ``y0``, ``func``'s parameters, ``t0`` and the parameters ``event_fn`` closes
+    over.
+
+    Caveats: the bisection runs to round-off (torchdiffeq's stops within ``atol`` and
+    returns the bracket's middle, so the times differ by at most ``atol / 2``). The returned
+    solution is ``odeint_interface``'s solve from ``t0`` to the event time (fixed step: steps
+    of ``step_size``, the last one shortened), not the search's interpolant, so
+    ``event_fn`` at its last state is zero only to the method's accuracy (with
+    ``interp="linear"`` the time itself has the linear interpolant's ``O(step**2)`` error).
 
     Args:
         func: as in :func:`odeint`.
@@ -147,9 +158,12 @@ def odeint_event(
         differentiated).
 
     Raises:
-        SolverError: no crossing within ``max_num_steps`` steps.
+        SolverError: no crossing within ``max_num_steps`` steps (fixed step: 20000 steps, or
+            before the end of ``grid``).
         InvalidArgumentError: ``event_fn`` returns no value (per-sample: not one row per
-            sample), a bad ``direction``, or the method is not explicit and adaptive.
+            sample), a bad ``direction``, a method that is not an explicit Runge-Kutta one
+            (implicit, Adams, ``reversible_heun``, ``scipy_solver``), or a fixed-step method
+            without ``step_size`` or ``grid``.
     """
     return solve_until_event(func, y0, t0, event_fn, reverse_time, odeint_interface, kwargs,
                              direction, odeint_interface is odeint)
