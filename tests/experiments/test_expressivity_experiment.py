@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from deeplimits.experiments import NullProgress, get_experiment
+from deeplimits.experiments import NullProgress, get_experiment, list_experiments
 from deeplimits.experiments.expressivity import (
     ExpressivityConfig,
     ExpressivityExperiment,
@@ -31,9 +31,11 @@ def result():
     return ExpressivityExperiment().run(_SMALL, NullProgress())
 
 
-def test_is_registered_on_slide_two() -> None:
+def test_is_registered_on_slide_two_right_after_paths() -> None:
     assert get_experiment("expressivity") is ExpressivityExperiment
     assert ExpressivityExperiment.slide == 2
+    names = [e.name for e in list_experiments()]
+    assert names.index("expressivity") == names.index("paths") + 1  # the slide's order
 
 
 def test_sawtooth_counts_are_two_to_the_depth_against_a_linear_shallow_bound(result) -> None:

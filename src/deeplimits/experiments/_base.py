@@ -3,8 +3,9 @@
 An experiment turns one claim of the lecture into measured numbers and a verdict computed from
 them. Each experiment is a subclass of :class:`Experiment` with
 
-- ``name`` (CLI name), ``title``, ``claim`` (the lecture's words, quoted) and ``slide`` (the
-  lecture's section, 1-4, which orders the report);
+- ``name`` (CLI name), ``title``, ``claim`` (the lecture's words, quoted), ``slide`` (the
+  lecture's section, 1-4, which orders the report) and ``position`` (the order within the
+  slide, following the slide's statements; default 0, ties broken by name);
 - ``Config``: a frozen dataclass subclassing :class:`ExperimentConfig` with ``quick()`` (the tour's
   default, seconds on 2 CPU cores) and ``full()`` presets;
 - ``run(config, progress) -> Result``.
@@ -209,6 +210,8 @@ class Experiment(ABC, Generic[C]):
     title: ClassVar[str]
     claim: ClassVar[str]
     slide: ClassVar[int]
+    #: Order within the slide, following the slide's statements (ties broken by name).
+    position: ClassVar[int] = 0
     Config: ClassVar[type[ExperimentConfig]]
 
     @abstractmethod

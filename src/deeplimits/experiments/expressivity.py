@@ -351,6 +351,7 @@ class ExpressivityExperiment(Experiment[ExpressivityConfig]):
         "expresses."
     )
     slide = 2
+    position = 1  # after `paths`: the slide states #params vs #paths first, then what depth buys
     Config = ExpressivityConfig
 
     def run(self, config: ExpressivityConfig, progress: Progress) -> Result:
