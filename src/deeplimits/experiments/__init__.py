@@ -12,6 +12,7 @@ import importlib
 from deeplimits.errors import UnknownNameError
 from deeplimits.experiments._base import (
     PRESETS,
+    TOUR_BUDGET_S,
     Experiment,
     ExperimentConfig,
     NullProgress,
@@ -23,6 +24,7 @@ from deeplimits.experiments._base import (
 
 __all__ = [
     "PRESETS",
+    "TOUR_BUDGET_S",
     "Experiment",
     "ExperimentConfig",
     "NullProgress",

@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "PRESETS",
+    "TOUR_BUDGET_S",
     "Experiment",
     "ExperimentConfig",
     "NullProgress",
@@ -49,6 +50,11 @@ __all__ = [
 VerdictStatus = Literal["reproduced", "not reproduced", "inconclusive"]
 VERDICT_STATUSES: tuple[VerdictStatus, ...] = ("reproduced", "not reproduced", "inconclusive")
 PRESETS: tuple[str, ...] = ("quick", "full")
+#: Wall-clock budget in seconds of ``deeplimits tour`` per preset on 2 CPU cores (experiments
+#: run one after the other, one thread each): the quick tour about a minute, the full tour at
+#: most 30 minutes. The tour reports its time against it; measured times are in
+#: benchmarks/RESULTS.md.
+TOUR_BUDGET_S: dict[str, float] = {"quick": 60.0, "full": 1800.0}
 
 
 @dataclass(frozen=True)
