@@ -331,8 +331,14 @@ class FitSummary:
     def reach(self) -> float | None:
         """The largest σ > 0 at which at least half of the starts found the target (None if
         at no σ > 0)."""
-        ok = [sg for sg, f in zip(self.noise, self.noise_found, strict=True) if sg > 0 and f >= 0.5]
-        return max(ok) if ok else None
+        return _reach(self.noise, self.noise_found)
+
+
+def _reach(noise: Sequence[float], found: Sequence[float]) -> float | None:
+    """The largest σ > 0 whose fraction ``found`` is at least 1/2, or None (see
+    :meth:`FitSummary.reach`)."""
+    ok = [sigma for sigma, f in zip(noise, found, strict=True) if sigma > 0 and f >= 0.5]
+    return max(ok) if ok else None
 
 
 def fit_checks(summary: FitSummary) -> dict[str, bool]:
