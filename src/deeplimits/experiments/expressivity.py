@@ -770,14 +770,16 @@ class ExpressivityExperiment(Experiment[ExpressivityConfig]):
         ax.plot(fit.noise, fit.noise_found, "o-", label="construction + N(0, σ²), trained")
         ax.axhline(fit.random_found, color="C1", ls="--", label="deep net, random starts")
         ax.axhline(0.5, color="gray", lw=0.8, ls=":", label="half of the starts")
+        positive = [sigma for sigma in fit.noise if sigma > 0]
+        # linear around 0 (the construction itself), logarithmic from the smallest σ > 0 on
+        ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+        ax.set_xticks(fit.noise, [f"{sigma:g}" for sigma in fit.noise], fontsize=7)
         ax.set(
-            xscale="symlog",
             xlabel="σ of the noise on the construction's parameters",
             ylabel=f"fraction that finds it (R² ≥ {fit.r2_needed:.3f})",
             ylim=(-0.03, 1.03),
-            title="representable, but found only near the construction",
+            title="how far from the construction training still finds it",
         )
-        ax.set_xlim(left=0)
         ax.legend(fontsize=7)
         ax = axes[1]
         k = fit.teeth_depth
