@@ -667,6 +667,7 @@ class GradientsExperiment(Experiment[GradientsConfig]):
                 title="plain SGD (tuned rate)" if optimiser == "sgd" else "Adam",
             )
             ax.set_xticks(config.depths, [str(d) for d in config.depths])
+            ax.minorticks_off()  # the depths are the ticks; log-axis minor labels overlap them
         axes[0].legend(fontsize=7)
         fig.tight_layout()
         return fig
