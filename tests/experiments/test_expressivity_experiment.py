@@ -99,6 +99,11 @@ def test_fits_separate_representable_from_found(result) -> None:
     titles = [t.title for t in result.tables]
     assert titles[2].startswith("(c i)") and titles[3].startswith("(c ii, iii)")
     assert [row[1] for row in result.tables[2].rows] == [2, 2, 2]  # starts per σ
+    assert [(row[0], row[2]) for row in result.tables[3].rows] == [
+        ("random, deep", 3),
+        ("random, shallow", 3),
+        ("spread kinks, shallow", 1),
+    ]
     assert set(result.figures) == {"regions", "region_maps", "sawtooth_fit"}  # no paths figure
 
 
@@ -203,7 +208,8 @@ def test_expressivity_verdict_is_reproduced_citing_the_counts_and_fits() -> None
         "1.0000 >= 0.9688; learnable near it: from the construction + N(0, 0.01²) noise, 0.75 of "
         "the starts train to R² >= the threshold, >= 1/2; not found from random starts: 0.00 of "
         "16 random starts of the same deep net reach it, < 1/2; the shallow net of equal params "
-        "(at most 9 pieces) at its best over 16 starts: R² 0.2000 < 0.9688."
+        "(at most 9 pieces) at its best over 16 random starts and one with spread kinks: R² "
+        "0.2000 < 0.9688."
     ) in verdict.reason
     checks = expressivity_checks(_SAW, _RAND, random_depths=(1, 2, 4), random_width=16)
     assert len(checks) == 3 and all(checks.values())
