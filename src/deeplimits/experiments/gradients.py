@@ -572,8 +572,6 @@ class GradientsExperiment(Experiment[GradientsConfig]):
             f"{config.adam_lr:g}. SGD (no momentum): per net the rate of {list(config.sgd_lrs)} "
             f"with the lowest training loss after the first {max(1, config.steps // 4)} steps "
             "(same minibatches), continued for the rest.",
-            "Per optimiser: "
-            + "; ".join(f"{o} {v.status}: {v.reason}" for o, v in verdicts.items()),
             "Gradient ratio: ‖∂ℓ/∂h‖ at the first layer with weights over the last, at "
             f"initialisation, cross-entropy on {config.probe_batch} digits.",
             "Bound: Π over layers of ‖W‖_op (exact), c_σ (tanh 1, ReLU 1) and 1 + α‖W‖_op per "
