@@ -39,7 +39,7 @@ def test_registered_on_slide_3():
     assert get_experiment("gradients") is GradientsExperiment
     assert GradientsExperiment.slide == 3
     assert GradientsConfig.quick().depths == (2, 8, 32)
-    assert max(GradientsConfig.full().depths) == 128
+    assert max(GradientsConfig.full().depths) == 64
 
 
 def test_tiny_run_measures_every_method_depth_and_optimiser(tiny_result):
