@@ -211,7 +211,7 @@ def test_gradients_verdict_is_not_reproduced_naming_the_failed_check(edits, fail
     assert "Beside it, Adam reproduced (adam: " in verdict.reason  # Adam's records untouched
 
 
-def test_adam_is_judged_on_its_own_records_and_reported_beside_sgd() -> None:
+def test_gradients_verdict_judges_adam_on_its_own_records_beside_sgd() -> None:
     """Adam training the naive init at depth 8 fails Adam's verdict, not the experiment's: the
     status is SGD's; Adam's failure and how deep it compensates are in the reason."""
     edits = {(_NAIVE, 8, "adam"): {"train_accuracy": 0.65}}
