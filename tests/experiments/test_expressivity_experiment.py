@@ -285,3 +285,11 @@ def test_expressivity_checks_refuse_depths_that_do_not_match_the_rows() -> None:
         expressivity_checks(_SAW, _RAND, random_depths=(1, 2), random_width=16)
     with pytest.raises(ValueError, match="zip"):
         expressivity_checks(_SAW, _RAND, random_depths=(1, 2, 4, 8), random_width=16)
+
+
+def test_reach_refuses_noise_and_fractions_of_different_lengths() -> None:
+    """One fraction per σ: a missing one is an error, not a σ silently dropped."""
+    with pytest.raises(ValueError, match="zip"):
+        replace(_FIT, noise_found=(1.0, 0.75)).reach()
+    with pytest.raises(ValueError, match="zip"):
+        replace(_FIT, noise_found=(1.0, 0.75, 0.0, 1.0)).reach()
