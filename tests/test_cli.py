@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,23 @@ def test_diagnose_is_wired_into_the_cli(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "verdict: vanishing" in out and "Sigmoid" in out
     assert main(["diagnose", "deep_sigmoid:nothing", "--input-shape", "4,16"]) == 2
+
+
+def test_tour_numbers_its_steps_and_states_its_time_against_the_budget(
+    toy_registered, tmp_path: Path, capsys, monkeypatch
+):
+    import deeplimits.experiments as ex
+
+    assert main(["tour", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "[1/1] toy (--preset quick), 0s into the tour" in err
+    assert re.search(
+        r"tour: 1 experiments \(0 reused\) in \d+s; budget of --preset quick on 2 CPU cores: 60s",
+        err,
+    )
+    assert "over budget" not in err
+    monkeypatch.setitem(ex.TOUR_BUDGET_S, "quick", -1.0)  # any time is over a negative budget
+    assert main(["tour", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "(1 reused)" in err
+    assert "budget of --preset quick on 2 CPU cores: -1s (over budget)" in err

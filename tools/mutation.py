@@ -143,13 +143,27 @@ MAPPING: dict[str, Entry] = {
     ),
     "experiments/expressivity.py": Entry(
         ("tests/experiments/test_expressivity_experiment.py",),
-        functions=("expressivity_checks", "expressivity_verdict", "_random_line_fit"),
-        pytest_args=("-k", "verdict or checks"),
+        functions=(
+            "expressivity_checks",
+            "expressivity_verdict",
+            "_random_line_fit",
+            "fit_checks",
+            "r2_needed",
+            "_reach",
+        ),
+        pytest_args=("-k", "verdict or checks or r2_needed or reach"),
     ),
     "experiments/gradients.py": Entry(
         ("tests/experiments/test_gradients_experiment.py",),
-        functions=("gradients_checks", "gradients_verdict", "_bound_holds", "_record"),
-        pytest_args=("-k", "verdict or checks"),
+        functions=(
+            "gradients_checks",
+            "gradients_verdict",
+            "gradients_verdicts",
+            "compensation",
+            "_bound_holds",
+            "_record",
+        ),
+        pytest_args=("-k", "verdict or checks or compensation"),
     ),
     "experiments/continuity.py": Entry(
         ("tests/experiments/test_continuity_experiment.py",),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -160,12 +161,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_tour(args: argparse.Namespace) -> int:
-    from deeplimits.experiments import list_experiments
+    from deeplimits.experiments import TOUR_BUDGET_S, list_experiments
     from deeplimits.report import write_report
 
     out = Path(args.out)
     records = []
-    for cls in list_experiments():
+    experiments = list_experiments()
+    start = time.perf_counter()
+    for i, cls in enumerate(experiments, 1):
+        _console.print(
+            f"[{i}/{len(experiments)}] {cls.name} (--preset {args.preset}), "
+            f"{time.perf_counter() - start:.0f}s into the tour",
+            markup=False,
+        )
         record = _run_one(
             cls.name,
             preset=args.preset,
@@ -176,6 +184,16 @@ def _cmd_tour(args: argparse.Namespace) -> int:
         )
         _print_verdict(record)
         records.append(record)
+    wall = time.perf_counter() - start
+    budget = TOUR_BUDGET_S[args.preset]
+    reused = sum(1 for r in records if r.get("reused"))
+    _console.print(
+        f"tour: {len(records)} experiments ({reused} reused) in {wall:.0f}s; budget of "
+        f"--preset {args.preset} on 2 CPU cores: {budget:.0f}s"
+        + (" (over budget)" if wall > budget else ""),
+        style="yellow" if wall > budget else None,
+        markup=False,
+    )
     index = write_report(records, out)
     _console.print(f"report: {index}")
     return 1 if any("error" in r for r in records) else 0

@@ -61,7 +61,7 @@ def _like(template: Any, value: Any) -> Any:
 
 def test_registry_is_in_lecture_order_and_every_experiment_is_complete():
     exps = list_experiments()
-    assert [e.slide for e in exps] == sorted(e.slide for e in exps)
+    assert [(e.slide, e.position) for e in exps] == sorted((e.slide, e.position) for e in exps)
     for e in exps:
         assert e.name and e.title and e.claim and 1 <= e.slide <= 4
         quick, full = e.Config.quick(), e.Config.full()

@@ -3,21 +3,35 @@ the verdict function on hand-made records either side of every threshold (both o
 
 from __future__ import annotations
 
-import pytest
+import math
+from dataclasses import replace
 
+import pytest
+import torch
+from torch import nn
+
+from deeplimits.errors import InvalidArgumentError, UnknownNameError
 from deeplimits.experiments import NullProgress, get_experiment
 from deeplimits.experiments.gradients import (
     METHODS,
+    OPTIMISERS,
     GradientsConfig,
     GradientsExperiment,
+    _digits,
+    _train,
+    compensation,
     gradients_checks,
     gradients_verdict,
+    gradients_verdicts,
+    mlp,
 )
 
 
 @pytest.fixture(scope="module")
 def tiny_result():
-    config = GradientsConfig(depths=(2, 10), width=16, steps=40, probe_batch=64)
+    config = GradientsConfig(
+        depths=(2, 10), width=16, steps=40, probe_batch=64, sgd_lrs=(0.1, 1.0)
+    )
     return config, GradientsExperiment().run(config, NullProgress())
 
 
@@ -25,15 +39,18 @@ def test_registered_on_slide_3():
     assert get_experiment("gradients") is GradientsExperiment
     assert GradientsExperiment.slide == 3
     assert GradientsConfig.quick().depths == (2, 8, 32)
-    assert max(GradientsConfig.full().depths) == 128
+    assert max(GradientsConfig.full().depths) == 64
 
 
-def test_tiny_run_measures_every_method_and_depth(tiny_result):
+def test_tiny_run_measures_every_method_depth_and_optimiser(tiny_result):
     config, result = tiny_result
     acc = result.numbers["train_accuracy"]
-    assert set(acc) == {m.name for m in METHODS}
-    assert all(set(v) == {"2", "10"} for v in acc.values())
-    assert all(0.0 <= a <= 1.0 for v in acc.values() for a in v.values())
+    assert set(acc) == set(OPTIMISERS) == {"sgd", "adam"}
+    for per_method in acc.values():
+        assert set(per_method) == {m.name for m in METHODS}
+        assert all(set(v) == {"2", "10"} for v in per_method.values())
+        assert all(0.0 <= a <= 1.0 for v in per_method.values() for a in v.values())
+    assert {lr for v in result.numbers["sgd_lr"].values() for lr in v.values()} <= {0.1, 1.0}
     assert result.numbers["bound_holds_everywhere"] is True
     # The naive init vanishes at depth 10 (gain 0.01·√16 = 0.04 per layer), He does not.
     ratios = result.numbers["grad_ratio_first_last"]
@@ -41,12 +58,13 @@ def test_tiny_run_measures_every_method_and_depth(tiny_result):
     assert ratios["He"]["10"] > 1e-2
     assert set(result.figures) == {"grad_per_layer", "bound_vs_measured", "accuracy_vs_depth"}
     assert result.figures["grad_per_layer"].axes[0].get_yscale() == "log"
-    assert len(result.tables[0].rows) == len(METHODS) * len(config.depths)
+    assert len(result.figures["accuracy_vs_depth"].axes) == 2  # one panel per optimiser
+    assert len(result.tables[0].rows) == len(METHODS) * len(config.depths) * 2
 
 
 def test_verdict_follows_the_numbers(tiny_result):
     config, result = tiny_result
-    acc = result.numbers["train_accuracy"]
+    acc = result.numbers["train_accuracy"]["sgd"]
     naive_fails = acc["N(0, 0.01²)"]["10"] < config.fails_below
     families_train = all(
         max(acc[m.name]["10"] for m in METHODS if m.family == f) >= config.trains_above
@@ -54,37 +72,65 @@ def test_verdict_follows_the_numbers(tiny_result):
     )
     expected = "reproduced" if naive_fails and families_train else "not reproduced"
     assert result.verdict.status == expected
+    assert result.numbers["verdict_by_optimiser"]["sgd"] == expected
 
 
 def test_no_deep_net_is_inconclusive():
-    config = GradientsConfig(depths=(2, 3), width=8, steps=2, probe_batch=16)
+    config = GradientsConfig(depths=(2, 3), width=8, steps=2, probe_batch=16, sgd_lrs=(0.1,))
     result = GradientsExperiment().run(config, NullProgress())
     assert result.verdict.status == "inconclusive"
+
+
+def test_sgd_keeps_the_rate_with_the_lowest_loss_and_drops_a_diverging_one():
+    x, y = _digits(torch.device("cpu"))
+
+    def make():
+        torch.manual_seed(0)
+        return mlp(64, 16, 10, 2, nn.Tanh)
+
+    # lr 1e4 overflows to a non-finite loss; of the finite ones 0.1 beats 1e-5 in 40 steps
+    config = GradientsConfig(steps=40, sgd_lrs=(1e4, 1e-5, 0.1))
+    _, loss, lr = _train(make, x, y, config, "sgd")
+    assert lr == 0.1
+    _, loss_small, lr_small = _train(make, x, y, replace(config, sgd_lrs=(1e-5,)), "sgd")
+    assert lr_small == 1e-5 and loss < loss_small
+    with pytest.raises(UnknownNameError, match="rmsprop"):
+        _train(make, x, y, config, "rmsprop")
+
+
+@pytest.mark.parametrize("rates", [(), (0.1, 0.0), (math.inf,), (-0.1,)])
+def test_config_refuses_bad_sgd_rates_naming_them(rates):
+    with pytest.raises(InvalidArgumentError, match=r"sgd_lrs=.*positive finite"):
+        GradientsConfig(sgd_lrs=rates)
 
 
 # ---------------------------------------------------------------- the verdict, on hand-made records
 _CONFIG = GradientsConfig(depths=(2, 8))  # thresholds: 1e-6, 0.3, 0.8; deep from 8
 
 
-def _records(edits: dict[tuple[str, int], dict] | None = None) -> list[dict]:
-    """Every method at depths 2 and 8: the naive init vanishes and fails, every remedy trains,
-    the bound holds; ``edits`` maps (method, depth) to the fields to change."""
+def _records(edits: dict[tuple, dict] | None = None) -> list[dict]:
+    """Every method at depths 2 and 8 for both optimisers: the naive init vanishes and fails,
+    every remedy trains, the bound holds. ``edits`` maps (method, depth) to the fields to change
+    in the SGD record, (method, depth, "adam") in the Adam record."""
     records = []
-    for m in METHODS:
-        for depth in _CONFIG.depths:
-            naive = m.family == "naive"
-            records.append(
-                {
-                    "method": m.name,
-                    "family": m.family,
-                    "depth": depth,
-                    "grad_ratio_first_last": 1e-9 if naive else 0.5,
-                    "bound": 2.0,
-                    "measured_ratio": 1.0,
-                    "train_accuracy": 0.1 if naive else 0.95,
-                }
-                | (edits or {}).get((m.name, depth), {})
-            )
+    for optimiser in OPTIMISERS:
+        for m in METHODS:
+            for depth in _CONFIG.depths:
+                naive = m.family == "naive"
+                key = (m.name, depth) if optimiser == "sgd" else (m.name, depth, optimiser)
+                records.append(
+                    {
+                        "method": m.name,
+                        "family": m.family,
+                        "depth": depth,
+                        "optimiser": optimiser,
+                        "grad_ratio_first_last": 1e-9 if naive else 0.5,
+                        "bound": 2.0,
+                        "measured_ratio": 1.0,
+                        "train_accuracy": 0.1 if naive else 0.95,
+                    }
+                    | (edits or {}).get(key, {})
+                )
     return records
 
 
@@ -95,16 +141,24 @@ def test_gradients_verdict_is_reproduced_when_the_naive_init_fails_and_remedies_
     verdict = gradients_verdict(_records(), _CONFIG)
     assert verdict.status == "reproduced"
     assert verdict.reason.startswith(
-        f"{_NAIVE} at depth 8: first/last-layer gradient 1.0e-09 < 1e-06; "
-        f"{_NAIVE} at depth 8: training accuracy 0.100 < 0.3; "
-        "best initialisation remedy at depth 8 (Xavier) reaches training accuracy 0.950 >= 0.8"
+        f"SGD reproduced (sgd: {_NAIVE} at depth 8: first/last-layer gradient 1.0e-09 < 1e-06; "
+        f"{_NAIVE} at depth 8: sgd training accuracy 0.100 < 0.3; "
+        "best initialisation remedy at depth 8 (Xavier) reaches sgd training accuracy 0.950 >= 0.8"
     )
-    assert verdict.reason.endswith("bound >= measured ‖∇x ℓ‖/‖∇y ℓ‖ for all 14 nets.")
+    assert (
+        "bound >= measured ‖∇x ℓ‖/‖∇y ℓ‖ for all 14 nets.) Beside it, Adam reproduced (adam: "
+        in verdict.reason
+    )
+    assert verdict.reason.endswith(
+        "Adam does not train the naive init at any depth with vanished gradients, not from "
+        "depth 8."
+    )
     assert len(gradients_checks(_records(), _CONFIG)) == 6
+    assert len(gradients_checks(_records(), _CONFIG, "adam")) == 6
 
 
 def _only_family_member_training(family: str, name: str) -> dict:
-    """Edits making every member of ``family`` but ``name`` fail to train at depth 8."""
+    """Edits making every member of ``family`` but ``name`` fail to train at depth 8 (SGD)."""
     return {(m.name, 8): {"train_accuracy": 0.2} for m in METHODS if m.family == family} | {
         (name, 8): {"train_accuracy": 0.8}
     }
@@ -124,16 +178,21 @@ def _only_family_member_training(family: str, name: str) -> dict:
 )
 def test_gradients_verdict_holds_on_the_inclusive_side_of_each_threshold(edits) -> None:
     assert gradients_verdict(_records(edits), _CONFIG).status == "reproduced"
+    adam_edits = {(*k, "adam"): v for k, v in edits.items()}
+    assert gradients_verdicts(_records(adam_edits), _CONFIG)["adam"].status == "reproduced"
 
 
 @pytest.mark.parametrize(
     ("edits", "failed"),
     [
         ({(_NAIVE, 8): {"grad_ratio_first_last": 1e-6}}, "last-layer gradient 1.0e-06 < 1e-06"),
-        ({(_NAIVE, 8): {"train_accuracy": 0.3}}, f"{_NAIVE} at depth 8: training accuracy 0.300"),
+        (
+            {(_NAIVE, 8): {"train_accuracy": 0.3}},
+            f"{_NAIVE} at depth 8: sgd training accuracy 0.300",
+        ),
         (
             {(m.name, 8): {"train_accuracy": 0.7999} for m in METHODS[1:4]},
-            "best initialisation remedy at depth 8 (Xavier) reaches training accuracy 0.800",
+            "best initialisation remedy at depth 8 (Xavier) reaches sgd training accuracy 0.800",
         ),
         (
             {(m.name, 8): {"train_accuracy": 0.5} for m in METHODS if m.family == "constraint"},
@@ -148,7 +207,64 @@ def test_gradients_verdict_is_not_reproduced_naming_the_failed_check(edits, fail
     assert sum(not ok for ok in checks.values()) == 1
     verdict = gradients_verdict(_records(edits), _CONFIG)
     assert verdict.status == "not reproduced"
-    assert verdict.reason.startswith("failed: ") and failed in verdict.reason
+    assert verdict.reason.startswith("SGD not reproduced (failed: ") and failed in verdict.reason
+    assert "Beside it, Adam reproduced (adam: " in verdict.reason  # Adam's records untouched
+
+
+def test_gradients_verdict_judges_adam_on_its_own_records_beside_sgd() -> None:
+    """Adam training the naive init at depth 8 fails Adam's verdict, not the experiment's: the
+    status is SGD's; Adam's failure and how deep it compensates are in the reason."""
+    edits = {(_NAIVE, 8, "adam"): {"train_accuracy": 0.65}}
+    verdicts = gradients_verdicts(_records(edits), _CONFIG)
+    assert verdicts["sgd"].status == "reproduced"
+    assert verdicts["adam"].status == "not reproduced"
+    assert verdicts["adam"].reason == (
+        f"failed: {_NAIVE} at depth 8: adam training accuracy 0.650 < 0.3."
+    )
+    verdict = gradients_verdict(_records(edits), _CONFIG)
+    assert verdict.status == "reproduced"
+    assert "Beside it, Adam not reproduced (failed: " in verdict.reason
+    assert verdict.reason.endswith(
+        "Adam trains the naive init despite vanished gradients up to depth 8."
+    )
+    # the SGD records' failure alone does not leak into Adam's verdict
+    edits = {(_NAIVE, 8): {"train_accuracy": 0.65}}
+    assert gradients_verdicts(_records(edits), _CONFIG)["adam"].status == "reproduced"
+    with pytest.raises(UnknownNameError, match="optimiser"):
+        gradients_checks(_records(), _CONFIG, "rmsprop")
+
+
+_DEEP = GradientsConfig(depths=(2, 8, 32, 128))
+
+
+def _naive_records(accuracy: dict[int, float], ratio: dict[int, float] | None = None) -> list:
+    return [
+        {
+            "method": _NAIVE,
+            "depth": d,
+            "optimiser": "adam",
+            "train_accuracy": a,
+            "grad_ratio_first_last": (ratio or {}).get(d, 1e-9),
+        }
+        for d, a in accuracy.items()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "ratio", "expected"),
+    [
+        ({2: 1.0, 8: 0.65, 32: 0.1, 128: 0.1}, None, (8, 32)),
+        ({2: 1.0, 8: 0.65, 32: 0.3, 128: 0.2999}, None, (32, 128)),  # 0.3 counts as training
+        ({2: 1.0, 8: 0.1, 32: 0.5, 128: 0.1}, None, (32, 8)),  # the first failure is cited
+        ({2: 1.0, 8: 0.9, 32: 0.9, 128: 0.9}, None, (128, None)),
+        ({2: 1.0, 8: 0.1, 32: 0.1, 128: 0.1}, None, (None, 8)),
+        # a depth whose gradient did not vanish (ratio >= 1e-6) says nothing about compensation
+        ({2: 1.0, 8: 0.9, 32: 0.1, 128: 0.1}, {8: 1e-6, 32: 1e-6}, (None, 128)),
+        ({2: 1.0, 8: 0.9, 32: 0.1, 128: 0.1}, {8: 0.99e-6}, (8, 32)),
+    ],
+)
+def test_compensation_finds_how_deep_adam_still_trains_a_vanished_net(accuracy, ratio, expected):
+    assert compensation(_naive_records(accuracy, ratio), _DEEP, "adam") == expected
 
 
 def test_gradients_verdict_without_a_deep_net_is_inconclusive() -> None:
@@ -157,6 +273,7 @@ def test_gradients_verdict_without_a_deep_net_is_inconclusive() -> None:
     verdict = gradients_verdict(records, config)
     assert verdict.status == "inconclusive"
     assert verdict.reason == "no depth >= 8 in (2, 7)"
+    assert {v.status for v in gradients_verdicts(records, config).values()} == {"inconclusive"}
     assert gradients_verdict(records, GradientsConfig(depths=(2, 7), deep_from=7)).status == (
         "reproduced"
     )

@@ -38,3 +38,17 @@ def test_nested_numbers_are_flattened_and_records_kept_as_json(toy, tmp_path: Pa
     page = write_report([record], tmp_path).read_text()
     assert "<td>a.b</td><td>1.5</td>" in page and "<td>a.c</td>" in page
     assert "Structured numbers (JSON)" in page and "&quot;err&quot;: 0.5" in page
+
+
+def test_each_experiment_reads_claim_then_verdict_then_figures_then_notes(toy, tmp_path: Path):
+    record = run_experiment(toy, out=tmp_path)
+    record["notes"] = ["A caveat."]
+    page = write_report([record], tmp_path).read_text()
+    section = page[page.index('id="exp-toy"') :]
+    order = [
+        section.index("Squares are non-negative."),
+        section.index('class="verdict reproduced"'),
+        section.index("<img"),
+        section.index("A caveat."),
+    ]
+    assert order == sorted(order)

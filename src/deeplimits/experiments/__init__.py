@@ -12,6 +12,7 @@ import importlib
 from deeplimits.errors import UnknownNameError
 from deeplimits.experiments._base import (
     PRESETS,
+    TOUR_BUDGET_S,
     Experiment,
     ExperimentConfig,
     NullProgress,
@@ -23,6 +24,7 @@ from deeplimits.experiments._base import (
 
 __all__ = [
     "PRESETS",
+    "TOUR_BUDGET_S",
     "Experiment",
     "ExperimentConfig",
     "NullProgress",
@@ -63,9 +65,9 @@ def _load() -> None:
 
 
 def list_experiments() -> list[type[Experiment]]:
-    """All registered experiments in the lecture's order (by slide, then name)."""
+    """All registered experiments in the lecture's order (by slide, position in it, then name)."""
     _load()
-    return sorted(_REGISTRY.values(), key=lambda e: (e.slide, e.name))
+    return sorted(_REGISTRY.values(), key=lambda e: (e.slide, e.position, e.name))
 
 
 def get_experiment(name: str) -> type[Experiment]:

@@ -3,8 +3,9 @@
 An experiment turns one claim of the lecture into measured numbers and a verdict computed from
 them. Each experiment is a subclass of :class:`Experiment` with
 
-- ``name`` (CLI name), ``title``, ``claim`` (the lecture's words, quoted) and ``slide`` (the
-  lecture's section, 1-4, which orders the report);
+- ``name`` (CLI name), ``title``, ``claim`` (the lecture's words, quoted), ``slide`` (the
+  lecture's section, 1-4, which orders the report) and ``position`` (the order within the
+  slide, following the slide's statements; default 0, ties broken by name);
 - ``Config``: a frozen dataclass subclassing :class:`ExperimentConfig` with ``quick()`` (the tour's
   default, seconds on 2 CPU cores) and ``full()`` presets;
 - ``run(config, progress) -> Result``.
@@ -33,6 +34,7 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "PRESETS",
+    "TOUR_BUDGET_S",
     "Experiment",
     "ExperimentConfig",
     "NullProgress",
@@ -48,6 +50,11 @@ __all__ = [
 VerdictStatus = Literal["reproduced", "not reproduced", "inconclusive"]
 VERDICT_STATUSES: tuple[VerdictStatus, ...] = ("reproduced", "not reproduced", "inconclusive")
 PRESETS: tuple[str, ...] = ("quick", "full")
+#: Wall-clock budget in seconds of ``deeplimits tour`` per preset on 2 CPU cores (experiments
+#: run one after the other, one thread each): the quick tour about a minute, the full tour at
+#: most 30 minutes. The tour reports its time against it; measured times are in
+#: benchmarks/RESULTS.md.
+TOUR_BUDGET_S: dict[str, float] = {"quick": 60.0, "full": 1800.0}
 
 
 @dataclass(frozen=True)
@@ -209,6 +216,8 @@ class Experiment(ABC, Generic[C]):
     title: ClassVar[str]
     claim: ClassVar[str]
     slide: ClassVar[int]
+    #: Order within the slide, following the slide's statements (ties broken by name).
+    position: ClassVar[int] = 0
     Config: ClassVar[type[ExperimentConfig]]
 
     @abstractmethod

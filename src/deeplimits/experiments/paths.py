@@ -166,7 +166,7 @@ def paths_checks(fits: PathFits) -> dict[str, bool]:
     }
 
 
-#: The former name of :func:`paths_checks` (the expressivity experiment's verdict uses it too).
+#: The former name of :func:`paths_checks`, kept for callers of the earlier API.
 path_checks = paths_checks
 
 

@@ -135,10 +135,11 @@ def _experiment(record: Mapping[str, Any], out: Path) -> str:
         f'<div class="verdict {status.replace(" ", "-")}"><b>{_esc(status)}</b>: '
         f"{_esc(verdict['reason'])}</div>"
     )
-    for note in record.get("notes", []):
-        parts.append(f'<p class="muted">{_esc(note)}</p>')
+    # the slide's sentence (above), then the verdict, then the figures; caveats after them
     for rel in record.get("figures", []):
         parts.append(_figure(out, rel))
+    for note in record.get("notes", []):
+        parts.append(f'<p class="muted">{_esc(note)}</p>')
     numbers = record.get("numbers", {})
     if numbers:
         scalars, nested = _flatten_numbers(numbers)
