@@ -187,6 +187,7 @@ MAPPING: dict[str, Entry] = {
 #: against other source can name a real mutant: a run on other source marks its score
 #: "equivalents unchecked" until the names are checked and the hash here updated.
 EQUIVALENTS_CHECKED: dict[str, str] = {
+    "ode/_norm.py": "7ba7b8fb3740",
     "ode/_host_loop.py": "a19580c9d70e",
     "ode/_controllers.py": "6790255ea67e",
 }
@@ -622,7 +623,11 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: a float32 0-d zero does not change the dtype of the in-place addcmul_, "
         "and 0 * NaN/inf is NaN in any dtype",
     ),
-    **dict.fromkeys(_ode("_norm", "x__zero__mutmut_8", "x__zero__mutmut_11"), _GPU),
+    **dict.fromkeys(
+        _ode("_norm", "x__zero__mutmut_8", "x__zero__mutmut_11", "xǁErrorNormǁrms__mutmut_10",
+             "xǁErrorNormǁrms__mutmut_13"),
+        _GPU,
+    ),
     "deeplimits.ode._norm.xǁErrorNormǁratio__mutmut_38": "equivalent: guard * 0.0 is +-0 or "
     "NaN; subtracting it gives the same ratio (NaN stays NaN)",
     "deeplimits.ode._norm.xǁErrorNormǁscale__mutmut_2": "equivalent: normed(y) is y itself "

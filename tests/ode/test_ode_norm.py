@@ -116,6 +116,21 @@ def test_a_user_norm_gets_the_scaled_error_in_the_states_structure() -> None:
     assert float(total) == pytest.approx(np.sum(np.abs([0.2, -0.3, 0.05]) / scale), rel=1e-15)
 
 
+def test_per_entry_tolerances_are_cut_to_the_normed_entries() -> None:
+    """A tuple state's per-entry tolerances with the seminorm (norm_dims = 2 of 3 entries): the
+    scale and ratio use the first two entries and their own tolerances."""
+    rtol, atol = _t([0.1, 0.2, 0.3]), _t([0.01, 0.02, 0.03])
+    norm = ErrorNorm(rtol, atol, 2, 3, rows=False)
+    y0, y1, err = _t([1.0, -2.0, 5.0]), _t([3.0, -1.0, 7.0]), _t([0.2, -0.3, 100.0])
+    with torch.no_grad():
+        s0, s1 = norm.scale(y0), norm.scale(y1)
+        got = norm.ratio(err, s0, s1, y1)
+    assert s0.tolist() == pytest.approx([0.01 + 0.1 * 1.0, 0.02 + 0.2 * 2.0], rel=1e-15)
+    scale = np.maximum([0.11, 0.42], [0.01 + 0.1 * 3.0, 0.02 + 0.2 * 1.0])  # [0.31, 0.42]
+    want = math.sqrt(np.mean((np.array([0.2, -0.3]) / scale) ** 2))
+    assert float(got) == pytest.approx(want, rel=1e-15)
+
+
 # ------------------------------------------------------------------------ the starting step
 def _scipy_h(fun, t0: float, y0: list[float], t_end: float, error_order: int,
              rtol: float, atol: float) -> float:
