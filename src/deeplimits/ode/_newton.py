@@ -70,13 +70,39 @@ def jacobian(f: FlatFunc, t: float, y: Tensor, batched: bool) -> tuple[Tensor, b
     if own is not None:
         with torch.no_grad():
             return own(t, y), False
+    if batched and y.ndim == 2:
+        return _rows_by_autograd(f, t, y, y.shape[1]), True  # (B, d, d)
+    if y.numel() <= _LOOP_MAX:
+        return _rows_by_autograd(f, t, y.reshape(1, -1), y.numel(), y.shape)[0], False
     with torch.no_grad():
-        if batched and y.ndim == 2:
-            jac = torch.func.jacrev(lambda v: f(t, v).sum(0))(y)  # (d, B, d)
-            return jac.permute(1, 0, 2), True
         shape = y.shape
         jac = torch.func.jacrev(lambda v: f(t, v.view(shape)).reshape(-1))(y.reshape(-1))
         return jac, False
+
+
+#: Largest flattened state whose full Jacobian is built by one reverse pass per entry (plain
+#: autograd) rather than torch.func.jacrev: jacrev's first call in a process costs ~2 s of
+#: set-up (measured on the 2-core CPU), more than the passes for small states.
+_LOOP_MAX = 64
+
+
+def _rows_by_autograd(
+    f: FlatFunc, t: float, y: Tensor, d: int, shape: torch.Size | None = None
+) -> Tensor:
+    """Per-row Jacobian blocks ``(B, d, d)`` of ``f`` at ``y`` (``(B, d)``, rows that do not
+    interact), by ``d`` reverse passes of plain autograd: ``J[:, i, :] = d/dy sum_b f_b,i``.
+    ``shape``: call ``f`` with ``y`` viewed so (one row holding the whole state)."""
+    with torch.enable_grad():  # the callers run under no_grad; slicing must record too
+        v = y.detach().requires_grad_(True)
+        out = f(t, v if shape is None else v.view(shape)).reshape(v.shape)  # (B, d)
+        if not out.requires_grad:  # f does not depend on the state
+            return y.new_zeros(y.shape[0], d, d)
+        rows = []
+        for i in range(d):
+            (g,) = torch.autograd.grad(out[:, i].sum(), v, retain_graph=i < d - 1,
+                                       allow_unused=True)
+            rows.append(torch.zeros_like(v) if g is None else g)  # (B, d)
+    return torch.stack(rows, 1).detach()  # (B, d_out, d_in)
 
 
 class IterationMatrix:
