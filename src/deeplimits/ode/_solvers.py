@@ -216,9 +216,11 @@ class ImplicitRK(_TableauSolver):
     interface of :meth:`ExplicitRK.step`, so the host and fixed-step loops run it; the device
     loop does not (:attr:`batched` is ``False``) and it is not compilable.
 
-    Stage equations by the chord method: one Jacobian (``torch.func.jacrev``) and one LU
-    factorisation per step, reused by every stage; gradients by the implicit function theorem
-    at the converged stages. ``func`` must work under ``torch.func`` transforms.
+    Stage equations by the chord method: one Jacobian (plain autograd, one reverse pass per
+    state dimension, for per-sample blocks and states of up to 64 entries; else
+    ``torch.func.jacrev``, under which ``func`` must then work) and one LU factorisation per
+    step, reused by every stage; gradients by the implicit function theorem at the converged
+    stages.
 
     Attributes:
         tableau: the method.
