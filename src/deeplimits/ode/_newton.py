@@ -3,11 +3,11 @@ and their gradients.
 
 Each implicit stage ``i`` solves ``Z = psi_i + h gamma f(t_i, Z)`` with
 ``psi_i = y + h sum_{j<i} a_ij k_j`` by the chord method ("VeryChord" in diffrax): the Jacobian
-``J = df/dy`` at the step's start ``(t, y)`` is computed once per step (one reverse pass of
-plain autograd per state dimension for per-sample blocks and states of up to 64 entries, else
-``torch.func.jacrev``: the full ``(N, N)`` matrix of the flattened state, or per-sample
-``(B, d, d)`` blocks for a
-``(B, d)`` state whose rows do not interact, ``batched_jacobian=True``), the iteration matrix
+``J = df/dy`` at the step's start ``(t, y)`` is computed once per step: the full ``(N, N)``
+matrix of the flattened state, or per-sample ``(B, d, d)`` blocks for a ``(B, d)`` state whose
+rows do not interact (``batched_jacobian=True``); by one reverse pass of plain autograd per
+state dimension for blocks and for states of up to 64 entries, else by ``torch.func.jacrev``.
+The iteration matrix
 ``M = I - h gamma J`` is LU-factored once and reused by every stage. Convergence test on the
 scaled RMS norm of the update (scale ``atol + rtol |Z|``): converged when
 ``||dZ|| rate / (1 - rate) < kappa`` (``rate`` the ratio of successive update norms) or when the
