@@ -37,6 +37,7 @@ from deeplimits.ode import (
     odeint_checkpoint,
     order_condition_residuals,
 )
+from deeplimits.ode._newton import jacobian
 
 ADAPTIVE = ["kvaerno3", "kvaerno4", "kvaerno5"]
 ALL = ["implicit_euler", *ADAPTIVE]
@@ -539,3 +540,17 @@ def test_newton_failing_down_to_the_smallest_step_is_not_called_a_blow_up() -> N
     # an explicit method on the same problem reports the NaN state (no Newton involved)
     with pytest.raises(NonFiniteStateError, match=r"became NaN or inf just after t=0\.49999"):
         odeint(_nan_beyond_half, torch.zeros(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64))
+
+
+@pytest.mark.parametrize("n", [10, 80])  # plain autograd up to 64 entries, jacrev above
+def test_newton_jacobian_is_the_matrix_of_a_linear_field_by_either_way(n: int) -> None:
+    a = torch.randn(n, n, dtype=F64, generator=torch.Generator().manual_seed(n))
+    jac, batched = jacobian(lambda t, y: (a @ y.reshape(-1)).reshape(y.shape) + t, 0.5,
+                            torch.randn(n // 2, 2, dtype=F64), False)
+    assert not batched and torch.allclose(jac, a, rtol=0, atol=1e-14)
+    # per-sample blocks of a (B, 2) state: y_b' = M y_b + y_b**2 -> J_b = M + 2 diag(y_b)
+    m = torch.tensor([[-1.0, 2.0], [0.5, -3.0]], dtype=F64)
+    y = torch.randn(n, 2, dtype=F64)
+    blocks, batched = jacobian(lambda t, v: v @ m.T + v**2, 0.0, y, True)
+    assert batched and blocks.shape == (n, 2, 2)
+    assert torch.allclose(blocks, m + torch.diag_embed(2 * y), rtol=0, atol=1e-14)
