@@ -18,6 +18,7 @@ from deeplimits.ode import (
     SolveStats,
     odeint,
 )
+from deeplimits.ode._controllers import nudge
 
 F64 = torch.float64
 LOOPS = {
@@ -239,3 +240,11 @@ def test_jump_limits_are_one_ulp_of_a_float32_state_either_side() -> None:
         near = sorted({s for s in seen if abs(s - 0.5) < 1e-3})
         assert near == [left, right]  # both limits, each at one ulp of the state's dtype
         assert abs(float(ys[-1, 0])) <= 1e-6  # up 0.5, down 0.5
+
+
+def test_nudge_moves_one_ulp_of_the_states_dtype() -> None:
+    """One ulp of the dtype func receives times in: a float64 ulp vanishes in float32."""
+    assert nudge(0.5, 1.0, F64) == math.nextafter(0.5, 1.0) == 0.5 + 2.0**-53
+    assert nudge(0.5, 0.0, F64) == math.nextafter(0.5, 0.0)
+    assert nudge(0.5, 1.0, torch.float32) == 0.5 + 2.0**-24  # float32: 24-bit significand
+    assert nudge(0.5, 0.0, torch.float32) == 0.5 - 2.0**-25
