@@ -162,8 +162,10 @@ MAPPING: dict[str, Entry] = {
             "compensation",
             "_bound_holds",
             "_record",
+            "cnn_checks",
+            "cnn_verdict",
         ),
-        pytest_args=("-k", "verdict or checks or compensation"),
+        pytest_args=("-k", "verdict or checks or compensation or cnn"),
     ),
     "experiments/continuity.py": Entry(
         ("tests/experiments/test_continuity_experiment.py",),
