@@ -314,6 +314,7 @@ def test_tiny_run_measures_the_three_cnns_per_module(tiny_result):
     assert set(cnn["train_accuracy"]) == set(CNN_ARCHITECTURES)
     assert all(0.0 <= a <= 1.0 for a in cnn["train_accuracy"].values())
     assert set(cnn["sgd_lr"].values()) <= {0.01, 0.1}
+    assert set(cnn["diverged"]) <= set(CNN_ARCHITECTURES)
     # rows per module owning parameters: 4 convs (+ 4 BatchNorms) or stem + 3 residual blocks,
     # then the linear head
     kinds = {a: [row["kind"] for row in rows] for a, rows in cnn["grad_per_module"].items()}
