@@ -165,7 +165,7 @@ MAPPING: dict[str, Entry] = {
             "cnn_checks",
             "cnn_verdict",
         ),
-        pytest_args=("-k", "verdict or checks or compensation or cnn"),
+        pytest_args=("-k", "verdict or checks or compensation"),
     ),
     "experiments/continuity.py": Entry(
         ("tests/experiments/test_continuity_experiment.py",),
