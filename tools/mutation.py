@@ -162,6 +162,8 @@ MAPPING: dict[str, Entry] = {
             "compensation",
             "_bound_holds",
             "_record",
+            "cnn_checks",
+            "cnn_verdict",
         ),
         pytest_args=("-k", "verdict or checks or compensation"),
     ),

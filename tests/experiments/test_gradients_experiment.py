@@ -1,5 +1,6 @@
 """The gradients experiment on a tiny config: numbers, figures and a verdict computed from them;
-the verdict function on hand-made records either side of every threshold (both outcomes)."""
+the verdict functions (MLPs and CNNs) on hand-made records either side of every threshold (both
+outcomes)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ from torch import nn
 from deeplimits.errors import InvalidArgumentError, UnknownNameError
 from deeplimits.experiments import NullProgress, get_experiment
 from deeplimits.experiments.gradients import (
+    CNN_ARCHITECTURES,
     METHODS,
     OPTIMISERS,
     GradientsConfig,
     GradientsExperiment,
     _digits,
     _train,
+    cnn_checks,
+    cnn_verdict,
     compensation,
+    digits_cnn,
     gradients_checks,
     gradients_verdict,
     gradients_verdicts,
@@ -30,7 +35,15 @@ from deeplimits.experiments.gradients import (
 @pytest.fixture(scope="module")
 def tiny_result():
     config = GradientsConfig(
-        depths=(2, 10), width=16, steps=40, probe_batch=64, sgd_lrs=(0.1, 1.0)
+        depths=(2, 10),
+        width=16,
+        steps=40,
+        probe_batch=64,
+        sgd_lrs=(0.1, 1.0),
+        cnn_depth=4,
+        cnn_width=4,
+        cnn_steps=8,
+        cnn_sgd_lrs=(0.01, 0.1),
     )
     return config, GradientsExperiment().run(config, NullProgress())
 
@@ -56,7 +69,12 @@ def test_tiny_run_measures_every_method_depth_and_optimiser(tiny_result):
     ratios = result.numbers["grad_ratio_first_last"]
     assert ratios["N(0, 0.01²)"]["10"] < 1e-6
     assert ratios["He"]["10"] > 1e-2
-    assert set(result.figures) == {"grad_per_layer", "bound_vs_measured", "accuracy_vs_depth"}
+    assert set(result.figures) == {
+        "grad_per_layer",
+        "bound_vs_measured",
+        "accuracy_vs_depth",
+        "cnn_grad_per_module",
+    }
     assert result.figures["grad_per_layer"].axes[0].get_yscale() == "log"
     assert len(result.figures["accuracy_vs_depth"].axes) == 2  # one panel per optimiser
     assert len(result.tables[0].rows) == len(METHODS) * len(config.depths) * 2
@@ -76,7 +94,16 @@ def test_verdict_follows_the_numbers(tiny_result):
 
 
 def test_no_deep_net_is_inconclusive():
-    config = GradientsConfig(depths=(2, 3), width=8, steps=2, probe_batch=16, sgd_lrs=(0.1,))
+    config = GradientsConfig(
+        depths=(2, 3),
+        width=8,
+        steps=2,
+        probe_batch=16,
+        sgd_lrs=(0.1,),
+        cnn_depth=2,
+        cnn_width=2,
+        cnn_steps=1,
+    )
     result = GradientsExperiment().run(config, NullProgress())
     assert result.verdict.status == "inconclusive"
 
@@ -277,3 +304,112 @@ def test_gradients_verdict_without_a_deep_net_is_inconclusive() -> None:
     assert gradients_verdict(records, GradientsConfig(depths=(2, 7), deep_from=7)).status == (
         "reproduced"
     )
+
+
+# ---------------------------------------------------------------- the CNN part
+def test_tiny_run_measures_the_three_cnns_per_module(tiny_result):
+    config, result = tiny_result
+    cnn = result.numbers["cnn"]
+    assert CNN_ARCHITECTURES == ("plain", "batchnorm", "residual")
+    assert set(cnn["train_accuracy"]) == set(CNN_ARCHITECTURES)
+    assert all(0.0 <= a <= 1.0 for a in cnn["train_accuracy"].values())
+    assert set(cnn["sgd_lr"].values()) <= {0.01, 0.1}
+    assert set(cnn["diverged"]) <= set(CNN_ARCHITECTURES)
+    # rows per module owning parameters: 4 convs (+ 4 BatchNorms) or stem + 3 residual blocks,
+    # then the linear head
+    kinds = {a: [row["kind"] for row in rows] for a, rows in cnn["grad_per_module"].items()}
+    assert kinds["plain"] == ["Conv2d"] * 4 + ["Linear"]
+    assert kinds["batchnorm"] == ["Conv2d", "BatchNorm2d"] * 4 + ["Linear"]
+    assert kinds["residual"] == ["Conv2d"] + ["ResidualBlock"] * 3 + ["Linear"]
+    # the verdict is the pure function's, on the records of the CNN table
+    table = result.tables[1]
+    records = [dict(zip(table.columns, row, strict=True)) for row in table.rows]
+    assert [r["architecture"] for r in records] == list(CNN_ARCHITECTURES)
+    assert cnn["verdict"] == cnn_verdict(records, config).status
+    lines = result.figures["cnn_grad_per_module"].axes[0].get_lines()
+    assert [line.get_label() for line in lines] == list(CNN_ARCHITECTURES)
+    assert [len(line.get_xdata()) for line in lines] == [5, 5, 5]  # BatchNorm rows left out
+
+
+def test_digits_cnn_shares_conv_weights_and_differs_only_by_skips_and_batchnorm():
+    x = torch.randn(5, 64)
+    nets = {}
+    for arch in CNN_ARCHITECTURES:
+        torch.manual_seed(3)
+        nets[arch] = digits_cnn(arch, 3, 2)
+        assert nets[arch](x).shape == (5, 10)
+    convs = {
+        a: [m.weight for m in net.modules() if isinstance(m, nn.Conv2d)] for a, net in nets.items()
+    }
+    assert all(len(c) == 3 for c in convs.values())
+    for arch in ("batchnorm", "residual"):
+        for w, w_plain in zip(convs[arch], convs["plain"], strict=True):
+            torch.testing.assert_close(w, w_plain, rtol=0, atol=0)
+    # with the blocks' convs zeroed, ReLU(0) = 0: the plain net's features are 0 after the
+    # stem, the residual net's are the stem's output (identity skips) -- computed by hand
+    with torch.no_grad():
+        for arch in ("plain", "residual"):
+            for conv in [m for m in nets[arch].modules() if isinstance(m, nn.Conv2d)][1:]:
+                conv.weight.zero_()
+                conv.bias.zero_()
+        head = nets["plain"][-1]
+        torch.testing.assert_close(nets["plain"](x), head.bias.expand(5, 10))
+        stem = nn.Sequential(*list(nets["residual"])[:3], nn.Flatten())
+        torch.testing.assert_close(nets["residual"](x), head(stem(x)))
+    with pytest.raises(UnknownNameError, match="resnet"):
+        digits_cnn("resnet", 3, 2)
+    with pytest.raises(InvalidArgumentError, match="depth=1"):
+        digits_cnn("plain", 1, 2)
+
+
+def _cnn_records(plain_ratio: float, plain_acc: float) -> list[dict]:
+    """BatchNorm: ratio 10, accuracy 0.9; residual: ratio 1, accuracy 0.6; plain as given."""
+    values = {"plain": (plain_ratio, plain_acc), "batchnorm": (10.0, 0.9), "residual": (1.0, 0.6)}
+    return [
+        {"architecture": a, "grad_ratio_first_last": r, "train_accuracy": acc}
+        for a, (r, acc) in values.items()
+    ]
+
+
+_CNN = GradientsConfig()  # thresholds: ratio factor 100, accuracy gap 0.1
+
+
+def test_cnn_verdict_is_reproduced_on_the_inclusive_side_of_both_thresholds() -> None:
+    assert (_CNN.cnn_ratio_factor, _CNN.cnn_accuracy_gap) == (100.0, 0.1)
+    # exactly 100x below residual's ratio 1 and exactly 0.1 below residual's accuracy 0.6 (both
+    # products exact in binary floating point: 0.01 * 100 == 1.0, 0.5 + 0.1 == 0.6)
+    verdict = cnn_verdict(_cnn_records(0.01, 0.5), _CNN)
+    assert verdict.status == "reproduced"
+    assert "1.0e-02" in verdict.reason and "0.500" in verdict.reason
+    assert all(cnn_checks(_cnn_records(1e-7, 0.1), _CNN).values())
+
+
+@pytest.mark.parametrize(
+    ("plain_ratio", "plain_acc", "failed"),
+    [
+        # only 99x below the residual's ratio (but > 100x below BatchNorm's 10)
+        (1.0 / 99, 0.1, "ratio 1.0e-02 is at least 100x below residual's"),
+        # a vanished gradient, yet the plain net trains to within 0.05 of the residual's 0.6
+        (1e-7, 0.55, "accuracy 0.550 is at least 0.1 below residual's"),
+        # the plain net trains better than both
+        (1e-7, 0.95, "accuracy 0.950 is at least 0.1 below batchnorm's"),
+        # no vanishing at all
+        (1.0, 0.1, "ratio 1.0e+00 is at least 100x below batchnorm's"),
+    ],
+)
+def test_cnn_verdict_is_not_reproduced_naming_the_failed_check(
+    plain_ratio, plain_acc, failed
+) -> None:
+    verdict = cnn_verdict(_cnn_records(plain_ratio, plain_acc), _CNN)
+    assert verdict.status == "not reproduced"
+    assert failed in verdict.reason
+    checks = cnn_checks(_cnn_records(plain_ratio, plain_acc), _CNN)
+    assert sum(not ok for ok in checks.values()) == verdict.reason.count(";") + 1
+
+
+@pytest.mark.parametrize(
+    "fields", [{"cnn_depth": 1}, {"cnn_width": 0}, {"cnn_steps": 0}, {"cnn_sgd_lrs": ()}]
+)
+def test_config_refuses_bad_cnn_settings_naming_them(fields) -> None:
+    with pytest.raises(InvalidArgumentError, match=next(iter(fields))):
+        GradientsConfig(**fields)
