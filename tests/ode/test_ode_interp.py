@@ -110,3 +110,18 @@ def test_emit_outputs_backward_and_none_in_the_step() -> None:
     assert k3 == 2 and len(calls) == 1 and outs[-1] is y1
     # all outputs done: nothing
     assert emit_outputs(outs, [0.0, 0.5], 2, 1.0, 0.5, 1.0, 0.5, y1, _dense_stub(calls)) == 2
+
+
+def test_given_rows_replace_the_tableaus_interpolant() -> None:
+    """rows = [b] is torchdiffeq's linear interpolation y0 + theta h sum(b_i k_i), not the
+    tableau's own (dopri5: 4th order) interpolant."""
+    tab = get_solver("dopri5").tableau
+    y0 = torch.tensor([1.0, -2.0], dtype=F64)
+    gen = torch.Generator().manual_seed(0)
+    ks = [torch.randn(2, dtype=F64, generator=gen) for _ in range(tab.num_stages)]
+    h, theta = 0.5, 0.3
+    slope = sum(b * k for b, k in zip(tab.b, ks, strict=True))
+    got = dense_eval(DenseCache(tab, rows=[list(tab.b)]), y0, ks, h, [theta])
+    assert torch.allclose(got[0], y0 + theta * h * slope, rtol=0, atol=1e-15)
+    own = dense_eval(DenseCache(tab), y0, ks, h, [theta])
+    assert not torch.allclose(own, got, rtol=0, atol=1e-6)
