@@ -248,3 +248,7 @@ def test_nudge_moves_one_ulp_of_the_states_dtype() -> None:
     assert nudge(0.5, 0.0, F64) == math.nextafter(0.5, 0.0)
     assert nudge(0.5, 1.0, torch.float32) == 0.5 + 2.0**-24  # float32: 24-bit significand
     assert nudge(0.5, 0.0, torch.float32) == 0.5 - 2.0**-25
+    # t and toward are taken in the state's dtype too: 0.1 is not a float32 number, and a
+    # target a float32 ulp away from 1000 would round onto it (and not move t at all)
+    assert nudge(0.1, 1.0, F64) == math.nextafter(0.1, 1.0)
+    assert nudge(1000.0, 1000.00001, F64) == math.nextafter(1000.0, 2000.0)
