@@ -28,6 +28,16 @@ _COMPILE_WARNINGS = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Experiments return their figures open (the runner closes them once saved); tests that
+    run experiments directly would pile them up across the session until matplotlib's
+    more-than-20-figures RuntimeWarning (an error here) fails an unrelated later test. A closed
+    figure stays inspectable, so module-scoped results keep working."""
+    yield
+    plt.close("all")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked ``compiles`` are slow and ignore torch's own compile-time warnings."""
     for item in items:
