@@ -535,21 +535,8 @@ def gradient_flow(
     if in_dim * out_dim <= jacobian_max_entries:
         sv = _jacobian_singular_values(model, x[0], out_dim)
 
-    with_params = [lf for lf in layers if lf.param_grad_norm is not None]
-    notes = []
-    if len(with_params) >= 2:
-        first, last = with_params[0].output_grad_norm, with_params[-1].output_grad_norm
-    else:
-        first, last = float(gx.norm()), float(gy.norm())
-        notes.append("fewer than two layers with parameters: verdict taken on ‖∇x ℓ‖/‖∇y ℓ‖")
-    ratio = first / last if last > 0 else (math.inf if first > 0 else 1.0)
-    verdict = (
-        "vanishing"
-        if ratio < vanishing_below
-        else "exploding"
-        if ratio > exploding_above
-        else "healthy"
-    )
+    notes: list[str] = []
+    ratio, verdict = _judge(layers, gx, gy, vanishing_below, exploding_above, notes)
     return GradientFlowReport(
         layers=tuple(layers),
         bound=bound,
@@ -565,6 +552,24 @@ def gradient_flow(
         exploding_above=exploding_above,
         notes=tuple(notes),
     )
+
+
+def _judge(
+    layers: list[LayerFlow], gx: torch.Tensor, gy: torch.Tensor, vanishing_below: float,
+    exploding_above: float, notes: list[str],
+) -> tuple[float, str]:
+    """The first/last gradient ratio over the layers owning parameters (else ``‖∇x‖/‖∇y‖``,
+    noted) and its verdict, for both modes."""
+    with_params = [lf for lf in layers if lf.param_grad_norm is not None]
+    if len(with_params) >= 2:
+        first, last = with_params[0].output_grad_norm, with_params[-1].output_grad_norm
+    else:
+        first, last = float(gx.norm()), float(gy.norm())
+        notes.append("fewer than two layers with parameters: verdict taken on ‖∇x ℓ‖/‖∇y ℓ‖")
+    ratio = first / last if last > 0 else (math.inf if first > 0 else 1.0)
+    if ratio < vanishing_below:
+        return ratio, "vanishing"
+    return ratio, "exploding" if ratio > exploding_above else "healthy"
 
 
 def _chain_refusal(model: nn.Module) -> str:
@@ -756,20 +761,7 @@ def _module_flow(
         and x[0].numel() * out[0].numel() <= jacobian_max_entries
     ):
         sv = _jacobian_singular_values(model, x[0], out[0].numel())
-    with_params = [lf for lf in layers if lf.param_grad_norm is not None]
-    if len(with_params) >= 2:
-        first, last = with_params[0].output_grad_norm, with_params[-1].output_grad_norm
-    else:
-        first, last = float(gx.norm()), float(gy.norm())
-        notes.append("fewer than two layers with parameters: verdict taken on ‖∇x ℓ‖/‖∇y ℓ‖")
-    ratio = first / last if last > 0 else (math.inf if first > 0 else 1.0)
-    verdict = (
-        "vanishing"
-        if ratio < vanishing_below
-        else "exploding"
-        if ratio > exploding_above
-        else "healthy"
-    )
+    ratio, verdict = _judge(layers, gx, gy, vanishing_below, exploding_above, notes)
     return GradientFlowReport(
         layers=tuple(layers),
         bound=bound,
