@@ -698,16 +698,16 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         _ode(
             "_fixed_loop",
-            "x_solve_fixed__mutmut_135",
-            "x_solve_fixed__mutmut_136",
-            "x_solve_fixed__mutmut_140",
+            "x_solve_fixed__mutmut_214",
+            "x_solve_fixed__mutmut_215",
+            "x_solve_fixed__mutmut_219",
         ),
         "equivalent: a step with no output time in (t, t1] takes the other branch to the same "
         "record and no output (emit_outputs emits nothing); j < n holds while steps remain",
     ),
     "deeplimits.ode._fixed_loop.x_build_grid__mutmut_9": "equivalent: t[-1] == t[0] cannot "
     "happen, output times are strictly monotonic (checked by the dispatcher)",
-    "deeplimits.ode._fixed_loop.x_solve_fixed__mutmut_193": "equivalent: _no_dense is never "
+    "deeplimits.ode._fixed_loop.x_solve_fixed__mutmut_270": "equivalent: _no_dense is never "
     "called (no output time lies strictly inside such a step); None is not called either",
     **dict.fromkeys(
         _ode(
@@ -724,10 +724,9 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         _ode(
             "_fixed_loop",
-            "x_solve_fixed__mutmut_57",
-            "x_solve_fixed__mutmut_58",
+            "x_solve_fixed__mutmut_80",
             "x_solve_fixed__mutmut_81",
-            "x_solve_fixed__mutmut_82",
+            "x_solve_fixed__mutmut_105",
         ),
         "equivalent: unreachable, j < n holds while steps remain (the last output time is the "
         "grid's end)",

@@ -8,13 +8,14 @@ import itertools
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
 from deeplimits.errors import InvalidArgumentError, NonFiniteStateError
 from deeplimits.ode import ButcherTableau, ExplicitRK, FixedStepOptions, SolveStats, get_solver
 from deeplimits.ode._compiled import FIXED_CHUNK, FixedCompiled
-from deeplimits.ode._fixed_loop import _uniform_run, build_grid, solve_fixed
+from deeplimits.ode._fixed_loop import _perturbed_times, _uniform_run, build_grid, solve_fixed
 from deeplimits.ode._func import FlatFuncWrapper, FlatState
 from deeplimits.ode._options import StepRecord
 
@@ -249,3 +250,176 @@ def test_fsal_steps_are_recorded_chained_and_a_first_step_with_an_output_is_fres
         StepRecord(0.0, 0.25, 0.25, None, 0.0, False, False, 1),
         StepRecord(0.25, 0.25, 0.5, None, None, True, False, 2),
     ]
+
+
+def _unit_rate_stand_in() -> FixedCompiled:
+    """chunk/single: Euler steps of y' = 1 in Python (exact: y = t), all finite."""
+
+    def steps(n: int):  # type: ignore[no-untyped-def]
+        def run(t0, y, h):  # type: ignore[no-untyped-def]
+            return y + n * h, torch.ones(n, dtype=torch.bool)
+
+        return run
+
+    return FixedCompiled(lambda: None, steps(FIXED_CHUNK), steps(1))  # type: ignore[arg-type]
+
+
+def test_a_compiled_run_that_stops_before_an_output_time_emits_nothing() -> None:
+    """Euler on y' = 1 (exact: y = t), h = 0.0625, output 0.7 inside the step from 0.6875 to
+    0.75: the first step eagerly, a chunk of 10 steps to 0.6875 (not an output), then the step
+    over 0.7 eagerly with its interpolant (exact on a line)."""
+    stats = SolveStats()
+    y0 = torch.zeros(1, dtype=F64)
+    f = FlatFuncWrapper(lambda t, y: torch.ones_like(y), FlatState(y0), stats)
+    out = solve_fixed(f, y0, [0.0, 0.7, 1.5], get_solver("euler"),
+                      FixedStepOptions(step_size=0.0625), stats, True,
+                      compiled=_unit_rate_stand_in())
+    assert [float(o) for o in out] == pytest.approx([0.0, 0.7, 1.5], rel=1e-14)
+    assert stats.accepted_steps == 24
+
+
+# Classic Runge-Kutta (Kutta 1901): c = (0, 1/2, 1/2, 1), dyadic stage times.
+def _classic_rk4() -> ExplicitRK:
+    return ExplicitRK(ButcherTableau.from_lists(
+        "rk4_classic", a=[[], [0.5], [0.0, 0.5], [0.0, 0.0, 1.0]],
+        b=[1 / 6, 1 / 3, 1 / 3, 1 / 6], c=[0.0, 0.5, 0.5, 1.0], order=4))
+
+
+@pytest.mark.parametrize(("dtype", "ulp"), [(F64, 2.0**-53), (torch.float32, 2.0**-24)])
+def test_perturbed_stage_times_are_one_ulp_inside_the_step(dtype: torch.dtype, ulp: float) -> None:
+    """torchdiffeq's perturb: the first stage one ulp past t, the stage at c = 1 one ulp short
+    of t1, the others t + c h. In [0.5, 1) one ulp is 2^-53 (float64), 2^-24 (float32)."""
+    solver = _classic_rk4()
+    fwd = _perturbed_times(solver, 0.5, 0.75, 0.25, dtype)
+    assert fwd == [0.5 + ulp, 0.625, 0.625, 0.75 - ulp]
+    back = _perturbed_times(solver, 0.75, 0.5, -0.25, dtype)
+    assert back == [0.75 - ulp, 0.625, 0.625, 0.5 + ulp]
+    # the same neighbours by the standard libraries
+    if dtype == F64:
+        assert fwd[0] == math.nextafter(0.5, 1.0) and fwd[-1] == math.nextafter(0.75, 0.0)
+    else:
+        assert fwd[0] == float(np.nextafter(np.float32(0.5), np.float32(1.0)))
+        assert back[0] == float(np.nextafter(np.float32(0.75), np.float32(0.0)))
+
+
+@pytest.mark.parametrize(("dtype", "ulp"), [(F64, 2.0**-52), (torch.float32, 2.0**-23)])
+def test_perturbed_steps_evaluate_one_ulp_inside_each_step(dtype: torch.dtype, ulp: float) -> None:
+    """Classic rk4 with perturb=True from 1 to 1.5 in steps of 0.25, on y' = -y: func sees
+    each step's start one ulp later and its end one ulp earlier (one ulp in [1, 2): 2^-52 in
+    float64, 2^-23 in float32); each step's record carries its stage times and its fresh
+    first stage. The state is the stability polynomial's: R = 1 - h + h^2/2 - h^3/6 + h^4/24
+    per step (y' = -y does not depend on t)."""
+    seen: list[float] = []
+
+    def f(t, y):  # type: ignore[no-untyped-def]
+        seen.append(float(t))
+        return -y
+
+    records = []
+    y0 = torch.ones(1, dtype=dtype)
+    out = solve_fixed(f, y0, [1.0, 1.5], _classic_rk4(),
+                      FixedStepOptions(step_size=0.25, perturb=True), SolveStats(), True,
+                      record=lambda rec, y1, ks: records.append(rec))
+    step1 = [1.0 + ulp, 1.125, 1.125, 1.25 - ulp]
+    step2 = [1.25 + ulp, 1.375, 1.375, 1.5 - ulp]
+    assert seen == step1 + step2
+    assert records == [
+        StepRecord(1.0, 0.25, 1.25, step1, 1.0 + ulp, False, False, 1),
+        StepRecord(1.25, 0.25, 1.5, step2, 1.25 + ulp, False, False, 1),
+    ]
+    h = 0.25
+    r = 1 - h + h**2 / 2 - h**3 / 6 + h**4 / 24
+    assert float(out[-1]) == pytest.approx(r**2, rel=1e-14 if dtype == F64 else 1e-6)
+    # no step_size: the output times are the grid (two steps, the second starts at j = 2);
+    # then a grid of one step (the first stage nudged towards its only other point)
+    seen.clear()
+    records.clear()
+    solve_fixed(f, y0, [1.0, 1.125, 1.25], _classic_rk4(), FixedStepOptions(perturb=True),
+                SolveStats(), True, record=lambda rec, y1, ks: records.append(rec))
+    grid_step1 = [1.0 + ulp, 1.0625, 1.0625, 1.125 - ulp]
+    grid_step2 = [1.125 + ulp, 1.1875, 1.1875, 1.25 - ulp]
+    assert seen == grid_step1 + grid_step2
+    assert records == [
+        StepRecord(1.0, 0.125, 1.125, grid_step1, 1.0 + ulp, False, False, 1),
+        StepRecord(1.125, 0.125, 1.25, grid_step2, 1.125 + ulp, False, False, 2),
+    ]
+    seen.clear()
+    solve_fixed(f, y0, [1.0, 1.25], _classic_rk4(), FixedStepOptions(perturb=True),
+                SolveStats(), True)
+    assert seen == step1
+    # without perturb: the stage times t + c h themselves, the first one at t exactly
+    seen.clear()
+    solve_fixed(f, y0, [1.0, 1.25], _classic_rk4(), FixedStepOptions(), SolveStats(), True)
+    assert seen == [1.0, 1.125, 1.125, 1.25]
+
+
+def test_adams_steps_carry_their_history_from_step_to_step() -> None:
+    """explicit_adams on y' = -y, h = 0.25, five steps: two rk4 start-up steps (any 4-stage
+    order-4 method multiplies by R = 1 - h + h^2/2 - h^3/6 + h^4/24), then the textbook
+    Adams-Bashforth formulas with 3, 4, 5 values of f_i = -y_i:
+    AB3 (23, -16, 5)/12, AB4 (55, -59, 37, -9)/24, AB5 (1901, -2774, 2616, -1274, 251)/720.
+    Evaluations: f(0, y0) first, 3 more in the first step (it reuses f(0, y0)), 4 in the
+    second, one f0 per Adams-Bashforth step: 1 + 3 + 4 + 3 = 11."""
+    h = 0.25
+    r = 1 - h + h**2 / 2 - h**3 / 6 + h**4 / 24
+    y = [1.0, r, r * r]
+    fs = [-v for v in y]
+    ab = [None, None, None, ((23, -16, 5), 12), ((55, -59, 37, -9), 24),
+          ((1901, -2774, 2616, -1274, 251), 720)]
+    for k in (3, 4, 5):
+        w, den = ab[k]  # type: ignore[misc]
+        y.append(y[-1] + h * sum(wi * fi for wi, fi in zip(w, reversed(fs), strict=False)) / den)
+        fs.append(-y[-1])
+    stats = SolveStats()
+    y0 = torch.ones(1, dtype=F64)
+    f = FlatFuncWrapper(lambda t, y: -y, FlatState(y0), stats)
+    ts = [0.0, 0.5, 1.25]
+    out = solve_fixed(f, y0, ts, get_solver("explicit_adams"), FixedStepOptions(step_size=h),
+                      stats, True)
+    assert [float(o) for o in out] == pytest.approx([y[0], y[2], y[5]], rel=1e-14)
+    assert (stats.accepted_steps, stats.nfe_forward) == (5, 11)
+    # a multistep method cannot be replayed from stored states
+    with pytest.raises(InvalidArgumentError, match="multistep method"):
+        solve_fixed(f, y0, ts, get_solver("explicit_adams"), FixedStepOptions(step_size=h),
+                    SolveStats(), True, record=lambda rec, y1, ks: None)
+
+
+def test_perturbed_adams_start_up_steps_end_one_ulp_short() -> None:
+    """explicit_adams with perturb=True from 1 to 1.5, h = 0.25: both steps are rk4 start-up
+    steps (Kutta's 3/8 rule, c = (0, 1/3, 2/3, 1)); func sees each step's start one ulp later
+    and its end one ulp earlier (one ulp in [1, 2): 2^-52)."""
+    seen: list[float] = []
+
+    def f(t, y):  # type: ignore[no-untyped-def]
+        seen.append(float(t))
+        return -y
+
+    e = 2.0**-52
+    solve_fixed(f, torch.ones(1, dtype=F64), [1.0, 1.5], get_solver("explicit_adams"),
+                FixedStepOptions(step_size=0.25, perturb=True), SolveStats(), True)
+    # 1/3 * 0.25 == 0.25 / 3 exactly (0.25 is a power of two), likewise 2/3 * 0.25 == 0.5 / 3
+    assert seen == [1.0 + e, 1.0 + 0.25 / 3, 1.0 + 0.5 / 3, 1.25 - e,
+                    1.25 + e, 1.25 + 0.25 / 3, 1.25 + 0.5 / 3, 1.5 - e]
+
+
+class _Logged:
+    """y' = -y with torchdiffeq's step callback, logging (t0, y0, dt) of each step."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[float, float, float]] = []
+
+    def __call__(self, t, y):  # type: ignore[no-untyped-def]
+        return -y
+
+    def callback_step(self, t0, y0, dt):  # type: ignore[no-untyped-def]
+        self.log.append((float(t0), float(y0[0]), float(dt)))
+
+
+def test_each_fixed_step_calls_the_step_callback_with_its_start() -> None:
+    """Euler on y' = -y, h = 0.25, 0 to 1: before each step the callback sees its start time,
+    its start state 0.75^k and the step size."""
+    func = _Logged()
+    y0 = torch.ones(1, dtype=F64)
+    solve_fixed(FlatFuncWrapper(func, FlatState(y0), None), y0, [0.0, 1.0], get_solver("euler"),
+                FixedStepOptions(step_size=0.25), SolveStats(), True)
+    assert func.log == [(0.25 * k, 0.75**k, 0.25) for k in range(4)]
