@@ -193,6 +193,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_norm.py": "7ba7b8fb3740",
     "ode/_host_loop.py": "a19580c9d70e",
     "ode/_controllers.py": "6790255ea67e",
+    "ode/_fixed_loop.py": "cc84d41dc078",
 }
 
 _GPU = "gpu-only: a device argument; identical on CPU"
