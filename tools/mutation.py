@@ -194,6 +194,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_host_loop.py": "a19580c9d70e",
     "ode/_controllers.py": "6790255ea67e",
     "ode/_fixed_loop.py": "cc84d41dc078",
+    "diagnostics/_robustness.py": "4168e1fa9083",
 }
 
 _GPU = "gpu-only: a device argument; identical on CPU"
@@ -290,8 +291,11 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: lo or hi in float32 is promoted to the other's float64 at the first "
         "bisection step (mid = (lo + hi) / 2 of 0 and 1 is exact)",
     ),
-    "deeplimits.diagnostics._robustness.x_certified_radius__mutmut_34": "equivalent: topk's "
+    "deeplimits.diagnostics._robustness.x_certified_radius__mutmut_45": "equivalent: topk's "
     "default dim -1 is dim 1 of the (batch, K) logits",
+    "deeplimits.diagnostics._robustness.x_certified_radius__mutmut_23": "equivalent: the error "
+    "message's reason is read from 2 samples instead of 1: the same node has no finite global "
+    "bound whatever the sample (the error is raised either way)",
     "deeplimits.diagnostics._robustness.x__labels__mutmut_4": _TIE + " (a logit exactly 0)",
     # _regions
     **dict.fromkeys(
