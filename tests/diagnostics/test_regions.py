@@ -345,6 +345,65 @@ def test_residual_block_adds_its_input() -> None:
         assert count_regions(model, line=([0.0], [1.0]), kind="affine") == count, w
 
 
+def _linear(w: float, b: float) -> nn.Linear:
+    lin = nn.Linear(1, 1)
+    with torch.no_grad():
+        lin.weight.fill_(w)
+        lin.bias.fill_(b)
+    return lin
+
+
+def test_residual_scale_multiplies_the_branch() -> None:
+    # f = x + a w relu(x - 1/2) on [0, 1], head relu(0.3 - f): f = x up to 1/2 (the head switches
+    # at 0.3), then f = (1 + a w) x - a w / 2. With a w = -1 f stays at 1/2 (2 pieces); with
+    # a w = -2 f = 1 - x reaches 0.3 again at x = 0.7 (3 pieces). The same branch (w = -1) with
+    # scale 2 must count like w = -2, and w = -2 with scale 1/2 like w = -1.
+    for w, scale, count in ((-1.0, 2.0, 3), (-2.0, 0.5, 2), (-1.0, 1.0, 2), (-1.0, 0.5, 2)):
+        body = nn.Sequential(_linear(1.0, -0.5), nn.ReLU(), _linear(w, 0.0))
+        model = nn.Sequential(Residual(body, scale=scale), _linear(-1.0, 0.3), nn.ReLU())
+        assert count_regions(model, line=([0.0], [1.0]), kind="affine") == count, (w, scale)
+        assert count_regions(model, line=([0.0], [1.0])) == count + 1, (w, scale)
+
+
+def test_affine_merge_uses_the_residual_tangent_with_its_scale() -> None:
+    # Two residual blocks that switch at the same point x = 1/2:
+    # x1 = x + 2 * 0.5 relu(x - 1/2) (slope 1, then 2); x2 = x1 + 0.5 * (-1) relu(x1 - 1/2)
+    # (x1 = 1/2 at x = 1/2; slope of x2 in x1: 1, then 1/2). Slope of x2 in x: 1 then 2 * 1/2 = 1,
+    # and x2(1/2) = 1/2 on both sides: one affine piece (x2 = x), two activation regions. A
+    # residual tangent dx - a dy would give slope 0 on the right: two pieces.
+    first = Residual(nn.Sequential(_linear(1.0, -0.5), nn.ReLU(), _linear(0.5, 0.0)), scale=2.0)
+    second = Residual(nn.Sequential(_linear(1.0, -0.5), nn.ReLU(), _linear(-1.0, 0.0)), scale=0.5)
+    model = nn.Sequential(first, second)
+    with torch.no_grad():  # the construction itself: x2 = x on [0, 1]
+        x = torch.linspace(0, 1, 11)[:, None]
+        torch.testing.assert_close(model(x), x)
+    assert count_regions(model, line=([0.0], [1.0])) == 2
+    assert count_regions(model, line=([0.0], [1.0]), kind="affine") == 1
+
+
+def test_affine_merge_uses_the_leaky_relu_slope_for_value_and_tangent() -> None:
+    # x1 = x + leaky_{1/2}(x - 1/2) (slope 3/2 below 1/2, 2 above; x1(1/2) = 1/2), then the head
+    # leaky_{4/3}(x1 - 1/2) switches at the same x = 1/2: below, slope 4/3 * 3/2 = 2 and value
+    # 4/3 * (3/2 x - 3/4) = 2x - 1; above, x1 - 1/2 = 2x - 1. One affine piece, two activation
+    # regions. Dividing by the slope instead (value or tangent) gives 2 pieces.
+    body = nn.Sequential(_linear(1.0, -0.5), nn.LeakyReLU(0.5), _linear(1.0, 0.0))
+    model = nn.Sequential(Residual(body), _linear(1.0, -0.5), nn.LeakyReLU(4.0 / 3.0))
+    with torch.no_grad():
+        x = torch.linspace(0, 1, 11, dtype=torch.float64)[:, None]
+        torch.testing.assert_close(model.double()(x), 2 * x - 1)
+    model = model.float()
+    assert count_regions(model, line=([0.0], [1.0])) == 2
+    assert count_regions(model, line=([0.0], [1.0]), kind="affine") == 1
+    # The value below the kink decides later masks: x1 = x + leaky_{0.1}(x - 1/2) is 1.1 x - 0.05
+    # below 1/2 and 2 x - 1/2 above; relu(x1 - 0.3) switches at x = 0.35 / 1.1 = 0.318...: slopes
+    # 0, 1.1, 2 (3 pieces). Inside (0.318, 1/2) a value x + 10 (x - 1/2) would be negative
+    # below x = 5.3 / 11 = 0.48 and switch the head off there: slope 0, merged: 2 pieces.
+    body = nn.Sequential(_linear(1.0, -0.5), nn.LeakyReLU(0.1))
+    model = nn.Sequential(Residual(body), _linear(1.0, -0.3), nn.ReLU())
+    assert count_regions(model, line=([0.0], [1.0])) == 3
+    assert count_regions(model, line=([0.0], [1.0]), kind="affine") == 3
+
+
 def test_affine_merging_does_not_depend_on_the_output_scale() -> None:
     # rtol is relative to the largest slope: a network scaled by 1e-9 has the same pieces
     for scale in (1.0, 1e-9, 1e9):
