@@ -195,7 +195,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_controllers.py": "6790255ea67e",
     "ode/_fixed_loop.py": "cc84d41dc078",
     "diagnostics/_robustness.py": "4168e1fa9083",
-    "diagnostics/_regions.py": '0868a2899943',
+    "diagnostics/_regions.py": "0868a2899943",
 }
 
 _GPU = "gpu-only: a device argument; identical on CPU"
