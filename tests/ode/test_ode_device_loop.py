@@ -668,19 +668,26 @@ def test_max_steps_error_names_the_time_reached_and_the_end() -> None:
 
 def test_nan_error_names_the_bad_rows_time_in_the_direction_of_integration() -> None:
     """func is NaN at every time past a row's start: no attempt is ever accepted, each row
-    stays at its start, and the error names the first start forward, the last backward."""
+    stays at its start, and the error names the first start forward, the last backward.
+    Every NaN trial shrinks the step by factor_min = 0.2 and the 11th in a row
+    (MAX_BAD_IN_A_ROW = 10) ends the solve: from first_step 0.1, 1 + 11 * 6 = 67 calls
+    of func and a last step of 0.1 * 0.2**11 = 2.048e-09."""
     y0 = torch.ones(2, 1, dtype=F64)
     for rows, where in (([[0.25, 1.0], [0.5, 1.0]], r"t=0\.25 "),
                         ([[0.75, 0.0], [0.5, -1.0]], r"t=0\.75 ")):
         t = torch.tensor(rows, dtype=F64)
         start = t[:, :1]
+        calls: list[int] = []
 
-        def f(s: torch.Tensor, y: torch.Tensor, start: torch.Tensor = start) -> torch.Tensor:
+        def f(s: torch.Tensor, y: torch.Tensor, start: torch.Tensor = start,
+              calls: list[int] = calls) -> torch.Tensor:
+            calls.append(1)
             moved = s.reshape(-1, 1) != start
             return torch.where(moved, torch.full_like(y, math.nan), -y)
 
-        with pytest.raises(NonFiniteStateError, match=where):
-            odeint(f, y0, t, options={"per_sample": True})
+        with pytest.raises(NonFiniteStateError, match=where + r".*dt=2\.04[78]"):
+            odeint(f, y0, t, options={"per_sample": True, "sync_every": 1, "first_step": 0.1})
+        assert len(calls) == 67
 
 
 @torch.no_grad()
@@ -792,3 +799,21 @@ def test_checkpointed_per_sample_solve_sees_every_attempt() -> None:
     assert float((y0.grad - torch.exp(-k * 0.3)).abs().max()) < 1e-8  # type: ignore[operator]
     assert torch.equal(stats.nfe_per_sample, plain.nfe_per_sample)  # type: ignore[arg-type]
     assert stats.nfe_recompute > 0
+
+
+@pytest.mark.parametrize("loop", ["device_loop", "per_sample"])
+def test_a_jump_time_moves_no_evaluation_past_the_end(loop: str) -> None:
+    """With a jump at 0.5 the step to it sees its left limit and the next starts from its
+    right limit; the last step, to t = 1, is no jump: its stages at c = 1 see t = 1 itself,
+    not its left limit. (The right-limit probe one ulp past each step's end is computed for
+    every row, branch-free, and used only at a jump: nothing goes further than that.)"""
+    seen: list[float] = []
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        seen.extend(t.reshape(-1).tolist())
+        return torch.ones_like(y)
+
+    odeint(f, torch.zeros(2, 1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+           options={loop: True, "jump_t": [0.5], "sync_every": 1})
+    assert min(seen) == 0.0 and 1.0 in seen and max(seen) <= math.nextafter(1.0, 2.0)
+    assert math.nextafter(0.5, 0.0) in seen and math.nextafter(0.5, 1.0) in seen
