@@ -627,6 +627,7 @@ def test_sync_blocks_shrink_to_the_steps_left_and_waste_no_attempts(
     assert stats.nfe_forward == nfe and len(reads) == syncs
     if loop == "per_sample":
         assert stats.nfe_per_sample is not None
+        assert stats.nfe_per_sample.dtype == torch.long  # counts, not floats
         assert stats.nfe_per_sample.tolist() == [nfe, nfe]
     assert ys[-1].flatten().tolist() == pytest.approx([1.0, 1.0], abs=1e-15)
 
