@@ -802,10 +802,12 @@ def test_checkpointed_per_sample_solve_sees_every_attempt() -> None:
     assert stats.nfe_recompute > 0
 
 
+@pytest.mark.parametrize("jumps", [[0.5], [0.5, 1.0]])
 @pytest.mark.parametrize("loop", ["device_loop", "per_sample"])
-def test_a_jump_time_moves_no_evaluation_past_the_end(loop: str) -> None:
+def test_a_jump_time_moves_no_evaluation_past_the_end(loop: str, jumps: list[float]) -> None:
     """With a jump at 0.5 the step to it sees its left limit and the next starts from its
-    right limit; the last step, to t = 1, is no jump: its stages at c = 1 see t = 1 itself,
+    right limit; the last step, to t = 1, is no jump (forced times count strictly inside
+    the span, also a jump time at the end itself): its stages at c = 1 see t = 1 itself,
     not its left limit. (The right-limit probe one ulp past each step's end is computed for
     every row, branch-free, and used only at a jump: nothing goes further than that.)"""
     seen: list[float] = []
@@ -815,6 +817,23 @@ def test_a_jump_time_moves_no_evaluation_past_the_end(loop: str) -> None:
         return torch.ones_like(y)
 
     odeint(f, torch.zeros(2, 1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
-           options={loop: True, "jump_t": [0.5], "sync_every": 1})
+           options={loop: True, "jump_t": jumps, "sync_every": 1})
     assert min(seen) == 0.0 and 1.0 in seen and max(seen) <= math.nextafter(1.0, 2.0)
     assert math.nextafter(0.5, 0.0) in seen and math.nextafter(0.5, 1.0) in seen
+
+
+@pytest.mark.parametrize("loop", ["device_loop", "per_sample"])
+def test_the_starting_step_probe_stays_inside_the_span(loop: str) -> None:
+    """y' = 1 from y0 = 1e4 on [1, 2]: the starting-step heuristic's first guess
+    0.01 * ||y0 / scale|| / ||f0 / scale|| = 0.01 * 1e4 = 100 is capped by the span
+    |t_end - t0| = 1, so its probe evaluation lands at t0 + 1 = 2 and never past it."""
+    seen: list[float] = []
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        seen.extend(t.reshape(-1).tolist())
+        return torch.ones_like(y)
+
+    ys = odeint(f, torch.full((2, 1), 1e4, dtype=F64), torch.tensor([1.0, 2.0], dtype=F64),
+                options={loop: True, "sync_every": 1})
+    assert min(seen) == 1.0 and max(seen) == 2.0
+    assert ys[-1].flatten().tolist() == pytest.approx([1e4 + 1.0] * 2, rel=1e-15)
