@@ -837,3 +837,23 @@ def test_the_starting_step_probe_stays_inside_the_span(loop: str) -> None:
                 options={loop: True, "sync_every": 1})
     assert min(seen) == 1.0 and max(seen) == 2.0
     assert ys[-1].flatten().tolist() == pytest.approx([1e4 + 1.0] * 2, rel=1e-15)
+
+
+@pytest.mark.parametrize("loop", ["device_loop", "per_sample"])
+def test_a_rejected_step_to_a_jump_retries_from_its_own_start(loop: str) -> None:
+    """y' = cos(20 t), y(0) = 0 (y = sin(20 t) / 20) with a jump time at 0.5 and a first
+    step of 0.5 that is rejected: the retry starts from f(0, y0) again (the right limit at
+    the jump belongs to an accepted step only), with the host loop's steps."""
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.cos(20 * t).reshape(-1, 1) * torch.ones_like(y)
+
+    y0 = torch.zeros(2, 1, dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    opts = {"jump_t": [0.5], "first_step": 0.5}
+    host, dev = SolveStats(), SolveStats()
+    odeint(f, y0, t, rtol=1e-10, atol=1e-12, options=opts, stats=host)
+    ys = odeint(f, y0, t, rtol=1e-10, atol=1e-12, options={**opts, loop: True}, stats=dev)
+    assert host.rejected_steps > 0
+    assert (dev.accepted_steps, dev.rejected_steps) == (host.accepted_steps, host.rejected_steps)
+    assert float((ys[-1] - math.sin(20.0) / 20).abs().max()) <= 1e-9
