@@ -689,6 +689,13 @@ def test_nan_error_names_the_bad_rows_time_in_the_direction_of_integration() -> 
         with pytest.raises(NonFiniteStateError, match=where + r".*dt=2\.04[78]"):
             odeint(f, y0, t, options={"per_sample": True, "sync_every": 1, "first_step": 0.1})
         assert len(calls) == 67
+    # A NaN trial whose shrunk step falls below dt_min ends the solve at once as a blow-up
+    # (not an underflow, nor one more trial): from 0.06, one trial (1 + 6 calls), dt 0.012.
+    calls.clear()
+    with pytest.raises(NonFiniteStateError, match=r"t=0\.75 .*dt=0\.012\)"):
+        odeint(f, y0, t, options={"per_sample": True, "sync_every": 1, "first_step": 0.06,
+                                  "controller": IController(dt_min=0.05)})
+    assert len(calls) == 7
 
 
 @torch.no_grad()
