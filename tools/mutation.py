@@ -1111,6 +1111,16 @@ EQUIVALENT: dict[str, str] = {
     "deeplimits.ode._batched_step.x__emit__mutmut_30": "equivalent: output times up to 1 "
     "past a step's end get extrapolated values, which the accepted step containing them "
     "writes over later (gradients through where: zero for the discarded values)",
+    "deeplimits.ode._batched_step.x__emit__mutmut_47": "equivalent: the guard against "
+    "h = 0 inside theta is redundant: theta is computed without grad and masked to 0 outside "
+    "the step, where every h = 0 row lies, so the division's inf/NaN never reaches an output "
+    "or a gradient (test_per_sample_backprop_is_finite_after_a_row_finishes_first)",
+    **dict.fromkeys(
+        _ode("_batched_step", "x_flag_values__mutmut_28", "x_flag_values__mutmut_29",
+             "x_flag_values__mutmut_30"),
+        "equivalent: .to(None) leaves the bool flag as is; torch.stack promotes it to the "
+        "state's dtype with the others (the same 0.0/1.0)",
+    ),
     # experiments' verdict functions
     **dict.fromkeys(
         _names(

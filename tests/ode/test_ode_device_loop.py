@@ -866,3 +866,15 @@ def test_a_rejected_step_to_a_jump_retries_from_its_own_start(loop: str) -> None
     assert host.rejected_steps > 0
     assert (dev.accepted_steps, dev.rejected_steps) == (host.accepted_steps, host.rejected_steps)
     assert float((ys[-1] - math.sin(20.0) / 20).abs().max()) <= 1e-9
+
+
+def test_per_sample_backprop_is_finite_after_a_row_finishes_first() -> None:
+    """y_i' = -k_i y_i: d y_i(T) / d y_i(0) = exp(-k_i T). The slow row (k = 1) finishes
+    steps before the fast one (k = 30) and then attempts zero-length steps; with an output
+    inside the span those must not turn its gradient into NaN."""
+    k = torch.tensor([[1.0], [30.0]], dtype=F64)
+    y0 = torch.ones(2, 1, dtype=F64, requires_grad=True)
+    ys = odeint(lambda t, y: -k * y, y0, torch.tensor([0.0, 0.15, 0.3], dtype=F64),
+                rtol=1e-10, atol=1e-12, options={"per_sample": True})
+    (g,) = torch.autograd.grad(ys[-1].sum(), y0)
+    assert float((g - torch.exp(-k * 0.3)).abs().max()) <= 1e-8
