@@ -196,6 +196,8 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_fixed_loop.py": "cc84d41dc078",
     "diagnostics/_robustness.py": "4168e1fa9083",
     "diagnostics/_regions.py": "0868a2899943",
+    "ode/_device_loop.py": "29f61f280cf7",
+    "ode/_batched_step.py": "0588cc7ee121",
 }
 
 _GPU = "gpu-only: a device argument; identical on CPU"
@@ -984,6 +986,145 @@ EQUIVALENT: dict[str, str] = {
             "xǁ_ReversibleHeunFnǁbackward__mutmut_164",
         ),
         _STRICT,
+    ),
+    # ode/_device_loop
+    **dict.fromkeys(
+        _ode(
+            "_device_loop",
+            "x__forced_times__mutmut_11",
+            "x__forced_times__mutmut_14",
+            "x__forced_times__mutmut_17",
+            "x__forced_times__mutmut_19",
+            "x_solve_adaptive_device__mutmut_71",
+            "x_solve_adaptive_device__mutmut_118",
+            "x_solve_adaptive_device__mutmut_127",
+            "x_solve_adaptive_device__mutmut_130",
+            "x_solve_adaptive_device__mutmut_134",
+            "x_solve_adaptive_device__mutmut_137",
+            "x_solve_adaptive_device__mutmut_187",
+        ),
+        _GPU,
+    ),
+    "deeplimits.ode._device_loop.x_solve_adaptive_device__mutmut_1": "equivalent: the "
+    "default of backward; its one caller (_dispatch.solve_flat) always passes it",
+    **dict.fromkeys(
+        _ode("_device_loop", "x_solve_adaptive_device__mutmut_16",
+             "x_solve_adaptive_device__mutmut_18"),
+        "equivalent: R = 0 only for an empty per-sample batch, which fails anyway "
+        "(IndexError before the loop runs); only which error differs",
+    ),
+    **dict.fromkeys(
+        _ode("_device_loop", "x_solve_adaptive_device__mutmut_32",
+             "x_solve_adaptive_device__mutmut_34"),
+        "equivalent: the output times are strictly monotonic with at least two of them here "
+        "(checked before), so ts[1] gives the same direction and ts[-1] == ts[0] cannot happen",
+    ),
+    "deeplimits.ode._device_loop.x_solve_adaptive_device__mutmut_91": "equivalent: "
+    "cache_key's graph flag None is falsy like False (the compiled key, no parameter "
+    "addresses)",
+    **dict.fromkeys(
+        _ode("_device_loop", "x_solve_adaptive_device__mutmut_275",
+             "x_solve_adaptive_device__mutmut_372"),
+        "equivalent: the direction d is +1.0 or -1.0, never 0",
+    ),
+    **dict.fromkeys(
+        _ode(
+            "_device_loop",
+            "x_solve_adaptive_device__mutmut_416",
+            "x_solve_adaptive_device__mutmut_431",
+            "x_solve_adaptive_device__mutmut_432",
+            "x_solve_adaptive_device__mutmut_434",
+        ),
+        "equivalent: which outputs are cloned from the graph's static buffers; every caller "
+        "(_dispatch.solve, the adjoint's forward) stacks the outputs into a new tensor before "
+        "the next replay, and the adjoint's backward solves never use graphs",
+    ),
+    # ode/_batched_step
+    **dict.fromkeys(
+        _ode(
+            "_batched_step",
+            "x_loop_constants__mutmut_3",
+            "x_loop_constants__mutmut_10",
+            "x_loop_constants__mutmut_13",
+            "x_loop_constants__mutmut_17",
+            "x_loop_constants__mutmut_21",
+            "x_loop_constants__mutmut_27",
+            "x_loop_constants__mutmut_30",
+            "x_start__mutmut_48",
+            "x_start__mutmut_52",
+            "x_start__mutmut_82",
+            "x_start__mutmut_85",
+            "x_start__mutmut_90",
+            "x_start__mutmut_93",
+            "x_start__mutmut_98",
+            "x_start__mutmut_101",
+        ),
+        _GPU,
+    ),
+    **dict.fromkeys(
+        _ode("_batched_step", "x_attempt__mutmut_47", "x_attempt__mutmut_206"), _TIE
+    ),
+    "deeplimits.ode._batched_step.x_attempt__mutmut_79": "equivalent: with two output "
+    "times the only one after the start is the final state, which the driver writes over "
+    "whatever the interpolation put there",
+    **dict.fromkeys(
+        _ode(
+            "_batched_step",
+            "x__next_stop__mutmut_20",
+            "x__next_stop__mutmut_37",
+            "x_step_plan__mutmut_10",
+            "x_step_plan__mutmut_13",
+            "x_step_plan__mutmut_20",
+            "x_flag_values__mutmut_24",
+        ),
+        "equivalent: the direction d is +1.0 or -1.0, so dividing by it is multiplying by it",
+    ),
+    **dict.fromkeys(
+        _ode("_batched_step", "x__emit__mutmut_48", "x__emit__mutmut_49"),
+        "equivalent: theta outside the step is masked out by in_step; any finite value there "
+        "gives the same outputs and zero (not NaN) gradients",
+    ),
+    **dict.fromkeys(
+        _ode("_batched_step", "x_loop_constants__mutmut_5", "x_loop_constants__mutmut_31"),
+        "equivalent: the constants are then built again at every solve (the cache only saves "
+        "those host-to-device copies); a graph keeps its own loop's tensors alive",
+    ),
+    **dict.fromkeys(
+        _ode("_batched_step", "x_row_func__mutmut_8", "x_row_func__mutmut_11"),
+        "equivalent: R = 0 only for an empty per-sample batch, which fails anyway "
+        "(IndexError); only which error differs",
+    ),
+    **dict.fromkeys(
+        _ode("_batched_step", "x_start__mutmut_16", "x_start__mutmut_17",
+             "x_start__mutmut_30", "x_start__mutmut_31"),
+        "equivalent: reshape(1) then expand(R, 1) gives the same (R, 1) tensor as "
+        "reshape(1, 1) then expand(R, 1)",
+    ),
+    "deeplimits.ode._batched_step.x_flag_values__mutmut_22": "equivalent: steps left 1 "
+    "instead of 0 for finished rows; the block size is max(1, ceil(max over rows)) and the "
+    "loop stops when every row is done, so the blocks are the same",
+    **dict.fromkeys(
+        _ode("_batched_step", "x_loop_constants__mutmut_16", "x_loop_constants__mutmut_20"),
+        "equivalent: the powers 1..P as int64; theta.pow promotes them to theta's dtype, "
+        "bit for bit the same powers",
+    ),
+    "deeplimits.ode._batched_step.x_attempt__mutmut_174": "equivalent: without forced "
+    "times _next_stop returns t_end itself as the stop, so stop == t_end always holds",
+    "deeplimits.ode._batched_step.x__emit__mutmut_25": "equivalent: an output time equal "
+    "to the step's start gets theta = 0, i.e. Y itself, the value already written there "
+    "(the start, or the previous step's end state)",
+    "deeplimits.ode._batched_step.x__emit__mutmut_30": "equivalent: output times up to 1 "
+    "past a step's end get extrapolated values, which the accepted step containing them "
+    "writes over later (gradients through where: zero for the discarded values)",
+    "deeplimits.ode._batched_step.x__emit__mutmut_47": "equivalent: the guard against "
+    "h = 0 inside theta is redundant: theta is computed without grad and masked to 0 outside "
+    "the step, where every h = 0 row lies, so the division's inf/NaN never reaches an output "
+    "or a gradient (test_per_sample_backprop_is_finite_after_a_row_finishes_first)",
+    **dict.fromkeys(
+        _ode("_batched_step", "x_flag_values__mutmut_28", "x_flag_values__mutmut_29",
+             "x_flag_values__mutmut_30"),
+        "equivalent: .to(None) leaves the bool flag as is; torch.stack promotes it to the "
+        "state's dtype with the others (the same 0.0/1.0)",
     ),
     # experiments' verdict functions
     **dict.fromkeys(

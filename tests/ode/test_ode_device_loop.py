@@ -31,7 +31,9 @@ from deeplimits.ode import (
     SolveStats,
     odeint,
     odeint_adjoint,
+    odeint_checkpoint,
 )
+from deeplimits.ode._batched_step import flag_values
 
 F64 = torch.float64
 ADAPTIVE = ["bosh3", "dopri5", "tsit5"]
@@ -284,7 +286,7 @@ def test_graph_path_replays_match_the_host_loop(eager_graphs, t_out: list[float]
     t = torch.tensor(t_out, dtype=F64)
     solves = _cached_solves_match_the_host_loop(f, t, {"device_loop": True, **EAGER},
                                                 eager_graphs.GRAPHS, 1e-12)
-    assert all(s.cuda_graph_used for s in solves)
+    assert all(s.cuda_graph_used and not s.compiled for s in solves)  # compile=False default
     assert len(eager_graphs.GRAPHS) == 1
     per = SolveStats()
     ys = odeint(f, _mixed_batch(), t, rtol=1e-8, atol=1e-10, stats=per,
@@ -567,3 +569,312 @@ def test_a_step_that_rounds_onto_the_last_time_ends_there_on_every_loop(loop: di
     if loop.get("device_loop") is False:
         assert stats.nfe_forward == 1 + 4 * 6
     assert ys[-1].flatten().tolist() == pytest.approx([1.0, 1.0], abs=1e-15)
+
+
+# -- hand-counted steps on y' = 1 ---------------------------------------------------------------
+# dopri5 is exact on y' = 1 (error ratio 0), so every accepted step grows its successor by
+# factor_max = 10, clipped to dt_max. Each attempt costs 6 evaluations (7 stages, FSAL); the
+# start costs 1 (f(t0); no probe when first_step is given).
+#   first_step 0.125, dt_max 0.25 on [0, 1]: steps end at 0.125, 0.375, 0.625, 0.875, 1.0
+#     (the last one shortened to the stop): 5 attempts, 1 + 5 * 6 = 31 evaluations.
+#   first_step 0.001, no dt_max on [0, 1]: steps 0.001, 0.01, 0.1, then 1.0 >= 0.889 left:
+#     4 attempts, 1 + 4 * 6 = 25 evaluations.
+
+
+def _ones(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.ones_like(y)
+
+
+class _One(nn.Module):
+    """y' = 1 as a module (graphs and compiled code are cached per module)."""
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(y)
+
+
+QUARTERS = {"first_step": 0.125, "controller": IController(dt_max=0.25)}
+DECADES = {"first_step": 0.001}
+
+
+@pytest.mark.parametrize(
+    ("opts", "sync_every", "nfe", "syncs"),
+    [
+        # 4 attempts reach 0.875; the estimate (1 - 0.875) / 0.25 = 0.5 asks for 1 more, not 4
+        (QUARTERS, 4, 31, 2),
+        # after the first attempt the estimate is 0.999 / 0.01 -> 100 steps: still 1 per block
+        (DECADES, 1, 25, 4),
+        # 2 blocks of 2, then 1: at 0.375 the estimate 0.625 / 0.25 = 2.5 -> 3 caps at 2
+        (QUARTERS, 2, 31, 3),
+    ],
+)
+@pytest.mark.parametrize("loop", ["device_loop", "per_sample"])
+def test_sync_blocks_shrink_to_the_steps_left_and_waste_no_attempts(
+    opts: dict, sync_every: int, nfe: int, syncs: int, loop: str, monkeypatch
+) -> None:
+    from deeplimits.ode import _device_loop
+
+    reads: list[int] = []  # one flag read (host sync) per block
+
+    def flags(lp, st):  # type: ignore[no-untyped-def]
+        reads.append(1)
+        return flag_values(lp, st)
+
+    monkeypatch.setattr(_device_loop, "flag_values", flags)
+    stats = SolveStats()
+    ys = odeint(_ones, torch.zeros(2, 1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                options={**opts, loop: True, "sync_every": sync_every}, stats=stats)
+    assert (stats.accepted_steps, stats.rejected_steps) == ((nfe - 1) // 6, 0)
+    assert stats.nfe_forward == nfe and len(reads) == syncs
+    if loop == "per_sample":
+        assert stats.nfe_per_sample is not None
+        assert stats.nfe_per_sample.dtype == torch.long  # counts, not floats
+        assert stats.nfe_per_sample.tolist() == [nfe, nfe]
+    assert ys[-1].flatten().tolist() == pytest.approx([1.0, 1.0], abs=1e-15)
+
+
+def test_outputs_at_a_step_end_take_that_steps_end_state() -> None:
+    """QUARTERS' steps end at 0.375 and 0.875: the outputs there are the step's own end
+    state, the others interpolated: y = t to round-off (y = t is in every interpolant's
+    span); an output left unwritten would read 0."""
+    t = torch.tensor([0.0, 0.375, 0.5, 0.875, 1.0], dtype=F64)
+    for loop in ({"device_loop": True}, {"per_sample": True}):
+        ys = odeint(_ones, torch.zeros(2, 1, dtype=F64), t, options={**QUARTERS, **loop})
+        assert float((ys[:, :, 0] - t[:, None]).abs().max()) <= 1e-15
+    # per-row output times: row 1 starts at 0.5, its steps end at 0.625, 0.875, 1.125
+    rows = torch.tensor([[0.0, 0.375, 1.0], [0.5, 0.875, 1.125]], dtype=F64)
+    ys = odeint(_ones, torch.zeros(2, 1, dtype=F64), rows,
+                options={**QUARTERS, "per_sample": True})
+    want = torch.tensor([[0.0, 0.375, 1.0], [0.0, 0.375, 0.625]], dtype=F64)
+    assert float((ys[:, :, 0].T - want).abs().max()) <= 1e-15
+
+
+def test_max_steps_error_names_the_time_reached_and_the_end() -> None:
+    """QUARTERS with max_num_steps=3: three accepted steps (0.125 + 0.25 + 0.25) from the
+    start. Forward the error names the least advanced row, backward the greatest t."""
+    y0 = torch.zeros(2, 1, dtype=F64)
+    cases = [
+        ({"device_loop": True}, [0.0, 0.5, 1.0], r"at t=0\.625 \(integrating to t=1\.0\)"),
+        ({"device_loop": True}, [1.0, 0.5, 0.0], r"at t=0\.375 \(integrating to t=0\.0\)"),
+        # rows from 0.0 and 0.25: after 3 steps at 0.625 and 0.875
+        ({"per_sample": True}, [[0.0, 0.5, 1.0], [0.25, 0.5, 2.0]],
+         r"at t=0\.625 \(integrating to t=each row's last time\)"),
+        # backward rows from 1.0 and 0.5: after 3 steps at 0.375 and -0.125
+        ({"per_sample": True}, [[1.0, 0.5, 0.0], [0.5, 0.25, -1.0]], r"at t=0\.375 "),
+    ]
+    for loop, t, match in cases:
+        with pytest.raises(MaxStepsExceededError, match=match):
+            odeint(_ones, y0, torch.tensor(t, dtype=F64),
+                   options={**QUARTERS, **loop, "max_num_steps": 3, "sync_every": 1})
+
+
+def test_nan_error_names_the_bad_rows_time_in_the_direction_of_integration() -> None:
+    """func is NaN at every time past a row's start: no attempt is ever accepted, each row
+    stays at its start, and the error names the first start forward, the last backward.
+    Every NaN trial shrinks the step by factor_min = 0.2 and the 11th in a row
+    (MAX_BAD_IN_A_ROW = 10) ends the solve: from first_step 0.1, 1 + 11 * 6 = 67 calls
+    of func and a last step of 0.1 * 0.2**11 = 2.048e-09."""
+    y0 = torch.ones(2, 1, dtype=F64)
+    for rows, where in (([[0.25, 1.0], [0.5, 1.0]], r"t=0\.25 "),
+                        ([[0.75, 0.0], [0.5, -1.0]], r"t=0\.75 ")):
+        t = torch.tensor(rows, dtype=F64)
+        start = t[:, :1]
+        calls: list[int] = []
+
+        def f(s: torch.Tensor, y: torch.Tensor, start: torch.Tensor = start,
+              calls: list[int] = calls) -> torch.Tensor:
+            calls.append(1)
+            moved = s.reshape(-1, 1) != start
+            return torch.where(moved, torch.full_like(y, math.nan), -y)
+
+        with pytest.raises(NonFiniteStateError, match=where + r".*dt=2\.04[78]"):
+            odeint(f, y0, t, options={"per_sample": True, "sync_every": 1, "first_step": 0.1})
+        assert len(calls) == 67
+    # A NaN trial whose shrunk step falls below dt_min ends the solve at once as a blow-up
+    # (not an underflow, nor one more trial): from 0.06, one trial (1 + 6 calls), dt 0.012.
+    calls.clear()
+    with pytest.raises(NonFiniteStateError, match=r"t=0\.75 .*dt=0\.012\)"):
+        odeint(f, y0, t, options={"per_sample": True, "sync_every": 1, "first_step": 0.06,
+                                  "controller": IController(dt_min=0.05)})
+    assert len(calls) == 7
+
+
+@torch.no_grad()
+def test_graph_outputs_are_not_overwritten_by_the_next_replay(eager_graphs) -> None:  # type: ignore[no-untyped-def]
+    """The graph's state lives in static buffers that the next replay overwrites: a solve's
+    outputs must be copies. y' = 1 from y0 gives y0 + t."""
+    f = _One()
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    first = odeint(f, torch.zeros(3, 1, dtype=F64), t, options={"device_loop": True, **EAGER})
+    stats = SolveStats()
+    second = odeint(f, torch.full((3, 1), 5.0, dtype=F64), t, stats=stats,
+                    options={"device_loop": True, **EAGER})
+    assert stats.cuda_graph_used and len(eager_graphs.GRAPHS) == 1
+    assert float((first[:, :, 0] - t[:, None]).abs().max()) <= 1e-15
+    assert float((second[:, :, 0] - 5.0 - t[:, None]).abs().max()) <= 1e-15
+
+
+@torch.no_grad()
+def test_a_replaced_parameter_gets_a_new_graph(eager_graphs) -> None:  # type: ignore[no-untyped-def]
+    """A graph reads its parameters' memory: a parameter replaced by a new tensor (not updated
+    in place) must not replay the old graph, so the cache gets a second entry."""
+    f = _Mlp()
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    odeint(f, _mixed_batch(), t, options={"device_loop": True, **EAGER})
+    f.w2 = nn.Parameter(f.w2.detach() * 0.5)
+    odeint(f, _mixed_batch(), t, options={"device_loop": True, **EAGER})
+    assert len(eager_graphs.GRAPHS) == 2
+
+
+class _CountedOne(nn.Module):
+    """y' = 1 that counts its calls (compiled code calls the module raw, uncounted by stats)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones((), dtype=F64))
+        self.calls = 0
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.w * torch.ones_like(y)
+
+
+@torch.no_grad()
+def test_compiled_block_path_with_an_identity_compile(eager_graphs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """compile=True with torch.compile replaced by a counting identity: the loop's
+    compiled-blocks path (cache, compiled start on reuse, blocks of sync_every and of one
+    attempt, evaluation counts) runs on CPU in milliseconds. Counts by hand as above:
+    QUARTERS with sync_every=4 makes a block of 4 attempts and one of 1, so func is called
+    1 + 5 * 6 = 31 times, and the solve is exact (y = y0 + t)."""
+    from deeplimits.ode import _compiled
+
+    ran: list[int] = []
+
+    def identity(fn, device):  # type: ignore[no-untyped-def]
+        def run(*args):  # type: ignore[no-untyped-def]
+            ran.append(1)
+            return fn(*args)
+
+        return run
+
+    monkeypatch.setattr(_compiled, "_fresh_compile", identity)
+    f = _CountedOne()
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    # (y0, capture, compiled calls): the first solve starts eagerly and compiles its two
+    # blocks; the second reuses the cached start too; a graph's replays run them (after the
+    # capture's warm-ups, uncounted here), so its second solve calls the module 31 times too.
+    cases = ((0.0, {}, 2), (2.0, {}, 3), (0.0, EAGER, None), (1.0, EAGER, 3))
+    for y0, capture, calls in cases:
+        stats = SolveStats()
+        ran.clear()
+        f.calls = 0
+        ys = odeint(f, torch.full((2, 1), y0, dtype=F64), t, stats=stats,
+                    options={**QUARTERS, "compile": True, "sync_every": 4, **capture})
+        assert stats.compiled and stats.cuda_graph_used == bool(capture)
+        assert (stats.accepted_steps, stats.rejected_steps, stats.nfe_forward) == (5, 0, 31)
+        assert float((ys[:, :, 0] - y0 - t[:, None]).abs().max()) <= 1e-15
+        if calls is not None:
+            assert (len(ran), f.calls) == (calls, 31)
+    # one compiled entry per capture backend (none, eager), the second solve reused the first
+    assert len(eager_graphs.COMPILED) == 2 and len(eager_graphs.GRAPHS) == 1
+    # compiled code is keyed by module (not by parameter addresses: torch.compile guards
+    # those itself): a second module gets its own entry, a replaced parameter does not
+    g = _CountedOne()
+    odeint(g, torch.zeros(2, 1, dtype=F64), t, options={**QUARTERS, "compile": True})
+    g.w = nn.Parameter(torch.ones((), dtype=F64))
+    odeint(g, torch.zeros(2, 1, dtype=F64), t, options={**QUARTERS, "compile": True})
+    assert len(eager_graphs.COMPILED) == 3
+    # per-sample rows, with their own output times: each row y0 + (t - t0)
+    for rows in (t.expand(2, -1), torch.tensor([[0.0, 0.5, 1.0], [0.25, 0.5, 2.0]], dtype=F64)):
+        stats = SolveStats()
+        ys = odeint(f, torch.zeros(2, 1, dtype=F64), rows, stats=stats,
+                    options={**QUARTERS, "compile": True, "per_sample": True})
+        assert stats.compiled and stats.nfe_per_sample is not None
+        assert float((ys[:, :, 0].T - (rows - rows[:, :1])).abs().max()) <= 1e-15
+
+
+def test_checkpointed_per_sample_solve_sees_every_attempt() -> None:
+    """odeint_checkpoint on the device loop watches every attempt: y_i' = -k_i y_i gives
+    d y_i(T) / d y_i(0) = exp(-k_i T), with each row's own step count."""
+    k = torch.tensor([1.0, 30.0], dtype=F64)
+    y0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 0.3], dtype=F64)
+    plain, stats = SolveStats(), SolveStats()
+    with torch.no_grad():
+        odeint(lambda t, y: -k * y, y0, t, rtol=1e-9, atol=1e-12, stats=plain,
+               options={"per_sample": True})
+    ys = odeint_checkpoint(lambda t, y: -k * y, y0, t, rtol=1e-9, atol=1e-12, stats=stats,
+                           params=(), execution=ExecutionOptions(per_sample=True),
+                           checkpoints=4)
+    ys[-1].sum().backward()
+    assert float((y0.grad - torch.exp(-k * 0.3)).abs().max()) < 1e-8  # type: ignore[operator]
+    assert torch.equal(stats.nfe_per_sample, plain.nfe_per_sample)  # type: ignore[arg-type]
+    assert stats.nfe_recompute > 0
+
+
+@pytest.mark.parametrize("jumps", [[0.5], [0.5, 1.0]])
+@pytest.mark.parametrize("loop", ["device_loop", "per_sample"])
+def test_a_jump_time_moves_no_evaluation_past_the_end(loop: str, jumps: list[float]) -> None:
+    """With a jump at 0.5 the step to it sees its left limit and the next starts from its
+    right limit; the last step, to t = 1, is no jump (forced times count strictly inside
+    the span, also a jump time at the end itself): its stages at c = 1 see t = 1 itself,
+    not its left limit. (The right-limit probe one ulp past each step's end is computed for
+    every row, branch-free, and used only at a jump: nothing goes further than that.)"""
+    seen: list[float] = []
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        seen.extend(t.reshape(-1).tolist())
+        return torch.ones_like(y)
+
+    odeint(f, torch.zeros(2, 1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+           options={loop: True, "jump_t": jumps, "sync_every": 1})
+    assert min(seen) == 0.0 and 1.0 in seen and max(seen) <= math.nextafter(1.0, 2.0)
+    assert math.nextafter(0.5, 0.0) in seen and math.nextafter(0.5, 1.0) in seen
+
+
+@pytest.mark.parametrize("loop", ["device_loop", "per_sample"])
+def test_the_starting_step_probe_stays_inside_the_span(loop: str) -> None:
+    """y' = 1 from y0 = 1e4 on [1, 2]: the starting-step heuristic's first guess
+    0.01 * ||y0 / scale|| / ||f0 / scale|| = 0.01 * 1e4 = 100 is capped by the span
+    |t_end - t0| = 1, so its probe evaluation lands at t0 + 1 = 2 and never past it."""
+    seen: list[float] = []
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        seen.extend(t.reshape(-1).tolist())
+        return torch.ones_like(y)
+
+    ys = odeint(f, torch.full((2, 1), 1e4, dtype=F64), torch.tensor([1.0, 2.0], dtype=F64),
+                options={loop: True, "sync_every": 1})
+    assert min(seen) == 1.0 and max(seen) == 2.0
+    assert ys[-1].flatten().tolist() == pytest.approx([1e4 + 1.0] * 2, rel=1e-15)
+
+
+@pytest.mark.parametrize("loop", ["device_loop", "per_sample"])
+def test_a_rejected_step_to_a_jump_retries_from_its_own_start(loop: str) -> None:
+    """y' = cos(20 t), y(0) = 0 (y = sin(20 t) / 20) with a jump time at 0.5 and a first
+    step of 0.5 that is rejected: the retry starts from f(0, y0) again (the right limit at
+    the jump belongs to an accepted step only), with the host loop's steps."""
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.cos(20 * t).reshape(-1, 1) * torch.ones_like(y)
+
+    y0 = torch.zeros(2, 1, dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    opts = {"jump_t": [0.5], "first_step": 0.5}
+    host, dev = SolveStats(), SolveStats()
+    odeint(f, y0, t, rtol=1e-10, atol=1e-12, options=opts, stats=host)
+    ys = odeint(f, y0, t, rtol=1e-10, atol=1e-12, options={**opts, loop: True}, stats=dev)
+    assert host.rejected_steps > 0
+    assert (dev.accepted_steps, dev.rejected_steps) == (host.accepted_steps, host.rejected_steps)
+    assert float((ys[-1] - math.sin(20.0) / 20).abs().max()) <= 1e-9
+
+
+def test_per_sample_backprop_is_finite_after_a_row_finishes_first() -> None:
+    """y_i' = -k_i y_i: d y_i(T) / d y_i(0) = exp(-k_i T). The slow row (k = 1) finishes
+    steps before the fast one (k = 30) and then attempts zero-length steps; with an output
+    inside the span those must not turn its gradient into NaN."""
+    k = torch.tensor([[1.0], [30.0]], dtype=F64)
+    y0 = torch.ones(2, 1, dtype=F64, requires_grad=True)
+    ys = odeint(lambda t, y: -k * y, y0, torch.tensor([0.0, 0.15, 0.3], dtype=F64),
+                rtol=1e-10, atol=1e-12, options={"per_sample": True})
+    (g,) = torch.autograd.grad(ys[-1].sum(), y0)
+    assert float((g - torch.exp(-k * 0.3)).abs().max()) <= 1e-8
