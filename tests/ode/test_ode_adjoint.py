@@ -348,3 +348,42 @@ def test_an_adjoint_norm_function_gets_a_zero_time_in_the_states_dtype() -> None
     assert g.tolist() == pytest.approx([math.exp(v) for v in LAM], rel=1e-8)
     assert seen and all(s == [((), F64), ((2,), F64), ((2,), F64), ((2,), F64), ((), F64), 0.0]
                         for s in seen)
+
+
+def test_backward_norm_is_torchdiffeqs_max_of_the_forward_norms_and_parameter_rms() -> None:
+    """The backward error norm built from a forward ``options["norm"]`` (torchdiffeq's
+    ``handle_adjoint_norm_``) on ``[z (2), a (2), a_p1 (2), a_p2 (1)]``, by hand with the
+    forward norm ``max |.|``: ``max(|z|_max, |a|_max, rms(a_p1), rms(a_p2))``; the seminorm
+    leaves the parameters out. A norm function gets ``(t, z, a, a_p1, a_p2)`` (a tuple state:
+    its tensors spread), ``t`` a 0-d zero."""
+    from deeplimits.ode._adjoint import _backward_norm
+    from deeplimits.ode._func import FlatState
+
+    state = FlatState(torch.zeros(2, dtype=F64))
+    params = [torch.zeros(2, dtype=F64), torch.zeros(1, dtype=F64)]
+    rms = _backward_norm(AdjointOptions(), lambda v: v.abs().max(), state, params)
+    semi = _backward_norm(AdjointOptions("seminorm"), lambda v: v.abs().max(), state, params)
+    assert _backward_norm(AdjointOptions(), None, state, params) is None
+    assert rms is not None and semi is not None
+    cases = {  # x: (rms norm, seminorm)
+        (3.0, -4.0, 1.0, 2.0, 0.6, 0.8, -0.5): (4.0, 4.0),  # z's max
+        (0.3, 0.4, 1.0, -5.0, 0.6, 0.8, 2.0): (5.0, 5.0),  # a's max
+        (0.3, -0.4, 1.0, -2.0, 6.0, 8.0, -0.5): (math.sqrt(50.0), 2.0),  # rms(6, 8)
+        (0.3, -0.4, 1.0, -2.0, 0.6, 0.8, -9.0): (9.0, 2.0),  # rms(-9)
+    }
+    for x, (want_rms, want_semi) in cases.items():
+        v = torch.tensor(x, dtype=F64)
+        assert float(rms(v)) == pytest.approx(want_rms, rel=1e-12)
+        assert float(semi(v)) == pytest.approx(want_semi, rel=1e-12)
+    seen: list[tuple[torch.Tensor, ...]] = []
+    user = _backward_norm(AdjointOptions(lambda p: seen.append(p) or torch.tensor(7.0)), None,
+                          state, params)
+    assert user is not None and float(user(torch.arange(7.0, dtype=F64))) == 7.0
+    (parts,) = seen
+    assert [p.tolist() for p in parts] == [0.0, [0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0]]
+    pair = FlatState((torch.zeros(1, dtype=F64), torch.zeros(2, 1, dtype=F64)))
+    user = _backward_norm(AdjointOptions(lambda p: seen.append(p) or torch.tensor(7.0)), None,
+                          pair, params[1:])
+    assert user is not None and float(user(torch.arange(7.0, dtype=F64))) == 7.0
+    assert [p.tolist() for p in seen[1]] == [0.0, [0.0], [[1.0], [2.0]], [3.0], [[4.0], [5.0]],
+                                             [6.0]]
