@@ -62,6 +62,10 @@ CASES = {
     "fixed_backward": {"adjoint_method": "rk4", "adjoint_options": {"step_size": 0.005}},
     "fixed_backward_object": {"adjoint_method": "rk4",
                               "adjoint_options": FixedStepOptions(step_size=0.005)},
+    # a forward norm function: its backward norm applies to adaptive backward methods only
+    "fixed_backward_forward_norm": {"options": {"norm": lambda y: y.abs().max()},
+                                    "adjoint_method": "rk4",
+                                    "adjoint_options": {"step_size": 0.005}},
 }
 
 
@@ -375,6 +379,12 @@ def test_backward_norm_is_torchdiffeqs_max_of_the_forward_norms_and_parameter_rm
         v = torch.tensor(x, dtype=F64)
         assert float(rms(v)) == pytest.approx(want_rms, rel=1e-12)
         assert float(semi(v)) == pytest.approx(want_semi, rel=1e-12)
+    # a forward norm in float32 still gives the norm in the state's dtype
+    semi32 = _backward_norm(AdjointOptions("seminorm"), lambda v: v.abs().max().float(), state,
+                            params)
+    assert semi32 is not None
+    out = semi32(torch.tensor((0.3, -0.4, 1.0, -2.0, 6.0, 8.0, -9.0), dtype=F64))
+    assert out.dtype == F64 and float(out) == 2.0
     seen: list[tuple[torch.Tensor, ...]] = []
     user = _backward_norm(AdjointOptions(lambda p: seen.append(p) or torch.tensor(7.0)), None,
                           state, params)
