@@ -197,6 +197,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_norm.py": "7ba7b8fb3740",
     "ode/_host_loop.py": "a19580c9d70e",
     "ode/_controllers.py": "6790255ea67e",
+    "ode/_adjoint.py": "526db41b765f",
 }
 
 _GPU = "gpu-only: a device argument; identical on CPU"
@@ -1028,6 +1029,8 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: the initial zero a_theta in float32 is promoted exactly by the torch.cat of "
         "the first interval (and autograd casts a gradient to its input's dtype)",
     ),
+    "deeplimits.ode._adjoint.x__backward_norm__mutmut_41": "equivalent: typing.cast returns "
+    "its second argument whatever the first",
     "deeplimits.ode._adjoint.xǁ_AdjointFnǁbackward__mutmut_172": "equivalent: solve_flat "
     "returns the states at the two times [t_i, t_(i-1)]: index 1 is index -1",
     **dict.fromkeys(
