@@ -113,7 +113,11 @@ MAPPING: dict[str, Entry] = {
     ),
     "ode/_adjoint.py": Entry(
         ("tests/ode/test_ode_adjoint.py", "tests/ode/test_ode_gradients.py",
-         "tests/ode/test_ode_adjoint_oracles.py")
+         "tests/ode/test_ode_adjoint_oracles.py",
+         # its differential tests against torchdiffeq's odeint_adjoint (norms, callbacks,
+         # tuple tolerances); the file's other tests do not reach _adjoint
+         "tests/ode/test_ode_torchdiffeq_parity.py"),
+        pytest_args=("-k", "not parity or adjoint or norm"),
     ),
     "ode/_reversible.py": Entry(
         ("tests/ode/test_ode_reversible.py", "tests/ode/test_ode_gradients.py")
@@ -198,6 +202,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "diagnostics/_regions.py": "0868a2899943",
     "ode/_device_loop.py": "29f61f280cf7",
     "ode/_batched_step.py": "0588cc7ee121",
+    "ode/_adjoint.py": "526db41b765f",
 }
 
 _GPU = "gpu-only: a device argument; identical on CPU"
@@ -1125,6 +1130,101 @@ EQUIVALENT: dict[str, str] = {
              "x_flag_values__mutmut_30"),
         "equivalent: .to(None) leaves the bool flag as is; torch.stack promotes it to the "
         "state's dtype with the others (the same 0.0/1.0)",
+    ),
+    # ode/_adjoint
+    **dict.fromkeys(
+        _ode(
+            "_adjoint",
+            "xǁ_AdjointFnǁbackward__mutmut_43",
+            "xǁ_AdjointFnǁbackward__mutmut_46",
+            "xǁ_AdjointFnǁbackward__mutmut_48",
+            "xǁ_AdjointFnǁbackward__mutmut_203",
+            "xǁ_AdjointFnǁbackward__mutmut_206",
+            "xǁ_AdjointFnǁbackward__mutmut_208",
+            "x__backward_norm__mutmut_19",
+            "x__backward_norm__mutmut_22",
+            "x__backward_norm__mutmut_26",
+        ),
+        _STRICT,
+    ),
+    **dict.fromkeys(
+        _ode(
+            "_adjoint",
+            "xǁ_AdjointFnǁbackward__mutmut_54",
+            "xǁ_AdjointFnǁbackward__mutmut_57",
+            "xǁ_AdjointFnǁbackward__mutmut_75",
+            "xǁ_AdjointFnǁbackward__mutmut_79",
+            "xǁ_AdjointFnǁbackward__mutmut_107",
+            "xǁ_AdjointFnǁbackward__mutmut_110",
+            "xǁ_AdjointFnǁbackward__mutmut_119",
+            "xǁ_AdjointFnǁbackward__mutmut_122",
+            "x__backward_norm__mutmut_36",
+            "x__backward_norm__mutmut_39",
+        ),
+        _GPU,
+    ),
+    **dict.fromkeys(
+        _ode("_adjoint", "xǁ_AdjointFnǁbackward__mutmut_53",
+             "xǁ_AdjointFnǁbackward__mutmut_56"),
+        "equivalent: an unused parameter's zero channel in float32 is promoted exactly to the "
+        "state's dtype by the torch.cat right after",
+    ),
+    **dict.fromkeys(
+        _ode("_adjoint", "xǁ_AdjointFnǁbackward__mutmut_106",
+             "xǁ_AdjointFnǁbackward__mutmut_109"),
+        "equivalent: the initial zero a_theta in float32 is promoted exactly by the torch.cat of "
+        "the first interval (and autograd casts a gradient to its input's dtype)",
+    ),
+    "deeplimits.ode._adjoint.x__backward_norm__mutmut_41": "equivalent: typing.cast returns "
+    "its second argument whatever the first",
+    "deeplimits.ode._adjoint.xǁ_AdjointFnǁbackward__mutmut_172": "equivalent: solve_flat "
+    "returns the states at the two times [t_i, t_(i-1)]: index 1 is index -1",
+    **dict.fromkeys(
+        _ode("_adjoint", "x_odeint_adjoint__mutmut_72", "x_odeint_adjoint__mutmut_73"),
+        "equivalent: reversible_heun is fixed-step; its solve never reads rtol or atol",
+    ),
+    **dict.fromkeys(
+        _ode("_adjoint", "x_odeint_adjoint__mutmut_181", "x_odeint_adjoint__mutmut_182"),
+        "equivalent: the backward wrapper's first-output check passes (same func and shapes "
+        "as the forward's); skipping it only saves that check",
+    ),
+    **dict.fromkeys(
+        _ode(
+            "_adjoint",
+            "x_odeint_adjoint__mutmut_220",
+            "x_odeint_adjoint__mutmut_221",
+            "x_odeint_adjoint__mutmut_222",
+            "x_odeint_adjoint__mutmut_223",
+        ),
+        "equivalent: t enters _AdjointFn only to receive its gradient, which autograd casts to "
+        "t's dtype itself (t.to(None) is a no-op)",
+    ),
+    **dict.fromkeys(
+        _ode("_adjoint", "x__adjoint_options__mutmut_11", "x__adjoint_options__mutmut_38",
+             "x__adjoint_options__mutmut_48"),
+        "equivalent: split_options' execution argument defaults to None",
+    ),
+    **dict.fromkeys(
+        _ode(
+            "_adjoint",
+            "x__adjoint_options__mutmut_12",
+            "x__adjoint_options__mutmut_17",
+            "x__adjoint_options__mutmut_18",
+            "x__adjoint_options__mutmut_23",
+        ),
+        "equivalent: a forward norm kept here is always replaced: odeint_adjoint sets the "
+        "backward norm built from it whenever the forward has one and the method is adaptive",
+    ),
+    **dict.fromkeys(
+        _ode(
+            "_adjoint",
+            "x__adjoint_options__mutmut_45",
+            "x__adjoint_options__mutmut_49",
+            "x__adjoint_options__mutmut_50",
+            "x__adjoint_options__mutmut_51",
+        ),
+        "equivalent: split_options reads `what` only for a dict of options; this branch passes "
+        "an options object",
     ),
     # experiments' verdict functions
     **dict.fromkeys(
