@@ -116,7 +116,8 @@ MAPPING: dict[str, Entry] = {
          "tests/ode/test_ode_adjoint_oracles.py",
          # its differential tests against torchdiffeq's odeint_adjoint (norms, callbacks,
          # tuple tolerances); the file's other tests do not reach _adjoint
-         "tests/ode/test_ode_torchdiffeq_parity.py"),
+         "tests/ode/test_ode_torchdiffeq_parity.py",
+         "tests/ode/test_ode_adjoint_norm.py"),
         pytest_args=("-k", "not parity or adjoint or norm"),
     ),
     "ode/_reversible.py": Entry(

@@ -171,7 +171,8 @@ def _backward_norm(
 
     def mixed_norm(x: Tensor) -> Tensor:
         z, a, ps = split(x)
-        parts = [torch.as_tensor(fwd(z)), torch.as_tensor(fwd(a))]
+        # a norm returning a Python float keeps its double precision (as torchdiffeq's does)
+        parts = [torch.as_tensor(fwd(z), dtype=x.dtype), torch.as_tensor(fwd(a), dtype=x.dtype)]
         if not seminorm:
             parts += [p.pow(2).mean().sqrt() for p in ps]
         return torch.stack([q.reshape(()).to(x.dtype) for q in parts]).max()
