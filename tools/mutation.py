@@ -1293,6 +1293,13 @@ def _prepare(module: str, entry: Entry) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     shutil.copytree(ROOT / "src", work / "src", ignore=ignore)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    _write_config(module, entry, work)
+    return work
+
+
+def _write_config(module: str, entry: Entry, *folders: Path) -> None:
+    """The root pyproject.toml plus the [tool.mutmut] table of ``entry`` (its test selection,
+    pytest arguments), written into each folder."""
     pytest_args = [
         "-q",
         "-p",
@@ -1312,8 +1319,8 @@ def _prepare(module: str, entry: Entry) -> Path:
         f"do_not_mutate_patterns = {json.dumps(list(MESSAGE_LINES))}\n"
     )
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    (work / "pyproject.toml").write_text(text + config, encoding="utf-8")
-    return work
+    for folder in folders:
+        (folder / "pyproject.toml").write_text(text + config, encoding="utf-8")
 
 
 def _results(work: Path) -> dict[str, str]:
@@ -1439,7 +1446,8 @@ def recheck_module(module: str, max_children: int) -> dict[str, object]:
     """Re-run the last run's survivors (and unchecked mutants) against the current tests.
 
     The source must be unchanged since the full run (else the mutants are stale: run it again in
-    full). The test-to-function map is collected afresh, so new tests are used.
+    full). The test-to-function map is collected afresh and the test selection is MAPPING's
+    current one, so new tests and newly mapped test modules are used.
     """
     work = WORK / _slug(module)
     source = f"src/deeplimits/{module}"
@@ -1452,6 +1460,8 @@ def recheck_module(module: str, max_children: int) -> dict[str, object]:
     for dst in (work / "tests", work / "mutants" / "tests"):
         shutil.rmtree(dst)
         shutil.copytree(ROOT / "tests", dst, ignore=ignore)
+    # the current MAPPING line: test modules added to it since the full run take part
+    _write_config(module, MAPPING[module], work, work / "mutants")
     (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     before = _results(work)
     survivors = [k for k, s in before.items() if s in UNDETECTED or s == "not checked"]
