@@ -878,3 +878,37 @@ def test_per_sample_backprop_is_finite_after_a_row_finishes_first() -> None:
                 rtol=1e-10, atol=1e-12, options={"per_sample": True})
     (g,) = torch.autograd.grad(ys[-1].sum(), y0)
     assert float((g - torch.exp(-k * 0.3)).abs().max()) <= 1e-8
+
+
+def test_step_counts_add_up_over_solves_sharing_one_stats_object() -> None:
+    """A ``SolveStats`` passed to several solves sums their counts, on the device loop as on the
+    host loop: two forward solves of a problem whose rate jumps near t = 1/2 (rejections), and an
+    adjoint whose backward pass solves the two intervals of t = (0, 1/2, 1) one after the other."""
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -y * (1 + 100 * torch.sigmoid((t - 0.5) * 400))
+
+    y0 = torch.tensor([[1.0], [2.0]], dtype=F64)
+    counts = {}
+    for loop in (False, True):
+        once, twice = SolveStats(), SolveStats()
+        for stats in (once, twice, twice):
+            odeint(f, y0, torch.tensor([0.0, 1.0], dtype=F64), rtol=1e-6, atol=1e-9,
+                   options={"device_loop": loop}, stats=stats)
+        assert once.rejected_steps > 0
+        assert (twice.accepted_steps, twice.rejected_steps) == (
+            2 * once.accepted_steps, 2 * once.rejected_steps)
+        adj, single = SolveStats(), SolveStats()
+        y = y0.clone().requires_grad_(True)
+        ys = odeint_adjoint(f, y, torch.tensor([0.0, 0.5, 1.0], dtype=F64), rtol=1e-6, atol=1e-9,
+                            options={"device_loop": loop}, adjoint_options={"device_loop": loop},
+                            adjoint_params=(), stats=adj)
+        ys.sum().backward()
+        # the second interval alone, backwards, as a plain solve: a part of the backward pass
+        odeint(lambda t, a: -f(t, a), y0, torch.tensor([1.0, 0.5], dtype=F64), rtol=1e-6,
+               atol=1e-9, options={"device_loop": loop}, stats=single)
+        assert adj.backward_accepted_steps > single.accepted_steps > 0
+        counts[loop] = (once.accepted_steps, once.rejected_steps, adj.accepted_steps,
+                        adj.rejected_steps, adj.backward_accepted_steps,
+                        adj.backward_rejected_steps)
+    assert counts[True] == counts[False]
