@@ -380,6 +380,7 @@ def test_cnn_verdict_is_reproduced_on_the_inclusive_side_of_both_thresholds() ->
     # products exact in binary floating point: 0.01 * 100 == 1.0, 0.5 + 0.1 == 0.6)
     verdict = cnn_verdict(_cnn_records(0.01, 0.5), _CNN)
     assert verdict.status == "reproduced"
+    assert verdict.reason.startswith("CNNs: ")  # the report shows it beside the MLPs' verdict
     assert "1.0e-02" in verdict.reason and "0.500" in verdict.reason
     assert all(cnn_checks(_cnn_records(1e-7, 0.1), _CNN).values())
 
