@@ -134,7 +134,8 @@ MAPPING: dict[str, Entry] = {
     "diagnostics/_graph_lipschitz.py": Entry(("tests/diagnostics/test_graph_lipschitz.py",)),
     "ode/_event.py": Entry(("tests/ode/test_ode_event.py",)),
     "ode/_scipy.py": Entry(
-        ("tests/ode/test_ode_torchdiffeq_parity.py",), pytest_args=("-k", "scipy")
+        ("tests/ode/test_ode_scipy.py", "tests/ode/test_ode_torchdiffeq_parity.py"),
+        pytest_args=("-k", "scipy"),
     ),
     "ode/_adams.py": Entry(
         ("tests/ode/test_ode_adams.py", "tests/ode/test_ode_torchdiffeq_parity.py"),
@@ -204,6 +205,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_device_loop.py": "29f61f280cf7",
     "ode/_batched_step.py": "0588cc7ee121",
     "ode/_adjoint.py": "526db41b765f",
+    "ode/_scipy.py": "54b800a1be99",
 }
 
 _GPU = "gpu-only: a device argument; identical on CPU"
@@ -1225,6 +1227,29 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: split_options reads `what` only for a dict of options; this branch passes "
         "an options object",
     ),
+    # ode/_scipy
+    **dict.fromkeys(
+        _ode("_scipy", *(f"x_solve_scipy__mutmut_{i}" for i in (5, 7, 16, 18, 26, 28, 77, 79))),
+        _GPU,
+    ),
+    **dict.fromkeys(
+        _ode("_scipy", "x_solve_scipy__mutmut_17", "x_solve_scipy__mutmut_19"),
+        "equivalent: f's output left in the state's dtype is converted to float64 exactly by "
+        "scipy's arithmetic, the same values",
+    ),
+    **dict.fromkeys(
+        _ode("_scipy", "x_solve_scipy__mutmut_27", "x_solve_scipy__mutmut_29"),
+        "equivalent: solve_ivp casts a float32 y0 to float64 itself (exact)",
+    ),
+    **dict.fromkeys(
+        _ode("_scipy", *(f"x_solve_scipy__mutmut_{i}" for i in (35, 40, 41, 59))),
+        "equivalent: min_step not passed to LSODA: scipy's LSODA gave the same evaluations and "
+        "values with min_step 0, 0.01, 0.05, 0.3, 0.6 on y' = -50 y and y'' = -400 y (measured)",
+    ),
+    "deeplimits.ode._scipy.x_solve_scipy__mutmut_1": "equivalent: the default of backward; "
+    "its only caller (_dispatch.solve_flat) passes it",
+    "deeplimits.ode._scipy.x_solve_scipy__mutmut_71": "equivalent: at least two output times "
+    "reach solve_scipy (_dispatch returns a single time's y0 first), so len(sol.t) - 1 >= 1",
     # experiments' verdict functions
     **dict.fromkeys(
         _names(

@@ -210,13 +210,13 @@ def solve_flat(
             f"internal error: {solver.name} has its own loop"  # pragma: no cover
         )
     solver = solver.bind(opts, rtol, atol, stats)
+    rows_t = bool(ts) and isinstance(ts[0], list)
+    if not rows_t and len(ts) == 1:
+        return [y0]
     if isinstance(solver, ScipySolver):
         _check_no_autograd_through_scipy(f, y0)
         return solve_scipy(f, y0, ts, cast(ScipyOptions, opts), rtol, atol, stats,  # type: ignore[arg-type]
                            backward)
-    rows_t = bool(ts) and isinstance(ts[0], list)
-    if not rows_t and len(ts) == 1:
-        return [y0]
     cbs = getattr(f, "callbacks", None)
     if backward and exe.compile:
         # The adjoint's backward dynamics call autograd: never compiled; the loop is then
