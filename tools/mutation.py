@@ -1469,8 +1469,9 @@ def recheck_module(module: str, max_children: int) -> dict[str, object]:
     """Re-run the last run's survivors (and unchecked mutants) against the current tests.
 
     The source must be unchanged since the full run (else the mutants are stale: run it again in
-    full). The test-to-function map is collected afresh and the test selection is MAPPING's
-    current one, so new tests and newly mapped test modules are used.
+    full). The test-to-function map is collected afresh, the test selection is MAPPING's current
+    one and the other source modules are copied afresh, so new tests, newly mapped test modules
+    and fixes elsewhere in the package are used.
     """
     work = WORK / _slug(module)
     source = f"src/deeplimits/{module}"
@@ -1485,6 +1486,14 @@ def recheck_module(module: str, max_children: int) -> dict[str, object]:
         shutil.copytree(ROOT / "tests", dst, ignore=ignore)
     # the current MAPPING line: test modules added to it since the full run take part
     _write_config(module, MAPPING[module], work, work / "mutants")
+    # the other source modules as they are now (a fix elsewhere that the new tests rely on);
+    # only the mutated module keeps its mutants
+    for path in (ROOT / "src").rglob("*.py"):
+        rel = path.relative_to(ROOT)
+        if rel.as_posix() != source and "__pycache__" not in rel.parts:
+            for dst in (work / rel, work / "mutants" / rel):
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, dst)
     (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     before = _results(work)
     survivors = [k for k, s in before.items() if s in UNDETECTED or s == "not checked"]
