@@ -554,3 +554,57 @@ def test_newton_jacobian_is_the_matrix_of_a_linear_field_by_either_way(n: int) -
     blocks, batched = jacobian(lambda t, v: v @ m.T + v**2, 0.0, y, True)
     assert batched and blocks.shape == (n, 2, 2)
     assert torch.allclose(blocks, m + torch.diag_embed(2 * y), rtol=0, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage solves' backward (implicit function theorem), counted
+
+
+class _Counted(nn.Module):
+    """``y' = A y + b`` (``b`` a parameter; ``A = None``: ``y' = b``) that counts its calls."""
+
+    def __init__(self, a: torch.Tensor | None, b: torch.Tensor) -> None:
+        super().__init__()
+        self.a, self.b, self.calls = a, nn.Parameter(b), 0
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.b.expand_as(y) if self.a is None else y @ self.a.T + self.b
+
+
+def test_linear_backward_is_the_closed_form_with_one_evaluation_per_stage() -> None:
+    # Implicit Euler, h = 0.25, 4 steps: y_{n+1} = M^{-1} (y_n + h b), M = I - h A, so
+    # dy4/dy0 = M^{-4} and dy4/db = h (M^{-1} + ... + M^{-4}). The Jacobian is constant, so
+    # each stage's backward refinement is exact at once: one evaluation of f (for its
+    # vector-Jacobian product) per step, no fallback Jacobian. The weight 1e4 keeps the
+    # refinement's tolerance relative to |g| (an absolute one would not be met).
+    a = torch.tensor([[-3.0, 1.0], [0.5, -2.0]], dtype=F64)
+    m = _Counted(a, torch.tensor([1.0, -2.0], dtype=F64))
+    y0 = torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
+    y = odeint(m, y0, torch.tensor([0.0, 1.0], dtype=F64), method="implicit_euler",
+               options={"step_size": 0.25})
+    w = torch.tensor([0.3e4, -0.7e4], dtype=F64)
+    m.calls = 0
+    (y[-1] @ w).backward()
+    assert m.calls == 4
+    minv = torch.linalg.inv(torch.eye(2, dtype=F64) - 0.25 * a)
+    powers = [torch.linalg.matrix_power(minv, k) for k in range(1, 5)]
+    assert y0.grad is not None and m.b.grad is not None
+    assert torch.allclose(y0.grad, powers[3].T @ w, rtol=1e-12, atol=0)
+    assert torch.allclose(m.b.grad, 0.25 * sum(powers).T @ w, rtol=1e-12, atol=0)
+
+
+def test_a_state_independent_field_backpropagates_without_a_jacobian() -> None:
+    # y' = b: f does not depend on y (its Jacobian is 0, M = I), but on the parameter b:
+    # y(1) = y0 + b exactly with implicit Euler, dy(1)/db = I; one evaluation of f per step in
+    # the backward (the vector-Jacobian product, which has no path to y), no fallback.
+    m = _Counted(None, torch.tensor([1.0, -2.0], dtype=F64))
+    y0 = torch.tensor([1.0, 2.0], dtype=F64)
+    y = odeint(m, y0, torch.tensor([0.0, 1.0], dtype=F64), method="implicit_euler",
+               options={"step_size": 0.25})
+    assert torch.allclose(y[-1], torch.tensor([2.0, 0.0], dtype=F64), rtol=0, atol=1e-14)
+    m.calls = 0
+    (y[-1] @ torch.tensor([3.0, 5.0], dtype=F64)).backward()
+    assert m.calls == 4
+    assert m.b.grad is not None
+    assert torch.equal(m.b.grad, torch.tensor([3.0, 5.0], dtype=F64))
