@@ -608,3 +608,66 @@ def test_a_state_independent_field_backpropagates_without_a_jacobian() -> None:
     assert m.calls == 4
     assert m.b.grad is not None
     assert torch.equal(m.b.grad, torch.tensor([3.0, 5.0], dtype=F64))
+
+
+class _Cubic(nn.Module):
+    """``y' = -c y^3`` that counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.calls = nn.Parameter(torch.tensor(1.0, dtype=F64)), 0
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return -self.c * y**3
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize(("h", "calls"), [(0.5, 2), (0.1, 1)])
+def test_stage_backward_far_from_the_steps_jacobian_falls_back_to_the_exact_solve(
+    h: float, calls: int, batched: bool
+) -> None:
+    # One implicit Euler step of y' = -c y^3 from y0 = 2: Z + h c Z^3 = 2, c = 1 (the real
+    # root, by numpy). dZ/dy0 = 1/(1 + 3h Z^2), dZ/dc = -h Z^3 / (1 + 3h Z^2) (implicit
+    # differentiation). The backward refines with the step's matrix M(y0) = 1 + 12h, which is
+    # not M(Z): it contracts by q = 1 - M(Z)/M(y0) per iteration (so do the chord iterations).
+    # h = 0.5: Z = 1.18, M(Z) = 3.09 against 7, q = 0.56, 0.56^30 ~ 3e-8, short of round-off
+    # after its 30 iterations: the backward solves with J(Z) directly, two evaluations of f
+    # (the vector-Jacobian products' and the Jacobian's). h = 0.1: Z = 1.59, q = 0.2, round-off
+    # within 30 iterations: one evaluation. rtol 1e-10 with atol 1e-5 keeps the scale of the
+    # chord updates fixed while Z changes sign. batched: two samples (B, 1), per-sample blocks.
+    z = float(max(r.real for r in np.roots([h, 0.0, 1.0, -2.0]) if abs(r.imag) < 1e-12))
+    m = _Cubic()
+    shape = (2, 1) if batched else (1,)
+    y0 = torch.full(shape, 2.0, dtype=F64, requires_grad=True)
+    stats = SolveStats()
+    y = odeint(m, y0, torch.tensor([0.0, h], dtype=F64), method="implicit_euler",
+               rtol=1e-10, atol=1e-5, stats=stats,
+               options={"step_size": h, "newton_max_iters": 40, "batched_jacobian": batched})
+    zz = y[-1].detach().reshape(-1)  # the chord's root, within atol
+    assert torch.allclose(zz, torch.full_like(zz, z), rtol=0, atol=1e-4)
+    assert stats.newton_failures == 0, stats
+    m.calls = 0
+    y[-1].sum().backward()
+    assert m.calls == calls
+    assert y0.grad is not None and m.c.grad is not None
+    # the derivatives of the exact stage solution at the computed root, to round-off
+    assert torch.allclose(y0.grad.reshape(-1), 1 / (1 + 3 * h * zz**2), rtol=1e-13, atol=0)
+    assert torch.allclose(m.c.grad, (-h * zz**3 / (1 + 3 * h * zz**2)).sum(), rtol=1e-13, atol=0)
+
+
+def test_nan_jacobian_at_the_stage_solution_is_reported_by_the_backward() -> None:
+    # y' = 1 (the torch.where's sqrt branch is multiplied by 0): implicit Euler from y0 = 0
+    # with h = 1 gives Z = 1 exactly. df/dy is 0 at y0 = 0 (the forward is fine) but NaN at
+    # Z = 1 > 0.5 (the unused branch sqrt(0.5 - y)): the backward's vector-Jacobian products
+    # are NaN, and so is the Jacobian it falls back on: an error naming the stage's time,
+    # not a silently missing gradient.
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return 1 - 0 * torch.where(y > 0.5, torch.zeros_like(y), torch.sqrt(0.5 - y))
+
+    y0 = torch.zeros(1, dtype=F64, requires_grad=True)
+    y = odeint(f, y0, torch.tensor([0.0, 1.0], dtype=F64), method="implicit_euler",
+               options={"step_size": 1.0})
+    assert float(y[-1, 0].detach()) == 1.0
+    with pytest.raises(NewtonError, match=r"df/dy holds NaN or inf at t=1\.0 \(state entry 0\)"):
+        y[-1, 0].backward()
