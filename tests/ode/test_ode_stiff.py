@@ -37,7 +37,7 @@ from deeplimits.ode import (
     odeint_checkpoint,
     order_condition_residuals,
 )
-from deeplimits.ode._newton import jacobian
+from deeplimits.ode._newton import IterationMatrix, jacobian
 
 ADAPTIVE = ["kvaerno3", "kvaerno4", "kvaerno5"]
 ALL = ["implicit_euler", *ADAPTIVE]
@@ -523,6 +523,44 @@ def test_singular_iteration_matrix_is_reported_not_divided_by() -> None:
     with pytest.raises(NewtonError, match=r"singular at t=0\.0 with h\*gamma=1\.0"):
         odeint(lambda t, y: y, torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
                method="implicit_euler", options={"step_size": 1.0})
+
+
+def test_singular_per_sample_block_is_reported_with_its_sample() -> None:
+    # y_b' = r_b y_b with rates r = (2, 1, 3) and per-sample blocks, implicit Euler, h = 1:
+    # M_b = 1 - r_b = (-1, 0, -2), singular for sample 1 only (the Jacobian is finite)
+    rates = torch.tensor([[2.0], [1.0], [3.0]], dtype=F64)
+    with pytest.raises(NewtonError,
+                       match=r"singular at t=0\.0 \(sample 1\) with h\*gamma=1\.0"):
+        odeint(lambda t, y: rates * y, torch.ones(3, 1, dtype=F64),
+               torch.tensor([0.0, 1.0], dtype=F64), method="implicit_euler",
+               options={"step_size": 1.0, "batched_jacobian": True})
+
+
+def test_singular_full_matrix_of_a_batch_names_no_sample() -> None:
+    # the same rates with one full (3, 3) matrix (no per-sample blocks): M = diag(-1, 0, -2)
+    # is singular, and the LU cannot tell which sample: the message names none
+    rates = torch.tensor([[2.0], [1.0], [3.0]], dtype=F64)
+    with pytest.raises(NewtonError, match=r"singular at t=0\.0 with h\*gamma=1\.0"):
+        odeint(lambda t, y: rates * y, torch.ones(3, 1, dtype=F64),
+               torch.tensor([0.0, 1.0], dtype=F64), method="implicit_euler",
+               options={"step_size": 1.0})
+
+
+def test_nan_row_of_the_jacobian_names_its_own_sample() -> None:
+    # A NaN in f_4's derivative with respect to every y_j (row 4 of a (3, 2) state's (6, 6)
+    # Jacobian, as a func's own Jacobian can give): every column holds one NaN, the row is
+    # the sparser pattern and names entry 4, i.e. sample 2 (not sample 0, column 0's).
+    jac = torch.zeros(6, 6, dtype=F64)
+    jac[4] = math.nan
+    with pytest.raises(NewtonError, match=r"df/dy holds NaN or inf at t=0\.25 \(sample 2\)"):
+        IterationMatrix(jac, 0.1, False, torch.Size((3, 2)), 0.25)
+
+
+def test_nan_jacobian_of_a_flat_state_names_the_state_entry() -> None:
+    y0 = torch.tensor([1.0, 101.0, 2.0], dtype=F64)  # entry 1 past 100: NaN in df_1/dy_1
+    with pytest.raises(NewtonError, match=r"df/dy holds NaN or inf at t=0\.0 \(state entry 1\)"):
+        odeint(_nan_gradient_in_sample_2, y0, torch.tensor([0.0, 1.0], dtype=F64),
+               method="kvaerno3")
 
 
 def _nan_beyond_half(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
