@@ -477,3 +477,23 @@ def test_fixed_step_event_errors_name_the_problem() -> None:
     with pytest.raises(SolverError, match=r"within 20000 steps of step_size=0\.5"):
         odeint_event(lambda t, y: torch.zeros_like(y), y0, 0.0, method="euler",
                      event_fn=lambda t, y: y[0] - 0.5, options={"step_size": 0.5})
+
+
+def test_cubic_hermite_search_of_a_time_dependent_field_is_exact() -> None:
+    # y' = t, y(0) = 0: y = t^2/2 reaches 1/2 at T = 1. rk4 integrates y' = t exactly, and
+    # the cubic Hermite interpolant through (t0, y0, f(t0)) and (t1, y1, f(t1)) reproduces the
+    # quadratic exactly, so the bisected time is 1 to round-off (f(t1) must be taken at the
+    # step's end t0 + h). Steps of 0.3: the crossing is inside the step [0.9, 1.2].
+    t_hit, _ = odeint_event(lambda t, y: t * torch.ones_like(y), torch.zeros(1, dtype=F64), 0.0,
+                            event_fn=lambda t, y: y[0] - 0.5, method="rk4",
+                            options={"step_size": 0.3, "interp": "cubic"})
+    assert abs(float(t_hit) - 1.0) < 1e-14
+
+
+def test_a_pure_time_event_is_found_at_its_time_to_round_off() -> None:
+    # event_fn = t - 0.3 (the state plays no part): the time is 0.3 whatever the steps; the
+    # bisection in each step's fraction needs the step's start and size at full precision
+    # (0.3 and the steps are not float32 numbers).
+    t_hit, _ = odeint_event(lambda t, y: -y, torch.ones(1, dtype=F64), 0.0,
+                            event_fn=lambda t, y: t - 0.3)
+    assert abs(float(t_hit) - 0.3) < 1e-15
