@@ -709,3 +709,12 @@ def test_nan_jacobian_at_the_stage_solution_is_reported_by_the_backward() -> Non
     assert float(y[-1, 0].detach()) == 1.0
     with pytest.raises(NewtonError, match=r"df/dy holds NaN or inf at t=1\.0 \(state entry 0\)"):
         y[-1, 0].backward()
+
+
+def test_full_jacobian_calls_func_with_the_states_shape() -> None:
+    # y_b' = M y_b for a (3, 2) state, written for that shape (y @ M.T): the full (6, 6)
+    # Jacobian of the flattened state is block diagonal, kron(I_3, M)
+    m = torch.tensor([[-1.0, 2.0], [0.5, -3.0]], dtype=F64)
+    jac, batched = jacobian(lambda t, v: v @ m.T, 0.0, torch.randn(3, 2, dtype=F64), False)
+    assert not batched
+    assert torch.equal(jac, torch.kron(torch.eye(3, dtype=F64), m))
