@@ -718,3 +718,22 @@ def test_full_jacobian_calls_func_with_the_states_shape() -> None:
     jac, batched = jacobian(lambda t, v: v @ m.T, 0.0, torch.randn(3, 2, dtype=F64), False)
     assert not batched
     assert torch.equal(jac, torch.kron(torch.eye(3, dtype=F64), m))
+
+
+def test_jacobian_of_a_state_independent_field_is_zero_in_either_layout() -> None:
+    # y' = t (no path to y, no parameter): df/dy = 0, as a (6, 6) matrix for the flattened
+    # (3, 2) state and as three (2, 2) per-sample blocks
+    y = torch.randn(3, 2, dtype=F64)
+    jac, batched = jacobian(lambda t, v: torch.full((3, 2), t, dtype=F64), 0.5, y, False)
+    assert not batched and torch.equal(jac, torch.zeros(6, 6, dtype=F64))
+    blocks, batched = jacobian(lambda t, v: torch.full((3, 2), t, dtype=F64), 0.5, y, True)
+    assert batched and torch.equal(blocks, torch.zeros(3, 2, 2, dtype=F64))
+
+
+def test_jacobian_of_a_parameter_only_field_is_zero() -> None:
+    # y' = p (a parameter that requires grad): f's output records a graph, but one with no
+    # path to y (each reverse pass finds y unused): every block is zero
+    p = torch.tensor(2.0, dtype=F64, requires_grad=True)
+    blocks, batched = jacobian(lambda t, v: p.expand(3, 2), 0.0, torch.randn(3, 2, dtype=F64),
+                               True)
+    assert batched and torch.equal(blocks, torch.zeros(3, 2, 2, dtype=F64))
