@@ -37,7 +37,7 @@ from deeplimits.ode import (
     odeint_checkpoint,
     order_condition_residuals,
 )
-from deeplimits.ode._newton import IterationMatrix, jacobian
+from deeplimits.ode._newton import IterationMatrix, NewtonSettings, esdirk_step, jacobian
 
 ADAPTIVE = ["kvaerno3", "kvaerno4", "kvaerno5"]
 ALL = ["implicit_euler", *ADAPTIVE]
@@ -737,3 +737,10 @@ def test_jacobian_of_a_parameter_only_field_is_zero() -> None:
     blocks, batched = jacobian(lambda t, v: p.expand(3, 2), 0.0, torch.randn(3, 2, dtype=F64),
                                True)
     assert batched and torch.equal(blocks, torch.zeros(3, 2, 2, dtype=F64))
+
+
+@pytest.mark.parametrize(("t", "h"), [(0.0, torch.tensor(0.1)), (torch.tensor(0.0), 0.1)])
+def test_esdirk_step_refuses_a_tensor_time_or_step(t: object, h: object) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"kvaerno3 runs on the host loops only"):
+        esdirk_step(IMPLICIT_TABLEAUX["kvaerno3"], lambda t, y: -y, t, torch.ones(2),  # type: ignore[arg-type]
+                    h, None, None, NewtonSettings(), SolveStats())  # type: ignore[arg-type]
