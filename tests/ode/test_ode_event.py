@@ -497,3 +497,19 @@ def test_a_pure_time_event_is_found_at_its_time_to_round_off() -> None:
     t_hit, _ = odeint_event(lambda t, y: -y, torch.ones(1, dtype=F64), 0.0,
                             event_fn=lambda t, y: t - 0.3)
     assert abs(float(t_hit) - 0.3) < 1e-15
+
+
+def test_fixed_step_grid_search_starts_at_t0_and_uses_only_points_past_it() -> None:
+    # y' = -y from t0 = 0.5, y = exp(-(t - 0.5)) reaches 1/2 at T = 0.5 + ln 2 = 1.193...;
+    # the grid's last point 1.4 is within 1 of t0, and its first points lie before t0
+    grid = torch.linspace(0.0, 1.4, 1401, dtype=F64)
+    t_hit, _ = odeint_event(lambda t, y: -y, torch.ones(1, dtype=F64), 0.5, method="rk4",
+                            event_fn=lambda t, y: y[0] - 0.5, options={"grid": grid})
+    assert float(t_hit) == pytest.approx(0.5 + math.log(2.0), rel=1e-9)
+    # a grid that ends at t0 (or before) has nothing past t0 to search
+    for end in (0.5, 0.4):
+        with pytest.raises(SolverError, match=r"on options grid after t0=0\.5 \(its last point "
+                                              r"is not past t0\)"):
+            odeint_event(lambda t, y: -y, torch.ones(1, dtype=F64), 0.5, method="rk4",
+                         event_fn=lambda t, y: y[0] - 0.5,
+                         options={"grid": torch.linspace(0.0, end, 11, dtype=F64)})
