@@ -1283,8 +1283,14 @@ EQUIVALENT: dict[str, str] = {
              "x__bisect_host__mutmut_37", "x__bisect_host__mutmut_41",
              "x__rows_until_event__mutmut_80", "x__rows_until_event__mutmut_83",
              "x_event_directions__mutmut_28", "x_solve_until_event__mutmut_133",
-             "x_solve_until_event__mutmut_137"),
+             "x_solve_until_event__mutmut_137", "x__report_index__mutmut_6",
+             "x__report_index__mutmut_8"),
         _GPU,
+    ),
+    **dict.fromkeys(
+        _ode("_event", "x__report_index__mutmut_7", "x__report_index__mutmut_9"),
+        "equivalent: the index comes from argmin, already torch.long; .to without a dtype "
+        "keeps it",
     ),
     **dict.fromkeys(
         _ode("_event", "x_implicit_time__mutmut_29", "x_implicit_time__mutmut_32",
