@@ -744,3 +744,17 @@ def test_esdirk_step_refuses_a_tensor_time_or_step(t: object, h: object) -> None
     with pytest.raises(InvalidArgumentError, match=r"kvaerno3 runs on the host loops only"):
         esdirk_step(IMPLICIT_TABLEAUX["kvaerno3"], lambda t, y: -y, t, torch.ones(2),  # type: ignore[arg-type]
                     h, None, None, NewtonSettings(), SolveStats())  # type: ignore[arg-type]
+
+
+def test_newton_convergence_test_is_an_rms_norm_independent_of_the_state_size() -> None:
+    # n identical copies of y' = -y^3 (y0 = 2, one implicit Euler step of 0.1) iterate
+    # exactly as one copy does; the RMS norm of n equal updates is the update, so the
+    # chord iterations stop at the same count for n = 1, 4 and 100.
+    counts = []
+    for n in (1, 4, 100):
+        stats = SolveStats()
+        odeint(lambda t, y: -y**3, torch.full((n,), 2.0, dtype=F64),
+               torch.tensor([0.0, 0.1], dtype=F64), method="implicit_euler", rtol=1e-4,
+               atol=1e-8, options={"step_size": 0.1}, stats=stats)
+        counts.append((stats.newton_iterations, stats.newton_failures))
+    assert counts[0][0] > 2 and counts == [counts[0]] * 3, counts
