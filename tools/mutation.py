@@ -1264,6 +1264,9 @@ EQUIVALENT: dict[str, str] = {
     _ode("_newton", "x__adjoint_solve__mutmut_58")[0]:
         "equivalent: the fallback's Jacobian as one full matrix instead of per-sample blocks "
         "(batched=None): the same M^-T g (the off-block entries are zero)",
+    _ode("_newton", "x__stage_solve__mutmut_21")[0]:
+        "equivalent: full Newton's Jacobian as one full matrix instead of per-sample blocks "
+        "(batched=None): the same updates (the off-block entries are zero)",
     **dict.fromkeys(
         _ode("_newton", "x__rows_by_autograd__mutmut_33", "x__rows_by_autograd__mutmut_34"),
         "equivalent: the graph is also retained after the last reverse pass (memory only)",

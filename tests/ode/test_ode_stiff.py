@@ -758,3 +758,17 @@ def test_newton_convergence_test_is_an_rms_norm_independent_of_the_state_size() 
                atol=1e-8, options={"step_size": 0.1}, stats=stats)
         counts.append((stats.newton_iterations, stats.newton_failures))
     assert counts[0][0] > 2 and counts == [counts[0]] * 3, counts
+
+
+def test_fixed_step_full_newton_fallback_with_per_sample_blocks() -> None:
+    # y' = -y^3 from y0 = 2, one implicit Euler step of 0.5: the chord iterations from the
+    # guess y0 + h f(y0) = -2 fail (their scaled updates grow as Z passes through 0), so the
+    # fixed step falls back to full Newton, here with per-sample blocks of a (2, 1) state;
+    # Z + 0.5 Z^3 = 2 (the real root, by numpy)
+    z = float(max(r.real for r in np.roots([0.5, 0.0, 1.0, -2.0]) if abs(r.imag) < 1e-12))
+    stats = SolveStats()
+    y = odeint(lambda t, y: -y**3, torch.full((2, 1), 2.0, dtype=F64),
+               torch.tensor([0.0, 0.5], dtype=F64), method="implicit_euler", stats=stats,
+               options={"step_size": 0.5, "batched_jacobian": True})
+    assert stats.newton_failures == 1 and stats.jacobians > 1, stats
+    assert torch.allclose(y[-1], torch.full((2, 1), z, dtype=F64), rtol=1e-8, atol=0)
