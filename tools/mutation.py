@@ -206,6 +206,8 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_batched_step.py": "0588cc7ee121",
     "ode/_adjoint.py": "526db41b765f",
     "ode/_scipy.py": "54b800a1be99",
+    "ode/_newton.py": "8b40fe90a288",
+    "ode/_event.py": "a7a2667f2725",
 }
 
 _GPU = "gpu-only: a device argument; identical on CPU"
@@ -1265,6 +1267,62 @@ EQUIVALENT: dict[str, str] = {
     "fit with a transition δ_last is that δ or NaN, never below δ_first: False anyway",
     "deeplimits.experiments.continuity.x_continuity_checks__mutmut_17": "equivalent: jump is the "
     "constant 1.0 (0.8 * 1 = 0.8 / 1)",
+    # ode/_newton
+    **dict.fromkeys(
+        _ode("_newton", "xǁIterationMatrixǁ__init____mutmut_7",
+             "xǁIterationMatrixǁ__init____mutmut_10"),
+        _GPU,
+    ),
+    _ode("_newton", "xǁIterationMatrixǁ__init____mutmut_6")[0]:
+        "equivalent: the identity's 0/1 entries are exact in float32 and eye - hg*jac is "
+        "promoted to jac's (float32 or float64) dtype",
+    _ode("_newton", "x__adjoint_solve__mutmut_1")[0]:
+        "equivalent: 31 refinement iterations instead of 30; one that has not converged "
+        "falls back to the direct solve with J(z), the same u to round-off",
+    _ode("_newton", "x__adjoint_solve__mutmut_16")[0]:
+        "equivalent: a refinement tolerance of 101 instead of 100 eps |g|: u is the exact "
+        "solution to round-off either way (refined or solved directly)",
+    _ode("_newton", "x__adjoint_solve__mutmut_46")[0]: _TIE,
+    _ode("_newton", "x__adjoint_solve__mutmut_48")[0]: _TIE,
+    _ode("_newton", "x__adjoint_solve__mutmut_58")[0]:
+        "equivalent: the fallback's Jacobian as one full matrix instead of per-sample blocks "
+        "(batched=None): the same M^-T g (the off-block entries are zero)",
+    _ode("_newton", "x__stage_solve__mutmut_21")[0]:
+        "equivalent: full Newton's Jacobian as one full matrix instead of per-sample blocks "
+        "(batched=None): the same updates (the off-block entries are zero)",
+    **dict.fromkeys(
+        _ode("_newton", "x__rows_by_autograd__mutmut_33", "x__rows_by_autograd__mutmut_34"),
+        "equivalent: the graph is also retained after the last reverse pass (memory only)",
+    ),
+    _ode("_newton", "xǁIterationMatrixǁ_failure__mutmut_5")[0]:
+        "equivalent: flatten(2) of (B, d, d) blocks then all(1) gives (B, d); nonzero()[0, 0] "
+        "and any() still name the first bad sample",
+    **dict.fromkeys(
+        _ode("_newton", "xǁIterationMatrixǁ_failure__mutmut_26",
+             "xǁIterationMatrixǁ_failure__mutmut_31"),
+        "equivalent: a 1-d state's per_sample becomes 1 (prod of an empty shape) instead of "
+        "0; entry // 1 is the entry, as before",
+    ),
+    # ode/_event
+    **dict.fromkeys(
+        _ode("_event", "x__bisect_host__mutmut_27", "x__bisect_host__mutmut_31",
+             "x__bisect_host__mutmut_37", "x__bisect_host__mutmut_41",
+             "x__rows_until_event__mutmut_80", "x__rows_until_event__mutmut_83",
+             "x_event_directions__mutmut_28", "x_solve_until_event__mutmut_133",
+             "x_solve_until_event__mutmut_137", "x__report_index__mutmut_6",
+             "x__report_index__mutmut_8"),
+        _GPU,
+    ),
+    **dict.fromkeys(
+        _ode("_event", "x__report_index__mutmut_7", "x__report_index__mutmut_9"),
+        "equivalent: the index comes from argmin, already torch.long; .to without a dtype "
+        "keeps it",
+    ),
+    **dict.fromkeys(
+        _ode("_event", "x_implicit_time__mutmut_29", "x_implicit_time__mutmut_32",
+             "x_implicit_time__mutmut_34"),
+        _STRICT,
+    ),
 }
 # ----------------------------------------------------------------------------------------------
 

@@ -87,7 +87,7 @@ def test_event_errors_name_the_problem() -> None:
     with pytest.raises(InvalidArgumentError, match="explicit Runge-Kutta method"):
         odeint_event(lambda t, y: -y, y0, 0.0, event_fn=lambda t, y: y[0],
                      method="explicit_adams", options={"step_size": 0.1})
-    with pytest.raises(SolverError, match="did not cross zero"):
+    with pytest.raises(SolverError, match="did not cross zero before the search horizon"):
         odeint_event(lambda t, y: torch.zeros_like(y), y0, 0.0, event_fn=lambda t, y: y[0],
                      options={"max_num_steps": 50})
 
@@ -477,3 +477,39 @@ def test_fixed_step_event_errors_name_the_problem() -> None:
     with pytest.raises(SolverError, match=r"within 20000 steps of step_size=0\.5"):
         odeint_event(lambda t, y: torch.zeros_like(y), y0, 0.0, method="euler",
                      event_fn=lambda t, y: y[0] - 0.5, options={"step_size": 0.5})
+
+
+def test_cubic_hermite_search_of_a_time_dependent_field_is_exact() -> None:
+    # y' = t, y(0) = 0: y = t^2/2 reaches 1/2 at T = 1. rk4 integrates y' = t exactly, and
+    # the cubic Hermite interpolant through (t0, y0, f(t0)) and (t1, y1, f(t1)) reproduces the
+    # quadratic exactly, so the bisected time is 1 to round-off (f(t1) must be taken at the
+    # step's end t0 + h). Steps of 0.3: the crossing is inside the step [0.9, 1.2].
+    t_hit, _ = odeint_event(lambda t, y: t * torch.ones_like(y), torch.zeros(1, dtype=F64), 0.0,
+                            event_fn=lambda t, y: y[0] - 0.5, method="rk4",
+                            options={"step_size": 0.3, "interp": "cubic"})
+    assert abs(float(t_hit) - 1.0) < 1e-14
+
+
+def test_a_pure_time_event_is_found_at_its_time_to_round_off() -> None:
+    # event_fn = t - 0.3 (the state plays no part): the time is 0.3 whatever the steps; the
+    # bisection in each step's fraction needs the step's start and size at full precision
+    # (0.3 and the steps are not float32 numbers).
+    t_hit, _ = odeint_event(lambda t, y: -y, torch.ones(1, dtype=F64), 0.0,
+                            event_fn=lambda t, y: t - 0.3)
+    assert abs(float(t_hit) - 0.3) < 1e-15
+
+
+def test_fixed_step_grid_search_starts_at_t0_and_uses_only_points_past_it() -> None:
+    # y' = -y from t0 = 0.5, y = exp(-(t - 0.5)) reaches 1/2 at T = 0.5 + ln 2 = 1.193...;
+    # the grid's last point 1.4 is within 1 of t0, and its first points lie before t0
+    grid = torch.linspace(0.0, 1.4, 1401, dtype=F64)
+    t_hit, _ = odeint_event(lambda t, y: -y, torch.ones(1, dtype=F64), 0.5, method="rk4",
+                            event_fn=lambda t, y: y[0] - 0.5, options={"grid": grid})
+    assert float(t_hit) == pytest.approx(0.5 + math.log(2.0), rel=1e-9)
+    # a grid that ends at t0 (or before) has nothing past t0 to search
+    for end in (0.5, 0.4):
+        with pytest.raises(SolverError, match=r"on options grid after t0=0\.5 \(its last point "
+                                              r"is not past t0\)"):
+            odeint_event(lambda t, y: -y, torch.ones(1, dtype=F64), 0.5, method="rk4",
+                         event_fn=lambda t, y: y[0] - 0.5,
+                         options={"grid": torch.linspace(0.0, end, 11, dtype=F64)})

@@ -37,7 +37,7 @@ from deeplimits.ode import (
     odeint_checkpoint,
     order_condition_residuals,
 )
-from deeplimits.ode._newton import jacobian
+from deeplimits.ode._newton import IterationMatrix, NewtonSettings, esdirk_step, jacobian
 
 ADAPTIVE = ["kvaerno3", "kvaerno4", "kvaerno5"]
 ALL = ["implicit_euler", *ADAPTIVE]
@@ -525,6 +525,44 @@ def test_singular_iteration_matrix_is_reported_not_divided_by() -> None:
                method="implicit_euler", options={"step_size": 1.0})
 
 
+def test_singular_per_sample_block_is_reported_with_its_sample() -> None:
+    # y_b' = r_b y_b with rates r = (2, 1, 3) and per-sample blocks, implicit Euler, h = 1:
+    # M_b = 1 - r_b = (-1, 0, -2), singular for sample 1 only (the Jacobian is finite)
+    rates = torch.tensor([[2.0], [1.0], [3.0]], dtype=F64)
+    with pytest.raises(NewtonError,
+                       match=r"singular at t=0\.0 \(sample 1\) with h\*gamma=1\.0"):
+        odeint(lambda t, y: rates * y, torch.ones(3, 1, dtype=F64),
+               torch.tensor([0.0, 1.0], dtype=F64), method="implicit_euler",
+               options={"step_size": 1.0, "batched_jacobian": True})
+
+
+def test_singular_full_matrix_of_a_batch_names_no_sample() -> None:
+    # the same rates with one full (3, 3) matrix (no per-sample blocks): M = diag(-1, 0, -2)
+    # is singular, and the LU cannot tell which sample: the message names none
+    rates = torch.tensor([[2.0], [1.0], [3.0]], dtype=F64)
+    with pytest.raises(NewtonError, match=r"singular at t=0\.0 with h\*gamma=1\.0"):
+        odeint(lambda t, y: rates * y, torch.ones(3, 1, dtype=F64),
+               torch.tensor([0.0, 1.0], dtype=F64), method="implicit_euler",
+               options={"step_size": 1.0})
+
+
+def test_nan_row_of_the_jacobian_names_its_own_sample() -> None:
+    # A NaN in f_4's derivative with respect to every y_j (row 4 of a (3, 2) state's (6, 6)
+    # Jacobian, as a func's own Jacobian can give): every column holds one NaN, the row is
+    # the sparser pattern and names entry 4, i.e. sample 2 (not sample 0, column 0's).
+    jac = torch.zeros(6, 6, dtype=F64)
+    jac[4] = math.nan
+    with pytest.raises(NewtonError, match=r"df/dy holds NaN or inf at t=0\.25 \(sample 2\)"):
+        IterationMatrix(jac, 0.1, False, torch.Size((3, 2)), 0.25)
+
+
+def test_nan_jacobian_of_a_flat_state_names_the_state_entry() -> None:
+    y0 = torch.tensor([1.0, 101.0, 2.0], dtype=F64)  # entry 1 past 100: NaN in df_1/dy_1
+    with pytest.raises(NewtonError, match=r"df/dy holds NaN or inf at t=0\.0 \(state entry 1\)"):
+        odeint(_nan_gradient_in_sample_2, y0, torch.tensor([0.0, 1.0], dtype=F64),
+               method="kvaerno3")
+
+
 def _nan_beyond_half(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     # y' = 1 while y < 0.5, NaN beyond: the solution reaches the edge at t = 0.5
     return torch.where(y < 0.5, torch.ones_like(y), torch.full_like(y, math.nan))
@@ -554,3 +592,183 @@ def test_newton_jacobian_is_the_matrix_of_a_linear_field_by_either_way(n: int) -
     blocks, batched = jacobian(lambda t, v: v @ m.T + v**2, 0.0, y, True)
     assert batched and blocks.shape == (n, 2, 2)
     assert torch.allclose(blocks, m + torch.diag_embed(2 * y), rtol=0, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage solves' backward (implicit function theorem), counted
+
+
+class _Counted(nn.Module):
+    """``y' = A y + b`` (``b`` a parameter; ``A = None``: ``y' = b``) that counts its calls."""
+
+    def __init__(self, a: torch.Tensor | None, b: torch.Tensor) -> None:
+        super().__init__()
+        self.a, self.b, self.calls = a, nn.Parameter(b), 0
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.b.expand_as(y) if self.a is None else y @ self.a.T + self.b
+
+
+def test_linear_backward_is_the_closed_form_with_one_evaluation_per_stage() -> None:
+    # Implicit Euler, h = 0.25, 4 steps: y_{n+1} = M^{-1} (y_n + h b), M = I - h A, so
+    # dy4/dy0 = M^{-4} and dy4/db = h (M^{-1} + ... + M^{-4}). The Jacobian is constant, so
+    # each stage's backward refinement is exact at once: one evaluation of f (for its
+    # vector-Jacobian product) per step, no fallback Jacobian. The weight 1e4 keeps the
+    # refinement's tolerance relative to |g| (an absolute one would not be met).
+    a = torch.tensor([[-3.0, 1.0], [0.5, -2.0]], dtype=F64)
+    m = _Counted(a, torch.tensor([1.0, -2.0], dtype=F64))
+    y0 = torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
+    y = odeint(m, y0, torch.tensor([0.0, 1.0], dtype=F64), method="implicit_euler",
+               options={"step_size": 0.25})
+    w = torch.tensor([0.3e4, -0.7e4], dtype=F64)
+    m.calls = 0
+    (y[-1] @ w).backward()
+    assert m.calls == 4
+    minv = torch.linalg.inv(torch.eye(2, dtype=F64) - 0.25 * a)
+    powers = [torch.linalg.matrix_power(minv, k) for k in range(1, 5)]
+    assert y0.grad is not None and m.b.grad is not None
+    assert torch.allclose(y0.grad, powers[3].T @ w, rtol=1e-12, atol=0)
+    assert torch.allclose(m.b.grad, 0.25 * sum(powers).T @ w, rtol=1e-12, atol=0)
+
+
+def test_a_state_independent_field_backpropagates_without_a_jacobian() -> None:
+    # y' = b: f does not depend on y (its Jacobian is 0, M = I), but on the parameter b:
+    # y(1) = y0 + b exactly with implicit Euler, dy(1)/db = I; one evaluation of f per step in
+    # the backward (the vector-Jacobian product, which has no path to y), no fallback.
+    m = _Counted(None, torch.tensor([1.0, -2.0], dtype=F64))
+    y0 = torch.tensor([1.0, 2.0], dtype=F64)
+    y = odeint(m, y0, torch.tensor([0.0, 1.0], dtype=F64), method="implicit_euler",
+               options={"step_size": 0.25})
+    assert torch.allclose(y[-1], torch.tensor([2.0, 0.0], dtype=F64), rtol=0, atol=1e-14)
+    m.calls = 0
+    (y[-1] @ torch.tensor([3.0, 5.0], dtype=F64)).backward()
+    assert m.calls == 4
+    assert m.b.grad is not None
+    assert torch.equal(m.b.grad, torch.tensor([3.0, 5.0], dtype=F64))
+
+
+class _Cubic(nn.Module):
+    """``y' = -c y^3`` that counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.calls = nn.Parameter(torch.tensor(1.0, dtype=F64)), 0
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return -self.c * y**3
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize(("h", "calls"), [(0.5, 2), (0.1, 1)])
+def test_stage_backward_far_from_the_steps_jacobian_falls_back_to_the_exact_solve(
+    h: float, calls: int, batched: bool
+) -> None:
+    # One implicit Euler step of y' = -c y^3 from y0 = 2: Z + h c Z^3 = 2, c = 1 (the real
+    # root, by numpy). dZ/dy0 = 1/(1 + 3h Z^2), dZ/dc = -h Z^3 / (1 + 3h Z^2) (implicit
+    # differentiation). The backward refines with the step's matrix M(y0) = 1 + 12h, which is
+    # not M(Z): it contracts by q = 1 - M(Z)/M(y0) per iteration (so do the chord iterations).
+    # h = 0.5: Z = 1.18, M(Z) = 3.09 against 7, q = 0.56, 0.56^30 ~ 3e-8, short of round-off
+    # after its 30 iterations: the backward solves with J(Z) directly, two evaluations of f
+    # (the vector-Jacobian products' and the Jacobian's). h = 0.1: Z = 1.59, q = 0.2, round-off
+    # within 30 iterations: one evaluation. rtol 1e-10 with atol 1e-5 keeps the scale of the
+    # chord updates fixed while Z changes sign. batched: two samples (B, 1), per-sample blocks.
+    z = float(max(r.real for r in np.roots([h, 0.0, 1.0, -2.0]) if abs(r.imag) < 1e-12))
+    m = _Cubic()
+    shape = (2, 1) if batched else (1,)
+    y0 = torch.full(shape, 2.0, dtype=F64, requires_grad=True)
+    stats = SolveStats()
+    y = odeint(m, y0, torch.tensor([0.0, h], dtype=F64), method="implicit_euler",
+               rtol=1e-10, atol=1e-5, stats=stats,
+               options={"step_size": h, "newton_max_iters": 40, "batched_jacobian": batched})
+    zz = y[-1].detach().reshape(-1)  # the chord's root, within atol
+    assert torch.allclose(zz, torch.full_like(zz, z), rtol=0, atol=1e-4)
+    assert stats.newton_failures == 0, stats
+    m.calls = 0
+    y[-1].sum().backward()
+    assert m.calls == calls
+    assert y0.grad is not None and m.c.grad is not None
+    # the derivatives of the exact stage solution at the computed root, to round-off
+    assert torch.allclose(y0.grad.reshape(-1), 1 / (1 + 3 * h * zz**2), rtol=1e-13, atol=0)
+    assert torch.allclose(m.c.grad, (-h * zz**3 / (1 + 3 * h * zz**2)).sum(), rtol=1e-13, atol=0)
+
+
+def test_nan_jacobian_at_the_stage_solution_is_reported_by_the_backward() -> None:
+    # y' = 1 (the torch.where's sqrt branch is multiplied by 0): implicit Euler from y0 = 0
+    # with h = 1 gives Z = 1 exactly. df/dy is 0 at y0 = 0 (the forward is fine) but NaN at
+    # Z = 1 > 0.5 (the unused branch sqrt(0.5 - y)): the backward's vector-Jacobian products
+    # are NaN, and so is the Jacobian it falls back on: an error naming the stage's time,
+    # not a silently missing gradient.
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return 1 - 0 * torch.where(y > 0.5, torch.zeros_like(y), torch.sqrt(0.5 - y))
+
+    y0 = torch.zeros(1, dtype=F64, requires_grad=True)
+    y = odeint(f, y0, torch.tensor([0.0, 1.0], dtype=F64), method="implicit_euler",
+               options={"step_size": 1.0})
+    assert float(y[-1, 0].detach()) == 1.0
+    with pytest.raises(NewtonError, match=r"df/dy holds NaN or inf at t=1\.0 \(state entry 0\)"):
+        y[-1, 0].backward()
+
+
+def test_full_jacobian_calls_func_with_the_states_shape() -> None:
+    # y_b' = M y_b for a (3, 2) state, written for that shape (y @ M.T): the full (6, 6)
+    # Jacobian of the flattened state is block diagonal, kron(I_3, M)
+    m = torch.tensor([[-1.0, 2.0], [0.5, -3.0]], dtype=F64)
+    jac, batched = jacobian(lambda t, v: v @ m.T, 0.0, torch.randn(3, 2, dtype=F64), False)
+    assert not batched
+    assert torch.equal(jac, torch.kron(torch.eye(3, dtype=F64), m))
+
+
+def test_jacobian_of_a_state_independent_field_is_zero_in_either_layout() -> None:
+    # y' = t (no path to y, no parameter): df/dy = 0, as a (6, 6) matrix for the flattened
+    # (3, 2) state and as three (2, 2) per-sample blocks
+    y = torch.randn(3, 2, dtype=F64)
+    jac, batched = jacobian(lambda t, v: torch.full((3, 2), t, dtype=F64), 0.5, y, False)
+    assert not batched and torch.equal(jac, torch.zeros(6, 6, dtype=F64))
+    blocks, batched = jacobian(lambda t, v: torch.full((3, 2), t, dtype=F64), 0.5, y, True)
+    assert batched and torch.equal(blocks, torch.zeros(3, 2, 2, dtype=F64))
+
+
+def test_jacobian_of_a_parameter_only_field_is_zero() -> None:
+    # y' = p (a parameter that requires grad): f's output records a graph, but one with no
+    # path to y (each reverse pass finds y unused): every block is zero
+    p = torch.tensor(2.0, dtype=F64, requires_grad=True)
+    blocks, batched = jacobian(lambda t, v: p.expand(3, 2), 0.0, torch.randn(3, 2, dtype=F64),
+                               True)
+    assert batched and torch.equal(blocks, torch.zeros(3, 2, 2, dtype=F64))
+
+
+@pytest.mark.parametrize(("t", "h"), [(0.0, torch.tensor(0.1)), (torch.tensor(0.0), 0.1)])
+def test_esdirk_step_refuses_a_tensor_time_or_step(t: object, h: object) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"kvaerno3 runs on the host loops only"):
+        esdirk_step(IMPLICIT_TABLEAUX["kvaerno3"], lambda t, y: -y, t, torch.ones(2),  # type: ignore[arg-type]
+                    h, None, None, NewtonSettings(), SolveStats())  # type: ignore[arg-type]
+
+
+def test_newton_convergence_test_is_an_rms_norm_independent_of_the_state_size() -> None:
+    # n identical copies of y' = -y^3 (y0 = 2, one implicit Euler step of 0.1) iterate
+    # exactly as one copy does; the RMS norm of n equal updates is the update, so the
+    # chord iterations stop at the same count for n = 1, 4 and 100.
+    counts = []
+    for n in (1, 4, 100):
+        stats = SolveStats()
+        odeint(lambda t, y: -y**3, torch.full((n,), 2.0, dtype=F64),
+               torch.tensor([0.0, 0.1], dtype=F64), method="implicit_euler", rtol=1e-4,
+               atol=1e-8, options={"step_size": 0.1}, stats=stats)
+        counts.append((stats.newton_iterations, stats.newton_failures))
+    assert counts[0][0] > 2 and counts == [counts[0]] * 3, counts
+
+
+def test_fixed_step_full_newton_fallback_with_per_sample_blocks() -> None:
+    # y' = -y^3 from y0 = 2, one implicit Euler step of 0.5: the chord iterations from the
+    # guess y0 + h f(y0) = -2 fail (their scaled updates grow as Z passes through 0), so the
+    # fixed step falls back to full Newton, here with per-sample blocks of a (2, 1) state;
+    # Z + 0.5 Z^3 = 2 (the real root, by numpy)
+    z = float(max(r.real for r in np.roots([0.5, 0.0, 1.0, -2.0]) if abs(r.imag) < 1e-12))
+    stats = SolveStats()
+    y = odeint(lambda t, y: -y**3, torch.full((2, 1), 2.0, dtype=F64),
+               torch.tensor([0.0, 0.5], dtype=F64), method="implicit_euler", stats=stats,
+               options={"step_size": 0.5, "batched_jacobian": True})
+    assert stats.newton_failures == 1 and stats.jacobians > 1, stats
+    assert torch.allclose(y[-1], torch.full((2, 1), z, dtype=F64), rtol=1e-8, atol=0)
