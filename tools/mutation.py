@@ -414,7 +414,11 @@ EQUIVALENT: dict[str, str] = {
             "x__conv_norm__mutmut_46",
             "x__conv_norm__mutmut_66",
             "x__conv_norm__mutmut_69",
-            "x__power_iteration__mutmut_4",
+            "x__power_iteration_from__mutmut_13",
+            "x__power_iteration_from__mutmut_21",
+            "x__power_iteration_from__mutmut_23",
+            "x_conv_norm_cached__mutmut_43",
+            "x_conv_norm_cached__mutmut_46",
         ),
         _GPU,
     ),
@@ -460,7 +464,15 @@ EQUIVALENT: dict[str, str] = {
     ),
     "deeplimits.diagnostics._operator_norm.x_activation_lipschitz__mutmut_62": "equivalent: "
     "Dropout(p=0) in training mode gives 1 / (1 - 0) = 1, as in eval mode",
-    "deeplimits.diagnostics._operator_norm.x__power_iteration__mutmut_30": _TIE,
+    "deeplimits.diagnostics._operator_norm.x__power_iteration_from__mutmut_44": _TIE
+    + " (a change of exactly tol·new: the same value, one product later)",
+    **dict.fromkeys(
+        _names(
+            "_operator_norm", "x_conv_norm_cached__mutmut_57", "x_conv_norm_cached__mutmut_59"
+        ),
+        "equivalent: the exact path's stored vector is never a usable start: None, shape (0,) "
+        "or (1,) all differ from the (1, C, ...) input shape, so power iteration starts cold",
+    ),
     **dict.fromkeys(
         _names(
             "_operator_norm",
