@@ -196,6 +196,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_fixed_loop.py": "cc84d41dc078",
     "diagnostics/_robustness.py": "4168e1fa9083",
     "diagnostics/_regions.py": "0868a2899943",
+    "diagnostics/_operator_norm.py": "f9da3a35315a",
 }
 
 _GPU = "gpu-only: a device argument; identical on CPU"
