@@ -226,6 +226,9 @@ EQUIVALENT: dict[str, str] = {
             "x_lipschitz_lower__mutmut_24",
             "x_lipschitz_lower__mutmut_92",
             "x_lipschitz_lower__mutmut_96",
+            "x__graph_upper__mutmut_25",
+            "x__graph_upper__mutmut_28",
+            "x__graph_upper__mutmut_34",
         ),
         _GPU,
     ),
@@ -257,8 +260,10 @@ EQUIVALENT: dict[str, str] = {
     ),
     "deeplimits.diagnostics._lipschitz.x__spectral_norm__mutmut_6": "equivalent: the weights "
     "are float64 already (_parse converts them)",
-    "deeplimits.diagnostics._lipschitz.x_lipschitz_upper__mutmut_15": "equivalent: fast=None "
+    "deeplimits.diagnostics._lipschitz.x_lipschitz_upper__mutmut_26": "equivalent: fast=None "
     "is falsy like False",
+    "deeplimits.diagnostics._lipschitz.x__graph_upper__mutmut_5": "equivalent: a module tree "
+    "always has a childless module (the model itself at least), so next() never runs out",
     "deeplimits.diagnostics._lipschitz.x_lipschitz_lower__mutmut_124": "equivalent: the "
     "proposal's norm is only compared (detached); its graph is never used",
     "deeplimits.diagnostics._lipschitz.x_lipschitz_lower__mutmut_83": "equivalent: where the "
