@@ -197,6 +197,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "diagnostics/_robustness.py": "4168e1fa9083",
     "diagnostics/_regions.py": "0868a2899943",
     "diagnostics/_operator_norm.py": "f9da3a35315a",
+    "diagnostics/_lipschitz.py": "a097c7632998",
 }
 
 _GPU = "gpu-only: a device argument; identical on CPU"
