@@ -732,3 +732,66 @@ def test_a_tuple_output_without_a_leading_batch_dimension_is_measured_over_the_b
     (gx,) = torch.autograd.grad(out.sum() + h.square().sum(), xr)
     assert report.sample_ratios == pytest.approx((float(gx.norm() / gy),), rel=1e-10)
     assert math.isnan(report.bound)  # no rule for recurrent layers
+
+
+def _diag34(model_lin: nn.Linear) -> None:
+    with torch.no_grad():
+        model_lin.weight.copy_(torch.tensor([[3.0, 0.0], [0.0, 4.0]]))
+        model_lin.bias.zero_()
+
+
+def test_summary_head_and_dict_numbers_of_each_mode():
+    # W = diag(3, 4), ∂ℓ/∂y = (0, 1) per sample: ∇x ℓ = Wᵀ(0, 1) = (0, 4), so the measured ratio
+    # is 4 = ||W||; 2·W(x) (modules mode, a scaling outside any module): 8 = 2·||W|| both.
+    x = torch.tensor([[1.0, 2.0], [-1.0, 0.5]], dtype=torch.float64)
+    g = torch.tensor([[0.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    lin = nn.Linear(2, 2).double()
+    _diag34(lin)
+    chain = gradient_flow(lin, x, grad_output=g)
+    assert chain.summary().splitlines()[0] == (
+        "bound Π Lip = 4.0000e+00 >= measured max_i ‖∇x_i ℓ‖/‖∇y_i ℓ‖ = 4.0000e+00"
+    )
+    scaled = _Scales(before=False).double()
+    _diag34(scaled.lin)
+    modules = gradient_flow(scaled, x, grad_output=g)
+    assert modules.summary().splitlines()[0] == (
+        "bound (graph Lipschitz) = 8.0000e+00 >= measured max_i ‖∇x_i ℓ‖/‖∇y_i ℓ‖ = 8.0000e+00"
+    )
+    d = modules.to_dict()
+    assert (d["bound"], d["measured_ratio"], d["sample_ratios"]) == (8.0, 8.0, [8.0, 8.0])
+    assert isinstance(d["bound"], float) and d["layers"][0]["lipschitz"] == 4.0
+    unbounded = gradient_flow(scaled, x, grad_output=g, compute_bound=False)
+    assert unbounded.summary().splitlines()[0] == (
+        "bound unavailable (see notes); measured max_i ‖∇x_i ℓ‖/‖∇y_i ℓ‖ = 8.0000e+00"
+    )
+
+
+class _StoresItsOutput(nn.Module):
+    """Owns a parameter and returns nothing: its result is read from an attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = nn.Parameter(torch.tensor(2.0, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> None:
+        self.out = self.s * x
+
+
+class _KeywordCall(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale, self.lin = _StoresItsOutput(), nn.Linear(2, 2).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.scale(x)
+        return self.lin(input=self.scale.out)  # no positional argument: the hook sees none
+
+
+def test_module_rows_of_calls_without_positional_or_returned_tensors_have_empty_shapes():
+    x = torch.ones(3, 2, dtype=torch.float64)
+    report = gradient_flow(_KeywordCall(), x, compute_bound=False)
+    assert report.mode == "modules"
+    assert [lf.name for lf in report.layers] == ["scale", "lin"]
+    scale, lin = report.layers
+    assert (scale.input_shape, scale.output_shape, scale.output_norm) == ((3, 2), (), 0.0)
+    assert (lin.input_shape, lin.output_shape) == ((), (3, 2))
