@@ -795,3 +795,31 @@ def test_module_rows_of_calls_without_positional_or_returned_tensors_have_empty_
     scale, lin = report.layers
     assert (scale.input_shape, scale.output_shape, scale.output_norm) == ((3, 2), (), 0.0)
     assert (lin.input_shape, lin.output_shape) == ((), (3, 2))
+
+
+class _Pair(nn.Module):
+    """(w x, 2 w x) with w = 1.5: one module with two output tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.w * x, 2 * self.w * x
+
+
+def test_a_module_row_sums_the_gradients_of_all_its_output_tensors():
+    x = torch.ones(2, 2, dtype=torch.float64)
+    # ℓ = Σ out0 + 3 Σ out1: ∂ℓ/∂out0 = 1, ∂ℓ/∂out1 = 3 on 4 entries each: √(4 + 36) = √40;
+    # per sample ‖∇y ℓ‖ = √(2 + 18) = √20 and ∇x ℓ = w + 3·2w = 10.5 per entry: 10.5·√2 / √20
+    report = gradient_flow(_Pair(), x, loss_fn=lambda out: out[0].sum() + 3 * out[1].sum(),
+                           compute_bound=False)
+    assert report.layers[0].output_grad_norm == pytest.approx(math.sqrt(40), rel=1e-12)
+    assert report.sample_ratios == pytest.approx((10.5 / math.sqrt(10),) * 2, rel=1e-12)
+    # a loss that uses only out0: out1's gradient is zero, ∇x ℓ = w = 1.5 per entry
+    report = gradient_flow(_Pair(), x, loss_fn=lambda out: out[0].sum(), compute_bound=False)
+    assert report.layers[0].output_grad_norm == pytest.approx(2.0, rel=1e-12)
+    assert report.sample_ratios == pytest.approx((1.5,) * 2, rel=1e-12)
+    for loss in (lambda out: out[0], lambda out: 1.0):  # not a scalar tensor
+        with pytest.raises(InvalidArgumentError, match="scalar tensor"):
+            gradient_flow(_Pair(), x, loss_fn=loss, compute_bound=False)
