@@ -823,3 +823,23 @@ def test_a_module_row_sums_the_gradients_of_all_its_output_tensors():
     for loss in (lambda out: out[0], lambda out: 1.0):  # not a scalar tensor
         with pytest.raises(InvalidArgumentError, match="scalar tensor"):
             gradient_flow(_Pair(), x, loss_fn=loss, compute_bound=False)
+
+
+class _IgnoresInput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(2, 2).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(torch.zeros_like(x))  # a constant: its bias
+
+
+def test_a_model_that_ignores_its_input_has_zero_input_gradients():
+    # a constant map: ∇x ℓ = 0 and its Jacobian is the 2 x 2 zero matrix (singular values 0, 0);
+    # the Jacobian's backward used to raise "appears to not have been used in the graph"
+    report = gradient_flow(_IgnoresInput(), torch.ones(2, 2, dtype=torch.float64),
+                           compute_bound=False)
+    assert report.mode == "modules"
+    assert report.input_grad_norm == 0.0 and report.sample_ratios == (0.0, 0.0)
+    assert list(report.jacobian_singular_values) == [0.0, 0.0]
+
