@@ -843,3 +843,20 @@ def test_a_model_that_ignores_its_input_has_zero_input_gradients():
     assert report.input_grad_norm == 0.0 and report.sample_ratios == (0.0, 0.0)
     assert list(report.jacobian_singular_values) == [0.0, 0.0]
 
+
+class _RowSums(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(2, 2).double()
+        _diag34(self.lin)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x).sum(1)  # shape (batch,)
+
+
+def test_a_one_dimensional_output_is_measured_per_sample():
+    # y_i = 1ᵀ W x_i with W = diag(3, 4): ∇x_i ℓ = g_i · (3, 4), so every sample's ratio is 5
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]], dtype=torch.float64)
+    report = gradient_flow(_RowSums(), x, compute_bound=False)
+    assert report.sample_ratios == pytest.approx((5.0,) * 3, rel=1e-12)
+    assert not any("no leading batch dimension" in n for n in report.notes)
