@@ -496,7 +496,8 @@ EQUIVALENT: dict[str, str] = {
             "_gradient_flow",
             "x__jacobian_singular_values__mutmut_18",
             "x__jacobian_singular_values__mutmut_21",
-            "x_gradient_flow__mutmut_62",
+            "x_gradient_flow__mutmut_105",
+            "x__module_flow__mutmut_114",
         ),
         _GPU,
     ),
@@ -505,9 +506,11 @@ EQUIVALENT: dict[str, str] = {
             "_gradient_flow",
             "x__jacobian_singular_values__mutmut_17",
             "x__jacobian_singular_values__mutmut_20",
-            "x_gradient_flow__mutmut_58",
+            "x_gradient_flow__mutmut_101",
+            "x__module_flow__mutmut_109",
         ),
-        "equivalent: autograd casts a grad_outputs of another floating dtype to the output's",
+        "equivalent: autograd casts a grad_outputs of another floating dtype to the output's "
+        "(and the norms are taken of its values cast to float64 either way)",
     ),
     **dict.fromkeys(
         _names(
@@ -524,45 +527,59 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         _names(
             "_gradient_flow",
-            "x_gradient_flow__mutmut_90",
-            "x_gradient_flow__mutmut_93",
-            "x_gradient_flow__mutmut_95",
-            "x_gradient_flow__mutmut_108",
-            "x_gradient_flow__mutmut_112",
-            "x_gradient_flow__mutmut_113",
+            "x_gradient_flow__mutmut_133",
+            "x_gradient_flow__mutmut_136",
+            "x_gradient_flow__mutmut_138",
+            "x_gradient_flow__mutmut_151",
+            "x_gradient_flow__mutmut_155",
+            "x_gradient_flow__mutmut_156",
+            "x__module_flow__mutmut_95",
+            "x__module_flow__mutmut_98",
+            "x__module_flow__mutmut_99",
+            "x__module_flow__mutmut_147",
+            "x__module_flow__mutmut_150",
+            "x__module_flow__mutmut_152",
         ),
         _STRICT,
     ),
-    "deeplimits.diagnostics._gradient_flow.x_gradient_flow__mutmut_115": "equivalent: "
+    "deeplimits.diagnostics._gradient_flow.x_gradient_flow__mutmut_158": "equivalent: "
     "typing.cast does nothing at run time",
     **dict.fromkeys(
-        _names("_gradient_flow", "x_gradient_flow__mutmut_152", "x_gradient_flow__mutmut_153"),
+        _names("_gradient_flow", "x_gradient_flow__mutmut_195", "x_gradient_flow__mutmut_196"),
         "equivalent: unreachable, the chain check guarantees that y depends on x",
     ),
-    "deeplimits.diagnostics._gradient_flow.x_gradient_flow__mutmut_209": _MSG,
-    **dict.fromkeys(
-        _names("_gradient_flow", "x_gradient_flow__mutmut_217", "x_gradient_flow__mutmut_220"),
-        "equivalent: unreachable, the first layer's gradient is 0 whenever the last one's is",
-    ),
+    "deeplimits.diagnostics._gradient_flow.x__judge__mutmut_13": _MSG,
     **dict.fromkeys(
         _names(
             "_gradient_flow",
-            "x_gradient_flow__mutmut_48",
-            "x_gradient_flow__mutmut_51",
-            "x_gradient_flow__mutmut_52",
+            "x_gradient_flow__mutmut_91",
+            "x_gradient_flow__mutmut_94",
+            "x_gradient_flow__mutmut_95",
+            "x__module_flow__mutmut_80",
+            "x__module_flow__mutmut_84",
+            "x__module_flow__mutmut_86",
         ),
-        "equivalent: that call frees only the graph between the loss and y, which the "
+        "equivalent: that call frees only the graph between the loss and the output, which the "
         "gradient to x and the parameters does not use",
     ),
     **dict.fromkeys(
         _names(
             "_gradient_flow",
-            "x_gradient_flow__mutmut_78",
-            "x_gradient_flow__mutmut_82",
-            "x_gradient_flow__mutmut_83",
+            "x_gradient_flow__mutmut_121",
+            "x_gradient_flow__mutmut_125",
+            "x_gradient_flow__mutmut_126",
         ),
         "equivalent: every parameter of a supported chain's layers is used",
     ),
+    **dict.fromkeys(
+        _names("_gradient_flow", "x__module_flow__mutmut_7", "x__module_flow__mutmut_124"),
+        "equivalent: recurse=None is falsy like False",
+    ),
+    "deeplimits.diagnostics._gradient_flow.x__module_flow__mutmut_125": "equivalent: the "
+    "parameters reached recursively are each owned by a module in owners, and the dict keyed by "
+    "id removes the duplicates: the same set",
+    "deeplimits.diagnostics._gradient_flow.x__module_flow__mutmut_22": "equivalent: a call's "
+    "order field is never read (rows follow the list's order)",
     "deeplimits.diagnostics._gradient_flow.xǁGradientFlowReportǁplot__mutmut_12": "equivalent: "
     "ax.plot's default x values are 0..n-1, which the layer indices are",
     **dict.fromkeys(
