@@ -572,7 +572,12 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: every parameter of a supported chain's layers is used",
     ),
     **dict.fromkeys(
-        _names("_gradient_flow", "x__module_flow__mutmut_7", "x__module_flow__mutmut_124"),
+        _names(
+            "_gradient_flow",
+            "x__module_flow__mutmut_7",
+            "x__module_flow__mutmut_124",
+            "x__module_flow__mutmut_242",
+        ),
         "equivalent: recurse=None is falsy like False",
     ),
     "deeplimits.diagnostics._gradient_flow.x__module_flow__mutmut_125": "equivalent: the "
