@@ -548,7 +548,18 @@ EQUIVALENT: dict[str, str] = {
         _names("_gradient_flow", "x_gradient_flow__mutmut_195", "x_gradient_flow__mutmut_196"),
         "equivalent: unreachable, the chain check guarantees that y depends on x",
     ),
-    "deeplimits.diagnostics._gradient_flow.x__judge__mutmut_13": _MSG,
+    **dict.fromkeys(
+        _names(
+            "_gradient_flow",
+            "x__judge__mutmut_13",
+            "x__module_flow__mutmut_194",
+            "x__module_flow__mutmut_215",
+            "x__module_flow__mutmut_224",
+        ),
+        _MSG,
+    ),
+    "deeplimits.diagnostics._gradient_flow.x__module_flow__mutmut_184": "equivalent: dividing "
+    "by a float64 one is multiplying by it",
     **dict.fromkeys(
         _names(
             "_gradient_flow",

@@ -860,3 +860,23 @@ def test_a_one_dimensional_output_is_measured_per_sample():
     report = gradient_flow(_RowSums(), x, compute_bound=False)
     assert report.sample_ratios == pytest.approx((5.0,) * 3, rel=1e-12)
     assert not any("no leading batch dimension" in n for n in report.notes)
+
+
+def test_module_rows_verdict_and_jacobian_of_a_scaled_linear_map():
+    # 2·W(x) with W = diag(3, 4) on one sample: the Jacobian is diag(6, 8), singular values
+    # 8 and 6; 2·2 = 4 Jacobian entries, so a limit of 4 computes it and 3 does not
+    scaled = _Scales(before=False).double()
+    _diag34(scaled.lin)
+    x = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+    report = gradient_flow(scaled, x, jacobian_max_entries=4, compute_bound=False)
+    assert report.mode == "modules"
+    (row,) = report.layers
+    assert (row.index, row.name, row.kind) == (0, "lin", "Linear")
+    assert list(report.jacobian_singular_values) == pytest.approx([8.0, 6.0], rel=1e-12)
+    assert report.verdict == "healthy"  # one layer: ‖∇x‖/‖∇y‖ ∈ [6, 8] is within [1e-3, 1e3]
+    assert gradient_flow(scaled, x, jacobian_max_entries=3,
+                         compute_bound=False).jacobian_singular_values is None
+    # a zero output gradient: no sample ratio, measured ratio 0
+    zero = gradient_flow(scaled, x, grad_output=torch.zeros(1, 2, dtype=torch.float64),
+                         compute_bound=False)
+    assert zero.sample_ratios == () and zero.measured_ratio == 0.0
