@@ -208,6 +208,8 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_scipy.py": "54b800a1be99",
     "ode/_newton.py": "8b40fe90a288",
     "ode/_event.py": "a7a2667f2725",
+    "diagnostics/_operator_norm.py": "f9da3a35315a",
+    "diagnostics/_lipschitz.py": "a097c7632998",
 }
 
 _GPU = "gpu-only: a device argument; identical on CPU"
@@ -237,6 +239,9 @@ EQUIVALENT: dict[str, str] = {
             "x_lipschitz_lower__mutmut_24",
             "x_lipschitz_lower__mutmut_92",
             "x_lipschitz_lower__mutmut_96",
+            "x__graph_upper__mutmut_25",
+            "x__graph_upper__mutmut_28",
+            "x__graph_upper__mutmut_34",
         ),
         _GPU,
     ),
@@ -268,8 +273,10 @@ EQUIVALENT: dict[str, str] = {
     ),
     "deeplimits.diagnostics._lipschitz.x__spectral_norm__mutmut_6": "equivalent: the weights "
     "are float64 already (_parse converts them)",
-    "deeplimits.diagnostics._lipschitz.x_lipschitz_upper__mutmut_15": "equivalent: fast=None "
+    "deeplimits.diagnostics._lipschitz.x_lipschitz_upper__mutmut_26": "equivalent: fast=None "
     "is falsy like False",
+    "deeplimits.diagnostics._lipschitz.x__graph_upper__mutmut_5": "equivalent: a module tree "
+    "always has a childless module (the model itself at least), so next() never runs out",
     "deeplimits.diagnostics._lipschitz.x_lipschitz_lower__mutmut_124": "equivalent: the "
     "proposal's norm is only compared (detached); its graph is never used",
     "deeplimits.diagnostics._lipschitz.x_lipschitz_lower__mutmut_83": "equivalent: where the "
@@ -426,7 +433,11 @@ EQUIVALENT: dict[str, str] = {
             "x__conv_norm__mutmut_46",
             "x__conv_norm__mutmut_66",
             "x__conv_norm__mutmut_69",
-            "x__power_iteration__mutmut_4",
+            "x__power_iteration_from__mutmut_13",
+            "x__power_iteration_from__mutmut_21",
+            "x__power_iteration_from__mutmut_23",
+            "x_conv_norm_cached__mutmut_43",
+            "x_conv_norm_cached__mutmut_46",
         ),
         _GPU,
     ),
@@ -472,7 +483,15 @@ EQUIVALENT: dict[str, str] = {
     ),
     "deeplimits.diagnostics._operator_norm.x_activation_lipschitz__mutmut_62": "equivalent: "
     "Dropout(p=0) in training mode gives 1 / (1 - 0) = 1, as in eval mode",
-    "deeplimits.diagnostics._operator_norm.x__power_iteration__mutmut_30": _TIE,
+    "deeplimits.diagnostics._operator_norm.x__power_iteration_from__mutmut_44": _TIE
+    + " (a change of exactly tol·new: the same value, one product later)",
+    **dict.fromkeys(
+        _names(
+            "_operator_norm", "x_conv_norm_cached__mutmut_57", "x_conv_norm_cached__mutmut_59"
+        ),
+        "equivalent: the exact path's stored vector is never a usable start: None, shape (0,) "
+        "or (1,) all differ from the (1, C, ...) input shape, so power iteration starts cold",
+    ),
     **dict.fromkeys(
         _names(
             "_operator_norm",
@@ -489,7 +508,8 @@ EQUIVALENT: dict[str, str] = {
             "_gradient_flow",
             "x__jacobian_singular_values__mutmut_18",
             "x__jacobian_singular_values__mutmut_21",
-            "x_gradient_flow__mutmut_62",
+            "x_gradient_flow__mutmut_105",
+            "x__module_flow__mutmut_114",
         ),
         _GPU,
     ),
@@ -498,9 +518,11 @@ EQUIVALENT: dict[str, str] = {
             "_gradient_flow",
             "x__jacobian_singular_values__mutmut_17",
             "x__jacobian_singular_values__mutmut_20",
-            "x_gradient_flow__mutmut_58",
+            "x_gradient_flow__mutmut_101",
+            "x__module_flow__mutmut_109",
         ),
-        "equivalent: autograd casts a grad_outputs of another floating dtype to the output's",
+        "equivalent: autograd casts a grad_outputs of another floating dtype to the output's "
+        "(and the norms are taken of its values cast to float64 either way)",
     ),
     **dict.fromkeys(
         _names(
@@ -517,45 +539,75 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         _names(
             "_gradient_flow",
-            "x_gradient_flow__mutmut_90",
-            "x_gradient_flow__mutmut_93",
-            "x_gradient_flow__mutmut_95",
-            "x_gradient_flow__mutmut_108",
-            "x_gradient_flow__mutmut_112",
-            "x_gradient_flow__mutmut_113",
+            "x_gradient_flow__mutmut_133",
+            "x_gradient_flow__mutmut_136",
+            "x_gradient_flow__mutmut_138",
+            "x_gradient_flow__mutmut_151",
+            "x_gradient_flow__mutmut_155",
+            "x_gradient_flow__mutmut_156",
+            "x__module_flow__mutmut_95",
+            "x__module_flow__mutmut_98",
+            "x__module_flow__mutmut_99",
+            "x__module_flow__mutmut_147",
+            "x__module_flow__mutmut_150",
+            "x__module_flow__mutmut_152",
         ),
         _STRICT,
     ),
-    "deeplimits.diagnostics._gradient_flow.x_gradient_flow__mutmut_115": "equivalent: "
+    "deeplimits.diagnostics._gradient_flow.x_gradient_flow__mutmut_158": "equivalent: "
     "typing.cast does nothing at run time",
     **dict.fromkeys(
-        _names("_gradient_flow", "x_gradient_flow__mutmut_152", "x_gradient_flow__mutmut_153"),
+        _names("_gradient_flow", "x_gradient_flow__mutmut_195", "x_gradient_flow__mutmut_196"),
         "equivalent: unreachable, the chain check guarantees that y depends on x",
-    ),
-    "deeplimits.diagnostics._gradient_flow.x_gradient_flow__mutmut_209": _MSG,
-    **dict.fromkeys(
-        _names("_gradient_flow", "x_gradient_flow__mutmut_217", "x_gradient_flow__mutmut_220"),
-        "equivalent: unreachable, the first layer's gradient is 0 whenever the last one's is",
     ),
     **dict.fromkeys(
         _names(
             "_gradient_flow",
-            "x_gradient_flow__mutmut_48",
-            "x_gradient_flow__mutmut_51",
-            "x_gradient_flow__mutmut_52",
+            "x__judge__mutmut_13",
+            "x__module_flow__mutmut_194",
+            "x__module_flow__mutmut_215",
+            "x__module_flow__mutmut_224",
         ),
-        "equivalent: that call frees only the graph between the loss and y, which the "
+        _MSG,
+    ),
+    "deeplimits.diagnostics._gradient_flow.x__module_flow__mutmut_184": "equivalent: dividing "
+    "by a float64 one is multiplying by it",
+    **dict.fromkeys(
+        _names(
+            "_gradient_flow",
+            "x_gradient_flow__mutmut_91",
+            "x_gradient_flow__mutmut_94",
+            "x_gradient_flow__mutmut_95",
+            "x__module_flow__mutmut_80",
+            "x__module_flow__mutmut_84",
+            "x__module_flow__mutmut_86",
+        ),
+        "equivalent: that call frees only the graph between the loss and the output, which the "
         "gradient to x and the parameters does not use",
     ),
     **dict.fromkeys(
         _names(
             "_gradient_flow",
-            "x_gradient_flow__mutmut_78",
-            "x_gradient_flow__mutmut_82",
-            "x_gradient_flow__mutmut_83",
+            "x_gradient_flow__mutmut_121",
+            "x_gradient_flow__mutmut_125",
+            "x_gradient_flow__mutmut_126",
         ),
         "equivalent: every parameter of a supported chain's layers is used",
     ),
+    **dict.fromkeys(
+        _names(
+            "_gradient_flow",
+            "x__module_flow__mutmut_7",
+            "x__module_flow__mutmut_124",
+            "x__module_flow__mutmut_242",
+        ),
+        "equivalent: recurse=None is falsy like False",
+    ),
+    "deeplimits.diagnostics._gradient_flow.x__module_flow__mutmut_125": "equivalent: the "
+    "parameters reached recursively are each owned by a module in owners, and the dict keyed by "
+    "id removes the duplicates: the same set",
+    "deeplimits.diagnostics._gradient_flow.x__module_flow__mutmut_22": "equivalent: a call's "
+    "order field is never read (rows follow the list's order)",
     "deeplimits.diagnostics._gradient_flow.xǁGradientFlowReportǁplot__mutmut_12": "equivalent: "
     "ax.plot's default x values are 0..n-1, which the layer indices are",
     **dict.fromkeys(

@@ -732,3 +732,151 @@ def test_a_tuple_output_without_a_leading_batch_dimension_is_measured_over_the_b
     (gx,) = torch.autograd.grad(out.sum() + h.square().sum(), xr)
     assert report.sample_ratios == pytest.approx((float(gx.norm() / gy),), rel=1e-10)
     assert math.isnan(report.bound)  # no rule for recurrent layers
+
+
+def _diag34(model_lin: nn.Linear) -> None:
+    with torch.no_grad():
+        model_lin.weight.copy_(torch.tensor([[3.0, 0.0], [0.0, 4.0]]))
+        model_lin.bias.zero_()
+
+
+def test_summary_head_and_dict_numbers_of_each_mode():
+    # W = diag(3, 4), ∂ℓ/∂y = (0, 1) per sample: ∇x ℓ = Wᵀ(0, 1) = (0, 4), so the measured ratio
+    # is 4 = ||W||; 2·W(x) (modules mode, a scaling outside any module): 8 = 2·||W|| both.
+    x = torch.tensor([[1.0, 2.0], [-1.0, 0.5]], dtype=torch.float64)
+    g = torch.tensor([[0.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    lin = nn.Linear(2, 2).double()
+    _diag34(lin)
+    chain = gradient_flow(lin, x, grad_output=g)
+    assert chain.summary().splitlines()[0] == (
+        "bound Π Lip = 4.0000e+00 >= measured max_i ‖∇x_i ℓ‖/‖∇y_i ℓ‖ = 4.0000e+00"
+    )
+    scaled = _Scales(before=False).double()
+    _diag34(scaled.lin)
+    modules = gradient_flow(scaled, x, grad_output=g)
+    assert modules.summary().splitlines()[0] == (
+        "bound (graph Lipschitz) = 8.0000e+00 >= measured max_i ‖∇x_i ℓ‖/‖∇y_i ℓ‖ = 8.0000e+00"
+    )
+    d = modules.to_dict()
+    assert (d["bound"], d["measured_ratio"], d["sample_ratios"]) == (8.0, 8.0, [8.0, 8.0])
+    assert isinstance(d["bound"], float) and d["layers"][0]["lipschitz"] == 4.0
+    unbounded = gradient_flow(scaled, x, grad_output=g, compute_bound=False)
+    assert unbounded.summary().splitlines()[0] == (
+        "bound unavailable (see notes); measured max_i ‖∇x_i ℓ‖/‖∇y_i ℓ‖ = 8.0000e+00"
+    )
+
+
+class _StoresItsOutput(nn.Module):
+    """Owns a parameter and returns nothing: its result is read from an attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = nn.Parameter(torch.tensor(2.0, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> None:
+        self.out = self.s * x
+
+
+class _KeywordCall(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale, self.lin = _StoresItsOutput(), nn.Linear(2, 2).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.scale(x)
+        return self.lin(input=self.scale.out)  # no positional argument: the hook sees none
+
+
+def test_module_rows_of_calls_without_positional_or_returned_tensors_have_empty_shapes():
+    x = torch.ones(3, 2, dtype=torch.float64)
+    report = gradient_flow(_KeywordCall(), x, compute_bound=False)
+    assert report.mode == "modules"
+    assert [lf.name for lf in report.layers] == ["scale", "lin"]
+    scale, lin = report.layers
+    assert (scale.input_shape, scale.output_shape, scale.output_norm) == ((3, 2), (), 0.0)
+    assert (lin.input_shape, lin.output_shape) == ((), (3, 2))
+
+
+class _Pair(nn.Module):
+    """(w x, 2 w x) with w = 1.5: one module with two output tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.w * x, 2 * self.w * x
+
+
+def test_a_module_row_sums_the_gradients_of_all_its_output_tensors():
+    x = torch.ones(2, 2, dtype=torch.float64)
+    # ℓ = Σ out0 + 3 Σ out1: ∂ℓ/∂out0 = 1, ∂ℓ/∂out1 = 3 on 4 entries each: √(4 + 36) = √40;
+    # per sample ‖∇y ℓ‖ = √(2 + 18) = √20 and ∇x ℓ = w + 3·2w = 10.5 per entry: 10.5·√2 / √20
+    report = gradient_flow(_Pair(), x, loss_fn=lambda out: out[0].sum() + 3 * out[1].sum(),
+                           compute_bound=False)
+    assert report.layers[0].output_grad_norm == pytest.approx(math.sqrt(40), rel=1e-12)
+    assert report.sample_ratios == pytest.approx((10.5 / math.sqrt(10),) * 2, rel=1e-12)
+    # a loss that uses only out0: out1's gradient is zero, ∇x ℓ = w = 1.5 per entry
+    report = gradient_flow(_Pair(), x, loss_fn=lambda out: out[0].sum(), compute_bound=False)
+    assert report.layers[0].output_grad_norm == pytest.approx(2.0, rel=1e-12)
+    assert report.sample_ratios == pytest.approx((1.5,) * 2, rel=1e-12)
+    for loss in (lambda out: out[0], lambda out: 1.0):  # not a scalar tensor
+        with pytest.raises(InvalidArgumentError, match="scalar tensor"):
+            gradient_flow(_Pair(), x, loss_fn=loss, compute_bound=False)
+
+
+class _IgnoresInput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(2, 2).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(torch.zeros_like(x))  # a constant: its bias
+
+
+def test_a_model_that_ignores_its_input_has_zero_input_gradients():
+    # a constant map: ∇x ℓ = 0 and its Jacobian is the 2 x 2 zero matrix (singular values 0, 0);
+    # the Jacobian's backward used to raise "appears to not have been used in the graph"
+    report = gradient_flow(_IgnoresInput(), torch.ones(2, 2, dtype=torch.float64),
+                           compute_bound=False)
+    assert report.mode == "modules"
+    assert report.input_grad_norm == 0.0 and report.sample_ratios == (0.0, 0.0)
+    assert list(report.jacobian_singular_values) == [0.0, 0.0]
+
+
+class _RowSums(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(2, 2).double()
+        _diag34(self.lin)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x).sum(1)  # shape (batch,)
+
+
+def test_a_one_dimensional_output_is_measured_per_sample():
+    # y_i = 1ᵀ W x_i with W = diag(3, 4): ∇x_i ℓ = g_i · (3, 4), so every sample's ratio is 5
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]], dtype=torch.float64)
+    report = gradient_flow(_RowSums(), x, compute_bound=False)
+    assert report.sample_ratios == pytest.approx((5.0,) * 3, rel=1e-12)
+    assert not any("no leading batch dimension" in n for n in report.notes)
+
+
+def test_module_rows_verdict_and_jacobian_of_a_scaled_linear_map():
+    # 2·W(x) with W = diag(3, 4) on one sample: the Jacobian is diag(6, 8), singular values
+    # 8 and 6; 2·2 = 4 Jacobian entries, so a limit of 4 computes it and 3 does not
+    scaled = _Scales(before=False).double()
+    _diag34(scaled.lin)
+    x = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+    report = gradient_flow(scaled, x, jacobian_max_entries=4, compute_bound=False)
+    assert report.mode == "modules"
+    (row,) = report.layers
+    assert (row.index, row.name, row.kind) == (0, "lin", "Linear")
+    assert list(report.jacobian_singular_values) == pytest.approx([8.0, 6.0], rel=1e-12)
+    assert report.verdict == "healthy"  # one layer: ‖∇x‖/‖∇y‖ ∈ [6, 8] is within [1e-3, 1e3]
+    assert gradient_flow(scaled, x, jacobian_max_entries=3,
+                         compute_bound=False).jacobian_singular_values is None
+    # a zero output gradient: no sample ratio, measured ratio 0
+    zero = gradient_flow(scaled, x, grad_output=torch.zeros(1, 2, dtype=torch.float64),
+                         compute_bound=False)
+    assert zero.sample_ratios == () and zero.measured_ratio == 0.0

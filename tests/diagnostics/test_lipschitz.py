@@ -484,3 +484,17 @@ class _Branchy(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin(x) if x.sum() > 0 else -self.lin(x)
+
+
+class _BatchSum(nn.Module):
+    """3 × the sum over the batch: on one sample (a batch of one) x -> 3x, Lipschitz 3."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 3.0 * x.sum(0, keepdim=True)
+
+
+def test_the_graph_bound_is_of_one_sample_and_needs_no_parameters() -> None:
+    # The bound is for one input of input_shape, traced on a batch of one, where the model is
+    # x -> 3x: Lipschitz 3 (on a batch of two the batched map (x1, x2) -> 3(x1 + x2) has norm
+    # 3·√2). The model has no parameters: the example input is float32 on the CPU.
+    assert lipschitz_upper(_BatchSum(), input_shape=(3,)) == pytest.approx(3.0, rel=1e-12)

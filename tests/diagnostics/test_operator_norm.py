@@ -359,3 +359,76 @@ def test_warm_start_from_the_top_singular_vector_converges_at_once():
     warm = _power_iteration_from(lambda v: w @ v, lambda u: w.T @ u, (3,), w, 5, 1e-12, 0, e1)
     assert warm[0] == pytest.approx(3.0, rel=1e-14)
     assert cold[0] < 3.0 - 1e-6  # five iterations from a random start are not enough here
+
+
+def test_power_iteration_stops_when_the_estimate_changes_by_tol_relatively():
+    # A = diag(2, 1) from v0 = (1, 1)/√2, by hand: ‖AᵀA v_k‖ = √(4^(2k+2) + 1)/√(4^(2k) + 1), so
+    # the estimates √‖AᵀA v_k‖ are (17/2)^(1/4) = 1.70749, (257/17)^(1/4) = 1.97183,
+    # (4097/257)^(1/4) = 1.998174, (65537/4097)^(1/4) = 1.999886, ... With tol = 0.03 the third
+    # change (0.0263) is the first <= tol·new (0.0599): three products, value (4097/257)^(1/4).
+    from deeplimits.diagnostics._operator_norm import _power_iteration_from
+
+    w = torch.diag(torch.tensor([2.0, 1.0], dtype=torch.float64))
+    calls = {"n": 0}
+
+    def apply(v):
+        calls["n"] += 1
+        return w @ v
+
+    start = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    est, _ = _power_iteration_from(apply, lambda u: w.T @ u, (2,), w, 50, 0.03, 0, start)
+    assert est == pytest.approx((4097 / 257) ** 0.25, rel=1e-12)
+    assert calls["n"] == 3
+    # A = diag(1.2, 0): the first estimate from (1, 1)/√2 is (1.44²/2)^(1/4) = 1.00907, within
+    # tol = 0.01 of 1 but not of the previous estimate (none: 0); the second is σ = 1.2 exactly
+    # and the third repeats it: 1.2 is returned.
+    w = torch.diag(torch.tensor([1.2, 0.0], dtype=torch.float64))
+    est, _ = _power_iteration_from(apply, lambda u: w.T @ u, (2,), w, 50, 0.01, 0, start)
+    assert est == pytest.approx(1.2, rel=1e-12)
+
+
+def test_power_iteration_restarts_from_random_for_an_unusable_start():
+    # A zero or wrongly shaped start cannot be iterated: the seeded random start is used, and
+    # diag(3, 1, 0.5) converges to σ = 3. A float32 start is converted to the float64 of A.
+    from deeplimits.diagnostics._operator_norm import _power_iteration_from
+
+    w = torch.diag(torch.tensor([3.0, 1.0, 0.5], dtype=torch.float64))
+
+    def run(start):
+        return _power_iteration_from(
+            lambda v: w @ v, lambda u: w.T @ u, (3,), w, 200, 1e-14, 0, start
+        )[0]
+
+    assert run(torch.zeros(3, dtype=torch.float64)) == pytest.approx(3.0, rel=1e-12)
+    assert run(torch.ones(2, dtype=torch.float64)) == pytest.approx(3.0, rel=1e-12)
+    assert run(torch.tensor([1.0, 1.0, 1.0])) == pytest.approx(3.0, rel=1e-12)
+
+
+def _circular_121() -> nn.Conv1d:
+    # kernel [1, 2, 1] with circular padding: a circulant matrix with eigenvalues
+    # 2 + 2·cos(2πk/L) (eigenvectors the Fourier modes), so its norm is 4 (k = 0, constant input).
+    conv = nn.Conv1d(1, 1, 3, padding=1, padding_mode="circular", bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[1.0, 2.0, 1.0]]]))
+    return conv
+
+
+def test_cached_norm_of_a_small_conv1d_is_exact(monkeypatch):
+    from deeplimits.diagnostics import _operator_norm as on
+
+    conv = _circular_121()
+    # L = 8: the dense matrix has 8·8 = 64 entries; with the limit at exactly 64 it is solved
+    # exactly, so even max_iter=1 gives 4 to rounding (one power step from a random start
+    # would be well below). A leading batch size (5) is ignored.
+    monkeypatch.setattr(on, "EXACT_MAX_ENTRIES", 64)
+    assert on.conv_norm_cached(conv, (5, 1, 8), max_iter=1) == pytest.approx(4.0, rel=1e-12)
+
+
+def test_cached_norm_of_a_float32_conv_by_power_iteration(monkeypatch):
+    from deeplimits.diagnostics import _operator_norm as on
+
+    conv = _circular_121()  # float32 weights
+    monkeypatch.setattr(on, "EXACT_MAX_ENTRIES", 1)  # force power iteration
+    # eigenvalues 4 and 2 + √2 next: converges from below to tol 1e-6
+    norm = on.conv_norm_cached(conv, (1, 8))
+    assert norm == pytest.approx(4.0, rel=1e-5) and norm <= 4.0 * (1 + 1e-12)

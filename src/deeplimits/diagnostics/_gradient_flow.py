@@ -785,5 +785,8 @@ def _jacobian_singular_values(model: nn.Module, x0: torch.Tensor, out_dim: int) 
     z = x0.detach().unsqueeze(0).expand(out_dim, *x0.shape).clone().requires_grad_(True)
     y = model(z).reshape(out_dim, out_dim)  # (out_dim copies, out_dim outputs)
     eye = torch.eye(out_dim, dtype=y.dtype, device=y.device)
-    (jac,) = torch.autograd.grad(y, z, grad_outputs=eye)  # row k: ∂y_k/∂x
+    # row k: ∂y_k/∂x; None where y does not depend on x (a constant model: Jacobian 0)
+    (jac,) = torch.autograd.grad(y, z, grad_outputs=eye, allow_unused=True)
+    if jac is None:
+        jac = torch.zeros_like(z)
     return torch.linalg.svdvals(jac.reshape(out_dim, -1).double()).cpu().numpy()
