@@ -462,3 +462,39 @@ def test_local_bound_of_a_square_is_exact_for_elementwise_and_matrix_products():
     # a constant made from the input's dtype only: 0-Lipschitz, so t + c is 1-Lipschitz
     g = lipschitz_graph(_Lambda(lambda t: t + torch.ones_like(t) * t.new_ones(1)), x3)
     assert g.value == 1.0
+
+
+class _Broadcasts(nn.Module):
+    """Operands broadcast back to the input's shape: each repeated entry counts sqrt(k)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean(1, keepdim=True)  # (batch, 1), Lipschitz 1/sqrt(n) alone
+        if self.kind == "add":
+            return x + m  # (I + 11ᵀ/n) x: norm 2 along ones
+        if self.kind == "sub_method":
+            return x.sub(m, alpha=2.0)  # (I - 2·11ᵀ/n) x: norm 1 (a reflection)
+        if self.kind == "mul":
+            return m * torch.tensor([[1.0, -2.0, 3.0]], dtype=x.dtype)  # rank one: |c|·1/sqrt(n)
+        if self.kind == "scaled_add":
+            return m * 3.0 + x  # (I + 11ᵀ) x: norm 1 + n = 4, the bound exactly
+        return m / torch.full((1, 3), 0.5, dtype=x.dtype)  # "div": 2·11ᵀ/n x: norm 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "bound"),
+    # the graph bound, by hand: s_a·Lip(a) + |α|·s_b·Lip(b) with s = sqrt(3) for the (1, 1) mean
+    # broadcast to (1, 3), or the constant's largest entry times s·Lip for a product
+    [("add", 2.0), ("sub_method", 3.0), ("mul", 3.0), ("scaled_add", 4.0), ("div", 2.0)],
+)
+def test_broadcast_operands_count_their_repeated_entries(kind: str, bound: float) -> None:
+    model = _Broadcasts(kind)
+    x = torch.tensor([[0.3, -1.0, 2.0]], dtype=torch.float64)
+    value = lipschitz_graph(model, x).value
+    assert value == pytest.approx(bound, rel=1e-12)
+    # never below the exact constant, the spectral norm of the (linear) map's Jacobian
+    jac = torch.autograd.functional.jacobian(model, x).reshape(3, 3)
+    assert value >= float(torch.linalg.matrix_norm(jac, 2)) * (1 - 1e-12)

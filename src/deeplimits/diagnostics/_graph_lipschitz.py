@@ -18,7 +18,9 @@ then run once on an example input by an ``fx.Interpreter`` that, for every node 
   softmax: 1/2 (its Jacobian ``diag(p) − ppᵀ`` has norm at most 1/2, attained at two equal
   probabilities).
 - ``a + b``, ``a − b``: ``L_a + L_b`` (attained when both are the same linear map); ``c · a``,
-  ``a / c`` for a constant ``c``: ``max|c| · L_a``, ``L_a / min|c|``; ``−a``: ``L_a``.
+  ``a / c`` for a constant ``c``: ``max|c| · L_a``, ``L_a / min|c|``; ``−a``: ``L_a``. An
+  operand broadcast to a larger output repeats each entry ``k`` times and counts ``sqrt(k)·L``
+  (``x + x.mean(1, keepdim=True)`` has constant 2, not ``1 + 1/sqrt(n)``).
 - concatenation / stacking: ``sqrt(Σ_k L_k²)`` (exact for copies of one map).
 - average pooling, adaptive average pooling, ``mean``, ``sum``: linear maps ``A`` with
   non-negative entries, bounded by the Schur test ``||A||_2 <= sqrt(||A||_1 ||A||_∞)``
@@ -347,6 +349,18 @@ class _Bounder(torch.fx.Interpreter):
         """Bound of the input-dependent part of an argument (0 for constants)."""
         return _root_sum_squares([self.lip.get(m, 0.0) for m in _nodes_in(obj)])
 
+    _out: Any = None
+
+    def _spread(self, operand: Any) -> float:
+        """How much broadcasting ``operand`` to the current node's output multiplies norms:
+        each entry repeated k times scales the L2 norm by sqrt(k) (``x + x.mean(1, keepdim=
+        True)`` is ``(I + 11ᵀ/n) x``, norm 2 along ones, not 1 + 1/sqrt(n))."""
+        out = self._out
+        if (isinstance(operand, torch.Tensor) and isinstance(out, torch.Tensor)
+                and 0 < operand.numel() < out.numel()):
+            return math.sqrt(out.numel() / operand.numel())
+        return 1.0
+
     def run_node(self, n: torch.fx.Node) -> Any:
         if n.op == "call_module" and not self.train_mode_ok:
             m = self.module.get_submodule(str(n.target))
@@ -385,6 +399,7 @@ class _Bounder(torch.fx.Interpreter):
             return math.nan, 0.0
         if n.op == "output":
             return math.nan, self._in(n.args[0])
+        self._out = value  # for _spread: the shape an operand is broadcast to
         deps = [m for m in _nodes_in((n.args, n.kwargs)) if self.lip.get(m, 0.0) != 0.0]
         if not deps:
             return math.nan, 0.0  # does not depend on the input (or only through shapes)
@@ -488,8 +503,10 @@ class _Bounder(torch.fx.Interpreter):
                     return float(t.flatten(0, -3).norm(dim=(-2, -1)).max())
                 return float(t.norm())
 
-            return math.nan, (size(a) + la * r) * lb + la * (size(b) + lb * r)
+            sa, sb = (1.0, 1.0) if matmul else (self._spread(a), self._spread(b))
+            return math.nan, (size(a) + la * r) * lb * sb + la * sa * (size(b) + lb * r)
         const, l_var = (b, la) if la > 0 else (a, lb)
+        var = a if la > 0 else b
         if matmul:
             if not (isinstance(const, torch.Tensor) and const.ndim == 2):
                 raise self._unsupported(n, "a matrix product with a constant that is not 2-D")
@@ -498,6 +515,8 @@ class _Bounder(torch.fx.Interpreter):
             c = float(const.detach().abs().max()) if const.numel() else 0.0
         else:
             c = abs(float(const))
+        if not matmul:
+            c *= self._spread(var)
         return c, c * l_var
 
     def _function(
@@ -507,7 +526,7 @@ class _Bounder(torch.fx.Interpreter):
         if f in (torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like):
             return math.nan, 0.0  # only the shape, dtype and device of the input are used
         if f in _ADD:
-            return math.nan, _add_bound(self, n)
+            return math.nan, _add_bound(self, n, args, kwargs)
         if f is operator.neg or f is torch.neg:
             return 1.0, l0
         if f in _MUL:
@@ -518,6 +537,7 @@ class _Bounder(torch.fx.Interpreter):
             d = args[1]
             c = float((1.0 / d.detach().abs()).max()) if isinstance(d, torch.Tensor) else 1.0 / abs(
                 float(d))
+            c *= self._spread(args[0])
             return c, c * l0
         if f in _MATMUL:
             return self._product(n, args[0], args[1], matmul=True)
@@ -571,7 +591,7 @@ class _Bounder(torch.fx.Interpreter):
         if name in _SHAPE_METHODS:
             return 1.0, l0
         if name in ("add", "sub", "add_", "sub_"):
-            return math.nan, _add_bound(self, n)
+            return math.nan, _add_bound(self, n, args, kwargs)
         if name in ("mul", "mul_"):
             return self._product(n, args[0], args[1], matmul=False)
         if name == "matmul":
@@ -592,12 +612,16 @@ class _Bounder(torch.fx.Interpreter):
     _first_placeholder = ""
 
 
-def _add_bound(b: _Bounder, n: torch.fx.Node) -> float:
-    """Lip(a ± α·b) <= Lip(a) + |α|·Lip(b) (torch.add's ``alpha``)."""
+def _add_bound(
+    b: _Bounder, n: torch.fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> float:
+    """Lip(a ± α·b) <= s_a·Lip(a) + |α|·s_b·Lip(b) (torch.add's ``alpha``), s the factor by
+    which broadcasting an operand to the output's shape scales its norm (``_spread``)."""
     alpha = n.kwargs.get("alpha", 1.0)
-    la = b._in(n.args[0])
+    la = b._in(n.args[0]) * b._spread(args[0])
+    other = args[1] if len(args) > 1 else kwargs.get("other")
     lb = b._in(n.args[1]) if len(n.args) > 1 else b._in(n.kwargs.get("other"))
-    return la + abs(float(alpha)) * lb
+    return la + abs(float(alpha)) * lb * b._spread(other)
 
 
 def _basic_index(index: Any) -> bool:
