@@ -912,3 +912,49 @@ def test_step_counts_add_up_over_solves_sharing_one_stats_object() -> None:
                         adj.rejected_steps, adj.backward_accepted_steps,
                         adj.backward_rejected_steps)
     assert counts[True] == counts[False]
+
+
+def test_step_times_are_not_jumps_on_the_device_loop() -> None:
+    """``step_t`` only makes a step end there; ``jump_t`` also restarts with a fresh evaluation
+    (the right limit). dopri5 (FSAL) on y' = -y: a step time costs no evaluation (the same
+    counts as without it, on both loops); a jump time costs the host loop one (the fresh first
+    stage) and the branch-free device loop one per attempt (its attempts all evaluate the
+    right limit, masked where no jump is crossed)."""
+    y0 = torch.tensor([[1.0], [2.0]], dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    counts = {}
+    for key in (None, "step_t", "jump_t"):
+        for loop in (False, True):
+            stats = SolveStats()
+            opts: dict[str, Any] = {"device_loop": loop}
+            if key is not None:
+                opts[key] = [0.4]
+            odeint(lambda s, y: -y, y0, t, rtol=1e-6, atol=1e-9, stats=stats, options=opts)
+            counts[key, loop] = (stats.nfe_forward, stats.accepted_steps, stats.rejected_steps)
+    nfe, steps, rejected = counts[None, False]
+    assert rejected == 0
+    assert counts["step_t", False] == counts["step_t", True] == counts[None, True] == (
+        nfe, steps, 0)
+    assert counts["jump_t", False] == (nfe + 1, steps, 0)
+    assert counts["jump_t", True] == (nfe + steps, steps, 0)
+
+
+def test_a_step_time_beside_jump_times_keeps_its_left_limit_stage() -> None:
+    """With jump times present the device loop flags each forced time; a ``step_t`` must not be
+    flagged: its step starts from the FSAL stage f(0.4, y), the left value of a rate that drops
+    just after 0.4 (``t <= 0.4``), exactly as the host loop does, while a jump would restart
+    from the right limit. Same steps and the same state as the host loop."""
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.where(t <= 0.4, -y, -3.0 * y)
+
+    y0 = torch.tensor([[1.0], [2.0]], dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    out = {}
+    for loop in (False, True):
+        stats = SolveStats()
+        ys = odeint(f, y0, t, rtol=1e-6, atol=1e-9, stats=stats,
+                    options={"device_loop": loop, "step_t": [0.4], "jump_t": [0.7]})
+        out[loop] = (ys[-1], stats.accepted_steps, stats.rejected_steps)
+    assert out[True][1:] == out[False][1:]
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-13, atol=0)
