@@ -210,6 +210,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_event.py": "a7a2667f2725",
     "diagnostics/_operator_norm.py": "f9da3a35315a",
     "diagnostics/_lipschitz.py": "a097c7632998",
+    "diagnostics/_gradient_flow.py": "349bfa560f0e",
 }
 
 _GPU = "gpu-only: a device argument; identical on CPU"

@@ -677,6 +677,10 @@ def test_dict_outputs_take_a_loss_fn_and_forward_fn_takes_several_inputs():
     report = gradient_flow(model, x, forward_fn=two_inputs)
     assert [lf.name for lf in report.layers] == ["body", "cls", "reg"] * 2
     assert math.isnan(report.bound) and any("forward_fn" in n for n in report.notes)
+    assert "bound unavailable: forward_fn given, and the bound is of model(x)" in report.notes
+    assert any(n.startswith("not a chain of supported layers (forward_fn given)")
+               for n in report.notes)
+    assert "bound unavailable: forward_fn given" in report.summary()
     with pytest.raises(TypeError, match="forward_fn"):
         gradient_flow(model, x, forward_fn=3)
     with pytest.raises(InvalidArgumentError, match="loss_fn for tuple/dict"):
@@ -880,3 +884,15 @@ def test_module_rows_verdict_and_jacobian_of_a_scaled_linear_map():
     zero = gradient_flow(scaled, x, grad_output=torch.zeros(1, 2, dtype=torch.float64),
                          compute_bound=False)
     assert zero.sample_ratios == () and zero.measured_ratio == 0.0
+
+
+def test_a_gradient_that_vanishes_entirely_at_the_output_side_is_judged_exploding():
+    """_judge with no layer owning parameters takes ‖∇x ℓ‖/‖∇y ℓ‖: with ‖∇y ℓ‖ = 0 and
+    ‖∇x ℓ‖ = 0.5 > 0 the ratio is inf (exploding), and 0/0 counts as 1 (healthy)."""
+    from deeplimits.diagnostics._gradient_flow import _judge
+
+    notes: list[str] = []
+    gx, zero = torch.tensor([0.3, 0.4]), torch.zeros(2)
+    assert _judge([], gx, zero, 1e-3, 1e3, notes) == (math.inf, "exploding")
+    assert _judge([], zero, zero, 1e-3, 1e3, notes) == (1.0, "healthy")
+    assert notes == ["fewer than two layers with parameters: verdict taken on ‖∇x ℓ‖/‖∇y ℓ‖"] * 2
