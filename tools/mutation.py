@@ -564,10 +564,8 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         _names(
             "_gradient_flow",
-            "x__judge__mutmut_13",
             "x__module_flow__mutmut_194",
             "x__module_flow__mutmut_215",
-            "x__module_flow__mutmut_224",
         ),
         _MSG,
     ),
