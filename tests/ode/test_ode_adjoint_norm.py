@@ -152,6 +152,7 @@ def test_forward_norm_returning_a_float_gives_a_norm_in_the_states_dtype() -> No
     out = norm(_flat([0.25], [-0.5], [100.0]))
     assert out.dtype == F64 and out.shape == () and float(out) == 0.5
     assert float(norm(_flat([1.0 + 1e-12], [-0.5], [100.0]))) == 1.0 + 1e-12
+    assert float(norm(_flat([0.5], [-(1.0 + 1e-12)], [100.0]))) == 1.0 + 1e-12  # adj_y's part
 
 
 # --- _adjoint_options ---------------------------------------------------------------------------
