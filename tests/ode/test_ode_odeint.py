@@ -343,6 +343,19 @@ def _heun_euler() -> ExplicitRK:
     ))
 
 
+def test_a_tableau_of_ones_own_without_dense_rows_interpolates_by_the_hermite_rows() -> None:
+    # the same pair with no dense rows given: interior outputs as with the rows written out
+    tab = _heun_euler().tableau
+    bare = ExplicitRK(ButcherTableau.from_lists(
+        "heun_euler", a=[[], [1.0]], b=list(tab.b), c=list(tab.c), order=2,
+        b_err=list(tab.b_err or ()), error_order=1))
+    t = torch.linspace(0.0, 2.0, 9, dtype=torch.float64)
+    y0 = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    ys = [odeint(_lotka_volterra, y0, t, rtol=1e-5, atol=1e-7, method=m) for m in
+          (_heun_euler(), bare)]
+    assert torch.equal(ys[0], ys[1])
+
+
 def test_a_non_fsal_adaptive_solver_object_gives_interior_outputs() -> None:
     solver = _heun_euler()
     t = torch.linspace(0.0, 2.0, 9, dtype=torch.float64)

@@ -229,7 +229,8 @@ _NOT_STIFF = dict(name="ns", a=[[0.0], [0.25, 0.25], [0.25, 0.5, 0.25]], b=[1 / 
         ({"dense": [[1.0, 0.0]]}, "dense output at theta=1 must equal the solution weights b"),
         # c[-1] one part in 1e13 below 1: consistent, but not stiffly accurate
         ({"a": [[0.0], [0.5, 0.5 - 1e-13]], "b": [0.5 + 1e-13, 0.5 - 1e-13],
-          "c": [0.0, 1.0 - 1e-13]}, "dense output needs a stiffly accurate tableau"),
+          "c": [0.0, 1.0 - 1e-13], "dense": [[0.5, 0.5]]},
+         "dense output needs a stiffly accurate tableau"),
     ],
 )
 def test_each_invalid_implicit_tableau_is_refused_naming_the_rule(kwargs: dict, message: str
@@ -246,10 +247,55 @@ def test_implicit_tableau_data_by_hand() -> None:
     assert trap.stage_terms == ((), ((0, 0.5),)) and trap.b_terms == ((0, 0.5), (1, 0.5))
     # the cubic Hermite interpolant by default: at theta = 1 it is b
     assert np.sum(np.array(trap.dense), axis=0) == pytest.approx([0.5, 0.5])
+    # not stiffly accurate: no FSAL interpolant by default (a given one is refused); dense
+    # output is the Hermite with f(t+h, y1) appended, as for a non-FSAL explicit tableau
+    ns = ImplicitTableau.from_lists(**_NOT_STIFF)  # type: ignore[arg-type]
+    assert not ns.stiffly_accurate and not ns.fsal and ns.gamma == 0.25 and ns.dense == ()
     with pytest.raises(InvalidArgumentError, match="stiffly accurate"):
-        ImplicitTableau.from_lists(**_NOT_STIFF)  # type: ignore[arg-type]
-    ns = ImplicitTableau.from_lists(**_NOT_STIFF, dense=[])  # type: ignore[arg-type]
-    assert not ns.stiffly_accurate and ns.gamma == 0.25
+        ImplicitTableau.from_lists(**_NOT_STIFF, dense=[[1 / 6, 2 / 3, 1 / 6]])  # type: ignore[arg-type]
+
+
+def _hermite_by_basis(b: list[float], fsal: bool, theta: float) -> list[float]:
+    """Weights of the stages (then f1) in (p(theta) - y0) / h for the cubic Hermite p with
+    p(0) = y0, p(1) = y0 + h sum(b k), p'(0) = h k_0, p'(1) = h f1, by its textbook basis
+    h00..h11 (h00 + h01 = 1, so y0 drops out of the difference)."""
+    h01 = -2 * theta**3 + 3 * theta**2
+    h10 = theta**3 - 2 * theta**2 + theta
+    h11 = theta**3 - theta**2
+    w = [h01 * bi for bi in b] + [h11]
+    w[0] += h10
+    if fsal:  # f1 is the last stage
+        f1 = w.pop()
+        w[-1] += f1
+    return w
+
+
+@pytest.mark.parametrize(
+    ("tab", "fsal"),
+    [
+        (ButcherTableau.from_lists("mid", a=[[], [0.5]], b=[0.0, 1.0], c=[0.0, 0.5], order=2),
+         False),
+        (ButcherTableau.from_lists("bs3", a=[list(r) for r in TABLEAUX["bosh3"].a],
+                                   b=list(TABLEAUX["bosh3"].b), c=list(TABLEAUX["bosh3"].c),
+                                   order=3, fsal=True), True),
+        (ImplicitTableau.from_lists(**_NOT_STIFF), False),  # type: ignore[arg-type]
+        (ImplicitTableau(name="trap", a=((0.0,), (0.5, 0.5)), b=(0.5, 0.5), c=(0.0, 1.0),
+                         order=2), True),
+    ],
+)
+def test_tableau_without_dense_rows_interpolates_by_cubic_hermite(tab: object, fsal: bool
+                                                                  ) -> None:
+    rows = _tableaux.interpolant(tab)  # type: ignore[arg-type]
+    assert tab.dense == () and tab.fsal == fsal  # type: ignore[attr-defined]
+    for theta in (0.2, 0.5, 0.9):
+        got = [sum(theta ** (p + 1) * row[j] for p, row in enumerate(rows))
+               for j in range(len(rows[0]))]
+        assert got == pytest.approx(_hermite_by_basis(list(tab.b), fsal, theta),  # type: ignore[attr-defined]
+                                    abs=1e-15)
+
+
+def test_tableau_with_dense_rows_interpolates_by_them() -> None:
+    assert _tableaux.interpolant(TABLEAUX["dopri5"]) is TABLEAUX["dopri5"].dense
 
 
 def test_order_conditions_are_one_per_rooted_tree_with_butchers_densities() -> None:

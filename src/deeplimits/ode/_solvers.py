@@ -42,7 +42,13 @@ from deeplimits.ode._options import (
     SolveStats,
 )
 from deeplimits.ode._stepper import rk_step
-from deeplimits.ode._tableaux import IMPLICIT_TABLEAUX, TABLEAUX, ButcherTableau, ImplicitTableau
+from deeplimits.ode._tableaux import (
+    IMPLICIT_TABLEAUX,
+    TABLEAUX,
+    ButcherTableau,
+    ImplicitTableau,
+    interpolant,
+)
 
 __all__ = [
     "ADAPTIVE_METHODS",
@@ -153,7 +159,7 @@ class _TableauSolver(Solver):
     def dense_cache(self) -> DenseCache:
         """Per-solve cache of the interpolant's coefficients (``linear_interp``: the linear
         interpolant ``y0 + theta h sum(b k)``)."""
-        rows = [list(self.tableau.b)] if self.linear_interp else None
+        rows = [list(self.tableau.b)] if self.linear_interp else interpolant(self.tableau)
         return DenseCache(self.tableau, rows)  # type: ignore[arg-type]
 
     def interpolate(

@@ -18,6 +18,7 @@ where ``K`` are the stages ``k_1..k_s`` followed, for non-FSAL tableaux, by ``f(
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -283,6 +284,25 @@ def _hermite_dense_fsal(b: list[float]) -> list[list[float]]:
     rows = _hermite_dense(b)
     # Fold the extra f1 column into the last stage's column.
     return [[*r[:-2], r[-2] + r[-1]] for r in rows]
+
+
+def _stiffly_accurate(a_last: Sequence[float], b: Sequence[float], c: Sequence[float]) -> bool:
+    """``b == a[-1]`` and ``c[-1] == 1`` (to 1e-15): ``y1`` is the last stage's value."""
+    return len(a_last) == len(b) and abs(c[-1] - 1.0) < 1e-15 and all(
+        abs(x - y) < 1e-15 for x, y in zip(a_last, b, strict=True)
+    )
+
+
+def interpolant(tableau: ButcherTableau | ImplicitTableau) -> tuple[tuple[float, ...], ...]:
+    """The rows of ``tableau``'s dense output, one per power of theta: its own ``dense``, else
+    the cubic Hermite interpolant (:func:`_hermite_dense`: columns the stages, then
+    ``f(t+h, y1)``, which a non-FSAL solver appends; an FSAL tableau's last stage is that
+    value, so its column is folded in)."""
+    if tableau.dense:
+        return tableau.dense
+    b = list(tableau.b)
+    rows = _hermite_dense_fsal(b) if tableau.fsal else _hermite_dense(b)
+    return tuple(tuple(r) for r in rows)
 
 
 def _euler() -> ButcherTableau:
@@ -635,14 +655,16 @@ class ImplicitTableau:
     ) -> ImplicitTableau:
         """Build from plain lists (``dense=None``: the cubic Hermite interpolant)."""
         bb = [float(x) for x in b]
-        if dense is None and len(a) == len(bb):
+        cc = [float(x) for x in c]
+        if dense is None and len(a) == len(bb) and _stiffly_accurate(a[-1], bb, cc):
+            # the FSAL Hermite; other tableaux interpolate with f(t+h, y1) (see interpolant)
             dense = _hermite_dense_fsal(bb)
             dense_order = 3 if order >= 3 else order
         return cls(
             name=name,
             a=tuple(tuple(float(x) for x in row) for row in a),
             b=tuple(bb),
-            c=tuple(float(x) for x in c),
+            c=tuple(cc),
             order=order,
             b_err=None if b_err is None else tuple(float(x) for x in b_err),
             error_order=error_order,
@@ -720,9 +742,7 @@ class ImplicitTableau:
                 fail(f"sum(b_err)={sum(self.b_err)!r} must be 0 (b and b_hat both sum to 1)")
             b_hat = np.array(self.b) - np.array(self.b_err)
             self._check_order(a_full, b_hat, int(self.error_order), "b - b_err")
-        stiff = abs(self.c[-1] - 1.0) < 1e-15 and all(
-            abs(x - y) < 1e-15 for x, y in zip(self.a[-1], self.b, strict=True)
-        )
+        stiff = _stiffly_accurate(self.a[-1], self.b, self.c)
         if self.l_stable:
             b = np.array(self.b)
             r_big = abs(stability_function(a_full, b, -1e8))
