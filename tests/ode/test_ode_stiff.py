@@ -37,7 +37,13 @@ from deeplimits.ode import (
     odeint_checkpoint,
     order_condition_residuals,
 )
-from deeplimits.ode._newton import IterationMatrix, NewtonSettings, esdirk_step, jacobian
+from deeplimits.ode._newton import (
+    IterationMatrix,
+    NewtonSettings,
+    _stage_solve,
+    esdirk_step,
+    jacobian,
+)
 
 ADAPTIVE = ["kvaerno3", "kvaerno4", "kvaerno5"]
 ALL = ["implicit_euler", *ADAPTIVE]
@@ -772,3 +778,221 @@ def test_fixed_step_full_newton_fallback_with_per_sample_blocks() -> None:
                options={"step_size": 0.5, "batched_jacobian": True})
     assert stats.newton_failures == 1 and stats.jacobians > 1, stats
     assert torch.allclose(y[-1], torch.full((2, 1), z, dtype=F64), rtol=1e-8, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# A tableau that is not stiffly accurate: y1 from the weights b, dense output by Hermite
+
+#: The implicit midpoint rule as a 2-stage ESDIRK (an explicit first stage that only feeds the
+#: Newton guess): Z = y + h/2 f(t + h/2, Z), y1 = y + h f(t + h/2, Z); not stiffly accurate.
+_MIDPOINT = dict(name="imp_midpoint", a=[[0.0], [0.0, 0.5]], b=[0.0, 1.0], c=[0.0, 0.5],
+                 order=2)
+
+
+def test_not_stiffly_accurate_tableau_steps_by_its_weights_and_interpolates_by_hermite(
+) -> None:
+    # y' = lam y, h = 1/4: each step multiplies by R(z) = (1 + z/2) / (1 - z/2), z = h lam
+    tab = ImplicitTableau.from_lists(**_MIDPOINT)  # type: ignore[arg-type]
+    assert not tab.stiffly_accurate
+    lam, h = -3.0, 0.25
+    r = (1 + h * lam / 2) / (1 - h * lam / 2)
+    y = odeint(lambda t, y: lam * y, torch.ones(1, dtype=F64),
+               torch.tensor([0.0, 0.3, 1.0], dtype=F64), method=ImplicitRK(tab),
+               options={"step_size": h})
+    assert abs(float(y[2]) - r**4) < 1e-14
+    # t = 0.3 lies in the second step (theta = 0.2): the cubic Hermite on its end values and
+    # slopes (f(t+h, y1) = lam y1 appended to the stages)
+    y0, y1, th = r, r**2, 0.2
+    p = ((2 * th**3 - 3 * th**2 + 1) * y0 + (th**3 - 2 * th**2 + th) * h * lam * y0
+         + (-2 * th**3 + 3 * th**2) * y1 + (th**3 - th**2) * h * lam * y1)
+    assert abs(float(y[1]) - p) < 1e-14
+
+
+# ---------------------------------------------------------------------------------------------
+# The chord iteration against its documented rules, on a scalar linear stage equation
+#
+# Z = psi + hg a1 Z with the step's Jacobian a0 = 0 (hg = 1, so M = 1): Z_{k+1} = psi + a1 Z_k,
+# every update a1 times the one before. With rtol = 0 and atol = 1 the scaled RMS size of the
+# update is its absolute value, so the rules "converged when size rate / (1 - rate) < kappa",
+# "failed when rate > 2" and "failed after max_iters" give the counts by hand.
+
+
+def _chord(a1: float, kappa: float = 1e-2, refresh: bool = False, n: int = 1,
+           f=None) -> tuple[torch.Tensor | None, SolveStats]:
+    stats = SolveStats()
+    settings = NewtonSettings(rtol=0.0, atol=1.0, kappa=kappa, max_iters=10)
+    m = IterationMatrix(torch.zeros(n, n, dtype=F64), 1.0, False, torch.Size((n,)), 0.0)
+    z, _ = _stage_solve(f or (lambda t, z: a1 * z), 0.75, torch.ones(n, dtype=F64),
+                        torch.zeros(n, dtype=F64), 1.0, m, settings, stats, refresh=refresh)
+    return z, stats
+
+
+@pytest.mark.parametrize(("kappa", "iters"), [(0.012, 8), (0.02, 7), (0.04, 6)])
+def test_contracting_chord_stops_at_the_first_update_whose_predicted_error_is_below_kappa(
+    kappa: float, iters: int
+) -> None:
+    # a1 = 1/2 from Z = 0, psi = 1: updates 1, 1/2, 1/4, ... (exact), rate 1/2, so the
+    # predicted error size * rate / (1 - rate) is the update itself: the first 2^-k below
+    # kappa (k >= 1) ends it, after k + 1 iterations; Z = 2 - 2^-k exactly
+    z, stats = _chord(0.5, kappa)
+    assert stats.newton_iterations == iters
+    assert z is not None and float(z) == 2 - 2.0 ** (1 - iters)
+
+
+def test_chord_with_a_unit_rate_never_converges_and_fails_after_max_iters() -> None:
+    # a1 = -1: Z alternates 1, 0, 1, ... with updates of size exactly 1 (rate 1): neither
+    # contracting nor growing past 2
+    z, stats = _chord(-1.0)
+    assert z is None and stats.newton_iterations == 10
+
+
+def test_chord_whose_updates_grow_by_more_than_two_fails_at_the_second_update() -> None:
+    z, stats = _chord(2.5)  # rate 2.5
+    assert z is None and stats.newton_iterations == 2
+
+
+def test_full_newton_refreshes_the_jacobian_and_lu_at_every_iterate() -> None:
+    # refresh: M = 1 - a1 from the iterate's Jacobian: the first update solves the linear stage
+    # exactly (Z = 1 / (1 - a1)), the second is zero; growth past 2 is not a failure here
+    for a1 in (0.5, 2.5):
+        z, stats = _chord(a1, refresh=True)
+        assert z is not None and float(z) == pytest.approx(1 / (1 - a1), rel=1e-15)
+        assert stats.newton_iterations == stats.jacobians == stats.lu_factorizations == 2
+
+
+def test_full_newton_reports_a_nan_jacobian_at_the_stage_time() -> None:
+    with pytest.raises(NewtonError, match=r"NaN or inf at t=0\.75 \(state entry 0\)"):
+        _chord(0.0, refresh=True, f=lambda t, z: _nan_gradient_in_sample_2(t, z + 101.0))
+
+
+def test_one_entry_state_uses_the_rms_of_one_entry() -> None:
+    # the RMS of one update is its absolute value: kappa = 0.012 ends at 2^-7 (8 iterations);
+    # a size scaled by 1/sqrt(2) would end at 2^-6
+    assert _chord(0.5, 0.012, n=1)[1].newton_iterations == 8
+    assert _chord(0.5, 0.012, n=3)[1].newton_iterations == 8
+
+
+# ---------------------------------------------------------------------------------------------
+# The step's bookkeeping: given first stages, stage times, failures
+
+
+def test_step_uses_a_given_first_stage_instead_of_evaluating_it() -> None:
+    # f is called once for the Jacobian (plain autograd) and once per chord iteration under
+    # no_grad; a first stage passed in (FSAL) saves the one more call at (t, y)
+    calls = [0]
+
+    def f(t: float, y: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return -y**3
+
+    y = torch.tensor([2.0, 1.0], dtype=F64)
+    for k1, extra in ((-(y**3), 0), (None, 1)):
+        calls[0], stats = 0, SolveStats()
+        with torch.no_grad():
+            esdirk_step(IMPLICIT_TABLEAUX["kvaerno3"], f, 0.0, y, 0.1, k1, None,
+                        NewtonSettings(), stats)
+        assert calls[0] == 1 + stats.newton_iterations + extra, (calls, stats)
+
+
+def _one_then_two(t: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # y' = 1 before t = 0.5, 2 from it on: y(0.5) = 0.5, y(1) = 1.5
+    return torch.where(torch.as_tensor(t) < 0.5, 1.0, 2.0) * torch.ones_like(y)
+
+
+def test_jump_time_stages_see_the_left_limit_so_a_piecewise_constant_field_is_exact() -> None:
+    # every step integrates a constant exactly when no stage crosses the jump: the step ending
+    # at 0.5 evaluates its last stage (c = 1) at the left limit
+    stats = SolveStats()
+    y = odeint(_one_then_two, torch.zeros(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+               method="kvaerno3", rtol=1e-6, atol=1e-9, options={"jump_t": [0.5]}, stats=stats)
+    assert abs(float(y[-1]) - 1.5) < 1e-14 and stats.rejected_steps == 0
+
+
+def test_perturbed_implicit_euler_sees_each_steps_end_from_the_left() -> None:
+    # torchdiffeq's perturb: the implicit stage at the step's end sees f one ulp before it, so
+    # implicit Euler integrates the piecewise constant field exactly; unperturbed, the step
+    # ending at 0.5 already sees 2
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    for perturb, want in ((True, [0.0, 0.5, 1.5]), (False, [0.0, 0.75, 1.75])):
+        y = odeint(_one_then_two, torch.zeros(1, dtype=F64), t, method="implicit_euler",
+                   options={"step_size": 0.25, "perturb": perturb})
+        assert y.flatten().tolist() == pytest.approx(want, abs=1e-14), perturb
+
+
+def _nan_after_start(t: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # finite (and its Jacobian) at the step's start t = 0, NaN at every later stage time
+    return -y if float(t) == 0.0 else torch.full_like(y, math.nan)
+
+
+def test_adaptive_step_with_a_failed_stage_counts_one_failure_and_returns_an_infinite_error(
+) -> None:
+    stats = SolveStats()
+    y = torch.ones(2, dtype=F64)
+    with torch.no_grad():
+        y1, err, _ = esdirk_step(IMPLICIT_TABLEAUX["kvaerno3"], _nan_after_start, 0.0, y, 0.1,
+                                 None, None, NewtonSettings(), stats)
+    assert y1 is y and err is not None and torch.isinf(err).all()
+    assert stats.newton_failures == 1 and stats.newton_iterations == 1
+
+
+def test_each_fixed_step_that_falls_back_to_full_newton_counts_one_failure() -> None:
+    # the step of the fallback test above, twice with the same statistics
+    stats = SolveStats()
+    y = torch.full((1,), 2.0, dtype=F64)
+    for _ in range(2):
+        with torch.no_grad():
+            esdirk_step(IMPLICIT_TABLEAUX["implicit_euler"], lambda t, y: -y**3, 0.0, y, 0.5,
+                        None, None, NewtonSettings(), stats)
+    assert stats.newton_failures == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The Jacobian and the iteration matrix
+
+
+def test_a_right_hand_side_with_its_own_jacobian_is_not_differentiated() -> None:
+    class Linear:
+        # a deliberately different matrix: the one returned must be this one, as given
+        def __call__(self, t: float, y: torch.Tensor) -> torch.Tensor:
+            raise AssertionError("f must not be called for the Jacobian")
+
+        def jacobian(self, t: float, y: torch.Tensor) -> torch.Tensor:
+            assert not torch.is_grad_enabled() and not y.requires_grad
+            return torch.full((y.numel(), y.numel()), t, dtype=y.dtype)
+
+    y = torch.ones(3, dtype=F64, requires_grad=True)
+    jac, batched = jacobian(Linear(), 0.25, y, True)  # type: ignore[arg-type]
+    assert not batched and torch.equal(jac, torch.full((3, 3), 0.25, dtype=F64))
+
+
+def test_a_state_of_64_entries_is_differentiated_by_plain_autograd() -> None:
+    # the documented boundary: up to 64 entries, one reverse pass each on a real tensor, so a
+    # func that reads the state through numpy (as logging code does) works; above, jacrev
+    # passes a functorch tensor without storage
+    def f(t: float, y: torch.Tensor) -> torch.Tensor:
+        y.detach().numpy()
+        return 2.0 * y
+
+    jac, _ = jacobian(f, 0.0, torch.ones(64, dtype=F64), False)
+    assert torch.equal(jac, 2.0 * torch.eye(64, dtype=F64))
+
+
+def test_a_single_nan_entry_of_the_jacobian_names_the_sample_of_its_row() -> None:
+    # one NaN at row 2 (f of sample 1) and column 0 (y of sample 0): one bad row, one bad
+    # column; the tie goes to the row, the function whose derivative it is
+    jac = torch.zeros(4, 4, dtype=F64)
+    jac[2, 0] = math.nan
+    with pytest.raises(NewtonError, match=r"NaN or inf at t=0\.5 \(sample 1\)"):
+        IterationMatrix(jac, 0.1, False, torch.Size((2, 2)), 0.5)
+
+
+def test_float32_solve_under_a_float64_default_dtype_stays_float32() -> None:
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        y = odeint(lambda t, y: -50.0 * y, torch.ones(2, dtype=torch.float32),
+                   torch.tensor([0.0, 0.1], dtype=torch.float32), method="kvaerno3")
+    finally:
+        torch.set_default_dtype(old)
+    assert y.dtype == torch.float32
+    assert torch.allclose(y[-1], torch.full((2,), math.exp(-5.0)), rtol=1e-3)
