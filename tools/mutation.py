@@ -1316,9 +1316,6 @@ EQUIVALENT: dict[str, str] = {
              "xǁIterationMatrixǁ__init____mutmut_10"),
         _GPU,
     ),
-    _ode("_newton", "xǁIterationMatrixǁ__init____mutmut_6")[0]:
-        "equivalent: the identity's 0/1 entries are exact in float32 and eye - hg*jac is "
-        "promoted to jac's (float32 or float64) dtype",
     _ode("_newton", "x__adjoint_solve__mutmut_1")[0]:
         "equivalent: 31 refinement iterations instead of 30; one that has not converged "
         "falls back to the direct solve with J(z), the same u to round-off",
@@ -1345,6 +1342,29 @@ EQUIVALENT: dict[str, str] = {
              "xǁIterationMatrixǁ_failure__mutmut_31"),
         "equivalent: a 1-d state's per_sample becomes 1 (prod of an empty shape) instead of "
         "0; entry // 1 is the entry, as before",
+    ),
+    **dict.fromkeys(
+        _ode("_newton", "x__stage_solve__mutmut_71", "x__stage_solve__mutmut_76",
+             "x__stage_solve__mutmut_86"),
+        _TIE,
+    ),
+    _ode("_newton", "x__stage_solve__mutmut_4")[0]:
+        "equivalent: an update below 101 instead of 100 eps counts as round-off: the Z "
+        "returned differs from one more iteration's by that update, at round-off",
+    _ode("_newton", "x_esdirk_step__mutmut_100")[0]:
+        "equivalent: the full-Newton fallback's starting matrix None: refresh=True replaces "
+        "it before its first use (max_iters >= 1 is validated)",
+    _ode("_newton", "x_esdirk_step__mutmut_156")[0]:
+        "equivalent: y1 by the weights b for a stiffly accurate tableau too: b = a[-1] and "
+        "k_last = (Z - psi) / (h gamma), so y + h sum(b k) is the last stage Z to round-off",
+    _ode("_newton", "x_esdirk_step__mutmut_39")[0]:
+        "equivalent: z's initial value None: a tableau has >= 2 stages (validated), so the "
+        "stage loop runs and sets z (or returns) before y1 reads it",
+    **dict.fromkeys(
+        _ode("_newton", "xǁIterationMatrixǁ__init____mutmut_2",
+             "xǁIterationMatrixǁ__init____mutmut_3"),
+        "equivalent: jac is square ((N, N) or (B, d, d)): shape[1] and shape[-2] are its "
+        "shape[-1]",
     ),
     # ode/_event
     **dict.fromkeys(
