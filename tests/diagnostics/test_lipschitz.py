@@ -498,3 +498,52 @@ def test_the_graph_bound_is_of_one_sample_and_needs_no_parameters() -> None:
     # x -> 3x: Lipschitz 3 (on a batch of two the batched map (x1, x2) -> 3(x1 + x2) has norm
     # 3·√2). The model has no parameters: the example input is float32 on the CPU.
     assert lipschitz_upper(_BatchSum(), input_shape=(3,)) == pytest.approx(3.0, rel=1e-12)
+
+
+def _jacobian_norm_at(model: nn.Module, x: torch.Tensor) -> float:
+    """The largest per-sample spectral norm of the input Jacobian, by brute force."""
+    norms = []
+    for xb in x:
+        jac = torch.autograd.functional.jacobian(lambda v: model(v[None])[0], xb)
+        norms.append(float(torch.linalg.matrix_norm(jac.reshape(-1, xb.numel()), ord=2)))
+    return max(norms)
+
+
+@pytest.mark.parametrize("seq", [5, 10])  # 40 outputs: full Jacobian; 80: power iteration
+def test_transformer_lower_bound_ascends_from_the_jacobian_norm_at_the_data(seq: int) -> None:
+    # torch's fused CPU attention has no second derivative (the ascent) and no forward-mode
+    # derivative (power iteration beyond 64 outputs): both used to raise torch's RuntimeError
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    model = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False).double().eval()
+    x = torch.randn(2, seq, 8, dtype=torch.float64)
+    at_data = _jacobian_norm_at(model, x)
+    start = lipschitz_lower(model, x, steps=0)  # exact up to 64 outputs, from below beyond
+    assert at_data * 0.99 <= start <= at_data * (1 + 1e-9) and (seq > 5 or start == pytest.approx(
+        at_data, rel=1e-9))
+    found = lipschitz_lower(model, x, steps=3)
+    assert math.isfinite(found) and found >= start
+
+
+class _Prototypes(nn.Module):
+    """Distances to 3 fixed prototypes (an RBF-style layer): each output is 1-Lipschitz, so the
+    constant is at most sqrt(3); torch has no second derivative for cdist."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]],
+                                           dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(x, self.p)
+
+
+def test_a_model_without_second_derivatives_is_searched_by_random_steps_with_a_warning() -> None:
+    model = _Prototypes()
+    x = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    start = lipschitz_lower(model, x, steps=0)
+    assert start == pytest.approx(_jacobian_norm_at(model, x), rel=1e-12)
+    with pytest.warns(RuntimeWarning, match="no second derivative.*_cdist_backward.*random steps"):
+        found = lipschitz_lower(model, x, steps=5)
+    # still a measured Jacobian norm: at least the start, at most sqrt(3)
+    assert start <= found <= math.sqrt(3) * (1 + 1e-12)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from deeplimits.diagnostics._paths import flatten_sequential
 from deeplimits.errors import (
@@ -430,12 +431,28 @@ def lipschitz_lower(
 
     Raises:
         InvalidTypeError: ``x`` is not a floating tensor. InvalidArgumentError: bad shape/values.
+
+    Warns:
+        RuntimeWarning: torch has no second derivative for part of the model (e.g. a custom
+            ``autograd.Function`` marked ``once_differentiable``): the ascent continues with its
+            random steps only; every value returned is still a measured Jacobian norm.
+
+    Caveats:
+        Scaled dot-product attention (``F.scaled_dot_product_attention``, the ``nn.Transformer*``
+        layers) runs its math backend here: torch's fused CPU kernel has neither the second
+        derivative the ascent needs nor the forward-mode derivative of large outputs.
     """
     check_model_and_batch(model, x)
     if steps < 0 or step_size <= 0:
         raise InvalidArgumentError(
             f"steps must be >= 0 and step_size > 0, got steps={steps}, step_size={step_size}"
         )
+    with sdpa_kernel(SDPBackend.MATH):
+        return _ascend(model, x, steps, step_size, seed)
+
+
+def _ascend(model: nn.Module, x: torch.Tensor, steps: int, step_size: float, seed: int) -> float:
+    """:func:`lipschitz_lower`'s search, on checked arguments."""
     b = x.shape[0]
     shape = (-1, *([1] * (x.dim() - 1)))
     gen = torch.Generator(device=x.device).manual_seed(seed)
@@ -445,8 +462,20 @@ def lipschitz_lower(
     cur = x.detach().clone().requires_grad_(True)
     cur_val = _jacobian_norms(model, cur, create_graph=True)  # (batch,)
     best = float(cur_val.detach().max())
+    second_order = True
     for _ in range(steps):
-        (g,) = torch.autograd.grad(cur_val.sum(), cur, allow_unused=True)
+        g = None
+        if second_order:
+            try:
+                (g,) = torch.autograd.grad(cur_val.sum(), cur, allow_unused=True)
+            except RuntimeError as err:  # an op without a second derivative
+                second_order = False
+                warnings.warn(
+                    "lipschitz_lower: torch has no second derivative for part of the model "
+                    f"({str(err).splitlines()[0]}); the ascent continues with random steps only",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         if g is None:
             g = torch.zeros_like(cur)
         gn = g.reshape(b, -1).norm(dim=1).reshape(shape)
