@@ -543,7 +543,9 @@ def test_a_model_without_second_derivatives_is_searched_by_random_steps_with_a_w
     x = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     start = lipschitz_lower(model, x, steps=0)
     assert start == pytest.approx(_jacobian_norm_at(model, x), rel=1e-12)
-    with pytest.warns(RuntimeWarning, match="no second derivative.*_cdist_backward.*random steps"):
+    with pytest.warns(RuntimeWarning, match="no second derivative.*_cdist_backward.*random steps"
+                      ) as rec:
         found = lipschitz_lower(model, x, steps=5)
+    assert rec[0].filename == __file__
     # still a measured Jacobian norm: at least the start, at most sqrt(3)
     assert start <= found <= math.sqrt(3) * (1 + 1e-12)

@@ -186,9 +186,10 @@ def test_adjoint_and_backprop_gradients_with_adams_approach_the_exact_gradient(
 def test_a_corrector_that_does_not_converge_warns_and_is_counted() -> None:
     stats = SolveStats()
     t = torch.linspace(0.0, 1.0, 3, dtype=F64)
-    with pytest.warns(UserWarning, match="corrector did not converge in max_iters=1"):
+    with pytest.warns(UserWarning, match="corrector did not converge in max_iters=1") as rec:
         odeint(_logistic, torch.tensor([0.2], dtype=F64), t, method="implicit_adams",
                rtol=1e-14, atol=1e-15, options={"step_size": 0.1, "max_iters": 1}, stats=stats)
+    assert {w.filename for w in rec} == {__file__}  # the user's line, not the package's
     # steps 0 and 1 are rk4 start-up steps; each of the 8 corrected steps fails at 1 iteration
     assert stats.accepted_steps == 10 and stats.corrector_failures == 8
     stats = SolveStats()
@@ -239,3 +240,41 @@ def test_adams_is_refused_where_its_history_cannot_be_carried() -> None:
         odeint(f, y0, t, method="explicit_adams", options={"device_loop": True})
     with pytest.raises(InvalidArgumentError, match=r"needs carry=solver\.new_carry"):
         get_solver("explicit_adams").step(f, 0.0, y0, 0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# perturb: the stage times each evaluation sees, on fields where they show
+
+
+def _step_at_quarter(t: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # y' = 1 before t = 0.25, 2 from it on (right-continuous at the first grid point)
+    return torch.where(torch.as_tensor(t) < 0.25, 1.0, 2.0) * torch.ones_like(y)
+
+
+@pytest.mark.parametrize("method", ["explicit_adams", "implicit_adams"])
+def test_perturbed_start_up_step_sees_its_end_from_the_left(method: str) -> None:
+    # the rk4 start-up step [0, 0.25] evaluates its last stage at 0.25 - 1 ulp: y' = 1 all the
+    # way, y(0.25) = 0.25; unperturbed, that stage sees 2 (weight 1/8): 0.28125
+    t = torch.tensor([0.0, 0.25], dtype=F64)
+    for perturb, want in ((True, 0.25), (False, 0.25 + 0.25 / 8)):
+        y = odeint(_step_at_quarter, torch.zeros(1, dtype=F64), t, method=method,
+                   options={"step_size": 0.25, "perturb": perturb})
+        assert float(y[-1]) == pytest.approx(want, abs=1e-15), perturb
+
+
+@pytest.mark.parametrize("method", ["explicit_adams", "implicit_adams"])
+def test_perturbed_adams_steps_evaluate_at_their_start_and_end(method: str) -> None:
+    # y' = t: every Adams formula of order >= 2 integrates it exactly, as does rk4, so with
+    # each evaluation at its step's start (+1 ulp) or end (-1 ulp), y(2) = 2 to round-off
+    y = odeint(lambda t, y: torch.as_tensor(t, dtype=y.dtype) * torch.ones_like(y),
+               torch.zeros(1, dtype=F64), torch.tensor([0.0, 2.0], dtype=F64), method=method,
+               rtol=1e-12, atol=1e-14, options={"step_size": 0.125, "perturb": True})
+    assert float(y[-1]) == pytest.approx(2.0, abs=1e-13)
+
+
+def test_linear_interpolation_gives_every_output_time_inside_one_step() -> None:
+    # y' = 1 from 0: y = t exactly, and linear interpolation between grid points is exact
+    t = torch.tensor([0.0, 0.1, 0.2, 0.3, 1.0], dtype=F64)
+    y = odeint(lambda t, y: torch.ones_like(y), torch.zeros(1, dtype=F64), t,
+               method="explicit_adams", options={"step_size": 0.5, "interp": "linear"})
+    assert y.flatten().tolist() == pytest.approx(t.tolist(), abs=1e-15)

@@ -153,8 +153,9 @@ def test_fixed_step_callbacks_see_torchdiffeqs_steps() -> None:
     t = torch.linspace(0.0, 1.0, 3, dtype=F64)
     ours, theirs = _Recorder(), _Recorder()
     # accept/reject are not called by fixed-step methods (torchdiffeq warns the same way)
-    with pytest.warns(UserWarning, match="does not call callbacks"):
+    with pytest.warns(UserWarning, match="does not call callbacks") as rec:
         odeint(ours, y0, t, method="rk4", options={"step_size": 0.25})
+    assert rec[0].filename == __file__
     with pytest.warns(UserWarning, match="does not support callbacks"):
         torchdiffeq.odeint(theirs, y0, t, method="rk4", options={"step_size": 0.25})
     assert ours.log == theirs.log and len(ours.log) == 4
@@ -193,9 +194,10 @@ def test_adjoint_callbacks_are_called_in_the_backward_solve() -> None:
 
 
 def test_callbacks_the_device_loop_cannot_call_are_warned_about() -> None:
-    with pytest.warns(UserWarning, match="not called by the device loop"):
+    with pytest.warns(UserWarning, match="not called by the device loop") as rec:
         odeint(_Recorder(), torch.ones(2, 2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
                options={"device_loop": True})
+    assert rec[0].filename == __file__
 
 
 # torchdiffeq passes min_step to every scipy method; scipy warns for all but LSODA.

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from deeplimits._warnings import warn
 from deeplimits.diagnostics._paths import flatten_sequential
 from deeplimits.errors import (
     InvalidArgumentError,
@@ -470,11 +471,10 @@ def _ascend(model: nn.Module, x: torch.Tensor, steps: int, step_size: float, see
                 (g,) = torch.autograd.grad(cur_val.sum(), cur, allow_unused=True)
             except RuntimeError as err:  # an op without a second derivative
                 second_order = False
-                warnings.warn(
+                warn(
                     "lipschitz_lower: torch has no second derivative for part of the model "
                     f"({str(err).splitlines()[0]}); the ascent continues with random steps only",
                     RuntimeWarning,
-                    stacklevel=3,
                 )
         if g is None:
             g = torch.zeros_like(cur)

@@ -23,7 +23,6 @@ from a table.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -32,6 +31,7 @@ from functools import cache
 import torch
 from torch import Tensor
 
+from deeplimits._warnings import warn
 from deeplimits.ode._func import FlatFunc
 from deeplimits.ode._options import SolveStats
 from deeplimits.ode._stepper import rk_step
@@ -163,12 +163,11 @@ def adams_step(
         if not converged:
             if settings.stats is not None:
                 settings.stats.corrector_failures += 1
-            warnings.warn(
+            warn(
                 f"Adams-Moulton corrector did not converge in max_iters={settings.max_iters} "
                 "iterations: the step keeps the last iterate and the history drops its oldest "
                 "value (as torchdiffeq; SolveStats.corrector_failures counts these steps). Use "
                 "smaller steps, a larger max_iters or looser rtol/atol",
-                UserWarning, stacklevel=4,
             )
             hist.pop()
     y1 = y + dy

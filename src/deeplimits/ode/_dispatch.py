@@ -20,13 +20,13 @@ Every rule between those choices is checked here (or, between execution options 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import torch
 from torch import Tensor
 
+from deeplimits._warnings import warn
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
 from deeplimits.ode._capture import CudaGraphCapture
 from deeplimits.ode._checks import check_t, check_t_rows, tolerance_vectors
@@ -284,16 +284,14 @@ def _warn_callbacks(cbs: Callbacks, solver: Solver, loop: str | None) -> None:
     """Warn (as torchdiffeq does) about callbacks this solve will not call."""
     names = sorted(cbs.found)
     if loop is not None:
-        warnings.warn(
+        warn(
             f"func's callbacks {names} are not called by {loop}; use the host loop "
             "(device_loop=False, compile=False) to have them called",
-            UserWarning, stacklevel=4,
         )
     elif not solver.adaptive and (unused := [n for n in names if n != "callback_step"]):
-        warnings.warn(
+        warn(
             f"method {solver.name!r} (fixed step) does not call callbacks {unused} (only "
             "callback_step), as torchdiffeq's fixed-step methods",
-            UserWarning, stacklevel=4,
         )
 
 
