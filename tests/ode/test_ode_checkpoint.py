@@ -3,6 +3,7 @@ stored states (recursive checkpointing, online placement)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -96,6 +97,53 @@ def test_recomputation_shrinks_with_more_checkpoints_and_is_one_replay_when_all_
     assert counts == sorted(counts, reverse=True) and counts[0] > counts[1]
     assert counts[-1] == 80 * 4  # every step re-run once, with autograd
     assert counts[0] == (80 * 81 // 2) * 4  # one slot: every step from y0 again
+
+
+@functools.cache
+def _fewest_advances(length: int, s: int) -> int:
+    """The fewest steps advanced to reverse ``length`` steps from a held state with ``s`` free
+    slots, by dynamic programming over the first stored position ``m``: advance ``m`` steps,
+    store, reverse the right part with ``s - 1`` slots, then the left part with ``s``. No
+    slot: step ``k`` is reached from the held state by ``k`` advances."""
+    if length == 1:
+        return 0
+    if s == 0:
+        return length * (length - 1) // 2
+    return min(m + _fewest_advances(length - m, s - 1) + _fewest_advances(m, s)
+               for m in range(1, length))
+
+
+class _CountingReversal(ck._Reversal):
+    """Steps that only count: the carry of step i is i, checked at every advance and vjp."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.advances, self.order = 0, []
+
+    def advance(self, i: int, carry: Any) -> Any:
+        assert int(carry[0]) == i
+        self.advances += 1
+        return (carry[0] + 1,)
+
+    def vjp(self, i: int, carry: Any, cot: Any) -> Any:
+        assert int(carry[0]) == i
+        self.order.append(i)
+        return cot
+
+
+@pytest.mark.parametrize("s", [0, 1, 2, 3, 5])
+def test_binomial_reversal_advances_the_fewest_steps_of_any_schedule(s: int) -> None:
+    peaks = []
+    for length in range(1, 61):
+        rev = _CountingReversal()
+        slots = ck._Slots((torch.zeros(max(s, 1), 1),), {})
+        slots.free = slots.free[:s]
+        rev.reverse(0, length, (torch.zeros(1),), (None,), slots)
+        assert rev.order == list(range(length - 1, -1, -1))  # each step's vjp once, backwards
+        assert rev.advances == _fewest_advances(length, s) == ck._min_advances(length, s)
+        assert sorted(slots.free) == list(range(s))  # every slot given back
+        peaks.append(slots.peak)
+    assert max(peaks) <= s
 
 
 def test_default_checkpoints_follow_the_step_budget() -> None:

@@ -77,6 +77,17 @@ def _binomial_steps(s: int, r: int) -> int:
     return math.comb(s + r + 1, s + 1)
 
 
+def _min_advances(length: int, s: int) -> int:
+    """The fewest steps advanced (without autograd) to reverse ``length`` steps from a held
+    state with ``s`` free slots: ``r L - C(s + r + 1, s + 2)``, ``r`` the repetition number
+    (the smallest with ``C(s + r + 1, s + 1) >= L``); Griewank & Walther, "Algorithm 799:
+    revolve", ACM TOMS 26 (2000), with the held state as one of its ``s + 1`` checkpoints."""
+    r = 0
+    while _binomial_steps(s, r) < length:
+        r += 1
+    return r * length - math.comb(s + r + 1, s + 2)
+
+
 # --------------------------------------------------------------------------------------------
 # Forward: online placement
 
@@ -255,10 +266,12 @@ class _Reversal:
         carry at ``a`` held by the caller and the slots free now (binomial recursion).
 
         With ``s`` free slots and repetition number ``r`` (the smallest with
-        ``C(s + r + 1, s + 1) >= length``): advance ``m = C(s + r, s)`` steps (at most), store
-        that carry, reverse the right part with ``s - 1`` slots, free the slot, reverse the
-        left part with ``s``. The right parts run as a loop, so the recursion depth is the
-        repetition number, not the number of slots.
+        ``C(s + r + 1, s + 1) >= length``): advance ``m`` steps, store that carry, reverse the
+        right part with ``s - 1`` slots, free the slot, reverse the left part with ``s``; ``m``
+        minimises the total of steps advanced (:func:`_min_advances` of both parts plus ``m``),
+        so the whole reversal advances :func:`_min_advances` ``(length, s)`` steps. The right
+        parts run as a loop, so the recursion depth is the repetition number, not the number
+        of slots.
         """
         left: list[tuple[int, int, Carry]] = []  # (start, steps, carry) still to reverse
         while length > 1:
@@ -268,7 +281,12 @@ class _Reversal:
             r = 1
             while _binomial_steps(s, r) < length:
                 r += 1
-            m = min(_binomial_steps(s, r - 1), length - 1)
+            # Both parts keep a repetition number <= r for m in [lo, hi]; the optimum lies
+            # there, but not at either end in general: take the first m that attains it.
+            lo = max(1, length - _binomial_steps(s - 1, r))
+            hi = min(_binomial_steps(s, r - 1), length - 1)
+            m = min(range(lo, hi + 1),
+                    key=lambda q: q + _min_advances(length - q, s - 1) + _min_advances(q, s))
             c = carry
             for q in range(a, a + m):
                 c = self.advance(q, c)
