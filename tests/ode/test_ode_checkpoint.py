@@ -529,3 +529,80 @@ def test_per_sample_single_output_time_and_a_changed_func() -> None:
     f.forward = lambda t, y: 1.5 * forward(t, y)  # type: ignore[method-assign]
     with pytest.raises(SolverError, match="other times than the forward solve"):
         ys.sum().backward()
+
+
+# ---------------------------------------------------------------------------------------------
+# What the replays evaluate, reversed time, and parameters or states that do not matter
+
+
+def test_with_one_checkpoint_every_replay_of_an_fsal_step_evaluates_its_six_new_stages() -> None:
+    # one slot: the backward re-runs steps 0..k from y0 for k = N-1 .. 0, N(N+1)/2 replays;
+    # dopri5's step takes its first stage from the previous step's last (carried), so a replay
+    # costs 6 evaluations, 7 for step 0 (its first stage f(t0, y0) too)
+    stats = _grads(odeint_checkpoint, _Field(), torch.ones(3, dtype=F64),
+                   torch.tensor([0.0, 2.0], dtype=F64), method="dopri5", checkpoints=1)[2]
+    n = stats.accepted_steps
+    assert n > 5 and stats.nfe_recompute == 6 * n * (n + 1) // 2 + n
+
+
+def test_reversed_time_with_interior_outputs_gives_the_backprop_gradients() -> None:
+    t = torch.tensor([2.0, 1.63, 1.5, 0.7, 0.0], dtype=F64)
+    for method, options in (("dopri5", None), ("rk4", {"step_size": 0.11})):
+        ys, ref, _ = _grads(odeint, _Field(), torch.ones(3, dtype=F64), t, method=method,
+                            options=options)
+        ys_c, got, _ = _grads(odeint_checkpoint, _Field(), torch.ones(3, dtype=F64), t,
+                              method=method, options=options, checkpoints=3)
+        assert torch.equal(ys_c, ys)
+        for g_c, g in zip(got, ref, strict=True):
+            assert _rel(g_c, g) < 1e-9, method
+
+
+class _WithUnused(nn.Module):
+    """y' = -w y, and a parameter the field never uses (a user's model often has some)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(0.5, dtype=F64))
+        self.unused = nn.Parameter(torch.tensor(1.0, dtype=F64))
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -self.w * y
+
+
+@pytest.mark.parametrize("device_loop", [False, True])
+def test_a_parameter_the_field_does_not_use_gets_a_zero_gradient(
+    device_loop: bool,
+) -> None:
+    f = _WithUnused()
+    y = odeint_checkpoint(f, torch.ones(2, 1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                          checkpoints=2, options={"device_loop": device_loop})
+    y[-1].sum().backward()
+    # d/dw of 2 exp(-w) at w = 1/2; zero (as the adjoint methods give) for the unused one
+    assert float(f.unused.grad) == 0.0
+    assert float(f.w.grad) == pytest.approx(-2 * np.exp(-0.5), rel=1e-6)
+
+
+class _TimeOnly(nn.Module):
+    """y' = w t: the state does not enter (its Jacobian is None in autograd, not zero)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(3.0, dtype=F64))
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.w * t * torch.ones_like(y)
+
+
+@pytest.mark.parametrize("device_loop", [False, True])
+def test_a_field_that_ignores_the_state_passes_the_gradient_straight_to_y0(
+    device_loop: bool,
+) -> None:
+    # y(1) = y0 + w/2: d/dy0 = 1, d/dw = 1/2 per entry
+    f = _TimeOnly()
+    y0 = torch.zeros(2, 2, dtype=F64, requires_grad=True)
+    y = odeint_checkpoint(f, y0, torch.tensor([0.0, 0.5, 1.0], dtype=F64), checkpoints=2,
+                          options={"device_loop": device_loop})
+    assert torch.allclose(y[-1], torch.full((2, 2), 1.5, dtype=F64), rtol=1e-12)
+    y[-1].sum().backward()
+    assert torch.equal(y0.grad, torch.ones(2, 2, dtype=F64))
+    assert float(f.w.grad) == pytest.approx(2.0, rel=1e-12)
