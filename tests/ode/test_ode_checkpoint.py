@@ -606,3 +606,25 @@ def test_a_field_that_ignores_the_state_passes_the_gradient_straight_to_y0(
     y[-1].sum().backward()
     assert torch.equal(y0.grad, torch.ones(2, 2, dtype=F64))
     assert float(f.w.grad) == pytest.approx(2.0, rel=1e-12)
+
+
+class _Rotation(nn.Module):
+    """A fixed rotation field with no parameters: only y0 (and t) can have gradients."""
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.stack([-y[..., 1], y[..., 0]], -1)
+
+
+@pytest.mark.parametrize(("method", "device_loop"),
+                         [("rk4", False), ("dopri5", False), ("dopri5", True)])
+def test_a_field_without_parameters_gives_the_rotations_gradient_to_y0(
+    method: str, device_loop: bool,
+) -> None:
+    # y(t) = R(t) y0, so d sum(y(1)) / d y0 = R(1)^T 1 = (cos 1 + sin 1, cos 1 - sin 1)
+    y0 = torch.tensor([[1.0, 0.0]], dtype=F64, requires_grad=True)
+    options = {"step_size": 0.05} if method == "rk4" else {"device_loop": device_loop}
+    y = odeint_checkpoint(_Rotation(), y0, torch.tensor([0.0, 1.0], dtype=F64), method=method,
+                          rtol=1e-10, atol=1e-12, options=options, checkpoints=2)
+    y[-1].sum().backward()
+    c, s = np.cos(1.0), np.sin(1.0)
+    assert torch.allclose(y0.grad, torch.tensor([[c + s, c - s]], dtype=F64), atol=1e-8)
