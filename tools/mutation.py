@@ -1366,6 +1366,59 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: jac is square ((N, N) or (B, d, d)): shape[1] and shape[-2] are its "
         "shape[-1]",
     ),
+    # ode/_checkpoint
+    _ode("_checkpoint", "x_default_checkpoints__mutmut_10")[0]:
+        "equivalent: floor(-1.5 + sqrt(2n + 1.25)) differs from that of 2n + 0.25 only if "
+        "(k + 1)(k + 2) = 2n + 1 for an integer k; that product is even",
+    **dict.fromkeys(
+        _ode("_checkpoint", "xǁ_Tapeǁ__call____mutmut_7", "xǁ_Replayǁadvance__mutmut_11"),
+        "equivalent: a non-FSAL step's last stage kept in the carry too: no step reads it "
+        "(its record is not chained), memory only",
+    ),
+    **dict.fromkeys(
+        _ode("_checkpoint", "xǁ_BatchedTapeǁ__init____mutmut_4",
+             "xǁ_BatchedTapeǁ__init____mutmut_5", "xǁ_BatchedReplayǁ__init____mutmut_16"),
+        "equivalent: an initial value that the first attempt (or the backward's set-up) "
+        "replaces before any read",
+    ),
+    **dict.fromkeys(
+        _ode("_checkpoint", "xǁ_Slotsǁstore__mutmut_4", "xǁ_Slotsǁstore__mutmut_7",
+             "xǁ_Slotsǁstore__mutmut_8", "xǁ_Replayǁvjp__mutmut_54", "xǁ_Replayǁvjp__mutmut_57",
+             "xǁ_Replayǁvjp__mutmut_62", "xǁ_BatchedReplayǁ_state__mutmut_5",
+             "xǁ_BatchedReplayǁ_state__mutmut_8", "xǁ_BatchedReplayǁ_state__mutmut_9"),
+        _STRICT,
+    ),
+    **dict.fromkeys(
+        _ode("_checkpoint", "xǁ_Replayǁ__init____mutmut_8", "xǁ_Replayǁ__init____mutmut_14"),
+        "equivalent: the direction d is only used by its sign (emit_outputs' comparisons)",
+    ),
+    _ode("_checkpoint", "xǁ_Replayǁ__init____mutmut_11")[0]:
+        "equivalent: ts[-1] == ts[0] only for a single output time, which has no step to "
+        "replay (the times are checked strictly monotone)",
+    **dict.fromkeys(
+        _ode("_checkpoint", "xǁ_Replayǁvjp__mutmut_93", "xǁ_Replayǁvjp__mutmut_97",
+             "xǁ_BatchedReplayǁvjp__mutmut_58", "xǁ_BatchedReplayǁvjp__mutmut_60",
+             "xǁ_BatchedReplayǁvjp__mutmut_61"),
+        "equivalent: the state's gradient is never None: y1 = y + h sum(b k) (and the batched "
+        "Y1 = where(accepted, Y1, Y)) always depends on y",
+    ),
+    **dict.fromkeys(
+        _ode("_checkpoint", "xǁ_Replayǁvjp__mutmut_102", "xǁ_Replayǁvjp__mutmut_106",
+             "xǁ_BatchedReplayǁvjp__mutmut_64", "xǁ_BatchedReplayǁvjp__mutmut_66"),
+        "equivalent: a carried first stage k1 always enters y1 (b_0 != 0 in every FSAL "
+        "tableau; the batched attempt's K1 is its stage 1), so its gradient is never None",
+    ),
+    **dict.fromkeys(
+        _ode("_checkpoint", "xǁ_BatchedReplayǁ__init____mutmut_15",
+             "xǁ_BatchedReplayǁvjp__mutmut_25"),
+        "equivalent: an output buffer of at most 2 rows: attempt emits only into buffers of "
+        "more than 2 (outs.shape[0] > 2), and its cotangent is not a root then",
+    ),
+    **dict.fromkeys(
+        _ode("_checkpoint", "xǁ_BatchedReplayǁ__init____mutmut_20",
+             "xǁ_BatchedReplayǁ__init____mutmut_23"),
+        _GPU,
+    ),
     # ode/_event
     **dict.fromkeys(
         _ode("_event", "x__bisect_host__mutmut_27", "x__bisect_host__mutmut_31",
