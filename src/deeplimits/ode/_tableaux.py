@@ -115,6 +115,8 @@ class ButcherTableau:
         fsal: first-same-as-last: the last stage is ``f(t+h, y1)`` (row ``a[-1] == b[:-1]``).
         dense: interpolant coefficients, one row per power ``theta**1, theta**2, ...``; each row has
             ``s`` entries (FSAL) or ``s + 1`` entries (the extra one multiplies ``f(t+h, y1)``).
+            Empty: output times inside a step use the cubic Hermite interpolant
+            (:func:`interpolant`).
         dense_order: order of the interpolant (documentation and tests).
     """
 
@@ -617,6 +619,10 @@ class ImplicitTableau:
         name, b, c, order, b_err, error_order, dense, dense_order: as :class:`ButcherTableau`.
         a: lower-triangular rows including the diagonal: ``a[i]`` has ``i + 1`` entries.
         l_stable: declared L-stable (checked).
+
+    A tableau that is not stiffly accurate has no FSAL interpolant (``from_lists`` leaves
+    ``dense`` empty, and a given one is refused): its dense output is the cubic Hermite with
+    ``f(t + h, y1)`` appended, as for a non-FSAL explicit tableau.
     """
 
     name: str
