@@ -7,14 +7,15 @@ import warnings
 
 __all__ = ["warn"]
 
-#: Packages whose frames are passed over: this one, and torch (an autograd backward or a
-#: module's __call__ between the user's line and ours).
-_INTERNAL = ("deeplimits", "torch")
+#: Packages whose frames are passed over: this one, torch (an autograd backward or a
+#: module's __call__ between the user's line and ours) and mutmut (the trampolines that
+#: ``tools/mutation.py``'s mutation tests put between the package's frames).
+_INTERNAL = ("deeplimits", "torch", "mutmut")
 
 
 def warn(message: str, category: type[Warning] = UserWarning) -> None:
-    """``warnings.warn`` with the stack level of the first frame outside deeplimits and torch
-    (the user's call), so that the warning names the user's file and line however deep in the
+    """``warnings.warn`` with the stack level of the first frame outside ``_INTERNAL`` (the
+    user's call), so that the warning names the user's file and line however deep in the
     package it is raised; the outermost package frame when there is no user frame."""
     frame = sys._getframe(1)
     level = 2  # the caller of this function
