@@ -24,6 +24,7 @@ from deeplimits.ode import (
     ExecutionOptions,
     FixedStepOptions,
     SolveStats,
+    odeint,
     odeint_adjoint,
 )
 
@@ -352,3 +353,25 @@ def test_an_adjoint_norm_function_gets_a_zero_time_in_the_states_dtype() -> None
     assert g.tolist() == pytest.approx([math.exp(v) for v in LAM], rel=1e-8)
     assert seen and all(s == [((), F64), ((2,), F64), ((2,), F64), ((2,), F64), ((), F64), 0.0]
                         for s in seen)
+
+
+def test_a_grid_constructors_grid_sets_the_steps_of_both_solves() -> None:
+    # y' = w y on the constructor's 4 steps: odeint's values; the backward steps on the same
+    # grid (4 steps), so d y(1) / d w = e^w up to rk4's error at h = 1/4
+    w = torch.tensor(-0.7, dtype=F64, requires_grad=True)
+    grid_calls = []
+
+    def grid(func, y, tt):  # type: ignore[no-untyped-def]
+        grid_calls.append(tt.tolist())
+        return torch.linspace(float(tt[0]), float(tt[-1]), 5, dtype=F64)
+
+    y0, t = torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    stats = SolveStats()
+    ys = odeint_adjoint(lambda tt, y: w * y, y0, t, method="rk4", stats=stats,
+                        options={"grid_constructor": grid}, adjoint_params=(w,))
+    ref = odeint(lambda tt, y: w * y, y0, t, method="rk4", options={"step_size": 0.25})
+    assert torch.equal(ys.detach(), ref.detach()) and stats.accepted_steps == 4
+    ys[-1].sum().backward()
+    # the constructor is asked once per solve (as torchdiffeq asks it for the backward too)
+    assert stats.backward_accepted_steps == 4 and grid_calls == [[0.0, 1.0]] * 2
+    assert float(w.grad) == pytest.approx(math.exp(-0.7), rel=1e-4)

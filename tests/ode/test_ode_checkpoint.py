@@ -628,3 +628,17 @@ def test_a_field_without_parameters_gives_the_rotations_gradient_to_y0(
     y[-1].sum().backward()
     c, s = np.cos(1.0), np.sin(1.0)
     assert torch.allclose(y0.grad, torch.tensor([[c + s, c - s]], dtype=F64), atol=1e-8)
+
+
+def test_a_grid_constructors_grid_sets_the_checkpointed_solves_steps() -> None:
+    # it used to be ignored: one step from 0 to 2 instead of the constructor's 40
+    def grid(func, y, tt):  # type: ignore[no-untyped-def]
+        return torch.linspace(float(tt[0].detach()), float(tt[-1].detach()), 41, dtype=F64)
+
+    kw: dict[str, Any] = {"method": "rk4", "options": {"grid_constructor": grid}}
+    ys, ref, _ = _grads(odeint, _Field(), torch.ones(3, dtype=F64), T_OUT[:5], **kw)
+    ys_c, got, stats = _grads(odeint_checkpoint, _Field(), torch.ones(3, dtype=F64), T_OUT[:5],
+                              checkpoints=4, **kw)
+    assert stats.accepted_steps == 40 and torch.equal(ys_c, ys)
+    for g_c, g in zip(got, ref, strict=True):
+        assert _rel(g_c, g) < 1e-9

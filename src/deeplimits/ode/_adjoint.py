@@ -17,7 +17,14 @@ from torch import Tensor, nn
 
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError, UnknownNameError
 from deeplimits.ode._checks import check_tolerances, tolerance_vectors
-from deeplimits.ode._dispatch import Options, prepare, solve, solve_flat, split_options
+from deeplimits.ode._dispatch import (
+    Options,
+    prepare,
+    resolve_grid,
+    solve,
+    solve_flat,
+    split_options,
+)
 from deeplimits.ode._execution import ExecutionOptions
 from deeplimits.ode._func import Callbacks, FlatFuncWrapper, FlatState
 from deeplimits.ode._odeint import event_mode
@@ -296,6 +303,9 @@ def odeint_adjoint(
         valid = [n for n in METHODS if not get_solver(n).own_loop]
         raise UnknownNameError("adjoint method", adj_solver.name, valid)
     adj_opts, adj_exe, adj = _adjoint_options(solver, adj_solver, options, exe, adjoint_options)
+    # Both solves step on a grid_constructor's grid, built once from (func, y0, t).
+    opts = resolve_grid(opts, func, y0, t)
+    adj_opts = resolve_grid(adj_opts, func, y0, t)
     if exe.per_sample or adj_exe.per_sample:
         # The adjoint state [z, a, a_theta] couples every row through a_theta: one time for all.
         raise InvalidArgumentError(

@@ -46,7 +46,7 @@ from torch.autograd.function import once_differentiable
 from deeplimits.errors import InvalidArgumentError, InvalidTypeError, SolverError
 from deeplimits.ode._batched_step import FIELDS, IDX, BatchedLoop, attempt, row_func
 from deeplimits.ode._checks import check_tolerances
-from deeplimits.ode._dispatch import Options, solve, solve_flat, split_options
+from deeplimits.ode._dispatch import NumericOptions, Options, solve, solve_flat, split_options
 from deeplimits.ode._execution import ExecutionOptions
 from deeplimits.ode._fixed_loop import build_grid
 from deeplimits.ode._func import FlatFuncWrapper
@@ -707,8 +707,9 @@ def odeint_checkpoint(
         # device loop).
         exe = dataclasses.replace(exe, device_loop=False)
 
-    def flat_solve(f: FlatFuncWrapper, y_start: Tensor, ts: list[float], rtol: float | Tensor,
-                   atol: float | Tensor) -> list[Tensor]:
+    def flat_solve(f: FlatFuncWrapper, y_start: Tensor, ts: list[float], opts: NumericOptions,
+                   rtol: float | Tensor, atol: float | Tensor) -> list[Tensor]:
+        # opts as solve resolved them (a grid_constructor's grid)
         if c is not None:
             slots = c
         elif isinstance(opts, AdaptiveOptions):

@@ -51,7 +51,8 @@ from deeplimits.ode._solvers import ReversibleHeun, ScipySolver, Solver
 from deeplimits.ode._time_grad import needs_time_grads, with_time_grads
 
 __all__ = [
-    "FlatSolve", "Options", "check_execution", "prepare", "solve", "solve_flat", "split_options",
+    "FlatSolve", "Options", "check_execution", "prepare", "resolve_grid", "solve", "solve_flat",
+    "split_options",
 ]
 
 Options = Mapping[str, Any] | FixedStepOptions | AdaptiveOptions | None
@@ -59,7 +60,8 @@ NumericOptions = FixedStepOptions | AdaptiveOptions
 #: A replacement for :func:`solve_flat` in :func:`solve`: ``(f, y0, ts, rtol, atol) ->
 #: outputs`` (the tolerances as floats or per-entry vectors of the flat state).
 FlatSolve = Callable[
-    [FlatFuncWrapper, Tensor, list[float], float | Tensor, float | Tensor], list[Tensor]
+    [FlatFuncWrapper, Tensor, list[float], NumericOptions, float | Tensor, float | Tensor],
+    list[Tensor],
 ]
 
 
@@ -311,6 +313,16 @@ def prepare(
     return state, check_t(t, state.dtype, state.device)
 
 
+def resolve_grid(opts: NumericOptions, func: Callable[..., Any], y0: Any,
+                 t: Tensor) -> NumericOptions:
+    """torchdiffeq's ``grid_constructor`` hook: fixed-step options with the grid built from
+    ``(func, y0, t)``, then stepped on like ``options grid``; other options unchanged."""
+    if isinstance(opts, FixedStepOptions) and opts.grid_constructor is not None:
+        return dataclasses.replace(opts, grid=opts.grid_constructor(func, y0, t),
+                                   grid_constructor=None)
+    return opts
+
+
 def solve(
     func: Any,
     y0: Tensor | tuple[Tensor, ...],
@@ -328,16 +340,13 @@ def solve(
     outputs ``(T, *shape)`` (or a tuple of those) out.
 
     ``params``: the tensors a reversible backward differentiates (default: ``func``'s
-    parameters when it is an ``nn.Module``). ``flat_solve(f, y0, ts, rtol, atol)``: runs the
+    parameters when it is an ``nn.Module``). ``flat_solve(f, y0, ts, opts, rtol, atol)``: runs the
     explicit RK solve instead of :func:`solve_flat` (``odeint_checkpoint``'s checkpointed
     solve; tolerances as floats or per-entry vectors); the time gradients are attached around
     it as around the plain solve.
     """
     state, ts = prepare(y0, t, solver, exe)
-    if isinstance(opts, FixedStepOptions) and opts.grid_constructor is not None:
-        # torchdiffeq's hook: the grid from (func, y0, t), then stepped on like options grid.
-        opts = dataclasses.replace(opts, grid=opts.grid_constructor(func, y0, t),
-                                   grid_constructor=None)
+    opts = resolve_grid(opts, func, y0, t)
     if t.dtype != state.dtype:
         t = t.to(state.dtype)  # differentiable: gradients reach t in its own dtype
     time_grads = needs_time_grads(t)
@@ -362,7 +371,7 @@ def solve(
     else:
         f = FlatFuncWrapper(func, state, stats)
         if flat_solve is not None:
-            outs = flat_solve(f, y_start, ts, rtol, atol)  # type: ignore[arg-type]
+            outs = flat_solve(f, y_start, ts, opts, rtol, atol)  # type: ignore[arg-type]
         else:
             outs = solve_flat(f, y_start, ts, solver, opts, exe, rtol, atol, stats)
     ys = finish(outs) if time_grads else torch.stack(outs)
