@@ -1419,6 +1419,31 @@ EQUIVALENT: dict[str, str] = {
              "xǁ_BatchedReplayǁ__init____mutmut_23"),
         _GPU,
     ),
+    **dict.fromkeys(
+        _ode("_checkpoint", "x_odeint_checkpoint__mutmut_37", "x_odeint_checkpoint__mutmut_38"),
+        "equivalent: rtol/atol None for reversible_heun, a fixed-step method: its solve does "
+        "not read tolerances",
+    ),
+    **dict.fromkeys(
+        _ode("_checkpoint", "x_odeint_checkpoint__mutmut_60", "x_odeint_checkpoint__mutmut_62",
+             "x_odeint_checkpoint__mutmut_66", "x_odeint_checkpoint__mutmut_68",
+             "x__recompute_func__mutmut_10", "x__recompute_func__mutmut_13"),
+        _GPU,
+    ),
+    _ode("_checkpoint", "x_wang_moin_place__mutmut_9")[0]:
+        "equivalent: the running maximum starts at -2 instead of -1: levels are >= 0, so "
+        "'level < later' is false at the first checkpoint either way and later becomes its level",
+    _ode("_checkpoint", "xǁ_Checkpointsǁ__init____mutmut_5")[0]:
+        "equivalent: the initial state's level: placement never reads levels[0] (its scan "
+        "stops at k = 1 and the initial state is never the newest once a slot holds another)",
+    **dict.fromkeys(
+        _ode("_checkpoint", "xǁ_CheckpointFnǁforward__mutmut_1",
+             "xǁ_CheckpointFnǁforward__mutmut_2"),
+        "equivalent: need_k's initial value: the host path sets it, the batched path does not "
+        "read it",
+    ),
+    _ode("_checkpoint", "xǁ_CheckpointFnǁforward__mutmut_90")[0]:
+        "equivalent: ctx.done = None instead of False: only read as a truth value",
     # ode/_event
     **dict.fromkeys(
         _ode("_event", "x__bisect_host__mutmut_27", "x__bisect_host__mutmut_31",

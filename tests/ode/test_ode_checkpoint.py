@@ -642,3 +642,101 @@ def test_a_grid_constructors_grid_sets_the_checkpointed_solves_steps() -> None:
     assert stats.accepted_steps == 40 and torch.equal(ys_c, ys)
     for g_c, g in zip(got, ref, strict=True):
         assert _rel(g_c, g) < 1e-9
+
+
+def _place_by_the_rule(positions: list[int], levels: list[int], i: int, slots: int) -> None:
+    """wang_moin_place's documented rule, read literally: a free slot takes the state at
+    level 0; else drop the latest checkpoint whose level is below that of some later one and
+    store at level 0; else the newest checkpoint becomes this one, one level up (one slot:
+    only the initial state is kept)."""
+    if len(positions) < slots:
+        positions.append(i)
+        levels.append(0)
+        return
+    if slots == 1:
+        return
+    below = [k for k in range(1, len(positions))
+             if any(levels[j] > levels[k] for j in range(k + 1, len(positions)))]
+    if below:
+        del positions[below[-1]], levels[below[-1]]
+        positions.append(i)
+        levels.append(0)
+    else:
+        positions[-1] = i
+        levels[-1] += 1
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3, 4, 6])
+def test_wang_moin_placement_follows_its_rule_step_by_step(slots: int) -> None:
+    positions, levels = [0], [0]
+    mine, theirs = [0], [0]
+    for i in range(1, 400):
+        before = list(positions)
+        dropped = ck.wang_moin_place(positions, levels, i, slots)
+        _place_by_the_rule(mine, theirs, i, slots)
+        assert (positions, levels) == (mine, theirs), i
+        gone = sorted((set(before) | {i}) - set(positions))
+        assert [dropped] == gone if gone else dropped is None
+
+
+def test_reversible_heun_runs_its_o1_backward_for_the_params_given_with_a_plain_function(
+) -> None:
+    # its own backward saves no per-step state: the same bytes for 20 and 80 steps (plain
+    # backprop through the steps would save 4 times as many at 80); gradients as backprop's
+    w = torch.tensor(-0.7, dtype=F64, requires_grad=True)
+    y0, t = torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    saved = []
+    for n in (20, 80):
+        kw: dict[str, Any] = {"method": "reversible_heun", "options": {"step_size": 1.0 / n}}
+        g_ref = torch.autograd.grad(odeint(lambda tt, y: w * y, y0, t, **kw)[-1].sum(), w)[0]
+        total = 0
+
+        def pack(x: torch.Tensor) -> torch.Tensor:
+            nonlocal total
+            total += x.numel() * x.element_size()
+            return x
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+            y = odeint_checkpoint(lambda tt, y: w * y, y0, t, params=(w,), **kw)
+        (g,) = torch.autograd.grad(y[-1].sum(), w)
+        assert _rel(g, g_ref) < 1e-9
+        saved.append(total)
+    assert saved[0] == saved[1]
+
+
+def test_the_host_loop_replays_accepted_steps_and_the_device_loop_every_attempt() -> None:
+    # all carries fit: each step (host) or attempt (device loop) is replayed once with
+    # autograd; dopri5's replay evaluates 6 stages, plus the first step's first stage
+    f = lambda t, y: w * torch.sin(y)  # noqa: E731
+    w = torch.tensor(-0.3, dtype=F64, requires_grad=True)
+    for device_loop in (False, True):
+        stats = SolveStats()
+        y = odeint_checkpoint(f, torch.ones(2, 3, dtype=F64), torch.tensor([0.0, 4.0], dtype=F64),
+                              checkpoints=100, params=(w,), stats=stats,
+                              options={"device_loop": device_loop})
+        y[-1].sum().backward()
+        replayed = stats.accepted_steps + (stats.rejected_steps if device_loop else 0)
+        assert stats.rejected_steps > 0 and stats.nfe_recompute == 6 * replayed + 1, stats
+
+
+@pytest.mark.parametrize("steps", [77, 78])  # default_checkpoints changes from 11 to 12 at 78
+def test_fixed_step_default_checkpoints_follow_the_grids_step_count(steps: int) -> None:
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    kw: dict[str, Any] = {"method": "rk4", "options": {"step_size": 1.0 / steps}}
+    recompute = {}
+    for c in (None, ck.default_checkpoints(steps) - 1, ck.default_checkpoints(steps),
+              ck.default_checkpoints(steps) + 1):
+        recompute[c] = _grads(odeint_checkpoint, _Field(), torch.ones(3, dtype=F64), t,
+                              checkpoints=c, **kw)[2].nfe_recompute
+    c = ck.default_checkpoints(steps)
+    assert recompute[None] == recompute[c] and len(set(recompute.values())) == 3
+
+
+def test_per_sample_with_one_checkpoint_replays_from_the_initial_state() -> None:
+    ys, ref, _ = _grads(odeint, _Field(), torch.ones(2, 3, dtype=F64), T_OUT,
+                        options={"device_loop": True})
+    ys_c, got, _ = _grads(odeint_checkpoint, _Field(), torch.ones(2, 3, dtype=F64), T_OUT,
+                          checkpoints=1, options={"device_loop": True})
+    assert torch.allclose(ys_c, ys, rtol=1e-12, atol=0)
+    for g_c, g in zip(got, ref, strict=True):
+        assert _rel(g_c, g) < 1e-8
