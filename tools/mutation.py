@@ -1366,6 +1366,32 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: jac is square ((N, N) or (B, d, d)): shape[1] and shape[-2] are its "
         "shape[-1]",
     ),
+    # ode/_adams
+    **dict.fromkeys(
+        _ode("_adams", "x__integral_of_lagrange_basis__mutmut_17"),
+        "equivalent: one more zero coefficient in the product polynomial: its integral term "
+        "is 0",
+    ),
+    _ode("_adams", "x__integral_of_lagrange_basis__mutmut_19")[0]:
+        "equivalent: new[p + 1] = instead of +=: at iteration p that entry is still 0 (only "
+        "iteration p + 1 subtracts from it, later)",
+    _ode("_adams", "x__integral_of_lagrange_basis__mutmut_33")[0]:
+        "equivalent: sum's start 0 instead of Fraction(0): 0 + Fraction is the same Fraction",
+    _ode("_adams", "x_adams_step__mutmut_104")[0]: _TIE,
+    _ode("_adams", "x_adams_step__mutmut_20")[0]:
+        "equivalent: the cap max_order + 1 instead of - 1: the history holds at most "
+        "max_order - 1 values (its maxlen), so the cap never binds",
+    **dict.fromkeys(
+        _ode("_adams", "x_adams_step__mutmut_47", "x_adams_step__mutmut_50",
+             "x_adams_step__mutmut_52", "x_adams_step__mutmut_64", "x_adams_step__mutmut_67",
+             "x_adams_step__mutmut_69"),
+        _STRICT,
+    ),
+    **dict.fromkeys(
+        _ode("_adams", "x_adams_step__mutmut_81", "x_adams_step__mutmut_82"),
+        "equivalent: converged's initial value: max_iters >= 1 (validated), so the corrector "
+        "loop sets it before it is read",
+    ),
     # ode/_checkpoint
     _ode("_checkpoint", "x_default_checkpoints__mutmut_10")[0]:
         "equivalent: floor(-1.5 + sqrt(2n + 1.25)) differs from that of 2n + 0.25 only if "
