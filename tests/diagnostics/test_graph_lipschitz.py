@@ -388,7 +388,8 @@ def _brute_windows_per_element(size: int, pool) -> int:
 @pytest.mark.parametrize(
     ("size", "k", "s", "p", "d", "ceil"),
     [(7, 3, 1, 1, 1, False), (9, 3, 2, 1, 1, False), (10, 4, 3, 2, 1, True), (8, 2, 1, 0, 3, False),
-     (11, 3, 2, 0, 2, True), (5, 5, 5, 0, 1, False), (6, 1, 1, 0, 1, False)],
+     (11, 3, 2, 0, 2, True), (5, 5, 5, 0, 1, False), (6, 1, 1, 0, 1, False),
+     (3, 4, 2, 1, 1, True)],  # the last: ceil mode's extra window doubles up an element
 )
 def test_window_count_per_element_matches_brute_force(size, k, s, p, d, ceil):
     from deeplimits.diagnostics._graph_lipschitz import _windows_per_element
@@ -821,3 +822,108 @@ def test_the_records_name_each_node_its_operation_and_constant():
     assert [r.lipschitz for r in g.nodes] == [1.0, 2.0, 2.0, 2.0, 2.0]
     assert g.describe() == "global Lipschitz bound (fx graph, node by node) = 2"
     assert g.module_factors() == {}
+
+
+class _Twice(nn.Module):
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m(2 * x)
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [(nn.Tanh(), 2.0), (nn.Sigmoid(), 0.5), (nn.Softmax(-1), 1.0), (nn.AvgPool1d(2), math.sqrt(2)),
+     (nn.MaxPool1d(2), 2.0), (nn.Dropout(0.0), 2.0), (nn.Flatten(), 2.0),
+     (nn.LayerNorm(4, eps=0.01, elementwise_affine=False), 2 * 10.0),  # γ = 1: 1/sqrt(eps)
+     (nn.GroupNorm(3, 3, eps=0.04, affine=False), 2 * 5.0)],
+)
+def test_a_layer_multiplies_its_constant_into_the_bound_of_its_input(module, expected):
+    model = _Twice(module.double())  # Dropout(0) in training mode: the identity, not refused
+    g = lipschitz_graph(model, _X)
+    assert g.value == pytest.approx(expected, rel=1e-12)
+    assert g.value >= _jacobian_norm(model, _X) * (1 - 1e-12)
+
+
+def test_layernorm_local_bound_is_the_smallest_variance_the_region_allows():
+    ln = nn.LayerNorm(4, eps=0.01).double()
+    with torch.no_grad():
+        ln.weight.copy_(torch.tensor([0.5, -2.0, 1.0, 1.0]))
+    x = _X * 3  # (2, 3, 4): six rows normalised over their last axis
+    model = _Twice(ln)  # the rows of 2x move by at most 2r within the region
+    rows = (2 * x - (2 * x).mean(-1, keepdim=True)).norm(dim=-1)  # centred norm of each row
+    for radius in (0.3, 1e3):
+        reach = max(float(rows.min()) - 2 * radius, 0.0)  # the smallest centred norm in reach
+        expected = 2.0 * 2.0 / math.sqrt(reach**2 / 4 + 0.01)  # max|γ| · L_in / sqrt(v + eps)
+        g = lipschitz_graph(model, x, radius=radius)
+        assert g.value == pytest.approx(expected, rel=1e-12)
+        assert g.value >= _jacobian_norm(model, x)
+    assert g.value == pytest.approx(lipschitz_graph(model, x).value, rel=1e-12)  # reach 0
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(5):  # at points of the small region, the Jacobian stays below the bound
+        d = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        y = x + 0.3 * d / d.flatten(1).norm(dim=1).reshape(-1, 1, 1)
+        assert _jacobian_norm(model, y) <= lipschitz_graph(model, x, radius=0.3).value
+
+
+@pytest.mark.parametrize("order", ["t * m", "m * t", "t.T @ t"])
+def test_local_bound_of_a_product_counts_the_broadcast_operand(order):
+    x = torch.tensor([[3.0, -1.0, 0.5]], dtype=torch.float64)
+    r = 0.25
+    if order == "t.T @ t":  # d(xᵀx) = dxᵀx + xᵀdx: 2 (||x|| + r), no spreading in a matmul
+        model = _Lambda(lambda t: t.T @ t)
+        expected = 2 * (float(x.norm()) + r)
+    else:  # a ⊙ b with m the row mean (L 1/sqrt(3)) repeated sqrt(3) times
+        model = _Lambda((lambda t: t * t.mean(1, keepdim=True)) if order == "t * m"
+                        else (lambda t: t.mean(1, keepdim=True) * t))
+        m = abs(float(x.mean()))
+        expected = (3.0 + r) * (1 / math.sqrt(3)) * math.sqrt(3) + (m + r / math.sqrt(3))
+    g = lipschitz_graph(model, x, radius=r)
+    assert g.value == pytest.approx(expected, rel=1e-12)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(5):
+        d = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        assert _jacobian_norm(model, x + r * d / d.norm()) <= g.value
+
+
+class _Scaled(nn.Module):
+    def forward(self, x: torch.Tensor, scale: float = 3.0) -> torch.Tensor:
+        return x * scale
+
+
+class _TwoInputs(nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + y
+
+
+class _NoInput(nn.Module):
+    def forward(self) -> torch.Tensor:
+        return torch.ones(2, dtype=torch.float64)
+
+
+def test_inputs_beyond_the_first_keep_their_defaults_or_are_refused():
+    g = lipschitz_graph(_Scaled(), _X)  # the default is a constant: 3, not a product of inputs
+    assert g.value == 3.0 and g.available is True
+    g = lipschitz_graph(_TwoInputs(), _X)
+    assert g.available is False and math.isnan(g.value) and g.nodes == ()
+    assert g.culprit == "input y" and g.reason == (
+        "the model takes more than one input without a default; bound the map of its first "
+        "input by wrapping the model"
+    )
+    assert lipschitz_graph(_NoInput(), _X).value == 0.0  # a constant map
+
+
+def test_a_model_that_cannot_be_traced_is_named_and_a_zero_radius_is_a_point():
+    class Branchy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x if x.sum() > 0 else -x
+
+    g = lipschitz_graph(Branchy(), _X, radius=0.5)
+    assert g.available is False and math.isnan(g.value) and g.radius == 0.5
+    assert g.culprit == "model Branchy" and g.reason.startswith("torch.fx could not trace it (")
+    x = torch.tensor([[3.0, -1.0]], dtype=torch.float64)
+    square = _Lambda(lambda t: t * t)
+    g = lipschitz_graph(square, x, radius=0)  # the Jacobian diag(2x) at x itself: 2 max|x|
+    assert g.value == pytest.approx(6.0, rel=1e-12) == _jacobian_norm(square, x)
