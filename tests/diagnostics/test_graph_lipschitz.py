@@ -761,6 +761,9 @@ class _Listed(nn.Module):
         (nn.Sequential(nn.Dropout(0.5)), "layer 0 (Dropout)",
          "Dropout in training mode makes the network random; call model.eval()"),
         (nn.Sequential(nn.Softmin(1)), "layer 0 (Softmin)", "no Lipschitz rule for Softmin"),
+        (nn.Sequential(nn.LogSoftmax(-1)), "layer 0 (LogSoftmax)",
+         "Lipschitz bounds here are for the logit map; remove the final LogSoftmax and pass the "
+         "network that outputs logits"),
         (nn.Sequential(nn.MaxPool1d(2, return_indices=True)), "layer 0 (MaxPool1d)",
          "max pooling with return_indices"),
         (_Bilinear(), "layer bil (Bilinear)",
