@@ -1310,6 +1310,149 @@ EQUIVALENT: dict[str, str] = {
     "fit with a transition δ_last is that δ or NaN, never below δ_first: False anyway",
     "deeplimits.experiments.continuity.x_continuity_checks__mutmut_17": "equivalent: jump is the "
     "constant 1.0 (0.8 * 1 = 0.8 / 1)",
+    # diagnostics/_graph_lipschitz (names of the source after the keyword-operand fix)
+    **dict.fromkeys(
+        _names(
+            "_graph_lipschitz",
+            "x__adaptive_windows_per_element__mutmut_22",
+            "x__adaptive_windows_per_element__mutmut_24",
+            "x__adaptive_windows_per_element__mutmut_25",
+            "x__windows_per_element__mutmut_42",
+            "x__windows_per_element__mutmut_44",
+            "x__windows_per_element__mutmut_45",
+        ),
+        "equivalent: max(counts, default=...) with counts empty only for a zero-length axis, which "
+        "torch's pooling refuses before the rule runs",
+    ),
+    _names("_graph_lipschitz", "x__windows_per_element__mutmut_28")[0]:
+        "equivalent: n_out <= 0 is an empty pooling output, which torch refuses before the "
+        "rule runs",
+    **dict.fromkeys(
+        _names(
+            "_graph_lipschitz",
+            "x__maxpool_lipschitz__mutmut_24",
+            "x__maxpool_lipschitz__mutmut_27",
+            "x__maxpool_lipschitz__mutmut_28",
+            "x__maxpool_lipschitz__mutmut_67",
+            "x__maxpool_lipschitz__mutmut_73",
+            "x__maxpool_lipschitz__mutmut_74",
+        ),
+        _STRICT,
+    ),
+    **dict.fromkeys(
+        _names(
+            "_graph_lipschitz",
+            "xǁ_Bounderǁ_module__mutmut_115",
+            "xǁ_Bounderǁ_module__mutmut_118",
+            "xǁ_Bounderǁ_module__mutmut_121",
+        ),
+        "equivalent: getattr's default: every max-pooling module has return_indices",
+    ),
+    **dict.fromkeys(
+        _names(
+            "_graph_lipschitz",
+            "xǁ_Bounderǁ_bound__mutmut_10",
+            "xǁ_Bounderǁ_bound__mutmut_11",
+        ),
+        "equivalent: a get_attr node has no arguments, so the general path gives the same (nan, 0)",
+    ),
+    **dict.fromkeys(
+        _names(
+            "_graph_lipschitz",
+            "xǁ_Bounderǁ_bound__mutmut_22",
+            "xǁ_Bounderǁ_bound__mutmut_24",
+            "xǁ_Bounderǁ_bound__mutmut_25",
+            "xǁ_Bounderǁ_in__mutmut_3",
+            "xǁ_Bounderǁ_in__mutmut_5",
+            "xǁ_Bounderǁ_in__mutmut_6",
+        ),
+        "equivalent: the default of lip.get is never used: every node in an argument ran "
+        "before (graph order) and got its lip, or the run stopped",
+    ),
+    **dict.fromkeys(
+        _names(
+            "_graph_lipschitz",
+            "xǁ_Bounderǁ__init____mutmut_3",
+            "xǁ_Bounderǁ__init____mutmut_4",
+        ),
+        "equivalent: lipschitz_graph sets bounder.wrapped before the run",
+    ),
+    _names("_graph_lipschitz", "xǁ_Stopǁ__init____mutmut_1")[0]:
+        "equivalent: _Stop's message is never read (caught in lipschitz_graph, its attributes "
+        "used)",
+    **dict.fromkeys(
+        _names(
+            "_graph_lipschitz",
+            "x__fname__mutmut_3",
+            "x__fname__mutmut_6",
+            "x__fname__mutmut_9",
+        ),
+        "equivalent: every call_function target fx records (torch functions, operator.*, getattr, "
+        "wrapped Python functions) has __name__; the fallback is never used",
+    ),
+    **dict.fromkeys(
+        _names(
+            "_graph_lipschitz",
+            "xǁ_Bounderǁ_label__mutmut_14",
+            "xǁ_Bounderǁrun_node__mutmut_47",
+            "xǁ_Bounderǁrun_node__mutmut_51",
+        ),
+        "equivalent: _fname of a str target is the str itself (str has no __name__)",
+    ),
+    _names("_graph_lipschitz", "xǁ_Bounderǁ_method__mutmut_35")[0]:
+        "equivalent: the second `name in _SHAPE_METHODS` test is unreachable (the first returns)",
+    **dict.fromkeys(
+        _names(
+            "_graph_lipschitz",
+            "xǁ_Bounderǁ_method__mutmut_75",
+            "xǁ_Bounderǁ_function__mutmut_33",
+        ),
+        "equivalent: matmul=None is falsy like False (only `if matmul` / `if not matmul` read it)",
+    ),
+    _names("_graph_lipschitz", "xǁ_Bounderǁ_function__mutmut_128")[0]:
+        "equivalent: fx records F.elu/F.leaky_relu with their parameters as keywords (their "
+        "__torch_function__ dispatch), so the activation lambdas never read positional extras",
+    **dict.fromkeys(
+        _names(
+            "_graph_lipschitz",
+            "xǁ_Bounderǁ_function__mutmut_133",
+            "xǁ_Bounderǁ_function__mutmut_135",
+            "xǁ_Bounderǁ_function__mutmut_136",
+            "xǁ_Bounderǁ_function__mutmut_137",
+            "xǁ_Bounderǁ_function__mutmut_139",
+            "xǁ_Bounderǁ_function__mutmut_141",
+            "xǁ_Bounderǁ_function__mutmut_144",
+            "xǁ_Bounderǁ_function__mutmut_146",
+            "xǁ_Bounderǁ_function__mutmut_148",
+            "xǁ_Bounderǁ_function__mutmut_150",
+            "xǁ_Bounderǁ_function__mutmut_152",
+            "xǁ_Bounderǁ_function__mutmut_154",
+        ),
+        "equivalent: fx records F.dropout with p, training and inplace always as keywords, so "
+        "the positional branch and the defaults are never used",
+    ),
+    **dict.fromkeys(
+        _names(
+            "_graph_lipschitz",
+            "xǁ_Bounderǁ_spread__mutmut_5",
+            "xǁ_Bounderǁ_spread__mutmut_6",
+        ),
+        "equivalent: an empty operand broadcasts only to an empty output, and an operand as large "
+        "as the output spreads by sqrt(1) = 1 either way",
+    ),
+    **dict.fromkeys(
+        _names(
+            "_graph_lipschitz",
+            "x_lipschitz_graph__mutmut_22",
+            "x_lipschitz_graph__mutmut_25",
+        ),
+        "equivalent: _Tracer.is_leaf_module does not read the qualified name",
+    ),
+    _names("_graph_lipschitz", "x_lipschitz_graph__mutmut_59")[0]:
+        "equivalent: the fallback name is used only when there are no placeholders to compare",
+    _names("_graph_lipschitz", "x_lipschitz_graph__mutmut_77")[0]:
+        "equivalent: fx's Interpreter itself falls back to a placeholder's default (p.args[0])",
+    _names("_graph_lipschitz", "x_lipschitz_graph__mutmut_74")[0]: _GPU,
     # ode/_newton
     **dict.fromkeys(
         _ode("_newton", "xǁIterationMatrixǁ__init____mutmut_7",

@@ -388,7 +388,8 @@ def _brute_windows_per_element(size: int, pool) -> int:
 @pytest.mark.parametrize(
     ("size", "k", "s", "p", "d", "ceil"),
     [(7, 3, 1, 1, 1, False), (9, 3, 2, 1, 1, False), (10, 4, 3, 2, 1, True), (8, 2, 1, 0, 3, False),
-     (11, 3, 2, 0, 2, True), (5, 5, 5, 0, 1, False), (6, 1, 1, 0, 1, False)],
+     (11, 3, 2, 0, 2, True), (5, 5, 5, 0, 1, False), (6, 1, 1, 0, 1, False),
+     (3, 4, 2, 1, 1, True)],  # the last: ceil mode's extra window doubles up an element
 )
 def test_window_count_per_element_matches_brute_force(size, k, s, p, d, ceil):
     from deeplimits.diagnostics._graph_lipschitz import _windows_per_element
@@ -498,3 +499,434 @@ def test_broadcast_operands_count_their_repeated_entries(kind: str, bound: float
     # never below the exact constant, the spectral norm of the (linear) map's Jacobian
     jac = torch.autograd.functional.jacobian(model, x).reshape(3, 3)
     assert value >= float(torch.linalg.matrix_norm(jac, 2)) * (1 - 1e-12)
+
+
+# ------------------------------------------------------------- every spelling of each rule
+def _as_dict(t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A leaf function for fx (torch.fx.wrap below) whose value is a dict."""
+    return {"t": t}
+
+
+torch.fx.wrap("_as_dict")
+
+_X = torch.randn(2, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+_W = torch.tensor([[1.0, 2.0, 0.0, -1.0, 0.5], [0.0, 1.0, 3.0, 0.0, 0.0],
+                   [2.0, 0.0, 1.0, 1.0, -1.0], [0.0, -1.0, 0.0, 2.0, 1.0]], dtype=torch.float64)
+_W3 = torch.tensor([[2.0, 1.0, 0.0], [0.0, -1.0, 1.0], [1.0, 0.0, 3.0]], dtype=torch.float64)
+_C = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64).reshape(1, 3, 1)
+
+
+def _norm(w: torch.Tensor) -> float:
+    return float(torch.linalg.matrix_norm(w, ord=2))
+
+
+def _sup_derivative(fn) -> float:
+    """sup |σ'| of an element-wise activation on a fine grid (its maximum lies well inside)."""
+    z = torch.linspace(-12.0, 12.0, 240_001, dtype=torch.float64, requires_grad=True)
+    (d,) = torch.autograd.grad(fn(z).sum(), z)
+    return float(d.abs().max())
+
+
+def _jacobian_norm(model, x: torch.Tensor) -> float:
+    """Brute force: the spectral norm of the model's Jacobian at x (float64)."""
+    out = model(x)
+    outs = list(out.values()) if isinstance(out, dict) else [out]
+    jac = torch.autograd.functional.jacobian(
+        lambda t: torch.cat([o.double().reshape(-1) for o in (
+            list(model(t).values()) if isinstance(out, dict) else [model(t)])]), x)
+    assert jac.shape[0] == sum(o.numel() for o in outs)
+    return float(torch.linalg.matrix_norm(jac.reshape(jac.shape[0], -1), ord=2))
+
+
+def _mean1(t: torch.Tensor) -> torch.Tensor:
+    return t.mean(1, keepdim=True)  # (2, 1, 4) broadcast to (2, 3, 4): sqrt(3) repeats, L 1/sqrt(3)
+
+
+_F = nn.functional
+_SPELLINGS = [
+    # shape methods and functions: isometries or projections, 2·1 after the scaling by 2
+    ("view", lambda t: t.view(2, 12), 2.0),
+    ("reshape", lambda t: t.reshape(-1), 2.0),
+    ("flatten", lambda t: t.flatten(), 2.0),
+    ("permute", lambda t: t.permute(2, 0, 1), 2.0),
+    ("transpose", lambda t: t.transpose(1, 2), 2.0),
+    ("squeeze", lambda t: t.unsqueeze(0).squeeze(0), 2.0),
+    ("contiguous", lambda t: t.contiguous(), 2.0),
+    ("t", lambda t: t.flatten(1).t(), 2.0),
+    ("split", lambda t: t.split(2, 1)[0], 2.0),
+    ("chunk", lambda t: t.chunk(2, 2)[1], 2.0),
+    ("unbind", lambda t: t.unbind(1)[2], 2.0),
+    ("clone", lambda t: t.clone(), 2.0),
+    ("float", lambda t: t.float(), 2.0),
+    ("double", lambda t: t.double(), 2.0),
+    ("to", lambda t: t.to(torch.float64), 2.0),
+    ("movedim", lambda t: t.movedim(0, 2), 2.0),
+    ("view_as", lambda t: t.view_as(t), 2.0),
+    ("reshape_as", lambda t: t.flatten().reshape_as(t), 2.0),
+    ("type_as", lambda t: t.type_as(t), 2.0),
+    ("torch.flatten", lambda t: torch.flatten(t, 1), 2.0),
+    ("torch.reshape", lambda t: torch.reshape(t, (-1,)), 2.0),
+    ("torch.permute", lambda t: torch.permute(t, (2, 0, 1)), 2.0),
+    ("torch.transpose", lambda t: torch.transpose(t, 0, 2), 2.0),
+    ("torch.squeeze", lambda t: torch.squeeze(torch.unsqueeze(t, 0)), 2.0),
+    ("torch.t", lambda t: torch.t(t[0]), 2.0),
+    ("torch.movedim", lambda t: torch.movedim(t, 0, 1), 2.0),
+    ("torch.split", lambda t: torch.split(t, 2, dim=2)[1], 2.0),
+    ("torch.chunk", lambda t: torch.chunk(t, 3, dim=1)[2], 2.0),
+    ("torch.unbind", lambda t: torch.unbind(t, 0)[1], 2.0),
+    ("mT", lambda t: t.mT, 2.0),
+    ("T", lambda t: t[0].T, 2.0),
+    ("slice", lambda t: t[1:], 2.0),
+    ("int index", lambda t: t[1], 2.0),
+    ("None and Ellipsis", lambda t: t[..., None, 0], 2.0),
+    ("neg", lambda t: -t, 2.0),
+    ("torch.neg", lambda t: torch.neg(t), 2.0),
+    ("neg method", lambda t: t.neg(), 2.0),
+    ("eval dropout", lambda t: _F.dropout(t, 0.75, False), 2.0),
+    ("p=0 dropout", lambda t: _F.dropout(t, 0.0, True), 2.0),
+    # element-wise activations: sup|σ'|, times 2
+    ("torch.relu", lambda t: torch.relu(t), 2.0),
+    ("F.relu", lambda t: _F.relu(t), 2.0),
+    ("relu method", lambda t: t.relu(), 2.0),
+    ("torch.tanh", lambda t: torch.tanh(t), 2.0),
+    ("F.tanh", lambda t: _F.tanh(t), 2.0),
+    ("tanh method", lambda t: t.tanh(), 2.0),
+    ("torch.sigmoid", lambda t: torch.sigmoid(t), 0.5),
+    ("F.sigmoid", lambda t: _F.sigmoid(t), 0.5),
+    ("sigmoid method", lambda t: t.sigmoid(), 0.5),
+    ("F.relu6", lambda t: _F.relu6(t), 2.0),
+    ("F.hardtanh", lambda t: _F.hardtanh(t), 2.0),
+    ("F.softplus", lambda t: _F.softplus(t, 2.0), 2.0),
+    ("F.elu", lambda t: _F.elu(t, 3.0), 6.0),
+    ("F.leaky_relu", lambda t: _F.leaky_relu(t, 2.5), 5.0),
+    ("F.leaky_relu default", lambda t: _F.leaky_relu(t), 2.0),
+    ("F.silu", lambda t: _F.silu(t), 2 * _sup_derivative(_F.silu)),
+    ("F.gelu", lambda t: _F.gelu(t), 2 * _sup_derivative(_F.gelu)),
+    ("F.gelu tanh", lambda t: _F.gelu(t, approximate="tanh"),
+     2 * _sup_derivative(lambda z: _F.gelu(z, approximate="tanh"))),
+    # softmax: 1/2
+    ("torch.softmax", lambda t: torch.softmax(t, -1), 1.0),
+    ("F.softmax", lambda t: _F.softmax(t, -1), 1.0),
+    ("softmax method", lambda t: t.softmax(-1), 1.0),
+    # linear maps with non-negative entries: the Schur test, exact for disjoint windows
+    ("torch.mean", lambda t: torch.mean(t, 1), 2 / math.sqrt(3)),
+    ("mean method", lambda t: t.mean(1), 2 / math.sqrt(3)),
+    ("torch.sum", lambda t: torch.sum(t, 2), 2 * 2.0),
+    ("sum method", lambda t: t.sum(2), 2 * 2.0),
+    ("F.avg_pool1d", lambda t: _F.avg_pool1d(t, 2), 2 / math.sqrt(2)),
+    ("F.avg_pool2d", lambda t: _F.avg_pool2d(t, 2), 2 / 2),
+    ("F.adaptive_avg_pool1d", lambda t: _F.adaptive_avg_pool1d(t, 1), 2 / 2),
+    ("F.adaptive_avg_pool2d", lambda t: _F.adaptive_avg_pool2d(t, 1), 2 / math.sqrt(12)),
+    # sums: s_a·L_a + |α|·s_b·L_b, the mean broadcast back (sqrt(3) repeats): exact here
+    ("a + 1", lambda t: t + 1.0, 2.0),
+    ("a + b", lambda t: t + _mean1(t), 2 * 2.0),
+    ("torch.add", lambda t: torch.add(t, _mean1(t)), 2 * 2.0),
+    ("torch.add other=, alpha=", lambda t: torch.add(t, other=_mean1(t), alpha=2), 2 * 3.0),
+    ("torch.sub other=", lambda t: torch.sub(t, other=_mean1(t)), 2 * 2.0),
+    ("a - b", lambda t: t - _mean1(t), 2 * 2.0),
+    ("add method", lambda t: t.add(_mean1(t)), 2 * 2.0),
+    ("add method other=", lambda t: t.add(other=_mean1(t)), 2 * 2.0),
+    ("sub method", lambda t: t.sub(_mean1(t)), 2 * 2.0),
+    ("add_", lambda t: t.clone().add_(_C), 2.0),
+    ("sub_", lambda t: t.clone().sub_(_C), 2.0),
+    # products with a constant: max|c| · spread · L
+    ("a * c", lambda t: t * _C, 2 * 3.0),
+    ("c * mean", lambda t: _C * _mean1(t), 2 * 3.0),
+    ("torch.mul", lambda t: torch.mul(_mean1(t), _C), 2 * 3.0),
+    ("mul method", lambda t: _mean1(t).mul(_C), 2 * 3.0),
+    ("mul_", lambda t: t.clone().mul_(_C), 2 * 3.0),
+    ("a * 1.5", lambda t: t * -1.5, 2 * 1.5),
+    ("a / c", lambda t: t / (_C + 4.0), 2 * 0.5),
+    ("torch.div", lambda t: torch.div(t, 4.0), 2 * 0.25),
+    # matrix products with a constant matrix: ||W||_op · L
+    ("a @ W", lambda t: t @ _W, 2 * _norm(_W)),
+    ("torch.matmul", lambda t: torch.matmul(t, _W), 2 * _norm(_W)),
+    ("matmul method", lambda t: t.matmul(_W), 2 * _norm(_W)),
+    ("W @ a", lambda t: torch.matmul(_W3, t), 2 * _norm(_W3)),
+    ("W.matmul(a)", lambda t: _W3.matmul(t), 2 * _norm(_W3)),
+    ("torch.mm", lambda t: torch.mm(t.flatten(0, 1), _W), 2 * _norm(_W)),
+    ("F.linear", lambda t: _F.linear(t, _W.T), 2 * _norm(_W)),
+    # several outputs: root sum of squares
+    ("cat", lambda t: torch.cat([t, 2 * t], dim=1), 2 * math.sqrt(5)),
+    ("stack", lambda t: torch.stack([t, t]), 2 * math.sqrt(2)),
+    ("dict output", lambda t: {"a": 2 * t, "b": t}, 2 * math.sqrt(5)),
+    ("constants from the input's shape", lambda t: t + torch.zeros_like(t) + t.new_zeros(4)
+     + t.new_ones(4) + t.new_full((4,), 2.0) + t.new_empty(0).sum(), 2.0),
+    ("empty constant", lambda t: t[..., :0] * torch.ones(0, dtype=torch.float64), 0.0),
+]
+
+
+@pytest.mark.parametrize(("spelling", "fn", "expected"), _SPELLINGS, ids=[s[0] for s in _SPELLINGS])
+def test_every_spelling_of_a_rule_gives_its_closed_form_and_holds(spelling, fn, expected):
+    model = _Lambda(lambda t: fn(2 * t))
+    g = lipschitz_graph(model, _X, train_mode_ok=spelling.endswith("dropout"))
+    assert g.available is True, g.reason
+    grid = spelling in ("F.silu", "F.gelu", "F.gelu tanh")  # expected from a grid: ~1e-8
+    assert g.value == pytest.approx(expected, rel=1e-7 if grid else 1e-12, abs=1e-300)
+    if expected > 0:  # never below the Jacobian's norm (at the example input, and these maps)
+        assert g.value >= _jacobian_norm(model, _X) * (1 - 1e-12)
+    # the scaling by 2 is the first rule applied; shape-only operations count 1
+    factors = [r.factor for r in g.nodes if r.op != "placeholder" and not math.isnan(r.factor)]
+    assert factors[0] == 2.0
+    if expected == 2.0 and "add" not in spelling and "sub" not in spelling:
+        assert factors[1:] == [1.0] * (len(factors) - 1)
+
+
+def test_silu_and_tanh_gelu_constants_are_computed_even_though_the_model_runs_without_grad(
+    monkeypatch,
+):
+    # regression: their sup|σ'| needs autograd, and the run is under no_grad; with an empty cache
+    # this was a raw "does not require grad" RuntimeError
+    from deeplimits.diagnostics import _operator_norm
+
+    monkeypatch.setattr(_operator_norm, "_CACHE", {})
+    for module, fn in ((nn.SiLU(), _F.silu),
+                       (nn.GELU(approximate="tanh"), lambda z: _F.gelu(z, approximate="tanh"))):
+        g = lipschitz_graph(nn.Sequential(module), _X)
+        assert g.value == pytest.approx(_sup_derivative(fn), rel=1e-7)
+        assert g.value >= _jacobian_norm(module, _X)
+
+
+_KEYWORD = (
+    "an operand passed by keyword (input=, other=, weight=, tensors=) has no rule here; pass the "
+    "operands positionally"
+)
+
+
+class _KeywordLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 2).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(input=x)
+
+
+@pytest.mark.parametrize(
+    ("model", "culprit"),
+    [
+        (_Lambda(lambda t: torch.relu(input=t)), "node relu (relu)"),  # was 0.0 (L is 1)
+        (_Lambda(lambda t: torch.flatten(input=t)), "node flatten (flatten)"),  # was 0.0
+        (_Lambda(lambda t: torch.mul(t, other=2.0)), "node mul (mul)"),  # was an IndexError
+        (_Lambda(lambda t: t.mul(other=2.0)), "node mul (mul)"),
+        (_Lambda(lambda t: t.matmul(other=_W)), "node matmul (matmul)"),
+        (_Lambda(lambda t: _F.linear(t, weight=_W.T)), "node linear (linear)"),
+        (_Lambda(lambda t: torch.div(t, other=2.0)), "node div (div)"),
+        (_KeywordLinear(), "layer lin (Linear)"),
+    ],
+)
+def test_operands_passed_by_keyword_are_refused_not_bounded_by_zero(model, culprit):
+    g = lipschitz_graph(model, _X)
+    assert g.available is False and math.isnan(g.value)
+    assert (g.culprit, g.reason) == (culprit, _KEYWORD)
+
+
+class _Bilinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bil = nn.Bilinear(4, 4, 2).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bil(x, x)
+
+
+class _Listed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ident = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ident([x, x])[0]
+
+
+@pytest.mark.parametrize(
+    ("model", "culprit", "reason"),
+    [
+        (_Lambda(lambda t: torch.cumsum(t, 1)), "node cumsum (cumsum)",
+         "no Lipschitz rule for this node"),
+        (_Lambda(lambda t: t / t), "node truediv (truediv)",
+         "division by an input-dependent tensor"),
+        (_Lambda(lambda t: _F.linear(t, t[0])), "node linear (linear)",
+         "F.linear with an input-dependent weight"),
+        (_Lambda(lambda t: t.maximum(t / 2)), "node maximum (maximum)",
+         "Tensor.maximum with several input-dependent tensors"),
+        (_Lambda(lambda t: t[:, [0, 0]]), "node getitem (getitem)",
+         "indexing with tensors or lists (may repeat entries)"),
+        (_Lambda(lambda t: t @ t.new_ones(2, 4, 2)), "node matmul (matmul)",
+         "a matrix product with a constant that is not 2-D"),
+        (_Lambda(lambda t: _F.dropout(t, 0.5, True)), "node dropout (dropout)",
+         "dropout in training mode; call model.eval()"),
+        (_Lambda(lambda t: _as_dict(t)["t"]), "node _as_dict (_as_dict)",
+         "no Lipschitz rule for this node"),
+        (nn.Sequential(nn.Dropout(0.5)), "layer 0 (Dropout)",
+         "Dropout in training mode makes the network random; call model.eval()"),
+        (nn.Sequential(nn.Softmin(1)), "layer 0 (Softmin)", "no Lipschitz rule for Softmin"),
+        (nn.Sequential(nn.LogSoftmax(-1)), "layer 0 (LogSoftmax)",
+         "Lipschitz bounds here are for the logit map; remove the final LogSoftmax and pass the "
+         "network that outputs logits"),
+        (nn.Sequential(nn.MaxPool1d(2, return_indices=True)), "layer 0 (MaxPool1d)",
+         "max pooling with return_indices"),
+        (_Bilinear(), "layer bil (Bilinear)",
+         "a module called with several input-dependent tensors"),
+        (_Listed(), "layer ident (Identity)", "a module whose first argument is not a tensor"),
+        (nn.Sequential(nn.RNN(4, 2).double()), "layer 0 (RNN)",
+         "no Lipschitz rule for recurrent layers (RNN/GRU/LSTM) is implemented"),
+    ],
+)
+def test_an_operation_without_a_rule_is_named_with_its_reason(model, culprit, reason):
+    g = lipschitz_graph(model, _X)
+    assert g.available is False and math.isnan(g.value)
+    assert (g.culprit, g.reason) == (culprit, reason)
+    assert g.describe() == f"Lipschitz bound unavailable: {culprit}: {reason}"
+    # the records stop before the culprit
+    assert g.nodes[0].op == "placeholder" and all(culprit.split()[1] not in (r.name, r.target)
+                                                  for r in g.nodes)
+
+
+def test_products_of_input_dependent_tensors_and_attention_have_no_global_bound():
+    product = "a product of two tensors that both depend on the input"
+    hint = "; a local bound for inputs within r of x: lipschitz_graph(model, x, radius=r)"
+    for fn, culprit in ((lambda t: t.mul(t), "node mul (mul)"),
+                        (lambda t: t.matmul(t.mT), "node matmul (matmul)"),
+                        (lambda t: torch.mul(t, t), "node mul (mul)")):
+        g = lipschitz_graph(_Lambda(fn), _X)
+        assert g.available is True and g.value == math.inf and g.culprit == culprit
+        assert g.reason.startswith(product)
+        assert g.describe() == f"no finite global Lipschitz bound: {culprit}: {g.reason}{hint}"
+        assert g.nodes[0].name == "x" and g.nodes[-1].name == culprit.split()[1]  # up to it
+    q = _X.reshape(2, 1, 3, 4)
+    sdpa = _Lambda(lambda t: _F.scaled_dot_product_attention(t, t, t))
+    mha = _SelfAttention().double().eval()
+    x8 = torch.randn(2, 3, 8, dtype=torch.float64)
+    for model, x, culprit in ((sdpa, q, "node scaled_dot_product_attention "
+                               "(scaled_dot_product_attention)"),
+                              (mha, x8, "layer mha (MultiheadAttention)")):
+        for radius in (None, 0.5):
+            g = lipschitz_graph(model, x, radius=radius)
+            assert g.available is True and g.value == math.inf and g.culprit == culprit
+            assert g.reason == (
+                "dot-product self-attention is not globally Lipschitz (Kim, Papamakarios & Mnih, "
+                "ICML 2021)"
+            )
+            assert g.radius == radius and g.nodes[-1].lipschitz == math.inf
+            scope = "global" if radius is None else "local (radius 0.5)"
+            assert g.describe() == f"no finite {scope} Lipschitz bound: {culprit}: {g.reason}"
+
+
+def test_the_records_name_each_node_its_operation_and_constant():
+    g = lipschitz_graph(_Lambda(lambda t: torch.relu(2 * t).flatten(1)), _X)
+    assert [(r.name, r.op, r.target, r.kind) for r in g.nodes] == [
+        ("x", "placeholder", "x", "x"),
+        ("mul", "call_function", "mul", "mul"),
+        ("relu", "call_function", "relu", "relu"),
+        ("flatten", "call_method", "flatten", "flatten"),
+        ("output", "output", "output", "output"),
+    ]
+    assert [r.lipschitz for r in g.nodes] == [1.0, 2.0, 2.0, 2.0, 2.0]
+    assert g.describe() == "global Lipschitz bound (fx graph, node by node) = 2"
+    assert g.module_factors() == {}
+
+
+class _Twice(nn.Module):
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m(2 * x)
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [(nn.Tanh(), 2.0), (nn.Sigmoid(), 0.5), (nn.Softmax(-1), 1.0), (nn.AvgPool1d(2), math.sqrt(2)),
+     (nn.MaxPool1d(2), 2.0), (nn.Dropout(0.0), 2.0), (nn.Flatten(), 2.0),
+     (nn.LayerNorm(4, eps=0.01, elementwise_affine=False), 2 * 10.0),  # γ = 1: 1/sqrt(eps)
+     (nn.GroupNorm(3, 3, eps=0.04, affine=False), 2 * 5.0)],
+)
+def test_a_layer_multiplies_its_constant_into_the_bound_of_its_input(module, expected):
+    model = _Twice(module.double())  # Dropout(0) in training mode: the identity, not refused
+    g = lipschitz_graph(model, _X)
+    assert g.value == pytest.approx(expected, rel=1e-12)
+    assert g.value >= _jacobian_norm(model, _X) * (1 - 1e-12)
+
+
+def test_layernorm_local_bound_is_the_smallest_variance_the_region_allows():
+    ln = nn.LayerNorm(4, eps=0.01).double()
+    with torch.no_grad():
+        ln.weight.copy_(torch.tensor([0.5, -2.0, 1.0, 1.0]))
+    x = _X * 3  # (2, 3, 4): six rows normalised over their last axis
+    model = _Twice(ln)  # the rows of 2x move by at most 2r within the region
+    rows = (2 * x - (2 * x).mean(-1, keepdim=True)).norm(dim=-1)  # centred norm of each row
+    for radius in (0.3, 1e3):
+        reach = max(float(rows.min()) - 2 * radius, 0.0)  # the smallest centred norm in reach
+        expected = 2.0 * 2.0 / math.sqrt(reach**2 / 4 + 0.01)  # max|γ| · L_in / sqrt(v + eps)
+        g = lipschitz_graph(model, x, radius=radius)
+        assert g.value == pytest.approx(expected, rel=1e-12)
+        assert g.value >= _jacobian_norm(model, x)
+    assert g.value == pytest.approx(lipschitz_graph(model, x).value, rel=1e-12)  # reach 0
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(5):  # at points of the small region, the Jacobian stays below the bound
+        d = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        y = x + 0.3 * d / d.flatten(1).norm(dim=1).reshape(-1, 1, 1)
+        assert _jacobian_norm(model, y) <= lipschitz_graph(model, x, radius=0.3).value
+
+
+@pytest.mark.parametrize("order", ["t * m", "m * t", "t.T @ t"])
+def test_local_bound_of_a_product_counts_the_broadcast_operand(order):
+    x = torch.tensor([[3.0, -1.0, 0.5]], dtype=torch.float64)
+    r = 0.25
+    if order == "t.T @ t":  # d(xᵀx) = dxᵀx + xᵀdx: 2 (||x|| + r), no spreading in a matmul
+        model = _Lambda(lambda t: t.T @ t)
+        expected = 2 * (float(x.norm()) + r)
+    else:  # a ⊙ b with m the row mean (L 1/sqrt(3)) repeated sqrt(3) times
+        model = _Lambda((lambda t: t * t.mean(1, keepdim=True)) if order == "t * m"
+                        else (lambda t: t.mean(1, keepdim=True) * t))
+        m = abs(float(x.mean()))
+        expected = (3.0 + r) * (1 / math.sqrt(3)) * math.sqrt(3) + (m + r / math.sqrt(3))
+    g = lipschitz_graph(model, x, radius=r)
+    assert g.value == pytest.approx(expected, rel=1e-12)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(5):
+        d = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        assert _jacobian_norm(model, x + r * d / d.norm()) <= g.value
+
+
+class _Scaled(nn.Module):
+    def forward(self, x: torch.Tensor, scale: float = 3.0) -> torch.Tensor:
+        return x * scale
+
+
+class _TwoInputs(nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + y
+
+
+class _NoInput(nn.Module):
+    def forward(self) -> torch.Tensor:
+        return torch.ones(2, dtype=torch.float64)
+
+
+def test_inputs_beyond_the_first_keep_their_defaults_or_are_refused():
+    g = lipschitz_graph(_Scaled(), _X)  # the default is a constant: 3, not a product of inputs
+    assert g.value == 3.0 and g.available is True
+    g = lipschitz_graph(_TwoInputs(), _X)
+    assert g.available is False and math.isnan(g.value) and g.nodes == ()
+    assert g.culprit == "input y" and g.reason == (
+        "the model takes more than one input without a default; bound the map of its first "
+        "input by wrapping the model"
+    )
+    assert lipschitz_graph(_NoInput(), _X).value == 0.0  # a constant map
+
+
+def test_a_model_that_cannot_be_traced_is_named_and_a_zero_radius_is_a_point():
+    class Branchy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x if x.sum() > 0 else -x
+
+    g = lipschitz_graph(Branchy(), _X, radius=0.5)
+    assert g.available is False and math.isnan(g.value) and g.radius == 0.5
+    assert g.culprit == "model Branchy" and g.reason.startswith("torch.fx could not trace it (")
+    x = torch.tensor([[3.0, -1.0]], dtype=torch.float64)
+    square = _Lambda(lambda t: t * t)
+    g = lipschitz_graph(square, x, radius=0)  # the Jacobian diag(2x) at x itself: 2 max|x|
+    assert g.value == pytest.approx(6.0, rel=1e-12) == _jacobian_norm(square, x)

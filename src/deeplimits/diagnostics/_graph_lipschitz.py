@@ -42,7 +42,8 @@ norms for ``@``), valid for inputs within ``r`` of ``x``; attention *modules* st
 Train-mode BatchNorm (batch statistics couple the samples; not Lipschitz near zero batch variance)
 and train-mode Dropout (a random map) are reported as unsupported with the fix (``model.eval()``),
 unless ``train_mode_ok`` (Dropout then counts ``1/(1-p)``, BatchNorm ``inf``). An operation with no
-rule here (recurrent layers, Softmax, gathers, ...) makes the bound *unavailable*, naming the node.
+rule here (recurrent layers, Softmax, gathers, ...) makes the bound *unavailable*, naming the node;
+so does an operand passed by keyword (``torch.relu(input=x)``; ``torch.add``'s ``other=`` is read).
 
 Why ``torch.fx`` and not ``torch.export``: fx's symbolic trace keeps modules as call sites with
 their qualified names (so ``blocks.0.conv1`` is reported by name and its cached norm found), it
@@ -307,6 +308,11 @@ _ADD = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, tor
 _MUL = {operator.mul, operator.imul, torch.mul}
 _DIV = {operator.truediv, operator.itruediv, torch.div}
 _MATMUL = {operator.matmul, torch.matmul, torch.bmm, torch.mm}
+_BINARY = _MUL | _DIV | _MATMUL | {F.linear}  # their rules read the second operand positionally
+_KEYWORD_REASON = (
+    "an operand passed by keyword (input=, other=, weight=, tensors=) has no rule here; pass the "
+    "operands positionally"
+)
 _LINEAR_NONNEG_FUNCTIONS = {
     torch.mean, torch.sum, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d,
     F.adaptive_avg_pool2d,
@@ -370,7 +376,10 @@ class _Bounder(torch.fx.Interpreter):
                 raise self._unsupported(n, _TRAIN_BN_REASON)  # before it runs on the batch
         value = super().run_node(n)
         args, kwargs = self.fetch_args_kwargs_from_env(n)
-        factor, lip = self._bound(n, args, kwargs, value)
+        # the model runs under no_grad, but some constants need autograd (SiLU's and tanh-GELU's
+        # sup|σ'| on a grid, the Schur test, conv power iterations)
+        with torch.enable_grad():
+            factor, lip = self._bound(n, args, kwargs, value)
         if math.isnan(lip):
             raise self._unsupported(n, "no Lipschitz rule for this node")
         self.lip[n] = lip
@@ -414,13 +423,15 @@ class _Bounder(torch.fx.Interpreter):
         return math.nan, math.nan
 
     def _module(self, n: torch.fx.Node, m: nn.Module, args: tuple[Any, ...]) -> tuple[float, float]:
-        l_in = self._in(n.args[0]) if n.args else 0.0
-        if self._in(n.args[1:]) > 0:
+        if not n.args:
+            raise self._unsupported(n, _KEYWORD_REASON)
+        l_in = self._in(n.args[0])
+        if self._in((n.args[1:], n.kwargs)) > 0:
             if isinstance(m, _ATTENTION_MODULES):
                 self._inf_reason = ATTENTION_REASON
                 return math.inf, math.inf
             raise self._unsupported(n, "a module called with several input-dependent tensors")
-        x = args[0] if args else None
+        x = args[0]
         if not isinstance(x, torch.Tensor):
             raise self._unsupported(n, "a module whose first argument is not a tensor")
         if isinstance(m, nn.Linear):
@@ -522,9 +533,11 @@ class _Bounder(torch.fx.Interpreter):
     def _function(
         self, n: torch.fx.Node, f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[float, float]:
-        l0 = self._in(n.args[0]) if n.args else 0.0
         if f in (torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like):
             return math.nan, 0.0  # only the shape, dtype and device of the input are used
+        if not n.args or (len(n.args) < 2 and f in _BINARY):
+            raise self._unsupported(n, _KEYWORD_REASON)
+        l0 = self._in(n.args[0])
         if f in _ADD:
             return math.nan, _add_bound(self, n, args, kwargs)
         if f is operator.neg or f is torch.neg:
@@ -592,6 +605,8 @@ class _Bounder(torch.fx.Interpreter):
             return 1.0, l0
         if name in ("add", "sub", "add_", "sub_"):
             return math.nan, _add_bound(self, n, args, kwargs)
+        if name in ("mul", "mul_", "matmul") and len(n.args) < 2:
+            raise self._unsupported(n, _KEYWORD_REASON)
         if name in ("mul", "mul_"):
             return self._product(n, args[0], args[1], matmul=False)
         if name == "matmul":
