@@ -930,3 +930,20 @@ def test_a_model_that_cannot_be_traced_is_named_and_a_zero_radius_is_a_point():
     square = _Lambda(lambda t: t * t)
     g = lipschitz_graph(square, x, radius=0)  # the Jacobian diag(2x) at x itself: 2 max|x|
     assert g.value == pytest.approx(6.0, rel=1e-12) == _jacobian_norm(square, x)
+
+
+@pytest.mark.parametrize(
+    ("fn", "node"),
+    [
+        (lambda t: torch.div(t, 2.0, rounding_mode="floor"), "div"),
+        (lambda t: t.to(torch.long).to(t.dtype), "to"),
+        (lambda t: t.type_as(torch.zeros(1, dtype=torch.int32)).double(), "type_as"),
+        (lambda t: (t > 0).double(), "gt"),
+    ],
+)
+def test_rounded_integer_and_boolean_results_are_refused_as_discontinuous(fn, node):
+    # each jumps where the input crosses an integer or zero: no Lipschitz constant; they were
+    # bounded by 1/2 and 1 (a "certified" bound of a discontinuous map)
+    g = lipschitz_graph(_Lambda(fn), torch.randn(2, 3, dtype=torch.float64))
+    assert not g.available and math.isnan(g.value)
+    assert node in g.culprit and "discontinuous" in g.reason

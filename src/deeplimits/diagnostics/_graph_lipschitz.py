@@ -309,6 +309,10 @@ _MUL = {operator.mul, operator.imul, torch.mul}
 _DIV = {operator.truediv, operator.itruediv, torch.div}
 _MATMUL = {operator.matmul, torch.matmul, torch.bmm, torch.mm}
 _BINARY = _MUL | _DIV | _MATMUL | {F.linear}  # their rules read the second operand positionally
+_DISCONTINUOUS_REASON = (
+    "a rounded, integer or boolean result of input-dependent values is discontinuous: it has "
+    "no Lipschitz constant"
+)
 _KEYWORD_REASON = (
     "an operand passed by keyword (input=, other=, weight=, tensors=) has no rule here; pass the "
     "operands positionally"
@@ -416,6 +420,8 @@ class _Bounder(torch.fx.Interpreter):
             return math.nan, 0.0  # sizes, dtypes: piecewise constant in the input's values
         if n.op == "call_module":
             return self._module(n, self.module.get_submodule(str(n.target)), args)
+        if any(not (t.is_floating_point() or t.is_complex()) for t in _tensors(value)):
+            raise self._unsupported(n, _DISCONTINUOUS_REASON)
         if n.op == "call_function":
             return self._function(n, n.target, args, kwargs)
         if n.op == "call_method":
@@ -545,6 +551,8 @@ class _Bounder(torch.fx.Interpreter):
         if f in _MUL:
             return self._product(n, args[0], args[1], matmul=False)
         if f in _DIV:
+            if kwargs.get("rounding_mode") is not None:
+                raise self._unsupported(n, _DISCONTINUOUS_REASON)
             if self._in(n.args[1]) > 0:
                 raise self._unsupported(n, "division by an input-dependent tensor")
             d = args[1]
