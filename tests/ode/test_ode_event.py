@@ -10,7 +10,7 @@ import torch
 import torchdiffeq
 
 from deeplimits.errors import InvalidArgumentError, SolverError
-from deeplimits.ode import odeint_adjoint, odeint_event
+from deeplimits.ode import SolveStats, odeint, odeint_adjoint, odeint_event
 
 F64 = torch.float64
 
@@ -513,3 +513,85 @@ def test_fixed_step_grid_search_starts_at_t0_and_uses_only_points_past_it() -> N
             odeint_event(lambda t, y: -y, torch.ones(1, dtype=F64), 0.5, method="rk4",
                          event_fn=lambda t, y: y[0] - 0.5,
                          options={"grid": torch.linspace(0.0, end, 11, dtype=F64)})
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-sample events of a time-dependent field and event function
+
+
+def _cos_field(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.cos(t).reshape(-1, 1).expand_as(y)  # y' = cos t; t is (R,) per sample
+
+
+def _sum_reaches(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return y[:, 0] + t - 1.5  # explicit in t: dg/dt = 1 + cos t along the solution
+
+
+def test_per_sample_time_dependent_event_is_the_root_and_its_gradient_the_closed_form() -> None:
+    # y = c + sin t reaches g = 0 where c + sin T + T = 1.5 (brentq), and the implicit
+    # function theorem gives dT/dc = -1 / (1 + cos T): the explicit dg/dt = 1 counts
+    from scipy.optimize import brentq
+
+    cs = [0.2, 0.5, 0.9]
+    y0 = torch.tensor([[c] for c in cs], dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 3.0], dtype=F64)
+    stats = SolveStats()
+    t_hit, _ = odeint(_cos_field, y0, t, event_fn=_sum_reaches, options={"per_sample": True},
+                      stats=stats)  # default tolerances: rtol 1e-7
+    exact = [brentq(lambda s, c=c: c + math.sin(s) + s - 1.5, 0.0, 3.0, xtol=1e-15) for c in cs]
+    assert t_hit.detach().tolist() == pytest.approx(exact, abs=1e-6)
+    assert stats.accepted_steps > 0 and stats.nfe_forward > 0  # the caller's statistics
+    (d_c,) = torch.autograd.grad(t_hit.sum(), y0)
+    assert d_c.flatten().tolist() == pytest.approx([-1 / (1 + math.cos(e)) for e in exact],
+                                                   rel=1e-6)
+    # the gradient is attached as a zero-valued correction: the time itself is unchanged
+    t_nograd, _ = odeint(_cos_field, y0.detach(), t, event_fn=_sum_reaches,
+                         options={"per_sample": True})
+    assert torch.equal(t_hit.detach(), t_nograd)
+
+
+def test_per_sample_pure_time_event_is_its_time_exactly() -> None:
+    y0 = torch.ones(3, 1, dtype=F64, requires_grad=True)
+    t_hit, _ = odeint(lambda t, y: -y, y0, torch.tensor([0.0, 3.0], dtype=F64),
+                      event_fn=lambda t, y: t - 1.0 + 0 * y[:, 0], options={"per_sample": True})
+    assert t_hit.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_per_sample_events_use_the_atol_given() -> None:
+    steps = []
+    for atol in (1e-3, 1e-9):
+        stats = SolveStats()
+        odeint(_cos_field, torch.tensor([[0.2], [0.5]], dtype=F64),
+               torch.tensor([0.0, 3.0], dtype=F64), event_fn=_sum_reaches, rtol=1e-12,
+               atol=atol, options={"per_sample": True}, stats=stats)
+        steps.append(stats.accepted_steps)
+    assert steps[0] < steps[1], steps
+
+
+def test_per_sample_event_in_a_step_ending_at_a_jump_sees_the_left_limit() -> None:
+    # y' = 1 before t = 0.5 and 2 from it (a jump_t): the step ending at 0.5 evaluates its
+    # last stage at the left limit, so y = t exactly up to the jump and y = 0.45 at 0.45
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.where(t < 0.5, 1.0, 2.0).to(y.dtype).reshape(-1, 1).expand_as(y)
+
+    t_hit, _ = odeint(f, torch.zeros(2, 1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                      event_fn=lambda t, y: y[:, 0] - torch.tensor([0.45, 0.7], dtype=F64),
+                      options={"per_sample": True, "jump_t": [0.5]})
+    # 0.7 is reached after the jump: 0.5 + (0.7 - 0.5) / 2
+    assert t_hit.tolist() == pytest.approx([0.45, 0.6], abs=1e-12)
+
+
+def test_a_tuple_state_falls_to_the_closed_form_time_with_its_gradients() -> None:
+    # (height, velocity) as a tuple: T = sqrt(2 h / g), dT/dh = 1 / sqrt(2 h g)
+    h = torch.tensor(2.0, dtype=F64, requires_grad=True)
+    g = 9.81
+
+    def f(t: torch.Tensor, y: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return y[1], torch.full_like(y[1], -g)
+
+    t_hit, sol = odeint_event(f, (h, torch.zeros((), dtype=F64)), 0.0,
+                              event_fn=lambda t, y: y[0], rtol=1e-10, atol=1e-12)
+    assert float(t_hit.detach()) == pytest.approx(math.sqrt(2 * 2.0 / g), rel=1e-9)
+    assert float(sol[1][-1].detach()) == pytest.approx(-g * math.sqrt(2 * 2.0 / g), rel=1e-9)
+    (d_h,) = torch.autograd.grad(t_hit, h)
+    assert float(d_h) == pytest.approx(1 / math.sqrt(2 * 2.0 * g), rel=1e-6)
