@@ -595,3 +595,14 @@ def test_a_tuple_state_falls_to_the_closed_form_time_with_its_gradients() -> Non
     assert float(sol[1][-1].detach()) == pytest.approx(-g * math.sqrt(2 * 2.0 / g), rel=1e-9)
     (d_h,) = torch.autograd.grad(t_hit, h)
     assert float(d_h) == pytest.approx(1 / math.sqrt(2 * 2.0 * g), rel=1e-6)
+
+
+def test_per_sample_odeint_event_without_tolerances_uses_odeints_defaults() -> None:
+    # rtol 1e-7, atol 1e-9 when none are given: the Brent root to about 1e-7
+    from scipy.optimize import brentq
+
+    t_hit, _ = odeint_event(_cos_field, torch.tensor([[0.2], [0.9]], dtype=F64), 0.0,
+                            event_fn=_sum_reaches, options={"per_sample": True})
+    exact = [brentq(lambda s, c=c: c + math.sin(s) + s - 1.5, 0.0, 3.0, xtol=1e-15)
+             for c in (0.2, 0.9)]
+    assert t_hit.tolist() == pytest.approx(exact, abs=1e-6)
