@@ -432,3 +432,18 @@ def test_cached_norm_of_a_float32_conv_by_power_iteration(monkeypatch):
     # eigenvalues 4 and 2 + √2 next: converges from below to tol 1e-6
     norm = on.conv_norm_cached(conv, (1, 8))
     assert norm == pytest.approx(4.0, rel=1e-5) and norm <= 4.0 * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("module", [nn.SiLU(), nn.GELU(approximate="tanh")])
+def test_activation_constants_found_by_autograd_work_under_no_grad(
+    module: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the cache emptied, so that the constant is computed here, inside torch.no_grad()
+    from deeplimits.diagnostics import _operator_norm
+
+    monkeypatch.setattr(_operator_norm, "_CACHE", {})
+    with torch.no_grad():
+        c = activation_lipschitz(module)
+    x = torch.linspace(-8, 8, 100_001, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(module(x).sum(), x)
+    assert float(g.abs().max()) <= c <= float(g.abs().max()) * (1 + 1e-6)

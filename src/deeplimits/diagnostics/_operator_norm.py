@@ -280,15 +280,17 @@ def conv_norm_cached(
 
 
 def _sup_derivative(fn: Callable[[torch.Tensor], torch.Tensor], lo: float, hi: float) -> float:
-    """sup |fn'| on [lo, hi] for a smooth fn: dense grid, then a finer grid around the argmax."""
-    x = torch.linspace(lo, hi, 200_001, dtype=torch.float64, requires_grad=True)
-    (g,) = torch.autograd.grad(fn(x).sum(), x)
-    i = int(g.abs().argmax())
-    step = (hi - lo) / 200_000
-    centre = float(x.detach()[i])
-    x2 = torch.linspace(centre - step, centre + step, 20_001, dtype=torch.float64)
-    x2.requires_grad_(True)
-    (g2,) = torch.autograd.grad(fn(x2).sum(), x2)
+    """sup |fn'| on [lo, hi] for a smooth fn: dense grid, then a finer grid around the argmax
+    (with autograd on: callers often run under ``torch.no_grad()``)."""
+    with torch.enable_grad():
+        x = torch.linspace(lo, hi, 200_001, dtype=torch.float64, requires_grad=True)
+        (g,) = torch.autograd.grad(fn(x).sum(), x)
+        i = int(g.abs().argmax())
+        step = (hi - lo) / 200_000
+        centre = float(x.detach()[i])
+        x2 = torch.linspace(centre - step, centre + step, 20_001, dtype=torch.float64)
+        x2.requires_grad_(True)
+        (g2,) = torch.autograd.grad(fn(x2).sum(), x2)
     # The grid misses the true maximum by O(step²·|f'''|) < 1e-12; the margin covers it.
     return float(max(g.abs().max(), g2.abs().max())) * (1 + 1e-9)
 
