@@ -303,7 +303,7 @@ def odeint_adjoint(
         valid = [n for n in METHODS if not get_solver(n).own_loop]
         raise UnknownNameError("adjoint method", adj_solver.name, valid)
     adj_opts, adj_exe, adj = _adjoint_options(solver, adj_solver, options, exe, adjoint_options)
-    # Both solves step on a grid_constructor's grid, built once from (func, y0, t).
+    # Both solves step on a grid_constructor's grid from (func, y0, t), asked once for each.
     opts = resolve_grid(opts, func, y0, t)
     adj_opts = resolve_grid(adj_opts, func, y0, t)
     if exe.per_sample or adj_exe.per_sample:

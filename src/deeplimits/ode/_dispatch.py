@@ -57,8 +57,9 @@ __all__ = [
 
 Options = Mapping[str, Any] | FixedStepOptions | AdaptiveOptions | None
 NumericOptions = FixedStepOptions | AdaptiveOptions
-#: A replacement for :func:`solve_flat` in :func:`solve`: ``(f, y0, ts, rtol, atol) ->
-#: outputs`` (the tolerances as floats or per-entry vectors of the flat state).
+#: A replacement for :func:`solve_flat` in :func:`solve`: ``(f, y0, ts, opts, rtol, atol) ->
+#: outputs`` (``opts`` as :func:`solve` resolved them; the tolerances as floats or per-entry
+#: vectors of the flat state).
 FlatSolve = Callable[
     [FlatFuncWrapper, Tensor, list[float], NumericOptions, float | Tensor, float | Tensor],
     list[Tensor],
