@@ -606,3 +606,59 @@ def test_per_sample_odeint_event_without_tolerances_uses_odeints_defaults() -> N
     exact = [brentq(lambda s, c=c: c + math.sin(s) + s - 1.5, 0.0, 3.0, xtol=1e-15)
              for c in (0.2, 0.9)]
     assert t_hit.tolist() == pytest.approx(exact, abs=1e-6)
+
+
+def test_a_scalar_state_with_time_dependent_field_and_event_gets_the_root_and_gradient() -> None:
+    # the host search on a 0-d state: c + sin T + T = 1.5, dT/dc = -1 / (1 + cos T); the event
+    # function sees times in the state's dtype
+    from scipy.optimize import brentq
+
+    seen = set()
+
+    def event(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        seen.add(t.dtype)
+        return y + t - 1.5
+
+    c = torch.tensor(0.2, dtype=F64, requires_grad=True)
+    stats = SolveStats()
+    t_hit, _ = odeint_event(lambda t, y: torch.cos(t) * torch.ones_like(y), c, 0.0,
+                            event_fn=event, stats=stats)
+    exact = brentq(lambda s: 0.2 + math.sin(s) + s - 1.5, 0.0, 3.0, xtol=1e-15)
+    assert float(t_hit.detach()) == pytest.approx(exact, abs=1e-6)
+    assert seen == {F64} and stats.nfe_forward > 0
+    (d_c,) = torch.autograd.grad(t_hit, c)
+    assert float(d_c) == pytest.approx(-1 / (1 + math.cos(exact)), rel=1e-6)
+
+
+def test_the_host_search_uses_the_atol_given() -> None:
+    steps = []
+    for atol in (1e-3, 1e-9):
+        stats = SolveStats()
+        odeint_event(lambda t, y: torch.cos(t) * torch.ones_like(y), torch.tensor(0.2, dtype=F64),
+                     0.0, event_fn=lambda t, y: y + t - 1.5, rtol=1e-12, atol=atol, stats=stats)
+        steps.append(stats.accepted_steps)
+    assert steps[0] < steps[1], steps
+
+
+def test_per_sample_events_can_be_asked_for_by_execution_options() -> None:
+    from deeplimits.ode import ExecutionOptions
+
+    y0 = torch.tensor([[0.2], [0.9]], dtype=F64)
+    by_options, _ = odeint_event(_cos_field, y0, 0.0, event_fn=_sum_reaches,
+                                 options={"per_sample": True})
+    by_execution, _ = odeint_event(_cos_field, y0, 0.0, event_fn=_sum_reaches,
+                                   execution=ExecutionOptions(per_sample=True))
+    assert by_options.shape == (2,) and torch.equal(by_execution, by_options)
+
+
+@pytest.mark.parametrize("direction", [True, 1.0, "up"])
+def test_a_direction_that_is_not_minus_one_zero_or_one_is_refused(direction: object) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"direction=.* must be None, \+1, -1 or 0"):
+        odeint_event(lambda t, y: -y, torch.ones(1, dtype=F64), 0.0,
+                     event_fn=lambda t, y: y[0] - 0.5, direction=direction)
+
+
+def test_direction_zero_keeps_both_ways_as_none_does() -> None:
+    ts = [odeint_event(lambda t, y: -y, torch.ones(1, dtype=F64), 0.0,
+                       event_fn=lambda t, y: y[0] - 0.5, direction=d)[0] for d in (0, None)]
+    assert torch.equal(ts[0], ts[1]) and float(ts[0]) == pytest.approx(math.log(2), abs=1e-6)
