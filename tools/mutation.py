@@ -1624,6 +1624,51 @@ EQUIVALENT: dict[str, str] = {
              "x_implicit_time__mutmut_34"),
         _STRICT,
     ),
+    **dict.fromkeys(
+        _ode("_event", "x_bisect_rows__mutmut_17", "x_bisect_rows__mutmut_49"),
+        "equivalent: divided by the sign before instead of multiplied: it is +-1 for every "
+        "candidate (and the other entries are masked to inf)",
+    ),
+    _ode("_event", "x_bisect_rows__mutmut_27")[0]: _TIE,
+    **dict.fromkeys(
+        _ode("_event", "xǁSignTrackerǁupdate__mutmut_8", "xǁSignTrackerǁupdate__mutmut_9",
+             "xǁSignTrackerǁupdate__mutmut_10"),
+        "equivalent: direction * before is in {-1, 0, 1}; it differs from the original test "
+        "only where before == 0, and a candidate needs before != 0",
+    ),
+    **dict.fromkeys(
+        _ode("_event", "x_event_directions__mutmut_27", "x_event_directions__mutmut_30"),
+        "equivalent: the directions as an int64 tensor: -1, 0, 1 compare and multiply with "
+        "the float signs exactly",
+    ),
+    _ode("_event", "x_event_directions__mutmut_31")[0]: _GPU,
+    **dict.fromkeys(
+        _ode("_event", "x_solve_until_event__mutmut_11", "x_solve_until_event__mutmut_13"),
+        "equivalent: like is read for its dtype only, and every part of a tuple state has "
+        "one dtype (checked)",
+    ),
+    **dict.fromkeys(
+        _ode("_event", "x_solve_until_event__mutmut_45", "x_solve_until_event__mutmut_46"),
+        "equivalent: d = +-2 instead of +-1 only doubles the search horizon and the fixed-step "
+        "search windows; the grid points (t0 + k h) and the crossing found are the same",
+    ),
+    **dict.fromkeys(
+        _ode("_event", "x_solve_until_event__mutmut_73", "x_solve_until_event__mutmut_75"),
+        _GPU,
+    ),
+    **dict.fromkeys(
+        _ode("_event", "x_solve_until_event__mutmut_208", "x_solve_until_event__mutmut_209",
+             "x_solve_until_event__mutmut_210"),
+        "equivalent: events need an explicit RK method, whose bind reads only the options "
+        "(not rtol, atol or stats)",
+    ),
+    _ode("_event", "x_solve_until_event__mutmut_1")[0]:
+        "equivalent: plain's default: both callers (odeint_event, event_mode) pass it",
+    **dict.fromkeys(
+        _ode("_event", "x__with_implicit_gradient__mutmut_20",
+             "x__with_implicit_gradient__mutmut_22"),
+        "equivalent: [+1] for [-1] of the solution at (t0, T): it has two entries",
+    ),
     _ode("_event", "x__rows_until_event__mutmut_269")[0]:
         "equivalent: the crossing steps' start time None: step_plan always gives the stage "
         "times, which the batched step uses instead of t + c h",
