@@ -207,6 +207,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_adjoint.py": "05209da6bd70",
     "ode/_scipy.py": "54b800a1be99",
     "ode/_newton.py": "8b40fe90a288",
+    "ode/_adams.py": "b17d0fe95528",
     "ode/_event.py": "a7a2667f2725",
     "diagnostics/_operator_norm.py": "f9da3a35315a",
     "diagnostics/_lipschitz.py": "a097c7632998",
@@ -1521,6 +1522,11 @@ EQUIVALENT: dict[str, str] = {
     _ode("_adams", "x__integral_of_lagrange_basis__mutmut_33")[0]:
         "equivalent: sum's start 0 instead of Fraction(0): 0 + Fraction is the same Fraction",
     _ode("_adams", "x_adams_step__mutmut_104")[0]: _TIE,
+    **dict.fromkeys(
+        _ode("_adams", "x_adams_step__mutmut_9", "x_adams_step__mutmut_11"),
+        "equivalent: the perturbed time of f0 when k1 is None: times is given only with "
+        "perturb, and then the fixed loop evaluates k1 = f(times[0], y) itself and passes it",
+    ),
     _ode("_adams", "x_adams_step__mutmut_20")[0]:
         "equivalent: the cap max_order + 1 instead of - 1: the history holds at most "
         "max_order - 1 values (its maxlen), so the cap never binds",
