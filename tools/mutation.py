@@ -210,7 +210,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_adams.py": "b17d0fe95528",
     "ode/_event.py": "a7a2667f2725",
     "diagnostics/_operator_norm.py": "f9da3a35315a",
-    "diagnostics/_lipschitz.py": "a097c7632998",
+    "diagnostics/_lipschitz.py": "6964c59a4132",
     "diagnostics/_gradient_flow.py": "349bfa560f0e",
 }
 
@@ -238,9 +238,9 @@ EQUIVALENT: dict[str, str] = {
             "x__jacobian_norms__mutmut_49",
             "x__jacobian_norms__mutmut_54",
             "x__jacobian_norms__mutmut_58",
-            "x_lipschitz_lower__mutmut_24",
-            "x_lipschitz_lower__mutmut_92",
-            "x_lipschitz_lower__mutmut_96",
+            "x__ascend__mutmut_12",
+            "x__ascend__mutmut_87",
+            "x__ascend__mutmut_91",
             "x__graph_upper__mutmut_25",
             "x__graph_upper__mutmut_28",
             "x__graph_upper__mutmut_34",
@@ -279,10 +279,12 @@ EQUIVALENT: dict[str, str] = {
     "is falsy like False",
     "deeplimits.diagnostics._lipschitz.x__graph_upper__mutmut_5": "equivalent: a module tree "
     "always has a childless module (the model itself at least), so next() never runs out",
-    "deeplimits.diagnostics._lipschitz.x_lipschitz_lower__mutmut_124": "equivalent: the "
+    "deeplimits.diagnostics._lipschitz.x__ascend__mutmut_119": "equivalent: the "
     "proposal's norm is only compared (detached); its graph is never used",
-    "deeplimits.diagnostics._lipschitz.x_lipschitz_lower__mutmut_83": "equivalent: where the "
+    "deeplimits.diagnostics._lipschitz.x__ascend__mutmut_78": "equivalent: where the "
     "gradient is 0, g / 1e-30 is 0 as well",
+    "deeplimits.diagnostics._lipschitz.x__ascend__mutmut_54": "equivalent: second_order = "
+    "None instead of False after a failure: only read as a truth value",
     # _robustness
     **dict.fromkeys(
         _names(

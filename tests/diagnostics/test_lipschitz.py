@@ -546,6 +546,6 @@ def test_a_model_without_second_derivatives_is_searched_by_random_steps_with_a_w
     with pytest.warns(RuntimeWarning, match="no second derivative.*_cdist_backward.*random steps"
                       ) as rec:
         found = lipschitz_lower(model, x, steps=5)
-    assert rec[0].filename == __file__
+    assert len(rec) == 1 and rec[0].filename == __file__  # once, not at every step
     # still a measured Jacobian norm: at least the start, at most sqrt(3)
     assert start <= found <= math.sqrt(3) * (1 + 1e-12)
