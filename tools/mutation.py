@@ -208,6 +208,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_scipy.py": "54b800a1be99",
     "ode/_newton.py": "8b40fe90a288",
     "ode/_adams.py": "b17d0fe95528",
+    "ode/_checkpoint.py": "ce068b4baadc",
     "ode/_event.py": "a7a2667f2725",
     "diagnostics/_operator_norm.py": "f9da3a35315a",
     "diagnostics/_lipschitz.py": "6964c59a4132",
@@ -1595,6 +1596,27 @@ EQUIVALENT: dict[str, str] = {
         _ode("_checkpoint", "xǁ_BatchedReplayǁ__init____mutmut_20",
              "xǁ_BatchedReplayǁ__init____mutmut_23"),
         _GPU,
+    ),
+    **dict.fromkeys(
+        _ode("_checkpoint", "xǁ_Reversalǁreverse__mutmut_15", "xǁ_Reversalǁreverse__mutmut_20",
+             "xǁ_Reversalǁreverse__mutmut_23", "xǁ_Reversalǁreverse__mutmut_35",
+             "xǁ_Reversalǁreverse__mutmut_46", "xǁ_Reversalǁreverse__mutmut_48",
+             "xǁ_Reversalǁreverse__mutmut_60"),
+        "equivalent: a wider search range for the split m (a larger r, a smaller lo, a larger "
+        "hi): the optimum lies in [lo, hi] already, so the minimum of the exact count over the "
+        "wider range is the same (the dynamic-programming test checks the count)",
+    ),
+    **dict.fromkeys(
+        _ode("_checkpoint", "xǁ_Reversalǁreverse__mutmut_2", "xǁ_Reversalǁreverse__mutmut_3",
+             "xǁ_Reversalǁreverse__mutmut_9", "xǁ_Reversalǁreverse__mutmut_10"),
+        "equivalent: a segment of 1 or 2 steps, or one more or one fewer usable slot than "
+        "length - 1: the fewest advances are the same (0 for 1 step, 1 for 2; L - 1 with L - 2 "
+        "or more slots), so the schedule costs the same",
+    ),
+    **dict.fromkeys(
+        _ode("_checkpoint", "x__min_advances__mutmut_2", "x__min_advances__mutmut_7"),
+        "equivalent: r one larger at the start (L = 1) or where C(s + r + 1, s + 1) = L: "
+        "(r + 1) L - C(s + r + 2, s + 2) equals r L - C(s + r + 1, s + 2) there",
     ),
     **dict.fromkeys(
         _ode("_checkpoint", "x_odeint_checkpoint__mutmut_37", "x_odeint_checkpoint__mutmut_38"),
