@@ -209,6 +209,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_newton.py": "8b40fe90a288",
     "ode/_adams.py": "b17d0fe95528",
     "ode/_checkpoint.py": "ce068b4baadc",
+    "diagnostics/_graph_lipschitz.py": "919da55b0578",
     "ode/_event.py": "a7a2667f2725",
     "diagnostics/_operator_norm.py": "f9da3a35315a",
     "diagnostics/_lipschitz.py": "6964c59a4132",
@@ -1413,24 +1414,25 @@ EQUIVALENT: dict[str, str] = {
         ),
         "equivalent: matmul=None is falsy like False (only `if matmul` / `if not matmul` read it)",
     ),
-    _names("_graph_lipschitz", "xǁ_Bounderǁ_function__mutmut_128")[0]:
+    _names("_graph_lipschitz", "xǁ_Bounderǁ_function__mutmut_136")[0]:
         "equivalent: fx records F.elu/F.leaky_relu with their parameters as keywords (their "
         "__torch_function__ dispatch), so the activation lambdas never read positional extras",
     **dict.fromkeys(
         _names(
             "_graph_lipschitz",
-            "xǁ_Bounderǁ_function__mutmut_133",
-            "xǁ_Bounderǁ_function__mutmut_135",
-            "xǁ_Bounderǁ_function__mutmut_136",
-            "xǁ_Bounderǁ_function__mutmut_137",
-            "xǁ_Bounderǁ_function__mutmut_139",
             "xǁ_Bounderǁ_function__mutmut_141",
+            "xǁ_Bounderǁ_function__mutmut_143",
             "xǁ_Bounderǁ_function__mutmut_144",
-            "xǁ_Bounderǁ_function__mutmut_146",
-            "xǁ_Bounderǁ_function__mutmut_148",
-            "xǁ_Bounderǁ_function__mutmut_150",
+            "xǁ_Bounderǁ_function__mutmut_145",
+            "xǁ_Bounderǁ_function__mutmut_147",
+            "xǁ_Bounderǁ_function__mutmut_149",
             "xǁ_Bounderǁ_function__mutmut_152",
             "xǁ_Bounderǁ_function__mutmut_154",
+            "xǁ_Bounderǁ_function__mutmut_156",
+            "xǁ_Bounderǁ_function__mutmut_158",
+            "xǁ_Bounderǁ_function__mutmut_160",
+            "xǁ_Bounderǁ_function__mutmut_162",
+            "xǁ_Bounderǁ_function__mutmut_165",
         ),
         "equivalent: fx records F.dropout with p, training and inplace always as keywords, so "
         "the positional branch and the defaults are never used",

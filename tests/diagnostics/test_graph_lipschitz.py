@@ -11,6 +11,7 @@ from anymodels import ResNet, TransformerClassifier, make_gru, make_resnet, rand
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.nn import functional as F
 
 from deeplimits.diagnostics import (
     certified_radius,
@@ -947,3 +948,23 @@ def test_rounded_integer_and_boolean_results_are_refused_as_discontinuous(fn, no
     g = lipschitz_graph(_Lambda(fn), torch.randn(2, 3, dtype=torch.float64))
     assert not g.available and math.isnan(g.value)
     assert node in g.culprit and "discontinuous" in g.reason
+
+
+def test_functional_dropout_rules_read_p_and_training_and_scale_the_input_constant():
+    lin = nn.Linear(3, 3).double()
+    w = float(torch.linalg.matrix_norm(lin.weight.detach(), ord=2))
+    x = torch.randn(2, 3, dtype=torch.float64)
+    # p = 0 in training mode is the identity: no refusal, constant 1 (times the Linear's)
+    g = lipschitz_graph(nn.Sequential(lin, _Lambda(lambda t: F.dropout(t, p=0.0, training=True))),
+                        x)
+    assert g.available and g.value == pytest.approx(w, rel=1e-12)
+    # p = 1/2 in training mode, counted when asked: 1 / (1 - p) times the input's constant
+    g = lipschitz_graph(nn.Sequential(lin, _Lambda(lambda t: F.dropout(t, p=0.5, training=True))),
+                        x, train_mode_ok=True)
+    assert g.value == pytest.approx(2 * w, rel=1e-12)
+
+
+def test_in_place_mul_with_a_keyword_operand_is_refused_naming_the_keyword():
+    g = lipschitz_graph(_Lambda(lambda t: t.clone().mul_(other=2.0)),
+                        torch.randn(2, 3, dtype=torch.float64))
+    assert not g.available and "keyword" in g.reason and "mul_" in g.culprit
