@@ -315,7 +315,7 @@ def _with_implicit_gradient(
     odeint_interface: Callable[..., Any], kwargs: dict[str, Any],
 ) -> Tensor:
     """``t_event`` as a tensor whose gradient is the implicit function theorem's."""
-    t_det = torch.tensor(t_event, dtype=t0.dtype)
+    t_det = torch.tensor(t_event, dtype=t0.dtype, device=t0.device)
     if not torch.is_grad_enabled():
         return t_det
     ys = odeint_interface(func, y0, torch.stack([t0, t_det]), **kwargs)
