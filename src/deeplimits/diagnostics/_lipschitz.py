@@ -434,9 +434,9 @@ def lipschitz_lower(
         InvalidTypeError: ``x`` is not a floating tensor. InvalidArgumentError: bad shape/values.
 
     Warns:
-        RuntimeWarning: torch has no second derivative for part of the model (e.g. a custom
-            ``autograd.Function`` marked ``once_differentiable``): the ascent continues with its
-            random steps only; every value returned is still a measured Jacobian norm.
+        RuntimeWarning: torch has no second derivative for part of the model (e.g.
+            ``torch.cdist``): the ascent continues with its random steps only; every value
+            returned is still a measured Jacobian norm.
 
     Caveats:
         Scaled dot-product attention (``F.scaled_dot_product_attention``, the ``nn.Transformer*``
