@@ -204,7 +204,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "diagnostics/_regions.py": "0868a2899943",
     "ode/_device_loop.py": "29f61f280cf7",
     "ode/_batched_step.py": "0588cc7ee121",
-    "ode/_adjoint.py": "05209da6bd70",
+    "ode/_adjoint.py": "3c324a071878",
     "ode/_scipy.py": "54b800a1be99",
     "ode/_newton.py": "8b40fe90a288",
     "ode/_adams.py": "b17d0fe95528",
@@ -1243,17 +1243,17 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: reversible_heun is fixed-step; its solve never reads rtol or atol",
     ),
     **dict.fromkeys(
-        _ode("_adjoint", "x_odeint_adjoint__mutmut_181", "x_odeint_adjoint__mutmut_182"),
+        _ode("_adjoint", "x_odeint_adjoint__mutmut_199", "x_odeint_adjoint__mutmut_200"),
         "equivalent: the backward wrapper's first-output check passes (same func and shapes "
         "as the forward's); skipping it only saves that check",
     ),
     **dict.fromkeys(
         _ode(
             "_adjoint",
-            "x_odeint_adjoint__mutmut_220",
-            "x_odeint_adjoint__mutmut_221",
-            "x_odeint_adjoint__mutmut_222",
-            "x_odeint_adjoint__mutmut_223",
+            "x_odeint_adjoint__mutmut_238",
+            "x_odeint_adjoint__mutmut_239",
+            "x_odeint_adjoint__mutmut_240",
+            "x_odeint_adjoint__mutmut_241",
         ),
         "equivalent: t enters _AdjointFn only to receive its gradient, which autograd casts to "
         "t's dtype itself (t.to(None) is a no-op)",

@@ -362,16 +362,19 @@ def test_a_grid_constructors_grid_sets_the_steps_of_both_solves() -> None:
     grid_calls = []
 
     def grid(func, y, tt):  # type: ignore[no-untyped-def]
-        grid_calls.append(tt.tolist())
+        grid_calls.append((func is field, y is y0, tt.tolist()))  # torchdiffeq's arguments
         return torch.linspace(float(tt[0]), float(tt[-1]), 5, dtype=F64)
+
+    def field(tt: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return w * y
 
     y0, t = torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
     stats = SolveStats()
-    ys = odeint_adjoint(lambda tt, y: w * y, y0, t, method="rk4", stats=stats,
+    ys = odeint_adjoint(field, y0, t, method="rk4", stats=stats,
                         options={"grid_constructor": grid}, adjoint_params=(w,))
     ref = odeint(lambda tt, y: w * y, y0, t, method="rk4", options={"step_size": 0.25})
     assert torch.equal(ys.detach(), ref.detach()) and stats.accepted_steps == 4
     ys[-1].sum().backward()
     # the constructor is asked once per solve (as torchdiffeq asks it for the backward too)
-    assert stats.backward_accepted_steps == 4 and grid_calls == [[0.0, 1.0]] * 2
+    assert stats.backward_accepted_steps == 4 and grid_calls == [(True, True, [0.0, 1.0])] * 2
     assert float(w.grad) == pytest.approx(math.exp(-0.7), rel=1e-4)
