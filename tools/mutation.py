@@ -211,7 +211,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_checkpoint.py": "ce068b4baadc",
     "diagnostics/_graph_lipschitz.py": "919da55b0578",
     "ode/_event.py": "a7a2667f2725",
-    "diagnostics/_operator_norm.py": "f9da3a35315a",
+    "diagnostics/_operator_norm.py": "cc637d3607c4",
     "diagnostics/_lipschitz.py": "8a5a4de1d74e",  # docstring-only change after 6964c59a4132
     "diagnostics/_gradient_flow.py": "349bfa560f0e",
 }
