@@ -30,7 +30,7 @@ def test_solution_weights_satisfy_order_conditions_of_declared_order(name: str) 
         assert max(abs(r) for r in res) > 1e-3
 
 
-@pytest.mark.parametrize("name", ["bosh3", "dopri5", "tsit5"])
+@pytest.mark.parametrize("name", sorted(n for n, t in TABLEAUX.items() if t.adaptive))
 def test_embedded_weights_have_declared_error_order(name: str) -> None:
     tab = TABLEAUX[name]
     assert tab.b_err is not None and tab.error_order is not None
@@ -41,7 +41,7 @@ def test_embedded_weights_have_declared_error_order(name: str) -> None:
     assert max(abs(r) for r in res) > 1e-4
 
 
-@pytest.mark.parametrize("name", ["bosh3", "dopri5", "tsit5"])
+@pytest.mark.parametrize("name", ["bosh3", "dopri5", "tsit5", "dopri8"])
 @pytest.mark.parametrize("theta", [0.25, 0.5, 0.8])
 def test_dense_output_weights_satisfy_order_conditions_inside_the_step(
     name: str, theta: float
@@ -134,6 +134,70 @@ def test_each_explicit_builder_gives_the_published_coefficients(name: str) -> No
         np.testing.assert_allclose(np.array(tab.b) - np.array(tab.b_err), b_hat, atol=1e-16)
     assert tab == TABLEAUX[name]
     assert tab.fsal == (name in ("bosh3", "dopri5", "tsit5"))
+
+
+def _torchdiffeq_tableau(name: str) -> tuple[list[list[float]], list[float], list[float],
+                                               list[float] | None, list[float] | None]:
+    """torchdiffeq 0.2.5's coefficients of ``name`` as ``(a, b, c, b_err, mid)``: its adaptive
+    solvers' ``_ButcherTableau`` (``mid`` = the weights of ``y(1/2)``, for the Dormand-Prince
+    pairs) and, for the fixed-grid Heun methods, the tableau printed in its ``fixed_grid.py``."""
+    from torchdiffeq._impl import adaptive_heun, bosh3, dopri5, dopri8, fehlberg2
+
+    if name in ("heun2", "heun3"):
+        # torchdiffeq's fixed_grid.py rows (c_i, a_i1, ...) and the last row (0, b...)
+        rows = ([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1 / 2, 1 / 2]] if name == "heun2" else
+                [[0.0, 0.0, 0.0, 0.0], [1 / 3, 1 / 3, 0.0, 0.0], [2 / 3, 0.0, 2 / 3, 0.0],
+                 [0.0, 1 / 4, 0.0, 3 / 4]])
+        a = [r[1:i + 1] for i, r in enumerate(rows[:-1])]
+        return a, rows[-1][1:], [r[0] for r in rows[:-1]], None, None
+    solver = {"adaptive_heun": adaptive_heun.AdaptiveHeunSolver, "bosh3": bosh3.Bosh3Solver,
+              "dopri5": dopri5.Dopri5Solver, "dopri8": dopri8.Dopri8Solver,
+              "fehlberg2": fehlberg2.Fehlberg2}[name]
+    tab = solver.tableau
+    b_err = tab.c_error.tolist()
+    if name == "dopri5":
+        # torchdiffeq estimates dopri5's error with Dormand & Prince's other embedded pair
+        # (b_hat_1 = 1951/21600); we use the published one of scipy's RK45 and Hairer's DOPRI5
+        # (b_hat_1 = 5179/57600), whose error weights scipy keeps as E = b_hat - b.
+        from scipy.integrate import RK45
+
+        b_err = (-RK45.E).tolist()
+    return (
+        [[]] + [beta.tolist() for beta in tab.beta],
+        tab.c_sol.tolist(),
+        [0.0, *tab.alpha.tolist()],
+        b_err,
+        # torchdiffeq's other solvers carry a midpoint-rule placeholder as ``mid``; only the
+        # Dormand-Prince pairs' is a true interpolant value (ours is a cubic Hermite for them).
+        solver.mid.tolist() if name in ("dopri5", "dopri8") else None,
+    )
+
+
+_TORCHDIFFEQ_NAMES = ["heun2", "heun3", "adaptive_heun", "fehlberg2", "bosh3", "dopri5", "dopri8"]
+
+
+@pytest.mark.parametrize("name", _TORCHDIFFEQ_NAMES)
+def test_each_explicit_builder_gives_torchdiffeqs_coefficients(name: str) -> None:
+    """The builder called afresh gives torchdiffeq's matrix, weights, nodes, error weights and
+    the interpolant's value at theta = 1/2 (torchdiffeq's ``mid``), and equals ``TABLEAUX``."""
+    pytest.importorskip("torchdiffeq")
+    tab = getattr(_tableaux, f"_{name}")()
+    a, b, c, b_err, mid = _torchdiffeq_tableau(name)
+    assert len(tab.a) == len(a)
+    for ours, theirs in zip(tab.a, a, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-15, atol=1e-16)
+    np.testing.assert_allclose(tab.b, b, rtol=1e-15, atol=1e-16)
+    np.testing.assert_allclose(tab.c, c, rtol=1e-15, atol=1e-16)
+    if b_err is None:
+        assert tab.b_err is None
+    else:
+        assert tab.b_err is not None
+        np.testing.assert_allclose(tab.b_err, b_err, rtol=1e-13, atol=1e-16)
+    if mid is not None:
+        # y(1/2) = y0 + h sum_p (1/2)^(p+1) sum_i dense[p][i] K_i
+        at_half = sum(np.array(row) * 0.5 ** (p + 1) for p, row in enumerate(tab.dense))
+        np.testing.assert_allclose(at_half, mid, rtol=1e-13, atol=1e-15)
+    assert tab == TABLEAUX[name]
 
 
 @pytest.mark.parametrize("name", list(_GAMMA))
