@@ -261,6 +261,9 @@ def test_each_fsal_condition_is_checked(kwargs: dict) -> None:
 
 # The trapezoidal rule as a 2-stage ESDIRK (stiffly accurate, A-stable, R(-inf) = -1).
 _TRAP = dict(name="trap", a=[[0.0], [0.5, 0.5]], b=[0.5, 0.5], c=[0.0, 1.0], order=2)
+# 3 stages, gamma = 1/2, stiffly accurate, order 1: R(-inf) = 0 and A-stable, so L-stable.
+_L_STABLE = dict(a=[[0.0], [0.5, 0.5], [0.25, 0.25, 0.5]], b=[0.25, 0.25, 0.5],
+                 c=[0.0, 1.0, 1.0], order=1, l_stable=True)
 _NOT_STIFF = dict(name="ns", a=[[0.0], [0.25, 0.25], [0.25, 0.5, 0.25]], b=[1 / 6, 2 / 3, 1 / 6],
                   c=[0.0, 0.5, 1.0], order=1)
 
@@ -289,6 +292,13 @@ _NOT_STIFF = dict(name="ns", a=[[0.0], [0.25, 0.25], [0.25, 0.5, 0.25]], b=[1 / 
         ({"b_err": [0.5, -0.5], "error_order": 2},
          "weights b - b_err do not satisfy the order conditions for declared order 2"),
         ({"l_stable": True}, r"declared L-stable, but \|R\(-1e8\)\|=1.000e\+00"),
+        # R(z) -> 4 (b1 - 1/4) at -inf for this family: R(-inf) = 1e-7 while |R(-1e8)| < 1e-6
+        ({**_L_STABLE, "a": [[0.0], [0.5, 0.5], [0.25 - 2.5e-8, 0.25 + 2.5e-8, 0.5]],
+          "b": [0.25 - 2.5e-8, 0.25 + 2.5e-8, 0.5]},
+         r"declared L-stable, but \|R\(-1e8\)\|=1.0\d\de-07 and \|R\(-inf\)\|=1.000e-07"),
+        # R(-inf) = 0 but |R(iy)| > 1 near y = 3: L-stable at infinity, not A-stable
+        ({**_L_STABLE, "a": [[0.0], [0.2, 0.2], [0.4, 0.4, 0.2]], "b": [0.4, 0.4, 0.2],
+          "c": [0.0, 0.4, 1.0]}, r"\|R\(iy\)\| reaches 1.58\d+ > 1 \(not A-stable\)"),
         ({"dense": [[1.0]]}, "dense row 0 has 1 entries, expected 2"),
         ({"dense": [[1.0, 0.0]]}, "dense output at theta=1 must equal the solution weights b"),
         # c[-1] one part in 1e13 below 1: consistent, but not stiffly accurate
@@ -305,6 +315,8 @@ def test_each_invalid_implicit_tableau_is_refused_naming_the_rule(kwargs: dict, 
 
 def test_implicit_tableau_data_by_hand() -> None:
     trap = ImplicitTableau.from_lists(**_TRAP)  # type: ignore[arg-type]
+    lstab = ImplicitTableau.from_lists(**(_TRAP | _L_STABLE))  # type: ignore[arg-type]
+    assert lstab.l_stable and lstab.r_infinity() == 0.0 and abs(lstab.stability(-1e8)) < 1e-9
     assert trap.gamma == 0.5 and trap.stiffly_accurate and trap.fsal and not trap.adaptive
     assert trap.r_infinity() == pytest.approx(-1.0, abs=1e-12)  # (1 + z/2) / (1 - z/2)
     assert trap.stability(-2.0) == pytest.approx(0.0, abs=1e-15)
