@@ -15,6 +15,7 @@ from deeplimits.ode import (
     _tableaux,
     get_tableau,
     order_condition_residuals,
+    stability_function,
 )
 from deeplimits.ode._tableaux import IMPLICIT_TABLEAUX, ImplicitTableau
 
@@ -296,9 +297,10 @@ _NOT_STIFF = dict(name="ns", a=[[0.0], [0.25, 0.25], [0.25, 0.5, 0.25]], b=[1 / 
         ({**_L_STABLE, "a": [[0.0], [0.5, 0.5], [0.25 - 2.5e-8, 0.25 + 2.5e-8, 0.5]],
           "b": [0.25 - 2.5e-8, 0.25 + 2.5e-8, 0.5]},
          r"declared L-stable, but \|R\(-1e8\)\|=1.0\d\de-07 and \|R\(-inf\)\|=1.000e-07"),
-        # R(-inf) = 0 but |R(iy)| > 1 near y = 3: L-stable at infinity, not A-stable
+        # R(-inf) = 0 but |R(iy)| peaks at 9/(4 sqrt 2) at y = sqrt(175)/3 (see below)
         ({**_L_STABLE, "a": [[0.0], [0.2, 0.2], [0.4, 0.4, 0.2]], "b": [0.4, 0.4, 0.2],
-          "c": [0.0, 0.4, 1.0]}, r"\|R\(iy\)\| reaches 1.58\d+ > 1 \(not A-stable\)"),
+          "c": [0.0, 0.4, 1.0]},
+         r"\|R\(iy\)\| reaches 1.5909902576697\d+ > 1 at y=4.40959 \(not A-stable\)"),
         ({"dense": [[1.0]]}, "dense row 0 has 1 entries, expected 2"),
         ({"dense": [[1.0, 0.0]]}, "dense output at theta=1 must equal the solution weights b"),
         # c[-1] one part in 1e13 below 1: consistent, but not stiffly accurate
@@ -409,6 +411,87 @@ def test_r_infinity_is_infinite_without_stiff_decay() -> None:
     ns = ImplicitTableau.from_lists(**_NOT_STIFF, dense=[])  # type: ignore[arg-type]
     assert ns.r_infinity() == math.inf
     assert abs(ns.stability(-1e8)) > 1e6
+
+
+def _peak_by_brute_force(a: np.ndarray, b: np.ndarray, ys: np.ndarray) -> float:
+    return max(abs(stability_function(a, b, 1j * y)) for y in ys)
+
+
+def test_imaginary_axis_peak_has_the_closed_form_of_a_two_implicit_stage_family() -> None:
+    """gamma = 1/5, b = a[-1] = (2/5, 2/5, 1/5): ``R = (1 + 3z/5) / (1 - z/5)^2``, so
+    ``|R(iy)|^2 = (1 + 9w/25) / (1 + w/25)^2`` with ``w = y^2``, largest at ``w = 175/9``:
+    ``|R| = 9 / (4 sqrt 2)`` there. Implicit Euler peaks at ``y = 0`` (``|R| = 1``); the
+    trapezoidal rule has ``|R(iy)| = 1`` everywhere and its limit ``|R(-inf)| = 1``."""
+    a = np.array([[0.0, 0.0, 0.0], [0.2, 0.2, 0.0], [0.4, 0.4, 0.2]])
+    peak, where = _tableaux._imaginary_axis_peak(a, a[-1].copy())
+    assert peak == pytest.approx(9 / (4 * math.sqrt(2)), rel=1e-13)
+    assert where == pytest.approx(math.sqrt(175) / 3, rel=1e-7)
+    euler = IMPLICIT_TABLEAUX["implicit_euler"]
+    assert _tableaux._imaginary_axis_peak(euler.a_matrix(), np.array(euler.b)) == (1.0, 0.0)
+    trap = np.array([[0.0, 0.0], [0.5, 0.5]])
+    peak, where = _tableaux._imaginary_axis_peak(trap, trap[-1].copy())
+    assert peak == pytest.approx(1.0, abs=1e-15) and where == math.inf
+
+
+def test_imaginary_axis_peak_bounds_a_fine_sample_of_random_esdirk_tableaux() -> None:
+    """Brute force: on 60 random ESDIRK tableaux (2-8 stages, gamma from 0.02 to 2, stiffly
+    accurate or not) the peak is >= |R(iy)| at 3000 points from 1e-4 to 1e7, and within 1e-3 of
+    their largest when it lies inside that range."""
+    rng = np.random.default_rng(1)
+    ys = np.logspace(-4, 7, 3000)
+    for _ in range(60):
+        s, gamma = int(rng.integers(2, 9)), float(np.exp(rng.uniform(np.log(0.02), np.log(2))))
+        a = np.tril(rng.normal(size=(s, s)) * rng.uniform(0.1, 3), -1)
+        a[1:, 1:] += gamma * np.eye(s - 1)
+        a[0] = 0.0
+        if rng.random() < 0.7:  # stiffly accurate: R stays bounded
+            a[-1, :-1] *= (1 - gamma) / a[-1, :-1].sum()
+            b = a[-1].copy()
+        else:
+            b = rng.normal(size=s)
+            b /= b.sum()
+        peak, where = _tableaux._imaginary_axis_peak(a, b)
+        sampled = _peak_by_brute_force(a, b, ys)
+        assert sampled <= peak * (1 + 1e-9)
+        if where <= 1e7:
+            assert sampled >= peak * (1 - 1e-3)
+
+
+def _narrow_band_tableau() -> list[list[float]]:
+    """A 4-stage stiffly accurate ESDIRK with ``R = (1 + (1 - 3g) z + p2 z^2) / (1 - gz)^3``
+    whose ``|Q(iy)|^2 - |P(iy)|^2 = y^2 (g^6 (y^2 - 11)^2 - 1e-7)`` dips below zero only for
+    ``|y^2 - 11| < sqrt(1e-7) / g^3`` (0.055 for the ``g = 0.179`` found): a band 0.5 % wide
+    around ``y = sqrt(11)``, between two points of a logarithmic sample (``10^0.5``, ``10^0.6``).
+    ``b0 = b2``, ``a20 = 0``, ``a10 = g`` leave ``p2 = g (1 - 6 b0)`` and ``P``'s cubic term
+    ``g (a21 b2 - g (b1 - b0))``, which ``a21`` cancels; ``g`` solves the remaining condition on
+    ``p1 = 1 - 3g``."""
+    from scipy.optimize import brentq
+
+    def p2(g: float) -> float:
+        return math.sqrt(3 * g**4 + 22 * g**6)
+
+    g = brentq(lambda g: (1 - 3 * g) ** 2 - (3 * g**2 + 2 * p2(g) - 121 * g**6 + 1e-7), 0.1, 0.25)
+    b0 = (1 - p2(g) / g) / 6
+    b1 = 1 - g - 2 * b0
+    a21 = g * (b1 - b0) / b0
+    return [[0.0], [g, g], [0.0, a21, g], [b0, b1, b0, g]]
+
+
+def test_l_stability_claim_is_refused_for_amplification_in_a_band_a_sample_would_miss(
+) -> None:
+    a = _narrow_band_tableau()
+    full = np.array([[*r, *([0.0] * (4 - len(r)))] for r in a])
+    b = full[-1].copy()
+    # the band is real: a fine grid around sqrt(11) finds |R| > 1; the 91-point logarithmic
+    # sample the check once used (1e-3 to 1e6) does not
+    assert _peak_by_brute_force(full, b, np.linspace(3.3, 3.33, 3001)) > 1 + 1e-7
+    assert _peak_by_brute_force(full, b, np.logspace(-3, 6, 91)) < 1
+    assert abs(_tableaux._r_inf(full, b)) < 1e-13
+    assert abs(stability_function(full, b, -1e8)) < 1e-6
+    with pytest.raises(InvalidArgumentError,
+                       match=r"reaches 1.0000002\d+ > 1 at y=3.3166\d \(not A-stable\)"):
+        ImplicitTableau.from_lists("band", a=a, b=list(b), c=[sum(r) for r in a], order=1,
+                                   l_stable=True)
 
 
 def test_dopri8_has_order_eight_its_embedded_method_order_seven_and_a_fourth_order_interpolant(
