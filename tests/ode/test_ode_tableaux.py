@@ -297,6 +297,11 @@ _NOT_STIFF = dict(name="ns", a=[[0.0], [0.25, 0.25], [0.25, 0.5, 0.25]], b=[1 / 
         ({**_L_STABLE, "a": [[0.0], [0.5, 0.5], [0.25 - 2.5e-8, 0.25 + 2.5e-8, 0.5]],
           "b": [0.25 - 2.5e-8, 0.25 + 2.5e-8, 0.5]},
          r"declared L-stable, but \|R\(-1e8\)\|=1.0\d\de-07 and \|R\(-inf\)\|=1.000e-07"),
+        # R = (1 + 0.9 z) / (1 - z/20)^2: R(-inf) = 0 but R decays too slowly, R(-1e8) = -3.6e-6
+        ({**_L_STABLE, "a": [[0.0], [0.05, 0.05], [0.475, 0.475, 0.05]],
+          "b": [0.475, 0.475, 0.05], "c": [0.0, 0.1, 1.0]},
+         # (R(-inf) is 0 up to round-off, R(-1e8) to 1e-3)
+         r"declared L-stable, but \|R\(-1e8\)\|=3.60\de-06 and \|R\(-inf\)\|=\d\.\d{3}e-1\d"),
         # R(-inf) = 0 but |R(iy)| peaks at 9/(4 sqrt 2) at y = sqrt(175)/3 (see below)
         ({**_L_STABLE, "a": [[0.0], [0.2, 0.2], [0.4, 0.4, 0.2]], "b": [0.4, 0.4, 0.2],
           "c": [0.0, 0.4, 1.0]},
@@ -327,6 +332,10 @@ def test_implicit_tableau_data_by_hand() -> None:
     assert np.sum(np.array(trap.dense), axis=0) == pytest.approx([0.5, 0.5])
     # not stiffly accurate: no FSAL interpolant by default (a given one is refused); dense
     # output is the Hermite with f(t+h, y1) appended, as for a non-FSAL explicit tableau
+    # b == a[-1] but the last node one part in 1e13 below 1 (consistent to 1e-12): its last
+    # stage is not f(t + h, y1), so not stiffly accurate
+    near = ImplicitTableau.from_lists(**(_TRAP | {"c": [0.0, 1.0 - 1e-13]}))  # type: ignore[arg-type]
+    assert not near.stiffly_accurate and not near.fsal and near.dense == ()
     ns = ImplicitTableau.from_lists(**_NOT_STIFF)  # type: ignore[arg-type]
     assert not ns.stiffly_accurate and not ns.fsal and ns.gamma == 0.25 and ns.dense == ()
     with pytest.raises(InvalidArgumentError, match="stiffly accurate"):
@@ -392,9 +401,30 @@ def test_order_conditions_are_one_per_rooted_tree_with_butchers_densities() -> N
         start += len(gammas)
 
 
+def test_partitions_and_rooted_trees_are_enumerated_afresh_with_their_known_counts() -> None:
+    """Partitions of n, each once with its parts in decreasing order (p(n) for n = 0..10:
+    1, 1, 2, 3, 5, 7, 11, 15, 22, 30, 42); rooted trees with 1..8 nodes, each once: 1, 1, 2, 4,
+    9, 20, 48, 115 (OEIS A000081). The tree cache is cleared first, so that the enumeration
+    runs in this test (building the tableaux at import filled it)."""
+    partitions, children = _tableaux._partitions, _tableaux._choose_children
+    assert partitions(0) == [()]
+    assert partitions(4) == [(4,), (3, 1), (2, 2), (2, 1, 1), (1, 1, 1, 1)]
+    assert partitions(5, 2) == [(2, 2, 1), (2, 1, 1, 1), (1, 1, 1, 1, 1)]
+    assert [len(partitions(n)) for n in range(11)] == [1, 1, 2, 3, 5, 7, 11, 15, 22, 30, 42]
+    leaf, stick = (), ((),)  # one node; two nodes in a line
+    assert children(()) == [[]]
+    assert children((2, 1)) == [[stick, leaf]]
+    assert sorted(children((3, 1))) == sorted([[(leaf, leaf), leaf], [(stick,), leaf]])
+    _tableaux._trees.cache_clear()
+    trees = [_tableaux._trees(n) for n in range(1, 9)]
+    assert [len(t) for t in trees] == [1, 1, 2, 4, 9, 20, 48, 115]
+    assert all(len(set(t)) == len(t) for t in trees)
+    assert all(_tableaux._size(tree) == n for n, t in enumerate(trees, 1) for tree in t)
+
+
 def test_declared_orders_above_five_are_not_checked() -> None:
-    """Only the 17 conditions up to order 5 are checked: dopri5's data claiming order 6
-    builds (documented; an order-6 check would refuse it)."""
+    """Only the 17 conditions up to order 5 are checked: dopri5's and kvaerno5's data claiming
+    order 6 build (documented; an order-6 check would refuse them)."""
     tab = TABLEAUX["dopri5"]
     six = ButcherTableau.from_lists("dopri6?", a=[list(r) for r in tab.a], b=list(tab.b),
                                     c=list(tab.c), order=6)
@@ -403,6 +433,10 @@ def test_declared_orders_above_five_are_not_checked() -> None:
         ButcherTableau.from_lists("dopri5", a=[list(r) for r in tab.a], b=list(tab.b),
                                   c=list(tab.c), order=5, b_err=list(tab.b_err),
                                   error_order=6)
+    # the same for ESDIRK tableaux: kvaerno5's data claiming order 6 builds
+    kv5 = IMPLICIT_TABLEAUX["kvaerno5"]
+    assert ImplicitTableau.from_lists("kvaerno6?", a=[list(r) for r in kv5.a], b=list(kv5.b),
+                                      c=list(kv5.c), order=6).order == 6
 
 
 def test_r_infinity_is_infinite_without_stiff_decay() -> None:
