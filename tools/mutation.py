@@ -214,6 +214,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "diagnostics/_operator_norm.py": "cc637d3607c4",
     "diagnostics/_lipschitz.py": "8a5a4de1d74e",  # docstring-only change after 6964c59a4132
     "diagnostics/_gradient_flow.py": "349bfa560f0e",
+    "ode/_tableaux.py": "db60b4616f80",
 }
 
 _GPU = "gpu-only: a device argument; identical on CPU"
@@ -823,11 +824,41 @@ EQUIVALENT: dict[str, str] = {
             "x__bosh3__mutmut_71",
             "x__bosh3__mutmut_74",
             "x__bosh3__mutmut_75",
-            "x__dopri5__mutmut_222",
-            "x__dopri5__mutmut_225",
-            "x__dopri5__mutmut_226",
+            "x__dopri5__mutmut_179",
+            "x__dopri5__mutmut_182",
+            "x__dopri5__mutmut_183",
+            "x__dopri8__mutmut_443",
+            "x__dopri8__mutmut_446",
+            "x__dopri8__mutmut_447",
+            "x__adaptive_heun__mutmut_17",
+            "x__adaptive_heun__mutmut_20",
+            "x__adaptive_heun__mutmut_21",
+            "x__fehlberg2__mutmut_30",
+            "x__fehlberg2__mutmut_33",
+            "x__fehlberg2__mutmut_34",
+            "x__hermite_dense__mutmut_20",
+            "x__hermite_dense__mutmut_23",
+            "x__hermite_dense__mutmut_24",
+            "x__hermite_dense__mutmut_35",
+            "x__hermite_dense__mutmut_38",
+            "x__hermite_dense__mutmut_39",
+            "x__esdirk__mutmut_44",
+            "x__esdirk__mutmut_47",
+            "x__esdirk__mutmut_52",
+            "xǁButcherTableauǁ__post_init____mutmut_90",
+            "xǁButcherTableauǁ__post_init____mutmut_93",
+            "xǁButcherTableauǁ__post_init____mutmut_98",
         ),
         _STRICT,
+    ),
+    **dict.fromkeys(
+        _ode(
+            "_tableaux",
+            "x__stiffly_accurate__mutmut_18",
+            "x__stiffly_accurate__mutmut_21",
+            "x__stiffly_accurate__mutmut_22",
+        ),
+        "equivalent: zip(strict=...) after len(a_last) == len(b) was checked in the same `and`",
     ),
     **dict.fromkeys(
         _ode("_tableaux", "x__tsit5__mutmut_116", "x__tsit5__mutmut_120"),
@@ -839,38 +870,32 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         _ode(
             "_tableaux",
-            "x__hermite_dense__mutmut_20",
-            "x__hermite_dense__mutmut_23",
-            "x__hermite_dense__mutmut_24",
-            "x__hermite_dense__mutmut_35",
-            "x__hermite_dense__mutmut_38",
-            "x__hermite_dense__mutmut_39",
-            "x__esdirk__mutmut_44",
-            "x__esdirk__mutmut_47",
-            "x__esdirk__mutmut_52",
-        ),
-        _STRICT,
-    ),
-    **dict.fromkeys(
-        _ode(
-            "_tableaux",
             "xǁButcherTableauǁ_check_order__mutmut_17",
             "xǁImplicitTableauǁ_check_order__mutmut_16",
             "x__r_inf__mutmut_16",
             "x__esdirk__mutmut_36",
+            "x__stiffly_accurate__mutmut_9",
+            "x__stiffly_accurate__mutmut_14",
+            "x__imaginary_axis_peak__mutmut_35",
+            "x__imaginary_axis_peak__mutmut_98",
+            "xǁButcherTableauǁ__post_init____mutmut_17",
+            "xǁButcherTableauǁ__post_init____mutmut_25",
+            "xǁButcherTableauǁ__post_init____mutmut_53",
+            "xǁButcherTableauǁ__post_init____mutmut_86",
+            "xǁButcherTableauǁ__post_init____mutmut_122",
+            "xǁButcherTableauǁ__post_init____mutmut_131",
+            "xǁImplicitTableauǁ__post_init____mutmut_20",
+            "xǁImplicitTableauǁ__post_init____mutmut_46",
+            "xǁImplicitTableauǁ__post_init____mutmut_74",
+            "xǁImplicitTableauǁ__post_init____mutmut_121",
+            "xǁImplicitTableauǁ__post_init____mutmut_123",
+            "xǁImplicitTableauǁ__post_init____mutmut_130",
+            "xǁImplicitTableauǁ__post_init____mutmut_152",
         ),
         _TIE,
     ),
-    **dict.fromkeys(
-        _ode(
-            "_tableaux",
-            "x__partitions__mutmut_3",
-            "x__partitions__mutmut_23",
-            "x__partitions__mutmut_25",
-        ),
-        "equivalent: without the cap on the largest part the partitions come in every order; "
-        "_trees sorts each tree's children into a set, so the same trees result",
-    ),
+    "deeplimits.ode._tableaux.x_order_condition_residuals__mutmut_5": "equivalent: there is "
+    "no rooted tree with 0 nodes (_trees(0) is empty), so starting at n = 0 adds no residual",
     "deeplimits.ode._tableaux.x__stage_weights__mutmut_3": "equivalent: a is square",
     **dict.fromkeys(
         _ode(
@@ -884,8 +909,8 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         _ode(
             "_tableaux",
-            "xǁImplicitTableauǁfrom_lists__mutmut_14",
-            "xǁImplicitTableauǁfrom_lists__mutmut_15",
+            "xǁImplicitTableauǁfrom_lists__mutmut_25",
+            "xǁImplicitTableauǁfrom_lists__mutmut_26",
         ),
         "equivalent: for order 3 both branches give 3",
     ),
@@ -893,51 +918,18 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         _ode(
             "_tableaux",
+            "xǁButcherTableauǁ__post_init____mutmut_6",
+            "xǁButcherTableauǁ__post_init____mutmut_49",
             "xǁButcherTableauǁ__post_init____mutmut_100",
             "xǁButcherTableauǁ__post_init____mutmut_125",
             "xǁButcherTableauǁ__post_init____mutmut_134",
-            "xǁButcherTableauǁ__post_init____mutmut_49",
-            "xǁButcherTableauǁ__post_init____mutmut_6",
             "xǁImplicitTableauǁ__post_init____mutmut_6",
             "xǁImplicitTableauǁ__post_init____mutmut_7",
-            "xǁImplicitTableauǁ__post_init____mutmut_170",
-            "xǁImplicitTableauǁ__post_init____mutmut_186",
             "xǁImplicitTableauǁ__post_init____mutmut_70",
+            "xǁImplicitTableauǁ__post_init____mutmut_139",
+            "xǁImplicitTableauǁ__post_init____mutmut_155",
         ),
         _MSG,
-    ),
-    **dict.fromkeys(
-        _ode(
-            "_tableaux",
-            "xǁButcherTableauǁ__post_init____mutmut_122",
-            "xǁButcherTableauǁ__post_init____mutmut_131",
-            "xǁButcherTableauǁ__post_init____mutmut_17",
-            "xǁButcherTableauǁ__post_init____mutmut_25",
-            "xǁButcherTableauǁ__post_init____mutmut_53",
-            "xǁButcherTableauǁ__post_init____mutmut_86",
-            "xǁImplicitTableauǁ__post_init____mutmut_100",
-            "xǁImplicitTableauǁ__post_init____mutmut_105",
-            "xǁImplicitTableauǁ__post_init____mutmut_135",
-            "xǁImplicitTableauǁ__post_init____mutmut_137",
-            "xǁImplicitTableauǁ__post_init____mutmut_160",
-            "xǁImplicitTableauǁ__post_init____mutmut_183",
-            "xǁImplicitTableauǁ__post_init____mutmut_20",
-            "xǁImplicitTableauǁ__post_init____mutmut_46",
-            "xǁImplicitTableauǁ__post_init____mutmut_74",
-        ),
-        _TIE,
-    ),
-    **dict.fromkeys(
-        _ode(
-            "_tableaux",
-            "xǁButcherTableauǁ__post_init____mutmut_90",
-            "xǁButcherTableauǁ__post_init____mutmut_93",
-            "xǁButcherTableauǁ__post_init____mutmut_98",
-            "xǁImplicitTableauǁ__post_init____mutmut_109",
-            "xǁImplicitTableauǁ__post_init____mutmut_112",
-            "xǁImplicitTableauǁ__post_init____mutmut_115",
-        ),
-        _STRICT,
     ),
     **dict.fromkeys(
         _ode(
@@ -967,6 +959,26 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: the cubic's roots are 0.159, 0.436 and 2.405: none at 0.4 or 0.5 or in "
         "(0.5, 1.5), so the same root is picked",
     ),
+    # _imaginary_axis_peak: its polynomial only places the points where R is evaluated
+    "deeplimits.ode._tableaux.x__imaginary_axis_peak__mutmut_8": "equivalent: s + 2 roots of "
+    "unity for a polynomial of degree <= s give the same coefficients and one more that is 0 "
+    "up to round-off (trimmed)",
+    "deeplimits.ode._tableaux.x__imaginary_axis_peak__mutmut_31": "equivalent: P's "
+    "coefficients scaled by n^2 scale U and the critical-point polynomial: the same roots, "
+    "the same relative trimming",
+    "deeplimits.ode._tableaux.x__imaginary_axis_peak__mutmut_42": "equivalent: dividing by "
+    "i^k gives P(-i eta), whose modulus equals |P(i eta)| (real coefficients)",
+    **dict.fromkeys(
+        _ode("_tableaux", "x__imaginary_axis_peak__mutmut_72",
+             "x__imaginary_axis_peak__mutmut_74"),
+        "equivalent: trimming leading zeros too only divides the critical-point polynomial by "
+        "a power of w, removing roots at w = 0, and y = 0 is always a candidate",
+    ),
+    "deeplimits.ode._tableaux.x__imaginary_axis_peak__mutmut_79": "equivalent: polyroots of "
+    "a constant is empty, as the else branch",
+    "deeplimits.ode._tableaux.x__imaginary_axis_peak__mutmut_99": "equivalent: the cut-off "
+    "for candidate points moved by one part in 1e8 (beyond it R is within O(1/y) of its "
+    "limit, which is a candidate)",
     "deeplimits.ode._interp.xǁDenseCacheǁ__init____mutmut_1": "equivalent: DenseCache.tableau "
     "is never read (the coefficients come from rows)",
     # ode/_host_loop

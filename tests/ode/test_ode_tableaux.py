@@ -157,9 +157,9 @@ def _torchdiffeq_tableau(name: str) -> tuple[list[list[float]], list[float], lis
     tab = solver.tableau
     b_err = tab.c_error.tolist()
     if name == "dopri5":
-        # torchdiffeq estimates dopri5's error with Dormand & Prince's other embedded pair
-        # (b_hat_1 = 1951/21600); we use the published one of scipy's RK45 and Hairer's DOPRI5
-        # (b_hat_1 = 5179/57600), whose error weights scipy keeps as E = b_hat - b.
+        # torchdiffeq estimates dopri5's error with other embedded weights (b_hat_1 =
+        # 1951/21600); we use those of scipy's RK45 and Hairer's DOPRI5 (b_hat_1 = 5179/57600),
+        # whose error weights scipy keeps as E = b_hat - b.
         from scipy.integrate import RK45
 
         b_err = (-RK45.E).tolist()
