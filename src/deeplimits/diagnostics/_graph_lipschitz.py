@@ -18,7 +18,8 @@ then run once on an example input by an ``fx.Interpreter`` that, for every node 
   softmax: 1/2 (its Jacobian ``diag(p) − ppᵀ`` has norm at most 1/2, attained at two equal
   probabilities).
 - ``a + b``, ``a − b``: ``L_a + L_b`` (attained when both are the same linear map); ``c · a``,
-  ``a / c`` for a constant ``c``: ``max|c| · L_a``, ``L_a / min|c|``; ``−a``: ``L_a``. An
+  ``a / c`` for a constant ``c`` (``/``, ``torch.div``/``divide``/``true_divide`` and the
+  ``Tensor`` methods of those names): ``max|c| · L_a``, ``L_a / min|c|``; ``−a``: ``L_a``. An
   operand broadcast to a larger output repeats each entry ``k`` times and counts ``sqrt(k)·L``
   (``x + x.mean(1, keepdim=True)`` has constant 2, not ``1 + 1/sqrt(n)``).
 - concatenation / stacking: ``sqrt(Σ_k L_k²)`` (exact for copies of one map).
@@ -306,7 +307,8 @@ _SHAPE_METHODS = {
 }
 _ADD = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub}
 _MUL = {operator.mul, operator.imul, torch.mul}
-_DIV = {operator.truediv, operator.itruediv, torch.div}
+_DIV = {operator.truediv, operator.itruediv, torch.div, torch.divide, torch.true_divide}
+_DIV_METHODS = {"div", "div_", "divide", "divide_", "true_divide", "true_divide_"}
 _MATMUL = {operator.matmul, torch.matmul, torch.bmm, torch.mm}
 _BINARY = _MUL | _DIV | _MATMUL | {F.linear}  # their rules read the second operand positionally
 _DISCONTINUOUS_REASON = (
@@ -360,6 +362,22 @@ class _Bounder(torch.fx.Interpreter):
         return _root_sum_squares([self.lip.get(m, 0.0) for m in _nodes_in(obj)])
 
     _out: Any = None
+
+    def _quotient(
+        self, n: torch.fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[float, float]:
+        """``a / d`` (``torch.div``, ``/``, ``Tensor.div`` and its aliases) with a constant
+        divisor: ``max 1/|d|`` times the spread of ``a``; a rounded quotient is refused as
+        discontinuous, an input-dependent divisor as unsupported."""
+        if kwargs.get("rounding_mode") is not None:
+            raise self._unsupported(n, _DISCONTINUOUS_REASON)
+        if self._in(n.args[1]) > 0:
+            raise self._unsupported(n, "division by an input-dependent tensor")
+        d = args[1]
+        c = float((1.0 / d.detach().abs()).max()) if isinstance(d, torch.Tensor) else 1.0 / abs(
+            float(d))
+        c *= self._spread(args[0])
+        return c, c * self._in(n.args[0])
 
     def _spread(self, operand: Any) -> float:
         """How much broadcasting ``operand`` to the current node's output multiplies norms:
@@ -551,15 +569,7 @@ class _Bounder(torch.fx.Interpreter):
         if f in _MUL:
             return self._product(n, args[0], args[1], matmul=False)
         if f in _DIV:
-            if kwargs.get("rounding_mode") is not None:
-                raise self._unsupported(n, _DISCONTINUOUS_REASON)
-            if self._in(n.args[1]) > 0:
-                raise self._unsupported(n, "division by an input-dependent tensor")
-            d = args[1]
-            c = float((1.0 / d.detach().abs()).max()) if isinstance(d, torch.Tensor) else 1.0 / abs(
-                float(d))
-            c *= self._spread(args[0])
-            return c, c * l0
+            return self._quotient(n, args, kwargs)
         if f in _MATMUL:
             return self._product(n, args[0], args[1], matmul=True)
         if f is F.linear:
@@ -607,10 +617,12 @@ class _Bounder(torch.fx.Interpreter):
             return math.nan, 0.0  # only the dtype and device of the input are used
         if name in _SHAPE_METHODS:
             return 1.0, l0
+        if name in _DIV_METHODS:
+            if len(n.args) < 2:
+                raise self._unsupported(n, _KEYWORD_REASON)
+            return self._quotient(n, args, kwargs)
         if self._in(n.args[1:]) > 0 and name not in ("add", "sub", "mul", "matmul"):
             raise self._unsupported(n, f"Tensor.{name} with several input-dependent tensors")
-        if name in _SHAPE_METHODS:
-            return 1.0, l0
         if name in ("add", "sub", "add_", "sub_"):
             return math.nan, _add_bound(self, n, args, kwargs)
         if name in ("mul", "mul_", "matmul") and len(n.args) < 2:
