@@ -209,7 +209,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_newton.py": "8b40fe90a288",
     "ode/_adams.py": "b17d0fe95528",
     "ode/_checkpoint.py": "ce068b4baadc",
-    "diagnostics/_graph_lipschitz.py": "919da55b0578",
+    "diagnostics/_graph_lipschitz.py": "aa364036f93a",
     "ode/_event.py": "a7a2667f2725",
     "diagnostics/_operator_norm.py": "cc637d3607c4",
     "diagnostics/_lipschitz.py": "8a5a4de1d74e",  # docstring-only change after 6964c59a4132
@@ -1327,7 +1327,7 @@ EQUIVALENT: dict[str, str] = {
     "fit with a transition δ_last is that δ or NaN, never below δ_first: False anyway",
     "deeplimits.experiments.continuity.x_continuity_checks__mutmut_17": "equivalent: jump is the "
     "constant 1.0 (0.8 * 1 = 0.8 / 1)",
-    # diagnostics/_graph_lipschitz (names of the source after the keyword-operand fix)
+    # diagnostics/_graph_lipschitz (names of the source with the Tensor.div rule)
     **dict.fromkeys(
         _names(
             "_graph_lipschitz",
@@ -1416,35 +1416,33 @@ EQUIVALENT: dict[str, str] = {
         ),
         "equivalent: _fname of a str target is the str itself (str has no __name__)",
     ),
-    _names("_graph_lipschitz", "xǁ_Bounderǁ_method__mutmut_35")[0]:
-        "equivalent: the second `name in _SHAPE_METHODS` test is unreachable (the first returns)",
     **dict.fromkeys(
         _names(
             "_graph_lipschitz",
-            "xǁ_Bounderǁ_method__mutmut_75",
+            "xǁ_Bounderǁ_method__mutmut_86",
             "xǁ_Bounderǁ_function__mutmut_33",
         ),
         "equivalent: matmul=None is falsy like False (only `if matmul` / `if not matmul` read it)",
     ),
-    _names("_graph_lipschitz", "xǁ_Bounderǁ_function__mutmut_136")[0]:
+    _names("_graph_lipschitz", "xǁ_Bounderǁ_function__mutmut_107")[0]:
         "equivalent: fx records F.elu/F.leaky_relu with their parameters as keywords (their "
         "__torch_function__ dispatch), so the activation lambdas never read positional extras",
     **dict.fromkeys(
         _names(
             "_graph_lipschitz",
-            "xǁ_Bounderǁ_function__mutmut_141",
-            "xǁ_Bounderǁ_function__mutmut_143",
-            "xǁ_Bounderǁ_function__mutmut_144",
-            "xǁ_Bounderǁ_function__mutmut_145",
-            "xǁ_Bounderǁ_function__mutmut_147",
-            "xǁ_Bounderǁ_function__mutmut_149",
-            "xǁ_Bounderǁ_function__mutmut_152",
-            "xǁ_Bounderǁ_function__mutmut_154",
-            "xǁ_Bounderǁ_function__mutmut_156",
-            "xǁ_Bounderǁ_function__mutmut_158",
-            "xǁ_Bounderǁ_function__mutmut_160",
-            "xǁ_Bounderǁ_function__mutmut_162",
-            "xǁ_Bounderǁ_function__mutmut_165",
+            "xǁ_Bounderǁ_function__mutmut_112",
+            "xǁ_Bounderǁ_function__mutmut_114",
+            "xǁ_Bounderǁ_function__mutmut_115",
+            "xǁ_Bounderǁ_function__mutmut_116",
+            "xǁ_Bounderǁ_function__mutmut_118",
+            "xǁ_Bounderǁ_function__mutmut_120",
+            "xǁ_Bounderǁ_function__mutmut_123",
+            "xǁ_Bounderǁ_function__mutmut_125",
+            "xǁ_Bounderǁ_function__mutmut_127",
+            "xǁ_Bounderǁ_function__mutmut_129",
+            "xǁ_Bounderǁ_function__mutmut_131",
+            "xǁ_Bounderǁ_function__mutmut_133",
+            "xǁ_Bounderǁ_function__mutmut_136",
         ),
         "equivalent: fx records F.dropout with p, training and inplace always as keywords, so "
         "the positional branch and the defaults are never used",
