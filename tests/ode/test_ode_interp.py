@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deeplimits.ode import get_solver
+from deeplimits.ode import ButcherTableau, get_solver
 from deeplimits.ode._interp import DenseCache, dense_eval, emit_outputs
 
 F64 = torch.float64
@@ -55,6 +55,21 @@ def test_hermite_interpolant_by_hand() -> None:
     f0, f1, h, th = 2.0, 11.0, 0.4, 0.25
     want = 1.0 + h * (th * f0 + th**2 * (3 * B - 2 * f0 - f1) + th**3 * (-2 * B + f0 + f1))
     got = dense_eval(cache, y0, ks, h, [th])
+    assert float(got[0, 0]) == pytest.approx(want, rel=1e-15)
+
+
+def test_dense_cache_of_a_tableau_without_dense_rows_is_its_cubic_hermite() -> None:
+    """Kutta's 3/8 rule written without dense rows: the default coefficients are the cubic
+    Hermite on y0, y1, f0, f1 (they were the empty ``dense``, a shape error at evaluation)."""
+    rk4 = get_solver("rk4").tableau
+    own = ButcherTableau.from_lists("rk4_no_dense", a=[list(r) for r in rk4.a], b=list(rk4.b),
+                                    c=list(rk4.c), order=4)
+    assert own.dense == ()
+    y0 = torch.tensor([1.0], dtype=F64)
+    ks = [torch.tensor([x], dtype=F64) for x in (2.0, 3.0, 5.0, 7.0, 11.0)]  # 4 stages + f1
+    B, f0, f1, h, th = (2.0 + 3 * 3.0 + 3 * 5.0 + 7.0) / 8, 2.0, 11.0, 0.4, 0.25
+    want = 1.0 + h * (th * f0 + th**2 * (3 * B - 2 * f0 - f1) + th**3 * (-2 * B + f0 + f1))
+    got = dense_eval(DenseCache(own), y0, ks, h, [th])
     assert float(got[0, 0]) == pytest.approx(want, rel=1e-15)
 
 

@@ -9,20 +9,23 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from deeplimits.ode._tableaux import ButcherTableau
+from deeplimits.ode._tableaux import ButcherTableau, ImplicitTableau, interpolant
 
 __all__ = ["DenseCache", "dense_eval", "emit_outputs"]
 
 
 class DenseCache:
     """The interpolant's coefficients as a tensor, built once per (dtype, device) and solve:
-    the tableau's ``dense`` rows, or ``rows`` given (e.g. ``[b]``: linear interpolation)."""
+    the tableau's interpolant (its ``dense`` rows, else the cubic Hermite:
+    :func:`~deeplimits.ode._tableaux.interpolant`), or ``rows`` given (e.g. ``[b]``: linear
+    interpolation)."""
 
     def __init__(
-        self, tableau: ButcherTableau, rows: Sequence[Sequence[float]] | None = None
+        self, tableau: ButcherTableau | ImplicitTableau,
+        rows: Sequence[Sequence[float]] | None = None,
     ) -> None:
         self.tableau = tableau
-        self.rows = tableau.dense if rows is None else rows
+        self.rows = interpolant(tableau) if rows is None else rows
         self._coef: Tensor | None = None
 
     def coef(self, like: Tensor) -> Tensor:
