@@ -16,7 +16,15 @@ from deeplimits.errors import (
     StepSizeUnderflowError,
     UnknownNameError,
 )
-from deeplimits.ode import AdaptiveOptions, FixedStepOptions, PIController, odeint, odeint_adjoint
+from deeplimits.ode import (
+    IMPLICIT_TABLEAUX,
+    TABLEAUX,
+    AdaptiveOptions,
+    FixedStepOptions,
+    PIController,
+    odeint,
+    odeint_adjoint,
+)
 
 F64 = torch.float64
 
@@ -128,6 +136,25 @@ def test_unknown_method_lists_the_valid_methods() -> None:
     with pytest.raises(UnknownNameError, match="dopri5") as info:
         odeint(_decay, _y0(), _t(), method="rk45")
     assert "reversible_heun" in info.value.valid
+
+
+@pytest.mark.parametrize(
+    ("method", "fix"),
+    [
+        (TABLEAUX["rk4"], r"wrap the tableau in a solver: method=ExplicitRK\(tableau\)"),
+        (IMPLICIT_TABLEAUX["kvaerno3"],
+         r"wrap the tableau in a solver: method=ImplicitRK\(tableau\)"),
+        (3, "valid names: euler, midpoint, .*, kvaerno5,"),
+    ],
+)
+def test_a_method_that_is_not_a_name_or_solver_says_how_to_pass_it(method, fix) -> None:
+    with pytest.raises(InvalidTypeError, match=f"method must be a method name or a Solver, got "
+                       f"{type(method).__name__}; {fix}"):
+        odeint(_decay, _y0(), torch.tensor([0.0, 1.0], dtype=F64), method=method)
+    with pytest.raises(InvalidTypeError, match="adjoint_method=ImplicitRK"):
+        odeint_adjoint(torch.nn.Linear(2, 2).double(), _y0(),
+                       torch.tensor([0.0, 1.0], dtype=F64),
+                       adjoint_method=IMPLICIT_TABLEAUX["kvaerno3"])
 
 
 def test_unknown_option_lists_the_valid_options() -> None:

@@ -526,13 +526,18 @@ def get_solver(method: str | Solver, what: str = "method") -> Solver:
 
     Raises:
         UnknownNameError: an unknown name (the message lists the valid ones).
-        InvalidTypeError: neither a string nor a :class:`Solver`.
+        InvalidTypeError: neither a string nor a :class:`Solver` (the message says how to wrap
+            a tableau, or lists the valid names).
     """
     if isinstance(method, Solver):
         return method
     if not isinstance(method, str):
+        wrap = {ButcherTableau: "ExplicitRK", ImplicitTableau: "ImplicitRK"}.get(type(method))
+        keyword = what.replace(" ", "_")  # "adjoint method" -> adjoint_method=
+        fix = (f"; wrap the tableau in a solver: {keyword}={wrap}(tableau)" if wrap
+               else f"; valid names: {', '.join(METHODS)}")
         raise InvalidTypeError(
-            f"{what} must be a method name or a Solver, got {type(method).__name__}"
+            f"{what} must be a method name or a Solver, got {type(method).__name__}{fix}"
         )
     solver = SOLVERS.get(method)
     if solver is None:
