@@ -109,7 +109,9 @@ def attempt(lp: BatchedLoop, st: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     Y = torch.where(acc, Y1, Y)
     K1 = torch.where(acc, ks[-1], K1)
     if at_jump is not None:  # the right limit starts the next step after a jump
-        right = lp.ev(torch.nextafter(t1, t1 + d), Y1)
+        # Every row evaluates (no branch in the graph); rows not at a jump at t1 itself, so
+        # that f is never asked for a time past t_end (their value is discarded).
+        right = lp.ev(torch.where(at_jump, torch.nextafter(t1, t1 + d), t1), Y1)
         K1 = torch.where(acc & at_jump, right, K1)
     with torch.no_grad():
         s0 = torch.where(acc, s1, s0)
