@@ -203,7 +203,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "diagnostics/_robustness.py": "4168e1fa9083",
     "diagnostics/_regions.py": "0868a2899943",
     "ode/_device_loop.py": "29f61f280cf7",
-    "ode/_batched_step.py": "0588cc7ee121",
+    "ode/_batched_step.py": "cf012fbcc6c8",
     "ode/_adjoint.py": "3c324a071878",
     "ode/_scipy.py": "54b800a1be99",
     "ode/_newton.py": "8b40fe90a288",
@@ -1138,7 +1138,7 @@ EQUIVALENT: dict[str, str] = {
         _GPU,
     ),
     **dict.fromkeys(
-        _ode("_batched_step", "x_attempt__mutmut_47", "x_attempt__mutmut_206"), _TIE
+        _ode("_batched_step", "x_attempt__mutmut_47", "x_attempt__mutmut_212"), _TIE
     ),
     "deeplimits.ode._batched_step.x_attempt__mutmut_79": "equivalent: with two output "
     "times the only one after the start is the final state, which the driver writes over "
@@ -1184,7 +1184,7 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: the powers 1..P as int64; theta.pow promotes them to theta's dtype, "
         "bit for bit the same powers",
     ),
-    "deeplimits.ode._batched_step.x_attempt__mutmut_174": "equivalent: without forced "
+    "deeplimits.ode._batched_step.x_attempt__mutmut_180": "equivalent: without forced "
     "times _next_stop returns t_end itself as the stop, so stop == t_end always holds",
     "deeplimits.ode._batched_step.x__emit__mutmut_25": "equivalent: an output time equal "
     "to the step's start gets theta = 0, i.e. Y itself, the value already written there "
