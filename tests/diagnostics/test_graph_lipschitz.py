@@ -630,6 +630,9 @@ _SPELLINGS = [
     ("sub method", lambda t: t.sub(_mean1(t)), 2 * 2.0),
     ("add_", lambda t: t.clone().add_(_C), 2.0),
     ("sub_", lambda t: t.clone().sub_(_C), 2.0),
+    ("add_ of an input-dependent tensor", lambda t: t.clone().add_(_mean1(t), alpha=-3),
+     2 * 4.0),
+    ("sub_ of an input-dependent tensor", lambda t: t.clone().sub_(t), 2 * 2.0),
     # products with a constant: max|c| · spread · L
     ("a * c", lambda t: t * _C, 2 * 3.0),
     ("c * mean", lambda t: _C * _mean1(t), 2 * 3.0),
@@ -763,6 +766,9 @@ class _Listed(nn.Module):
          "F.linear with an input-dependent weight"),
         (_Lambda(lambda t: t.maximum(t / 2)), "node maximum (maximum)",
          "Tensor.maximum with several input-dependent tensors"),
+        # in place: its rule would read the factor already overwritten by the product
+        (_Lambda(lambda t: t.clone().mul_(t)), "node mul_ (mul_)",
+         "Tensor.mul_ with several input-dependent tensors"),
         (_Lambda(lambda t: t[:, [0, 0]]), "node getitem (getitem)",
          "indexing with tensors or lists (may repeat entries)"),
         (_Lambda(lambda t: t @ t.new_ones(2, 4, 2)), "node matmul (matmul)",

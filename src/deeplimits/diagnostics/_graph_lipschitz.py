@@ -621,7 +621,10 @@ class _Bounder(torch.fx.Interpreter):
             if len(n.args) < 2:
                 raise self._unsupported(n, _KEYWORD_REASON)
             return self._quotient(n, args, kwargs)
-        if self._in(n.args[1:]) > 0 and name not in ("add", "sub", "mul", "matmul"):
+        # add_/sub_ run before their rule, but it reads only shapes; mul_ with two
+        # input-dependent tensors would read the overwritten factor, so it stays refused
+        if self._in(n.args[1:]) > 0 and name not in ("add", "sub", "add_", "sub_", "mul",
+                                                     "matmul"):
             raise self._unsupported(n, f"Tensor.{name} with several input-dependent tensors")
         if name in ("add", "sub", "add_", "sub_"):
             return math.nan, _add_bound(self, n, args, kwargs)
