@@ -210,7 +210,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_adams.py": "b17d0fe95528",
     "ode/_checkpoint.py": "ce068b4baadc",
     "diagnostics/_graph_lipschitz.py": "b459f2f21ce4",
-    "ode/_event.py": "a7a2667f2725",
+    "ode/_event.py": "31f0de172bb4",
     "diagnostics/_operator_norm.py": "cc637d3607c4",
     "diagnostics/_lipschitz.py": "8a5a4de1d74e",  # docstring-only change after 6964c59a4132
     "diagnostics/_gradient_flow.py": "349bfa560f0e",
@@ -1671,7 +1671,6 @@ EQUIVALENT: dict[str, str] = {
         "equivalent: divided by the sign before instead of multiplied: it is +-1 for every "
         "candidate (and the other entries are masked to inf)",
     ),
-    _ode("_event", "x_bisect_rows__mutmut_27")[0]: _TIE,
     **dict.fromkeys(
         _ode("_event", "xǁSignTrackerǁupdate__mutmut_8", "xǁSignTrackerǁupdate__mutmut_9",
              "xǁSignTrackerǁupdate__mutmut_10"),
@@ -1685,7 +1684,7 @@ EQUIVALENT: dict[str, str] = {
     ),
     _ode("_event", "x_event_directions__mutmut_31")[0]: _GPU,
     **dict.fromkeys(
-        _ode("_event", "x_solve_until_event__mutmut_11", "x_solve_until_event__mutmut_13"),
+        _ode("_event", "x_solve_until_event__mutmut_13"),
         "equivalent: like is read for its dtype only, and every part of a tuple state has "
         "one dtype (checked)",
     ),
@@ -1707,9 +1706,14 @@ EQUIVALENT: dict[str, str] = {
     _ode("_event", "x_solve_until_event__mutmut_1")[0]:
         "equivalent: plain's default: both callers (odeint_event, event_mode) pass it",
     **dict.fromkeys(
-        _ode("_event", "x__with_implicit_gradient__mutmut_20",
-             "x__with_implicit_gradient__mutmut_22"),
+        _ode("_event", "x__with_implicit_gradient__mutmut_22",
+             "x__with_implicit_gradient__mutmut_24"),
         "equivalent: [+1] for [-1] of the solution at (t0, T): it has two entries",
+    ),
+    **dict.fromkeys(
+        _ode("_event", "x__with_implicit_gradient__mutmut_4",
+             "x__with_implicit_gradient__mutmut_7"),
+        _GPU,
     ),
     _ode("_event", "x__rows_until_event__mutmut_269")[0]:
         "equivalent: the crossing steps' start time None: step_plan always gives the stage "
