@@ -181,7 +181,6 @@ _TORCHDIFFEQ_NAMES = ["heun2", "heun3", "adaptive_heun", "fehlberg2", "bosh3", "
 def test_each_explicit_builder_gives_torchdiffeqs_coefficients(name: str) -> None:
     """The builder called afresh gives torchdiffeq's matrix, weights, nodes, error weights and
     the interpolant's value at theta = 1/2 (torchdiffeq's ``mid``), and equals ``TABLEAUX``."""
-    pytest.importorskip("torchdiffeq")
     tab = getattr(_tableaux, f"_{name}")()
     a, b, c, b_err, mid = _torchdiffeq_tableau(name)
     assert len(tab.a) == len(a)

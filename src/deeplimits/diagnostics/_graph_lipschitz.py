@@ -309,6 +309,7 @@ _ADD = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, tor
 _MUL = {operator.mul, operator.imul, torch.mul}
 _DIV = {operator.truediv, operator.itruediv, torch.div, torch.divide, torch.true_divide}
 _DIV_METHODS = {"div", "div_", "divide", "divide_", "true_divide", "true_divide_"}
+_BINARY_METHODS = _DIV_METHODS | {"mul", "mul_", "matmul"}  # the operand read positionally
 _MATMUL = {operator.matmul, torch.matmul, torch.bmm, torch.mm}
 _BINARY = _MUL | _DIV | _MATMUL | {F.linear}  # their rules read the second operand positionally
 _DISCONTINUOUS_REASON = (
@@ -617,9 +618,9 @@ class _Bounder(torch.fx.Interpreter):
             return math.nan, 0.0  # only the dtype and device of the input are used
         if name in _SHAPE_METHODS:
             return 1.0, l0
+        if name in _BINARY_METHODS and len(n.args) < 2:
+            raise self._unsupported(n, _KEYWORD_REASON)
         if name in _DIV_METHODS:
-            if len(n.args) < 2:
-                raise self._unsupported(n, _KEYWORD_REASON)
             return self._quotient(n, args, kwargs)
         # add_/sub_ run before their rule, but it reads only shapes; mul_ with two
         # input-dependent tensors would read the overwritten factor, so it stays refused
@@ -628,8 +629,6 @@ class _Bounder(torch.fx.Interpreter):
             raise self._unsupported(n, f"Tensor.{name} with several input-dependent tensors")
         if name in ("add", "sub", "add_", "sub_"):
             return math.nan, _add_bound(self, n, args, kwargs)
-        if name in ("mul", "mul_", "matmul") and len(n.args) < 2:
-            raise self._unsupported(n, _KEYWORD_REASON)
         if name in ("mul", "mul_"):
             return self._product(n, args[0], args[1], matmul=False)
         if name == "matmul":

@@ -47,7 +47,6 @@ from deeplimits.ode._tableaux import (
     TABLEAUX,
     ButcherTableau,
     ImplicitTableau,
-    interpolant,
 )
 
 __all__ = [
@@ -159,8 +158,7 @@ class _TableauSolver(Solver):
     def dense_cache(self) -> DenseCache:
         """Per-solve cache of the interpolant's coefficients (``linear_interp``: the linear
         interpolant ``y0 + theta h sum(b k)``)."""
-        rows = [list(self.tableau.b)] if self.linear_interp else interpolant(self.tableau)
-        return DenseCache(self.tableau, rows)  # type: ignore[arg-type]
+        return DenseCache(self.tableau, [list(self.tableau.b)] if self.linear_interp else None)
 
     def interpolate(
         self, cache: DenseCache, y0: Tensor, ks: Sequence[Tensor], h: float,
