@@ -209,7 +209,7 @@ EQUIVALENTS_CHECKED: dict[str, str] = {
     "ode/_newton.py": "8b40fe90a288",
     "ode/_adams.py": "b17d0fe95528",
     "ode/_checkpoint.py": "ce068b4baadc",
-    "diagnostics/_graph_lipschitz.py": "b459f2f21ce4",
+    "diagnostics/_graph_lipschitz.py": "b1cb51f4a690",
     "ode/_event.py": "31f0de172bb4",
     "diagnostics/_operator_norm.py": "cc637d3607c4",
     "diagnostics/_lipschitz.py": "8a5a4de1d74e",  # docstring-only change after 6964c59a4132
@@ -1419,7 +1419,7 @@ EQUIVALENT: dict[str, str] = {
     **dict.fromkeys(
         _names(
             "_graph_lipschitz",
-            "xǁ_Bounderǁ_method__mutmut_88",
+            "xǁ_Bounderǁ_method__mutmut_76",
             "xǁ_Bounderǁ_function__mutmut_33",
         ),
         "equivalent: matmul=None is falsy like False (only `if matmul` / `if not matmul` read it)",
